@@ -1,0 +1,13 @@
+/* Runs a role (server or client) on the event loop until SIGINT/SIGTERM. */
+#ifndef APP_H
+#define APP_H
+
+#include "config.h"
+
+enum role { ROLE_SERVER, ROLE_CLIENT };
+
+/* Takes ownership of cfg (it may be replaced by a reload). Returns the
+ * process exit status: 0 after a clean shutdown. */
+int app_run(struct config *cfg, enum role role);
+
+#endif

@@ -1,0 +1,107 @@
+/* The typed configuration: TOML tree -> validated structs with defaults.
+ *
+ * Keys and defaults are the reference's (see docs/configuration.md). Every
+ * error names the file, the line and the key path; unknown keys are errors
+ * with a "did you mean" suggestion. Tokens are kept only here and in the
+ * roles; they are never logged. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum transport_type { TRANSPORT_TCP, TRANSPORT_TLS, TRANSPORT_NOISE, TRANSPORT_WEBSOCKET };
+enum service_type { SERVICE_TCP, SERVICE_UDP };
+
+struct tcp_config {
+	char *proxy;			/* client only; NULL when unset */
+	bool nodelay;			/* default true */
+	int keepalive_secs;		/* default 20 */
+	int keepalive_interval;		/* default 8 */
+};
+
+struct tls_config {
+	char *hostname;			/* client; NULL: host part of remote_addr */
+	char *trusted_root;		/* client; NULL: system store */
+	char *pkcs12;			/* server */
+	char *pkcs12_password;		/* server */
+};
+
+struct noise_config {
+	char *pattern;			/* default "Noise_NK_25519_ChaChaPoly_BLAKE2s" */
+	bool has_local_private_key;
+	uint8_t local_private_key[32];
+	bool has_remote_public_key;
+	uint8_t remote_public_key[32];
+};
+
+struct websocket_config {
+	bool tls;
+};
+
+struct transport_config {
+	enum transport_type type;
+	struct tcp_config tcp;		/* always present (defaults) */
+	bool has_tls, has_noise, has_websocket;
+	struct tls_config tls;
+	struct noise_config noise;
+	struct websocket_config websocket;
+};
+
+struct service_config {
+	char *name;
+	enum service_type type;		/* default tcp */
+	char *token;			/* effective: the service's or default_token */
+	char *bind_addr;		/* server: where visitors connect */
+	char *local_addr;		/* client: the service to expose */
+	bool nodelay;			/* effective: the service's or transport.tcp.nodelay */
+	int retry_interval;		/* client, effective: the service's or the client's */
+	int line;			/* line of the service's table, for messages */
+};
+
+struct server_config {
+	char *bind_addr;
+	char *default_token;
+	int heartbeat_interval;		/* default 30; 0 disables */
+	struct transport_config transport;
+	struct service_config *services;
+	size_t nservices;
+};
+
+struct client_config {
+	char *remote_addr;
+	char *default_token;
+	int heartbeat_timeout;		/* default 40; 0 disables */
+	int retry_interval;		/* default 1 */
+	struct transport_config transport;
+	struct service_config *services;
+	size_t nservices;
+};
+
+struct config {
+	char *path;			/* as given on the command line */
+	struct server_config *server;	/* NULL when the file has no [server] */
+	struct client_config *client;	/* NULL when the file has no [client] */
+};
+
+/* Up to CONFIG_MAX_ERRORS messages, each "path:line: message". */
+#define CONFIG_MAX_ERRORS 16
+struct config_errors {
+	int count;
+	char msg[CONFIG_MAX_ERRORS][512];
+};
+
+/* Parses and validates text read from path. Returns NULL and fills errs on error. */
+struct config *config_parse(const char *path, const char *text, size_t len,
+			    struct config_errors *errs);
+/* Reads the file and parses it; errors (unreadable file too) go to errs. */
+struct config *config_load(const char *path, struct config_errors *errs);
+void config_free(struct config *cfg);
+
+const struct service_config *config_find_service(const struct service_config *s,
+						 size_t n, const char *name);
+const char *transport_type_name(enum transport_type t);
+const char *service_type_name(enum service_type t);
+
+#endif

@@ -1,0 +1,27 @@
+/* Logging: one timestamped line per event on stderr.
+ * The level comes from RATHOLE_LOG, or RUST_LOG for drop-in compatibility with
+ * the reference ("info", "debug", "rathole=trace", "warn,rathole=debug"). */
+#ifndef LOG_H
+#define LOG_H
+
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
+
+extern enum log_level log_level;
+
+/* Reads RATHOLE_LOG / RUST_LOG. Returns -1 (and keeps "info") when the value
+ * is not understood, so the caller can warn once. */
+int log_init_from_env(void);
+int log_parse_level(const char *spec, enum log_level *out);
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_enabled(lvl) ((lvl) <= log_level)
+#define LOG_AT(lvl, ...) do { if (log_enabled(lvl)) log_msg(lvl, __VA_ARGS__); } while (0)
+#define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  LOG_AT(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  LOG_AT(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
+#define log_trace(...) LOG_AT(LOG_TRACE, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,80 @@
+/* The Noise Protocol Framework (revision 34) on OpenSSL's EVP primitives.
+ *
+ * DH: 25519. Ciphers: ChaChaPoly, AESGCM. Hashes: BLAKE2s, BLAKE2b, SHA256,
+ * SHA512. Patterns: the one-way, interactive and deferred patterns without
+ * PSK, selected by the full protocol name ("Noise_NK_25519_ChaChaPoly_BLAKE2s").
+ *
+ * Handshake: create a state, then follow noise_hs_next(): WRITE a message,
+ * READ a message, or DONE (then split into two cipher states). Transport
+ * messages are encrypted and decrypted in place. Key material is wiped when
+ * freed. */
+#ifndef NOISE_H
+#define NOISE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NOISE_KEY_LEN	32
+#define NOISE_TAG_LEN	16
+#define NOISE_MAX_MSG	65535	/* bytes of one Noise message on the wire */
+#define NOISE_MAX_PLAINTEXT (NOISE_MAX_MSG - NOISE_TAG_LEN)
+
+enum noise_role { NOISE_INITIATOR, NOISE_RESPONDER };
+enum noise_next { NOISE_WRITE, NOISE_READ, NOISE_DONE, NOISE_FAILED };
+
+struct noise_hs;
+struct noise_cipher;
+
+struct noise_keys {
+	const uint8_t *local_static;	/* 32-byte private key, or NULL */
+	const uint8_t *remote_static;	/* 32-byte public key known in advance, or NULL */
+	const uint8_t *local_ephemeral;	/* fixed ephemeral (test vectors only), or NULL */
+	const uint8_t *prologue;
+	size_t prologue_len;
+};
+
+/* Checks a protocol name. Returns 0, or -1 with a message in err. Also tells
+ * which static keys each side must have for this pattern. */
+struct noise_requirements {
+	int initiator_static;		/* the initiator needs a local static key */
+	int responder_static;
+	int initiator_knows_remote;	/* the initiator needs the responder's public key */
+	int responder_knows_remote;	/* the responder needs the initiator's public key */
+	int one_way;			/* N, K, X: messages flow initiator -> responder only */
+};
+int noise_check_protocol(const char *name, struct noise_requirements *req,
+			 char *err, size_t errlen);
+
+struct noise_hs *noise_hs_new(const char *protocol_name, enum noise_role role,
+			      const struct noise_keys *keys, char *err, size_t errlen);
+enum noise_next noise_hs_next(const struct noise_hs *hs);
+/* Writes the next handshake message carrying payload. Returns its length, or -1. */
+long noise_hs_write(struct noise_hs *hs, const uint8_t *payload, size_t plen,
+		    uint8_t *out, size_t cap);
+/* Reads a handshake message. Returns the payload length, or -1 (bad message:
+ * authentication failure, wrong length...). After -1 the state is FAILED. */
+long noise_hs_read(struct noise_hs *hs, const uint8_t *msg, size_t len,
+		   uint8_t *payload, size_t cap);
+/* After DONE: the cipher states for sending and receiving (for one-way
+ * patterns the responder's send state is unused). The hs remains valid for
+ * noise_hs_hash / noise_hs_remote_static until freed. */
+int noise_hs_split(struct noise_hs *hs, struct noise_cipher **send,
+		   struct noise_cipher **recv);
+const uint8_t *noise_hs_hash(const struct noise_hs *hs, size_t *len);
+/* The peer's static public key once known (NULL before / if none). */
+const uint8_t *noise_hs_remote_static(const struct noise_hs *hs);
+void noise_hs_free(struct noise_hs *hs);
+
+/* Encrypts len bytes at buf in place; buf must have NOISE_TAG_LEN spare bytes
+ * after them. Returns the ciphertext length (len + 16) or -1 (nonce exhausted,
+ * len too large). */
+long noise_encrypt(struct noise_cipher *c, uint8_t *buf, size_t len);
+/* Decrypts in place. Returns the plaintext length, or -1 if authentication fails. */
+long noise_decrypt(struct noise_cipher *c, uint8_t *buf, size_t len);
+void noise_cipher_free(struct noise_cipher *c);
+
+/* X25519 keys. */
+int noise_generate_keypair(uint8_t priv[NOISE_KEY_LEN], uint8_t pub[NOISE_KEY_LEN]);
+int noise_public_key(const uint8_t priv[NOISE_KEY_LEN], uint8_t pub[NOISE_KEY_LEN]);
+
+#endif
