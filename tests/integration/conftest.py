@@ -1,0 +1,154 @@
+"""Shared fixtures for the integration tests.
+
+Every process a test starts goes through `Procs`, which stops it by PID at the
+end of the test. Ports are picked dynamically (bind to port 0, read it back) so
+suites can run side by side. Every wait is bounded in time.
+"""
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RATHOLE = os.environ.get("RATHOLE_BIN") or os.path.join(REPO, "rathole")
+TESTDATA = os.environ.get("TESTDATA") or os.path.join(os.path.dirname(REPO), "shared", "testdata")
+
+
+def free_port(kind=socket.SOCK_STREAM, host="127.0.0.1"):
+    """A port that was free a moment ago (TCP by default)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port, host="127.0.0.1", timeout=10.0):
+    wait_until(lambda: port_open(port, host), timeout, what=f"{host}:{port} to accept")
+
+
+def wait_port_closed(port, host="127.0.0.1", timeout=10.0):
+    wait_until(lambda: not port_open(port, host), timeout, what=f"{host}:{port} to close")
+
+
+class Proc:
+    """A started process whose stderr is collected in the background."""
+
+    def __init__(self, args, env=None, cwd=None, stdin=subprocess.DEVNULL):
+        self.args = args
+        full_env = dict(os.environ)
+        full_env.setdefault("RATHOLE_LOG", "debug")
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+        self.pid = self.p.pid
+        self._err = []
+        self._out = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._drain, args=(self.p.stderr, self._err), daemon=True),
+                         threading.Thread(target=self._drain, args=(self.p.stdout, self._out), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _drain(self, f, into):
+        for line in iter(f.readline, b""):
+            with self._lock:
+                into.append(line.decode("utf-8", "replace"))
+        f.close()
+
+    @property
+    def stderr(self):
+        with self._lock:
+            return "".join(self._err)
+
+    @property
+    def stdout(self):
+        with self._lock:
+            return "".join(self._out)
+
+    def wait_log(self, text, timeout=10.0, count=1):
+        """Wait until `text` appeared `count` times on stderr."""
+        wait_until(lambda: self.stderr.count(text) >= count or self.p.poll() is not None and self.stderr.count(text) >= count,
+                   timeout, what=f"log line {text!r} from {os.path.basename(self.args[0])}\n--- stderr ---\n{self.stderr[-4000:]}")
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.p.poll() is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Stop by PID; returns the exit status. Escalates to SIGKILL."""
+        if self.p.poll() is None:
+            os.kill(self.pid, sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait(5)
+        for t in self._threads:
+            t.join(2)
+        return self.p.returncode
+
+
+class Procs:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.all = []
+
+    def start(self, args, **kw):
+        p = Proc(args, **kw)
+        self.all.append(p)
+        return p
+
+    def rathole(self, config_text, *flags, name="rathole.toml", env=None):
+        path = self.tmp / name
+        path.write_text(config_text)
+        return self.start([RATHOLE, *flags, str(path)], env=env)
+
+    def stop_all(self):
+        for p in reversed(self.all):
+            p.stop()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    ps = Procs(tmp_path)
+    yield ps
+    ps.stop_all()
+
+
+def run_rathole(args, config_text=None, tmp_path=None, name="rathole.toml", env=None, timeout=20):
+    """Run rathole to completion (for --check, --help, config errors)."""
+    argv = [RATHOLE, *args]
+    if config_text is not None:
+        path = tmp_path / name
+        path.write_bytes(config_text.encode() if isinstance(config_text, str) else config_text)
+        argv.append(str(path))
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
