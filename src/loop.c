@@ -1,0 +1,270 @@
+#include "loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+
+struct loop {
+	int epfd;
+	bool stopping;
+	uint64_t now;
+
+	/* the batch being dispatched, so unwatch can cancel stale entries */
+	struct epoll_event events[MAX_EVENTS];
+	int nevents, cur;
+
+	struct timer **heap;
+	size_t nheap, capheap;
+
+	struct deferred *dhead, *dtail;
+	struct deferred *running;	/* the detached batch being run */
+};
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct loop *loop_new(void)
+{
+	struct loop *l = calloc(1, sizeof *l);
+
+	if (!l)
+		return NULL;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0) {
+		free(l);
+		return NULL;
+	}
+	l->now = monotonic_ms();
+	return l;
+}
+
+void loop_free(struct loop *l)
+{
+	if (!l)
+		return;
+	close(l->epfd);
+	free(l->heap);
+	free(l);
+}
+
+uint64_t loop_now(struct loop *l) { return l->now; }
+
+uint64_t loop_now_fresh(struct loop *l)
+{
+	l->now = monotonic_ms();
+	return l->now;
+}
+
+void loop_stop(struct loop *l) { l->stopping = true; }
+
+int loop_watch(struct loop *l, struct watcher *w, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = w };
+	int op;
+
+	if (events == w->events)
+		return 0;
+	if (events == 0) {
+		loop_unwatch(l, w);
+		return 0;
+	}
+	op = w->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (epoll_ctl(l->epfd, op, w->fd, &ev) < 0)
+		return -1;
+	w->events = events;
+	return 0;
+}
+
+void loop_unwatch(struct loop *l, struct watcher *w)
+{
+	if (w->events) {
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+		w->events = 0;
+	}
+	for (int i = l->cur + 1; i < l->nevents; i++)
+		if (l->events[i].data.ptr == w)
+			l->events[i].data.ptr = NULL;
+}
+
+/* ---- timers: a binary min-heap of pointers; slot is index + 1 ---- */
+
+static void heap_set(struct loop *l, size_t i, struct timer *t)
+{
+	l->heap[i] = t;
+	t->slot = i + 1;
+}
+
+static void heap_up(struct loop *l, size_t i)
+{
+	struct timer *t = l->heap[i];
+
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (l->heap[parent]->when <= t->when)
+			break;
+		heap_set(l, i, l->heap[parent]);
+		i = parent;
+	}
+	heap_set(l, i, t);
+}
+
+static void heap_down(struct loop *l, size_t i)
+{
+	struct timer *t = l->heap[i];
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= l->nheap)
+			break;
+		if (c + 1 < l->nheap && l->heap[c + 1]->when < l->heap[c]->when)
+			c++;
+		if (t->when <= l->heap[c]->when)
+			break;
+		heap_set(l, i, l->heap[c]);
+		i = c;
+	}
+	heap_set(l, i, t);
+}
+
+void timer_stop(struct loop *l, struct timer *t)
+{
+	size_t i;
+
+	if (!t->slot)
+		return;
+	i = t->slot - 1;
+	t->slot = 0;
+	l->nheap--;
+	if (i == l->nheap)
+		return;
+	heap_set(l, i, l->heap[l->nheap]);
+	heap_down(l, i);
+	heap_up(l, l->heap[i]->slot - 1);
+}
+
+void timer_start(struct loop *l, struct timer *t, uint64_t after_ms)
+{
+	timer_stop(l, t);
+	if (l->nheap == l->capheap) {
+		size_t cap = l->capheap ? l->capheap * 2 : 64;
+		struct timer **h = realloc(l->heap, cap * sizeof *h);
+		if (!h)
+			abort();	/* out of memory for a timer: nothing sane left to do */
+		l->heap = h;
+		l->capheap = cap;
+	}
+	t->when = l->now + after_ms;
+	heap_set(l, l->nheap++, t);
+	heap_up(l, l->nheap - 1);
+}
+
+static int next_timeout(struct loop *l)
+{
+	uint64_t when;
+
+	if (l->dhead)
+		return 0;
+	if (!l->nheap)
+		return -1;
+	when = l->heap[0]->when;
+	if (when <= l->now)
+		return 0;
+	return when - l->now > 60000 ? 60000 : (int)(when - l->now);
+}
+
+static void run_timers(struct loop *l)
+{
+	/* Bounded: timers armed from a callback for "now" run next iteration. */
+	uint64_t now = l->now;
+	size_t budget = l->nheap;
+
+	while (budget-- && l->nheap && l->heap[0]->when <= now) {
+		struct timer *t = l->heap[0];
+		timer_stop(l, t);
+		t->cb(l, t);
+	}
+}
+
+/* ---- deferred calls ---- */
+
+void loop_defer(struct loop *l, struct deferred *d)
+{
+	if (d->queued)
+		return;
+	d->queued = true;
+	d->next = NULL;
+	if (l->dtail)
+		l->dtail->next = d;
+	else
+		l->dhead = d;
+	l->dtail = d;
+}
+
+static bool unlink_deferred(struct deferred **head, struct deferred **tail,
+			    struct deferred *d)
+{
+	struct deferred *prev = NULL;
+
+	for (struct deferred **pp = head; *pp; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == d) {
+			*pp = d->next;
+			if (tail && *tail == d)
+				*tail = prev;
+			return true;
+		}
+	}
+	return false;
+}
+
+void loop_undefer(struct loop *l, struct deferred *d)
+{
+	if (!d->queued)
+		return;
+	if (!unlink_deferred(&l->dhead, &l->dtail, d))
+		unlink_deferred(&l->running, NULL, d);
+	d->queued = false;
+}
+
+static void run_deferred(struct loop *l)
+{
+	/* Run the batch queued so far; calls deferred from inside wait a turn. */
+	l->running = l->dhead;
+	l->dhead = l->dtail = NULL;
+	while (l->running) {
+		struct deferred *d = l->running;
+		l->running = d->next;
+		d->queued = false;
+		d->cb(l, d);
+	}
+}
+
+int loop_run(struct loop *l)
+{
+	while (!l->stopping) {
+		int n = epoll_wait(l->epfd, l->events, MAX_EVENTS, next_timeout(l));
+
+		if (n < 0 && errno != EINTR)
+			return -1;
+		l->now = monotonic_ms();
+		l->nevents = n > 0 ? n : 0;
+		for (l->cur = 0; l->cur < l->nevents; l->cur++) {
+			struct watcher *w = l->events[l->cur].data.ptr;
+			if (w)
+				w->cb(l, w, l->events[l->cur].events);
+		}
+		l->nevents = 0;
+		l->cur = 0;
+		run_timers(l);
+		run_deferred(l);
+	}
+	return 0;
+}
