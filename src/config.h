@@ -58,6 +58,11 @@ struct service_config {
 	bool nodelay;			/* effective: the service's or transport.tcp.nodelay */
 	int retry_interval;		/* client, effective: the service's or the client's */
 	int line;			/* line of the service's table, for messages */
+	/* ours, client, UDP: visitor sockets forgotten after this many idle
+	 * seconds (default 60, as the reference) and at most this many at once
+	 * (default 1024; the oldest is evicted) */
+	int udp_idle_timeout;
+	int udp_max_sessions;
 };
 
 struct server_config {
