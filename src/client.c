@@ -10,6 +10,7 @@
 #include "connect.h"
 #include "log.h"
 #include "relay.h"
+#include "reload.h"
 #include "roles.h"
 
 #define CONNECT_TIMEOUT_MS	10000	/* resolve + connect + proxy + handshake */
@@ -523,4 +524,54 @@ void client_free(struct client *cli)
 		service_free(list_first(&cli->services, struct cservice, link));
 	transport_free(cli->tr);
 	free(cli);
+}
+
+static bool service_running(struct client *cli, const struct service_config *sc)
+{
+	struct list *n, *tmp;
+
+	list_for_each_safe(n, tmp, &cli->services)
+		if (container_of(n, struct cservice, link)->cfg == sc)
+			return true;
+	return false;
+}
+
+void client_apply(struct client *cli, const struct client_config *cfg, struct reload_counts *rc)
+{
+	const struct client_config *old = cli->cfg;
+	struct list *n, *tmp;
+
+	memset(rc, 0, sizeof *rc);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+		const struct service_config *nc =
+			config_find_service(cfg->services, cfg->nservices, svc->cfg->name);
+
+		if (nc && service_config_equal(svc->cfg, nc)) {
+			svc->cfg = nc;		/* the old config is about to be freed */
+			rc->unchanged++;
+			continue;
+		}
+		if (nc) {
+			log_info("service %s: changed by the reload; restarting it", nc->name);
+			rc->changed++;
+		} else {
+			log_info("service %s: removed by the reload", svc->cfg->name);
+			rc->removed++;
+		}
+		service_free(svc);
+	}
+	cli->cfg = cfg;
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct service_config *sc = &cfg->services[i];
+
+		if (service_running(cli, sc))
+			continue;
+		if (!config_find_service(old->services, old->nservices, sc->name)) {
+			log_info("service %s: added by the reload", sc->name);
+			rc->added++;
+		}
+		if (!service_new(cli, sc))
+			log_error("service %s: out of memory; not started", sc->name);
+	}
 }

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "relay.h"
+#include "reload.h"
 #include "resolve.h"
 #include "roles.h"
 #include "server_int.h"
@@ -909,6 +910,21 @@ static void service_free(struct sservice *svc)
 	free(svc);
 }
 
+static void main_bind_failed(struct server *srv, const char *what, const char *why)
+{
+	uint32_t d;
+
+	if (!srv->retry_bind) {
+		log_error("cannot listen on server.bind_addr %s: %s", what, why);
+		app_exit(1);
+		return;
+	}
+	d = backoff_next(&srv->bind_backoff);
+	if (d < BACKOFF_MAX_MS || srv->bind_backoff == 0)
+		log_error("cannot listen on server.bind_addr %s: %s; retrying", what, why);
+	timer_start(srv->loop, &srv->bind_retry, d);
+}
+
 static void on_main_resolved(void *arg, const char *err, const struct net_addr *addrs, int n)
 {
 	struct server *srv = arg;
@@ -916,23 +932,28 @@ static void on_main_resolved(void *arg, const char *err, const struct net_addr *
 
 	srv->rr = NULL;
 	if (err) {
-		log_error("server.bind_addr %s: %s", srv->cfg->bind_addr, err);
-		app_exit(1);
+		main_bind_failed(srv, srv->cfg->bind_addr, err);
 		return;
 	}
 	srv->lfd = net_listen_tcp(&addrs[0], 1024);
 	if (srv->lfd < 0) {
-		log_error("cannot listen on server.bind_addr %s: %s", net_addr_str(&addrs[0], a, sizeof a),
-			  strerror(errno));
-		app_exit(1);
+		main_bind_failed(srv, net_addr_str(&addrs[0], a, sizeof a), strerror(errno));
 		return;
 	}
+	srv->bind_backoff = 0;
 	watcher_init(&srv->lw, srv->lfd, on_main_accept);
 	loop_watch(srv->loop, &srv->lw, EPOLLIN);
 	log_info("listening on %s (transport %s)", srv->cfg->bind_addr, srv->tr->impl->name);
 }
 
-struct server *server_new(struct loop *l, const struct server_config *cfg,
+static void on_main_bind_retry(struct loop *l, struct timer *t)
+{
+	struct server *srv = container_of(t, struct server, bind_retry);
+
+	srv->rr = resolve_start(srv->cfg->bind_addr, SOCK_STREAM, on_main_resolved, srv);
+}
+
+struct server *server_new(struct loop *l, const struct server_config *cfg, bool retry_bind,
 			  char *err, size_t errlen)
 {
 	struct server *srv = calloc(1, sizeof *srv);
@@ -944,10 +965,12 @@ struct server *server_new(struct loop *l, const struct server_config *cfg,
 	srv->loop = l;
 	srv->cfg = cfg;
 	srv->lfd = -1;
+	srv->retry_bind = retry_bind;
 	srv->plain.impl = &transport_tcp;
 	list_init(&srv->pending);
 	list_init(&srv->services);
 	timer_init(&srv->accept_retry, on_main_accept_retry);
+	timer_init(&srv->bind_retry, on_main_bind_retry);
 	srv->tr = transport_new(&cfg->transport, true, NULL, err, errlen);
 	if (!srv->tr) {
 		free(srv);
@@ -971,6 +994,7 @@ void server_free(struct server *srv)
 	if (srv->rr)
 		resolve_cancel(srv->rr);
 	timer_stop(srv->loop, &srv->accept_retry);
+	timer_stop(srv->loop, &srv->bind_retry);
 	if (srv->lfd >= 0) {
 		loop_unwatch(srv->loop, &srv->lw);
 		close(srv->lfd);
@@ -981,4 +1005,54 @@ void server_free(struct server *srv)
 		pconn_free(list_first(&srv->pending, struct pconn, link));
 	transport_free(srv->tr);
 	free(srv);
+}
+
+static bool service_running(struct server *srv, const struct service_config *sc)
+{
+	struct list *n, *tmp;
+
+	list_for_each_safe(n, tmp, &srv->services)
+		if (container_of(n, struct sservice, link)->cfg == sc)
+			return true;
+	return false;
+}
+
+void server_apply(struct server *srv, const struct server_config *cfg, struct reload_counts *rc)
+{
+	const struct server_config *old = srv->cfg;
+	struct list *n, *tmp;
+
+	memset(rc, 0, sizeof *rc);
+	list_for_each_safe(n, tmp, &srv->services) {
+		struct sservice *svc = container_of(n, struct sservice, link);
+		const struct service_config *nc =
+			config_find_service(cfg->services, cfg->nservices, svc->cfg->name);
+
+		if (nc && service_config_equal(svc->cfg, nc)) {
+			svc->cfg = nc;		/* the old config is about to be freed */
+			rc->unchanged++;
+			continue;
+		}
+		if (nc) {
+			log_info("service %s: changed by the reload; restarting it", nc->name);
+			rc->changed++;
+		} else {
+			log_info("service %s: removed by the reload", svc->cfg->name);
+			rc->removed++;
+		}
+		service_free(svc);
+	}
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct service_config *sc = &cfg->services[i];
+
+		if (service_running(srv, sc))
+			continue;
+		if (!config_find_service(old->services, old->nservices, sc->name)) {
+			log_info("service %s: added by the reload", sc->name);
+			rc->added++;
+		}
+		if (!service_new(srv, sc))
+			log_error("service %s: out of memory; not started", sc->name);
+	}
+	srv->cfg = cfg;
 }

@@ -23,8 +23,9 @@ struct server {
 	struct resolve_req *rr;
 	int lfd;
 	struct watcher lw;
-	struct timer accept_retry;
-	uint32_t accept_backoff;
+	struct timer accept_retry, bind_retry;
+	uint32_t accept_backoff, bind_backoff;
+	bool retry_bind;		/* started by a reload: never exit over bind_addr */
 	struct list pending;		/* struct pconn, oldest first */
 	size_t npending;
 	unsigned flood_warned;
