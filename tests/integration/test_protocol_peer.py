@@ -242,3 +242,36 @@ def test_client_against_garbage_server(procs):
         assert all(g <= 3.0 for g in gaps), gaps
     finally:
         fs.stop()
+
+
+def test_client_survives_bad_udp_frame(procs):
+    """A server sending a frame with a lying header length: our client closes
+    that channel, logs it, and keeps its control channel."""
+    echo = UdpEcho()
+    state = {"key": None, "data": 0}
+
+    def handler(fs, c):
+        first = read_exact(c, 37)
+        if first[:4] == u32(0):
+            nonce = os.urandom(32)
+            c.sendall(control_hello(nonce))
+            state["key"] = read_exact(c, 32)
+            c.sendall(u32(0) + u32(0))              # Ok, one CreateDataChannel
+            time.sleep(8)
+        else:
+            state["data"] += 1
+            c.sendall(u32(1))                       # StartForwardUdp
+            c.sendall(b"\x0d" + b"\x00" * 40)       # 13 is no UdpHeader length
+            time.sleep(3)
+
+    fs = FakeServer(handler)
+    try:
+        cl = procs.rathole(client_config(fs.port, {"dns": dict(local_port=echo.port, token="t",
+                                                               type="udp")}), name="c.toml")
+        cl.wait_log("UDP data channel lost: malformed frame from the server", timeout=15)
+        assert cl.alive()
+        assert "control channel established" in cl.stderr
+        assert "retrying" not in cl.stderr
+    finally:
+        fs.stop()
+        echo.stop()
