@@ -9,6 +9,7 @@
 #include "client_int.h"
 #include "connect.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "reload.h"
 #include "roles.h"
@@ -574,4 +575,101 @@ void client_apply(struct client *cli, const struct client_config *cfg, struct re
 		if (!service_new(cli, sc))
 			log_error("service %s: out of memory; not started", sc->name);
 	}
+}
+
+/* ---- metrics and status ---- */
+
+/* dir 0: from the tunnel to the local service (in), 1: back (out) */
+static uint64_t live_bytes(const struct cservice *svc, int dir)
+{
+	uint64_t n = dir == 0 ? svc->bytes_in : svc->bytes_out;
+	const struct list *it;
+
+	for (it = svc->relays.next; it != &svc->relays; it = it->next)
+		n += relay_stats(relay_from_link((struct list *)it))->bytes[dir == 0 ? 1 : 0];
+	return n;
+}
+
+typedef uint64_t (*svc_value)(const struct cservice *svc);
+
+static uint64_t v_up(const struct cservice *s) { return s->state == CS_READY; }
+static uint64_t v_reconnects(const struct cservice *s) { return s->reconnects; }
+static uint64_t v_active(const struct cservice *s) { return s->nactive; }
+static uint64_t v_total(const struct cservice *s) { return s->visitors_total; }
+static uint64_t v_in(const struct cservice *s) { return live_bytes(s, 0); }
+static uint64_t v_out(const struct cservice *s) { return live_bytes(s, 1); }
+static uint64_t v_local_fail(const struct cservice *s) { return s->local_failures; }
+static uint64_t v_udp_sessions(const struct cservice *s) { return udp_client_sessions(s); }
+static uint64_t v_udp_dropped(const struct cservice *s) { return udp_client_dropped(s); }
+
+static void family(struct buf *b, struct client *cli, const char *name, const char *type,
+		   const char *help, svc_value get, const char *extra, bool head)
+{
+	struct list *n, *tmp;
+
+	if (head)
+		metrics_family(b, name, type, help);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+		metrics_sample(b, name, svc->cfg->name, extra, get(svc));
+	}
+}
+
+void client_metrics(struct client *cli, struct buf *b)
+{
+	family(b, cli, "rathole_service_control_channel_up", "gauge",
+	       "Whether the service's control channel is established.", v_up, NULL, true);
+	family(b, cli, "rathole_service_reconnects_total", "counter",
+	       "Control channel failures followed by a reconnection attempt.", v_reconnects, NULL, true);
+	family(b, cli, "rathole_service_connections_active", "gauge",
+	       "Connections being forwarded to the local service.", v_active, NULL, true);
+	family(b, cli, "rathole_service_connections_total", "counter",
+	       "Connections forwarded to the local service.", v_total, NULL, true);
+	family(b, cli, "rathole_service_bytes_total", "counter",
+	       "Bytes forwarded: in = to the local service, out = from it.", v_in, "direction=\"in\"", true);
+	family(b, cli, "rathole_service_bytes_total", "counter", NULL, v_out, "direction=\"out\"", false);
+	family(b, cli, "rathole_service_local_connect_failures_total", "counter",
+	       "Visitors closed because the local service could not be reached.", v_local_fail, NULL, true);
+	family(b, cli, "rathole_service_udp_sessions", "gauge",
+	       "UDP visitors with a local socket.", v_udp_sessions, NULL, true);
+	family(b, cli, "rathole_service_udp_dropped_total", "counter",
+	       "UDP datagrams dropped (queue full, oversized, local errors).", v_udp_dropped, NULL, true);
+	metrics_process(b, "client");
+}
+
+static const char *state_name(enum cstate st)
+{
+	switch (st) {
+	case CS_CONNECTING: return "connecting";
+	case CS_HELLO:
+	case CS_ACK: return "handshake";
+	case CS_READY: return "established";
+	case CS_BACKOFF: return "retrying";
+	}
+	return "unknown";
+}
+
+void client_status(struct client *cli, struct buf *b)
+{
+	struct list *n, *tmp;
+	bool first = true;
+
+	buf_printf(b, "{\"role\": \"client\", \"version\": \"%s\", \"remote_addr\": ", RATHOLE_VERSION);
+	buf_json_string(b, cli->cfg->remote_addr);
+	buf_printf(b, ", \"transport\": \"%s\", \"services\": [", cli->tr->impl->name);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+		buf_printf(b, "%s\n  {\"name\": ", first ? "" : ",");
+		buf_json_string(b, svc->cfg->name);
+		buf_printf(b, ", \"type\": \"%s\", \"local_addr\": ", service_type_name(svc->cfg->type));
+		buf_json_string(b, svc->cfg->local_addr);
+		buf_printf(b, ", \"control_channel\": \"%s\", \"reconnects\": %llu, "
+			   "\"connections_active\": %zu, \"connections_total\": %llu, "
+			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu}",
+			   state_name(svc->state), (unsigned long long)svc->reconnects, svc->nactive,
+			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
+			   (unsigned long long)live_bytes(svc, 1), udp_client_sessions(svc));
+		first = false;
+	}
+	buf_printf(b, "\n]}\n");
 }

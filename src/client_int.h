@@ -49,12 +49,13 @@ struct cservice {
 	size_t nactive;
 	struct udp_client *udp;			/* the UDP data channel, if any */
 
-	uint64_t reconnects, visitors_total, bytes_in, bytes_out, local_failures;
+	uint64_t reconnects, visitors_total, bytes_in, bytes_out, local_failures, udp_dropped;
 };
 
 /* UDP services (udp.c). Takes the data channel; replaces any previous one. */
 void udp_client_start(struct cservice *svc, struct stream *s);
 void udp_client_stop(struct cservice *svc);
 size_t udp_client_sessions(const struct cservice *svc);
+uint64_t udp_client_dropped(const struct cservice *svc);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "config.h"
 #include "loop.h"
 
@@ -31,5 +32,11 @@ void client_free(struct client *c);
 struct reload_counts { int added, removed, changed, unchanged; };
 void server_apply(struct server *s, const struct server_config *cfg, struct reload_counts *rc);
 void client_apply(struct client *c, const struct client_config *cfg, struct reload_counts *rc);
+
+/* For the admin API: Prometheus metrics and a JSON status. */
+void server_metrics(struct server *s, struct buf *b);
+void server_status(struct server *s, struct buf *b);
+void client_metrics(struct client *c, struct buf *b);
+void client_status(struct client *c, struct buf *b);
 
 #endif

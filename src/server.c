@@ -10,6 +10,7 @@
 #include "app.h"
 #include "list.h"
 #include "log.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "relay.h"
 #include "reload.h"
@@ -695,6 +696,7 @@ static void handle_data_hello(struct pconn *p, const struct hello *h)
 	struct sservice *svc = find_service_by_session(p->srv, h->digest);
 
 	if (!svc) {
+		p->srv->handshake_failures++;
 		log_warn("data channel from %s has an unknown session key; closing it", p->peer);
 		pconn_free(p);
 		return;
@@ -712,11 +714,13 @@ static bool handle_hello(struct pconn *p)
 	struct hello h;
 
 	if (proto_decode_hello(p->buf, &h) < 0) {
+		p->srv->handshake_failures++;
 		log_warn("connection from %s: not a rathole hello; closing it", p->peer);
 		pconn_free(p);
 		return false;
 	}
 	if (h.version != PROTO_VERSION) {
+		p->srv->handshake_failures++;
 		log_warn("connection from %s: protocol version mismatched (%u, we speak %u); closing it",
 			 p->peer, h.version, PROTO_VERSION);
 		pconn_free(p);
@@ -787,6 +791,7 @@ static void pconn_advance(struct pconn *p)
 			watch_stream(l, &p->w, p->s, p->s->want);
 			return;
 		}
+		p->srv->handshake_failures++;
 		if (rc == 0)
 			log_debug("connection from %s closed during the handshake", p->peer);
 		else
@@ -812,9 +817,11 @@ static void on_pconn_deadline(struct loop *l, struct timer *t)
 {
 	struct pconn *p = container_of(t, struct pconn, deadline);
 
-	if (p->state != P_CLOSING)
+	if (p->state != P_CLOSING) {
+		p->srv->handshake_failures++;
 		log_warn("connection from %s: no complete handshake within %d s; closing it",
 			 p->peer, HANDSHAKE_MS / 1000);
+	}
 	pconn_free(p);
 }
 
@@ -1055,4 +1062,107 @@ void server_apply(struct server *srv, const struct server_config *cfg, struct re
 			log_error("service %s: out of memory; not started", sc->name);
 	}
 	srv->cfg = cfg;
+}
+
+/* ---- metrics and status ---- */
+
+/* Bytes of finished connections plus those still flowing. */
+static uint64_t live_bytes(const struct sservice *svc, int dir)
+{
+	uint64_t n = dir == 0 ? svc->bytes_in : svc->bytes_out;
+	const struct list *it;
+
+	for (it = svc->relays.next; it != &svc->relays; it = it->next)
+		n += relay_stats(relay_from_link((struct list *)it))->bytes[dir];
+	return n;
+}
+
+typedef uint64_t (*svc_value)(const struct sservice *svc);
+
+static uint64_t v_up(const struct sservice *s) { return s->ctrl != NULL; }
+static uint64_t v_ups(const struct sservice *s) { return s->ctrl_ups; }
+static uint64_t v_active(const struct sservice *s) { return s->nactive; }
+static uint64_t v_total(const struct sservice *s) { return s->visitors_total; }
+static uint64_t v_authfail(const struct sservice *s) { return s->auth_failures; }
+static uint64_t v_pooled(const struct sservice *s) { return s->npool; }
+static uint64_t v_waiting(const struct sservice *s) { return s->nwaiting; }
+static uint64_t v_in(const struct sservice *s) { return live_bytes(s, 0); }
+static uint64_t v_out(const struct sservice *s) { return live_bytes(s, 1); }
+static uint64_t v_udp_dropped(const struct sservice *s) { return udp_server_dropped(s); }
+
+static void family(struct buf *b, struct server *srv, const char *name, const char *type,
+		   const char *help, svc_value get, const char *extra, bool head)
+{
+	struct list *n, *tmp;
+
+	if (head)
+		metrics_family(b, name, type, help);
+	list_for_each_safe(n, tmp, &srv->services) {
+		struct sservice *svc = container_of(n, struct sservice, link);
+		metrics_sample(b, name, svc->cfg->name, extra, get(svc));
+	}
+}
+
+void server_metrics(struct server *srv, struct buf *b)
+{
+	family(b, srv, "rathole_service_control_channel_up", "gauge",
+	       "Whether the service's client is connected.", v_up, NULL, true);
+	family(b, srv, "rathole_service_control_channel_connects_total", "counter",
+	       "Control channels established (a reconnecting client counts again).", v_ups, NULL, true);
+	family(b, srv, "rathole_service_connections_active", "gauge",
+	       "Visitor connections being forwarded.", v_active, NULL, true);
+	family(b, srv, "rathole_service_connections_total", "counter",
+	       "Visitor connections accepted.", v_total, NULL, true);
+	family(b, srv, "rathole_service_bytes_total", "counter",
+	       "Bytes forwarded: in = from visitors, out = to visitors.", v_in, "direction=\"in\"", true);
+	family(b, srv, "rathole_service_bytes_total", "counter", NULL, v_out, "direction=\"out\"", false);
+	family(b, srv, "rathole_service_auth_failures_total", "counter",
+	       "Control channels refused for a wrong token.", v_authfail, NULL, true);
+	family(b, srv, "rathole_service_data_channels_pooled", "gauge",
+	       "Idle data channels ready for visitors.", v_pooled, NULL, true);
+	family(b, srv, "rathole_service_visitors_waiting", "gauge",
+	       "Visitors waiting for a data channel.", v_waiting, NULL, true);
+	family(b, srv, "rathole_service_udp_dropped_total", "counter",
+	       "UDP datagrams dropped (queue full or oversized).", v_udp_dropped, NULL, true);
+	metrics_family(b, "rathole_connections_handshaking", "gauge",
+		       "Connections on bind_addr still in their handshake.");
+	metrics_sample(b, "rathole_connections_handshaking", NULL, NULL, srv->npending);
+	metrics_family(b, "rathole_handshake_failures_total", "counter",
+		       "Connections on bind_addr that failed their handshake.");
+	metrics_sample(b, "rathole_handshake_failures_total", NULL, NULL, srv->handshake_failures);
+	metrics_family(b, "rathole_unknown_service_total", "counter",
+		       "Control channels asking for a service this server does not have.");
+	metrics_sample(b, "rathole_unknown_service_total", NULL, NULL, srv->unknown_service);
+	metrics_process(b, "server");
+}
+
+void server_status(struct server *srv, struct buf *b)
+{
+	struct list *n, *tmp;
+	bool first = true;
+
+	buf_printf(b, "{\"role\": \"server\", \"version\": \"%s\", \"bind_addr\": ", RATHOLE_VERSION);
+	buf_json_string(b, srv->cfg->bind_addr);
+	buf_printf(b, ", \"listening\": %s, \"transport\": \"%s\", \"handshaking\": %zu, \"services\": [",
+		   srv->lfd >= 0 ? "true" : "false", srv->tr->impl->name, srv->npending);
+	list_for_each_safe(n, tmp, &srv->services) {
+		struct sservice *svc = container_of(n, struct sservice, link);
+		buf_printf(b, "%s\n  {\"name\": ", first ? "" : ",");
+		buf_json_string(b, svc->cfg->name);
+		buf_printf(b, ", \"type\": \"%s\", \"bind_addr\": ", service_type_name(svc->cfg->type));
+		buf_json_string(b, svc->cfg->bind_addr);
+		buf_printf(b, ", \"control_channel\": %s", svc->ctrl ? "true" : "false");
+		if (svc->ctrl) {
+			buf_printf(b, ", \"client\": ");
+			buf_json_string(b, svc->ctrl->peer);
+		}
+		buf_printf(b, ", \"listening\": %s, \"connections_active\": %zu, "
+			   "\"connections_total\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, "
+			   "\"data_channels_pooled\": %zu}",
+			   svc->lfd >= 0 ? "true" : "false", svc->nactive,
+			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
+			   (unsigned long long)live_bytes(svc, 1), svc->npool);
+		first = false;
+	}
+	buf_printf(b, "\n]}\n");
 }

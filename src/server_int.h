@@ -30,7 +30,7 @@ struct server {
 	size_t npending;
 	unsigned flood_warned;
 	struct list services;		/* struct sservice */
-	uint64_t unknown_service;
+	uint64_t unknown_service, handshake_failures;
 };
 
 /* An authenticated control channel. */
@@ -75,7 +75,7 @@ struct sservice {
 	size_t nactive;
 	struct udp_server *udp;
 
-	uint64_t visitors_total, bytes_in, bytes_out, auth_failures, ctrl_ups;
+	uint64_t visitors_total, bytes_in, bytes_out, auth_failures, ctrl_ups, udp_dropped;
 };
 
 /* Asks the client for n more data channels; -1 if the control channel broke. */
@@ -92,5 +92,6 @@ void udp_server_close(struct sservice *svc);		/* closes socket and channel */
 bool udp_server_wants_channel(const struct sservice *svc);
 void udp_server_take_channel(struct sservice *svc, struct stream *s);
 void udp_server_drop_channel(struct sservice *svc);
+uint64_t udp_server_dropped(const struct sservice *svc);
 
 #endif

@@ -335,6 +335,7 @@ void udp_server_close(struct sservice *svc)
 	if (u->dropped)
 		log_info("service %s: %llu datagrams dropped (queue full or oversized)",
 			 svc->cfg->name, (unsigned long long)u->dropped);
+	svc->udp_dropped += u->dropped;
 	us_free_channel(u);
 	loop_unwatch(svc->srv->loop, &u->uw);
 	/* the socket itself is the service's listener: server.c closed it */
@@ -375,6 +376,11 @@ void udp_server_drop_channel(struct sservice *svc)
 		us_free_channel(svc->udp);
 		us_update(svc->udp);
 	}
+}
+
+uint64_t udp_server_dropped(const struct sservice *svc)
+{
+	return svc->udp_dropped + (svc->udp ? svc->udp->dropped : 0);
 }
 
 /* ---- client ---- */
@@ -669,6 +675,7 @@ void udp_client_stop(struct cservice *svc)
 	if (uc->dropped)
 		log_info("service %s: %llu datagrams dropped (queue full, oversized or local errors)",
 			 svc->cfg->name, (unsigned long long)uc->dropped);
+	svc->udp_dropped += uc->dropped;
 	if (uc->rr)
 		resolve_cancel(uc->rr);
 	while (!list_empty(&uc->lru))
@@ -686,4 +693,9 @@ void udp_client_stop(struct cservice *svc)
 size_t udp_client_sessions(const struct cservice *svc)
 {
 	return svc->udp ? svc->udp->nsess : 0;
+}
+
+uint64_t udp_client_dropped(const struct cservice *svc)
+{
+	return svc->udp_dropped + (svc->udp ? svc->udp->dropped : 0);
 }
