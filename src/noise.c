@@ -397,7 +397,8 @@ static int aead(struct noise_cipher *c, int enc, uint64_t n,
 	outl = 0;
 	if (len && !EVP_CipherUpdate(c->ctx, out, &outl, in, (int)len))
 		return -1;
-	if (!EVP_CipherFinal_ex(c->ctx, out + outl, &finl))
+	/* AEAD finals write nothing; out may be NULL for an empty message */
+	if (!EVP_CipherFinal_ex(c->ctx, out ? out + outl : iv, &finl))
 		return -1;
 	if (enc && !EVP_CIPHER_CTX_ctrl(c->ctx, EVP_CTRL_AEAD_GET_TAG, NOISE_TAG_LEN, tag))
 		return -1;
@@ -427,7 +428,7 @@ static long cipher_decrypt_ad(struct noise_cipher *c, const uint8_t *ad, size_t 
 	size_t plen;
 
 	if (!c->has_key) {
-		if (out != in)
+		if (out != in && len)
 			memmove(out, in, len);
 		return (long)len;
 	}
