@@ -18,6 +18,8 @@ static const struct transport_impl *impl_for(enum transport_type type)
 	switch (type) {
 	case TRANSPORT_TCP:
 		return &transport_tcp;
+	case TRANSPORT_NOISE:
+		return &transport_noise;
 	default:
 		return NULL;
 	}
