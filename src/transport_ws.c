@@ -917,12 +917,14 @@ static ssize_t ws_send_wire(struct stream *s, const uint8_t *p, size_t n)
 	return w;
 }
 
-/* Our half-close: a close frame (code 1000), then the lower layer's. */
+/* Our half-close is the close frame (code 1000) alone. The TCP connection
+ * (and TLS session) stay open until the stream is freed: a proxy such as
+ * nginx ends the whole upgraded connection at the first TCP EOF, which
+ * would cut the other direction short. */
 static int ws_shutdown(struct stream *s)
 {
 	static const uint8_t normal[2] = { 0x03, 0xe8 };
 	struct ws_stream *ws = WS(s);
-	int rc;
 
 	if (ws->state != WS_OPEN)
 		return lower_shutdown(ws);
@@ -933,10 +935,7 @@ static int ws_shutdown(struct stream *s)
 			return stream_set_error(s, "websocket: no room for the close frame");
 		ws->close_queued = true;
 	}
-	rc = flush_control(ws);
-	if (rc < 0)
-		return rc;
-	return lower_shutdown(ws);
+	return flush_control(ws);
 }
 
 static void ws_destroy(struct stream *s)
