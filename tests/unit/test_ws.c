@@ -423,6 +423,44 @@ static void test_pong_at_frame_boundary(void)
 	ws_close(&w);
 }
 
+/* Frames arriving one byte at a time: headers, masks and control payloads
+ * are put together across reads. */
+static void test_byte_by_byte(void)
+{
+	struct ws w;
+	struct stream *s = raw_client(&w, NULL, "", 0);
+	uint8_t wire[1024], data[300], out[600], pong[16];
+	size_t n = 0, got = 0, i;
+
+	if (!s) {
+		ws_close(&w);
+		return;
+	}
+	for (i = 0; i < sizeof data; i++)
+		data[i] = (uint8_t)(i * 13);
+	n += frame(wire + n, 0, 0x2, data, 200, 1);		/* 16-bit length */
+	n += frame(wire + n, 1, 0x9, "ping-payload", 12, 1);
+	n += frame(wire + n, 1, 0x0, data + 200, 100, 1);
+	for (i = 0; i < n; i++) {
+		const uint8_t *d;
+		ssize_t r;
+
+		raw_write(w.cfd, wire + i, 1);
+		sp_wait(s->fd, POLLIN, 100);
+		while ((r = stream_peek(s, &d)) > 0) {
+			if (got + (size_t)r <= sizeof out)
+				memcpy(out + got, d, (size_t)r);
+			got += (size_t)r;
+			stream_consume(s, (size_t)r);
+		}
+		CHECKF(r == ST_AGAIN, "byte %zu: %zd %s", i, r, s->err);
+	}
+	CHECKF(got == 300 && memcmp(out, data, 300) == 0, "got %zu", got);
+	CHECK(raw_read(w.cfd, pong, 14) == 14 && memcmp(pong, "\x8a\x0cping-payload", 14) == 0);
+	stream_free(s);
+	ws_close(&w);
+}
+
 /* Frames that arrive with the upgrade request are not lost. */
 static void test_frame_with_request(void)
 {
@@ -668,6 +706,7 @@ int main(void)
 	test_fragments_ping_big_close();
 	test_frame_with_request();
 	test_pong_at_frame_boundary();
+	test_byte_by_byte();
 	test_violations();
 	test_truncated_frame();
 	test_bad_requests();
