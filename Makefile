@@ -30,7 +30,7 @@ endif
 
 CFLAGS   ?= $(OPT)
 CFLAGS   += $(CSTD) $(WARN)
-LDLIBS   += -lcrypto -lpthread
+LDLIBS   += -lssl -lcrypto -lpthread
 LDFLAGS  += $(LDSAN)
 
 B        := build/$(VARIANT)
