@@ -4,7 +4,6 @@
  * caller returns false/NULL up to toml_parse, which frees the partial tree. */
 #include "toml.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,8 +47,8 @@ struct keypart {
 };
 
 struct key {
-	struct keypart part[TOML_MAX_DEPTH + 1];
-	int n;
+	struct keypart *part;	/* grown as needed, at most TOML_MAX_DEPTH + 1 */
+	int n, cap;
 };
 
 struct sbuf {
@@ -739,7 +738,8 @@ static void key_free(struct key *k)
 {
 	for (int i = 0; i < k->n; i++)
 		free(k->part[i].s);
-	k->n = 0;
+	free(k->part);
+	*k = (struct key){0};
 }
 
 static bool parse_simple_key(struct parser *p, struct keypart *kp)
@@ -769,11 +769,19 @@ static bool parse_simple_key(struct parser *p, struct keypart *kp)
 /* key = simple-key *( ws "." ws simple-key ) */
 static bool parse_key(struct parser *p, struct key *k)
 {
-	k->n = 0;
 	for (;;) {
 		skip_ws(p);
 		if (k->n > TOML_MAX_DEPTH)
 			return fail(p, "key has too many dotted parts (limit %d)", TOML_MAX_DEPTH);
+		if (k->n == k->cap) {
+			int cap = k->cap ? k->cap * 2 : 4;
+			struct keypart *np = realloc(k->part, (size_t)cap * sizeof *np);
+			if (!np)
+				return fail(p, "out of memory");
+			k->part = np;
+			k->cap = cap;
+		}
+		k->part[k->n].s = NULL;
 		if (!parse_simple_key(p, &k->part[k->n]))
 			return false;
 		k->n++;
@@ -835,13 +843,13 @@ static bool accumulate(const char *s, size_t n, int (*digit)(int), unsigned base
 static bool parse_number(struct parser *p, struct node *n)
 {
 	const char *s = p->buf + p->pos;
-	size_t len = 0, i = 0;
-	bool neg = false, sign = false, is_float = false;
+	size_t len = 0, i = 0, sign = 0;	/* sign: 1 if there is one */
+	bool neg = false, is_float = false;
 
 	while (p->pos + len < p->len && is_number_char((unsigned char)s[len]))
 		len++;
 	if (len && (s[0] == '+' || s[0] == '-')) {
-		sign = true;
+		sign = 1;
 		neg = s[0] == '-';
 		i = 1;
 	}
@@ -895,18 +903,19 @@ static bool parse_number(struct parser *p, struct node *n)
 	if (i != len)
 		goto bad;
 	if (is_float) {
-		char tmp[128];
+		char small[64], *tmp = len < sizeof small ? small : malloc(len + 1);
 		size_t t = 0;
-		if (len >= sizeof tmp)
-			return fail(p, "float literal too long");
+		if (!tmp)
+			return fail(p, "out of memory");
 		for (size_t k = 0; k < len; k++)
 			if (s[k] != '_')
 				tmp[t++] = s[k];
 		tmp[t] = '\0';
-		errno = 0;
 		double d = strtod(tmp, NULL);
+		if (tmp != small)
+			free(tmp);
 		if (isinf(d))
-			return fail(p, "float '%s' is out of range", tmp);
+			return fail(p, "float '%.*s' is out of range for a 64-bit float", (int)(len > 40 ? 40 : len), s);
 		n->v.type = TOML_FLOAT;
 		n->v.u.fp = d;
 	} else {
@@ -924,7 +933,10 @@ bad:
 		char d[32];
 		return fail(p, "expected a value but found %s", describe_here(p, d, sizeof d));
 	}
-	return fail(p, "invalid number or value '%.*s'", (int)(len > 40 ? 40 : len), s);
+	if (sign < len && !is_digit((unsigned char)s[sign]) && s[sign] != '.')
+		return fail(p, "invalid value '%.*s' (strings must be quoted: \"...\" or '...')",
+			    (int)(len > 40 ? 40 : len), s);
+	return fail(p, "invalid number '%.*s'", (int)(len > 40 ? 40 : len), s);
 }
 
 /* Reads exactly n digits at offset off; -1 if they are not all there. */
@@ -1152,7 +1164,7 @@ static struct toml_value *walk_dotted(struct parser *p, struct toml_value *t, st
 /* key = value, into table t; cursor at the key. */
 static bool parse_keyval(struct parser *p, struct toml_value *t)
 {
-	struct key k;
+	struct key k = {0};
 	char d[96];
 	bool ok = false;
 
@@ -1353,7 +1365,7 @@ static struct toml_value *open_header(struct parser *p, struct toml_value *root,
 
 static struct toml_value *parse_header(struct parser *p, struct toml_value *root)
 {
-	struct key k;
+	struct key k = {0};
 	bool aot = peek_at(p, 1) == '[';
 	struct toml_value *t = NULL;
 	char d[32];

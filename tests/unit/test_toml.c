@@ -344,6 +344,14 @@ static void test_error_positions(void)
 	expect_error("t = {a = 1}\n[t]\n", 2, 2, "inline table");
 	expect_error("a = [1, 2\nb = 3\n", 2, 1, "expected ',' or ']'");
 	expect_error("x = \"open\n", 1, 10, "newline in a single-line string");
+	expect_error("mode = tcp\n", 1, 8, "strings must be quoted");
+	expect_error("a = +\n", 1, 5, "invalid number");
+	expect_error("a = {x = 1,}\n", 1, 12, "trailing comma");
+	expect_error("a = {x = 1,\n y = 2}\n", 1, 12, "expected a key");
+	expect_error("[[a]]\n[a]\n", 2, 2, "array of tables");
+	expect_error("a = []\n[[a]]\n", 2, 3, "static array");
+	expect_error("[a]\nb.c = 1\n[a.b]\n", 3, 4, "dotted keys");
+	expect_error("a.b = 1\na = 2\n", 2, 1, "duplicate key");
 }
 
 static void test_get(void)
@@ -518,6 +526,12 @@ static void test_misc(void)
 	v = toml_parse("", 0, &err);
 	CHECK(v && v->type == TOML_TABLE && v->u.table.len == 0);
 	toml_free(v);
+	/* a float longer than any fixed buffer */
+	char *longf = repeat_doc("f = 0.", "0", 300, "15e1\n");
+	v = longf ? parse_str(longf, &err) : NULL;
+	CHECK(v && toml_get(v, "f") && toml_get(v, "f")->u.fp > 0 && toml_get(v, "f")->u.fp < 1e-290);
+	toml_free(v);
+	free(longf);
 	v = parse_str("d = 1979-05-27T07:32:00.999999-07:00\n", &err);
 	CHECK(v && toml_get(v, "d")->type == TOML_DATETIME &&
 	      toml_get(v, "d")->u.dt.nanosecond == 999999000 &&
