@@ -21,6 +21,8 @@ static const struct transport_impl *impl_for(enum transport_type type)
 		return &transport_tls;
 	case TRANSPORT_WEBSOCKET:
 		return &transport_websocket;
+	case TRANSPORT_NOISE:
+		return &transport_noise;
 	default:
 		return NULL;
 	}

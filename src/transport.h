@@ -107,6 +107,7 @@ void transport_tune_socket(const struct transport *t, int fd);
 extern const struct transport_impl transport_tcp;
 extern const struct transport_impl transport_tls;
 extern const struct transport_impl transport_websocket;
+extern const struct transport_impl transport_noise;
 
 /* ---- streams: the generic part ---- */
 
