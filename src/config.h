@@ -58,6 +58,9 @@ struct service_config {
 	bool nodelay;			/* effective: the service's or transport.tcp.nodelay */
 	int retry_interval;		/* client, effective: the service's or the client's */
 	int line;			/* line of the service's table, for messages */
+	bool token_from_default;	/* token copied from default_token (for --check) */
+	bool has_nodelay;		/* nodelay was set on the service itself */
+	bool has_retry_interval;	/* retry_interval was set on the service itself */
 };
 
 struct server_config {
@@ -89,6 +92,7 @@ struct config {
 #define CONFIG_MAX_ERRORS 16
 struct config_errors {
 	int count;
+	int omitted;			/* errors beyond CONFIG_MAX_ERRORS, not stored */
 	char msg[CONFIG_MAX_ERRORS][512];
 };
 
@@ -103,5 +107,12 @@ const struct service_config *config_find_service(const struct service_config *s,
 						 size_t n, const char *name);
 const char *transport_type_name(enum transport_type t);
 const char *service_type_name(enum service_type t);
+
+/* Limits of the integer keys (seconds), also quoted in the error messages. */
+#define CONFIG_MAX_HEARTBEAT	86400	/* heartbeat_interval, heartbeat_timeout */
+#define CONFIG_MAX_RETRY	3600	/* retry_interval */
+#define CONFIG_MAX_KEEPALIVE	32767	/* keepalive_secs/interval: the kernel's limit */
+/* Largest config file read (a config is a few KiB; this bounds memory). */
+#define CONFIG_MAX_FILE_SIZE	(4 * 1024 * 1024)
 
 #endif
