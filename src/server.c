@@ -106,7 +106,9 @@ static void ctrl_lost(struct ctrl *c, const char *why)
 
 static void ctrl_update_interest(struct ctrl *c)
 {
-	watch_stream(c->svc->srv->loop, &c->w, c->s, EPOLLIN);
+	/* EPOLLIN to notice the client leaving; plus whatever the transport's
+	 * last read waited for (TLS may need the socket writable to read) */
+	watch_stream(c->svc->srv->loop, &c->w, c->s, EPOLLIN | c->s->want);
 }
 
 static void ctrl_arm_heartbeat(struct ctrl *c)
