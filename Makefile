@@ -3,6 +3,7 @@
 #   make                 release build, leaves ./rathole
 #   make SANITIZE=1      ASan+UBSan build in build/asan/rathole (tests use it)
 #   make test            unit tests, then integration tests (pytest)
+#   make bench           benchmarks against the direct path (BENCH_QUICK=1: a 2-minute smoke run)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make clean
 
@@ -44,7 +45,7 @@ UNITBINS := $(UNITSRCS:tests/unit/%.c=$(B)/tests/%)
 UNITHOBJ := $(UNITHELP:tests/unit/%.c=$(B)/tests/%.o)
 BIN      := $(B)/rathole
 
-.PHONY: all clean test unit integration install check-warnings
+.PHONY: all clean test unit integration install check-warnings bench
 
 ifeq ($(VARIANT),release)
 all: rathole
@@ -87,6 +88,10 @@ integration: $(BIN)
 test: $(BIN) $(UNITBINS)
 	@TESTDATA=$(TESTDATA) RATHOLE_BIN=$(abspath $(BIN)) PYTHON=$(PYTHON) \
 		tests/run-all.sh $(UNITBINS)
+
+# Performance is measured here, never asserted in `make test` (see docs/benchmarks.md).
+bench: rathole
+	$(PYTHON) bench/bench.py --rathole $(abspath rathole) $(BENCH_ARGS)
 
 install: rathole
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -1,0 +1,414 @@
+#!/usr/bin/python3
+"""make bench: rathole through loopback, against the direct path.
+
+Starts local services (iperf3 -s, nginx serving a small file, an echo
+service), a rathole server and client per transport (tcp, noise, tls,
+websocket) and a two-hop socat relay, then runs every load directly (client ->
+service) and through each of them, alternating the order in every round. Prints
+medians and ratios tunnel/direct, and writes JSON and markdown under
+bench/results/. BENCH_QUICK=1 (or --quick): one short round, a smoke run.
+
+Usage: bench.py [--rathole PATH] [--quick] [--rounds N] [--duration S]
+                [--only LOAD,...] [--transports T,...] [--no-held] [--out DIR]
+"""
+import argparse
+import json
+import datetime
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import loads as L  # noqa: E402
+import report  # noqa: E402
+from services import (BenchError, Proc, TRANSPORTS, Tunnel, make_noise_keys,  # noqa: E402
+                      make_tls_identity, need_tools, port_listening, start_echo, start_iperf3,
+                      start_nginx, start_socat_chain)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+class Target:
+    """Where a load is sent: direct to the service, a tunnel, or socat."""
+
+    def __init__(self, name, ports, procs=()):
+        self.name, self.ports, self.procs = name, ports, list(procs)
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+# ---- machine and binary ----
+
+def machine_info():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return {"cpu": cpu, "ncpu": os.cpu_count(), "memory": "%.1f GiB RAM" % (mem_kib / 2**20),
+            "kernel": platform.release()}
+
+
+def tool_versions():
+    out = []
+    for args in (["iperf3", "--version"], ["nginx", "-v"], ["socat", "-V"], ["wrk", "-v"]):
+        try:
+            r = subprocess.run(args, capture_output=True, text=True, timeout=10)
+            text = (r.stdout + r.stderr).strip().splitlines()
+            line = next((l for l in text if any(ch.isdigit() for ch in l)), text[0] if text else "")
+            out.append(line.strip()[:60])
+        except (OSError, subprocess.TimeoutExpired):
+            out.append(args[0] + " ?")
+    return out
+
+
+def git_commit():
+    try:
+        r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return r.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "?"
+
+
+def binary_sizes(rathole, workdir):
+    """Stripped size of a copy of the binary; and of a `make TLS=0` build when
+    the Makefile knows TLS=0 (built in a scratch copy of the tree)."""
+    out = {"unstripped_kib": os.path.getsize(rathole) / 1024}
+    copy = os.path.join(workdir, "rathole.stripped")
+    shutil.copy(rathole, copy)
+    subprocess.run(["strip", copy], check=True, timeout=60)
+    out["stripped_kib"] = os.path.getsize(copy) / 1024
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        mk = f.read()
+    if not re.search(r"^\s*TLS\s*\??=|\$\(TLS\)", mk, re.M):
+        out["tls0_note"] = "not on this branch (the Makefile has no TLS=0)"
+        return out
+    tree = os.path.join(workdir, "tls0")
+    os.makedirs(tree)
+    for name in ("src", "Makefile"):
+        src = os.path.join(ROOT, name)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(tree, name))
+    r = subprocess.run(["make", "-C", tree, "-j2", "TLS=0"], capture_output=True, text=True,
+                       timeout=600)
+    built = os.path.join(tree, "rathole")
+    if r.returncode != 0 or not os.path.exists(built):
+        out["tls0_note"] = "make TLS=0 failed: " + (r.stderr or r.stdout)[-200:]
+        return out
+    subprocess.run(["strip", built], check=True, timeout=60)
+    out["tls0_stripped_kib"] = os.path.getsize(built) / 1024
+    return out
+
+
+# ---- measuring ----
+
+def read_cpu_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def measure(load, target, duration):
+    """One run of a load against a target, with the CPU time of the target's
+    processes and how many cores the whole machine kept busy."""
+    port = target.ports[load.service]
+    cpu0 = [p.cpu_seconds() for p in target.procs]
+    b0, t0 = read_cpu_busy()
+    w0 = time.monotonic()
+    res = load.run(port, duration)
+    res["seconds"] = time.monotonic() - w0
+    b1, t1 = read_cpu_busy()
+    cpu1 = [p.cpu_seconds() for p in target.procs]
+    res["cores_busy"] = (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else None
+    if len(cpu0) == 2:
+        res["cpu_server_s"] = cpu1[0] - cpu0[0]
+        res["cpu_client_s"] = cpu1[1] - cpu0[1]
+    return res
+
+
+def background_load(seconds=1.0):
+    """Cores kept busy by other work on the machine while we measure nothing
+    (the machine may be shared: a busy neighbour shows up here)."""
+    b0, t0 = read_cpu_busy()
+    time.sleep(seconds)
+    b1, t1 = read_cpu_busy()
+    return (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else 0.0
+
+
+def tunnel_probe(name, port):
+    if name.endswith("_udp"):
+        with open("/proc/net/udp") as f:
+            return any(int(l.split()[1].split(":")[1], 16) == port for l in f.readlines()[1:])
+    if not port_listening(port):	# service ports open once the control channel is up
+        return False
+    if name == "http":
+        return L.http_ok(port)
+    if name == "echo":
+        return L.echo_ok(port)
+    return True
+
+
+def idle_memory(t):
+    s, c = t.server.memory_kib(), t.client.memory_kib()
+    return {"server_kib": s["VmRSS"], "client_kib": c["VmRSS"],
+            "total_kib": s["VmRSS"] + c["VmRSS"], "anon_kib": s["RssAnon"] + c["RssAnon"],
+            "server_fds": t.server.nfds(), "client_fds": t.client.nfds()}
+
+
+def held_count(quick):
+    """The largest count whose fds fit in each rathole process: 2 fds per
+    forwarded connection (visitor + data channel on the server; data channel +
+    local connection on the client), plus the process's fixed fds, the pipe
+    pool (up to 32 pipes = 64 fds) and a few pooled data channels."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if quick:
+        return min(1000, hard // 4), hard
+    reserve = 64 + 64 + 64		# pipe pool, pooled channels, fixed fds and slack
+    return (hard - reserve) // 2 // 100 * 100, hard
+
+
+def held_test(rathole, transport, count, keys, echo_port, workdir, logdir):
+    """A fresh server and client carrying only the echo service: idle RSS,
+    then count idle connections held open, each echoing; RSS growth."""
+    t = Tunnel(rathole, transport, {"echo": ("tcp", echo_port)}, keys, workdir, logdir,
+               tag="-held")
+    t.start()
+    holder = None
+    try:
+        t.wait_ready(tunnel_probe)
+        time.sleep(1.0)		# the pool of data channels fills up
+        idle = idle_memory(t)
+        holder = subprocess.Popen([sys.executable, os.path.join(HERE, "echo.py"), "hold",
+                                   str(t.ports["echo"]), str(count)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        held, open_s = 0, 0.0
+        deadline = time.monotonic() + 300
+        for line in holder.stdout:
+            ev = json.loads(line)
+            if ev["event"] == "progress":
+                say("    %s: %d connections held" % (transport, ev["held"]))
+            if ev["event"] == "holding":
+                held, open_s = ev["held"], ev["seconds"]
+                break
+            if time.monotonic() > deadline:
+                break
+        time.sleep(1.0)
+        loaded = idle_memory(t)
+        holder.stdin.write("check\n")
+        holder.stdin.flush()
+        echoed = 0
+        for line in holder.stdout:
+            ev = json.loads(line)
+            if ev["event"] == "checked":
+                echoed = ev["echoed"]
+                break
+        after_check = idle_memory(t)
+        holder.stdin.write("close\n")
+        holder.stdin.flush()
+        holder.wait(60)
+        n = max(held, 1)
+        grow_s = after_check["server_kib"] - idle["server_kib"]
+        grow_c = after_check["client_kib"] - idle["client_kib"]
+        return {"asked": count, "held": held, "echoed": echoed, "open_seconds": open_s,
+                "idle": idle, "loaded": loaded, "after_check": after_check,
+                "server_fds": after_check["server_fds"], "client_fds": after_check["client_fds"],
+                "server_kib_per_conn": grow_s / n, "client_kib_per_conn": grow_c / n,
+                "kib_per_conn": (grow_s + grow_c) / n}
+    finally:
+        if holder and holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+        t.stop()
+
+
+# ---- the run ----
+
+def run(opts, workdir, logdir):
+    need_tools(["iperf3", "wrk", "socat", "openssl", "strip", shutil.which("nginx") or "/usr/sbin/nginx"])
+    rathole = os.path.abspath(opts.rathole)
+    if not os.access(rathole, os.X_OK):
+        raise BenchError("%s is not an executable: run `make` first (or pass --rathole)" % rathole)
+    meta = dict(machine_info())
+    meta.update({"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                 "rathole": rathole, "commit": git_commit(), "rounds": opts.rounds,
+                 "duration": opts.duration, "quick": opts.quick, "tools": tool_versions(),
+                 "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1]})
+    say("rathole benchmark: %s, %d CPUs; %d rounds of %d s runs%s" % (
+        meta["cpu"], meta["ncpu"], opts.rounds, opts.duration, " (quick)" if opts.quick else ""))
+
+    binary = binary_sizes(rathole, workdir)
+    say("binary: %.1f KiB stripped" % binary["stripped_kib"])
+
+    keys = {"noise": make_noise_keys(rathole)}
+    if "tls" in opts.transports:
+        keys["tls"] = make_tls_identity(workdir)
+    iperf = start_iperf3(logdir)
+    nginx = start_nginx(workdir, logdir)
+    echo = start_echo(logdir)
+    services = {"iperf": ("tcp", iperf.port), "iperf_udp": ("udp", iperf.port),
+                "http": ("tcp", nginx.port), "echo": ("tcp", echo.port)}
+    targets = [Target("direct", {"iperf": iperf.port, "http": nginx.port, "echo": echo.port})]
+    tunnels = {}
+    for vname, binary_path in [("", rathole)] + opts.variants:
+        for tr in opts.transports:
+            name = tr + (":" + vname if vname else "")
+            t = Tunnel(binary_path, tr, services, keys, workdir, logdir,
+                       tag=("-" + vname if vname else ""))
+            t.start()
+            tunnels[name] = t
+    for name, t in tunnels.items():
+        t.wait_ready(tunnel_probe)
+        targets.append(Target(name, t.ports, t.procs()))
+    time.sleep(1.0)
+    idle = {name: idle_memory(t) for name, t in tunnels.items()}
+    if opts.socat:
+        sp_iperf, procs1 = start_socat_chain("iperf", iperf.port, logdir)
+        sp_http, procs2 = start_socat_chain("http", nginx.port, logdir)
+        targets.append(Target("socat", {"iperf": sp_iperf, "http": sp_http}))
+    present = [t.name for t in targets]
+
+    loads = [l for l in L.catalogue(opts.udp_rates) if not opts.only or l.name in opts.only]
+    results = {l.name: {} for l in loads}
+    background = []
+    for rnd in range(opts.rounds):
+        order = targets if rnd % 2 == 0 else list(reversed(targets))
+        bg = background_load()
+        background.append(bg)
+        say("\nround %d of %d (%s); background load %.2f cores" % (
+            rnd + 1, opts.rounds, " -> ".join(t.name for t in order), bg))
+        for load in loads:
+            for target in order:
+                if load.service not in target.ports or (target.name == "socat" and not load.socat):
+                    continue
+                res = measure(load, target, opts.duration)
+                results[load.name].setdefault(target.name, []).append(res)
+                cpu = ""
+                if "cpu_server_s" in res:
+                    cpu = "  cpu %.2f+%.2f s" % (res["cpu_server_s"], res["cpu_client_s"])
+                extra = ""
+                if "p99_ms" in res:
+                    extra = "  p99 %.2f ms" % res["p99_ms"]
+                if res.get("errors"):
+                    extra += "  errors %d" % res["errors"]
+                say("  %-18s %-10s %10s %s%s%s" % (load.name, target.name,
+                                                  report.fmt_value(res[load.metric], load.unit),
+                                                  load.unit, extra, cpu))
+    for name, t in tunnels.items():
+        idle[name]["after_loads_total_kib"] = idle_memory(t)["total_kib"]
+    for t in tunnels.values():
+        t.stop()
+
+    held = {}
+    if opts.held:
+        count, hard = held_count(opts.quick)
+        count = opts.held_n or count
+        for vname, binary_path in [("", rathole)] + opts.variants:
+            for tr in opts.transports if not opts.quick else ["tcp"]:
+                name = tr + (":" + vname if vname else "")
+                n = count if tr == "tcp" else min(count, opts.held_others)
+                say("\nheld connections through %s: asking for %d (hard fd limit %d)" % (name, n, hard))
+                held[name] = h = held_test(binary_path, tr, n, keys, echo.port, workdir, logdir)
+                say("  held %d, %d echoing; fds server %d, client %d; %.2f KiB per connection "
+                    "(server %.2f + client %.2f)" % (h["held"], h["echoed"], h["server_fds"],
+                                                     h["client_fds"], h["kib_per_conn"],
+                                                     h["server_kib_per_conn"], h["client_kib_per_conn"]))
+
+    meta["background_cores"] = background
+    summary = report.summarize(loads, results, opts.duration)
+    checks = report.check_targets(summary, held, idle, binary)
+    say("")
+    say(report.render(meta, loads, summary, present, held, idle, binary, checks))
+
+    os.makedirs(opts.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if opts.quick else "")
+    base = os.path.join(opts.out, "bench-" + stamp)
+    report.write_json(base + ".json", {"meta": meta, "binary": binary, "idle": idle, "held": held,
+                                       "summary": summary, "targets": checks, "raw": results})
+    with open(base + ".md", "w") as f:
+        f.write(report.markdown(meta, loads, summary, present, held, idle, binary, checks))
+    say("written: %s.json and %s.md" % (base, base))
+    return 0
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rathole", default=os.path.join(ROOT, "rathole"))
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--duration", type=int, help="seconds per run")
+    ap.add_argument("--only", help="comma-separated load names")
+    ap.add_argument("--transports", default=",".join(TRANSPORTS))
+    ap.add_argument("--udp-rates", default="100,300,500")
+    ap.add_argument("--no-held", dest="held", action="store_false")
+    ap.add_argument("--held", type=int, dest="held_n",
+                    help="held connections through tcp (default: as many as the fd limit allows)")
+    ap.add_argument("--held-others", type=int, default=2000,
+                    help="held connections for the transports other than tcp")
+    ap.add_argument("--no-socat", dest="socat", action="store_false")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                    help="also measure another rathole binary (targets named TRANSPORT:NAME), "
+                    "alternated with the main one in every round: a before/after comparison")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    o = ap.parse_args(argv)
+    o.rounds = o.rounds or (1 if o.quick else 4)
+    o.duration = o.duration or (1 if o.quick else 3)
+    o.only = set(o.only.split(",")) if o.only else None
+    o.transports = [t for t in o.transports.split(",") if t]
+    bad = [t for t in o.transports if t not in TRANSPORTS]
+    if bad:
+        ap.error("unknown transport %s (known: %s)" % (", ".join(bad), ", ".join(TRANSPORTS)))
+    o.udp_rates = [int(x) for x in o.udp_rates.split(",") if x]
+    o.variants = []
+    for v in o.variant:
+        name, _, path = v.partition("=")
+        if not name or not path or not os.access(path, os.X_OK):
+            ap.error("--variant wants NAME=PATH of an executable, got %r" % v)
+        o.variants.append((name, os.path.abspath(path)))
+    return o
+
+
+def main(argv):
+    opts = parse(argv)
+    workdir = tempfile.mkdtemp(prefix="rathole-bench-")
+    logdir = os.path.join(workdir, "logs")
+    os.makedirs(logdir)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    ok = False
+    try:
+        rc = run(opts, workdir, logdir)
+        ok = True
+        return rc
+    except BenchError as e:
+        say("bench: %s" % e)
+        return 1
+    except KeyboardInterrupt:
+        say("bench: interrupted")
+        return 130
+    finally:
+        Proc.stop_all()
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say("bench: logs kept in %s" % logdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,237 @@
+"""Medians, ratios, targets, and the three outputs: a text table on stdout,
+JSON and a markdown report under bench/results/."""
+import json
+import statistics
+
+
+
+def tunnel_targets(present):
+    return [t for t in present if t not in ("direct", "socat")]
+
+
+def median_of(rounds, key):
+    vals = [r[key] for r in rounds if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(loads, results, duration):
+    """results[load][target] = [per-round dicts] -> summary[load][target] =
+    {metric: median, ..., "ratio": median / direct median, "n": rounds}."""
+    summary = {}
+    for load in loads:
+        per = results.get(load.name, {})
+        direct = median_of(per.get("direct", []), load.metric)
+        summary[load.name] = {}
+        for target, rounds in per.items():
+            s = {"n": len(rounds)}
+            for key in (load.metric,) + tuple(load.extra) + (
+                    "cpu_server_s", "cpu_client_s", "cores_busy"):
+                s[key] = median_of(rounds, key)
+            s["rounds"] = [r.get(load.metric) for r in rounds]
+            costs = [load.cost(r, duration) for r in rounds]
+            costs = [c for c in costs if c is not None]
+            s["cost"] = statistics.median(costs) if costs else None
+            if load.higher_better and direct and s[load.metric] is not None:
+                s["ratio"] = s[load.metric] / direct
+            summary[load.name][target] = s
+    return summary
+
+
+def check_targets(summary, held, idle, binary):
+    """The issue's targets, each with the value measured in this run."""
+    out = []
+
+    def get(load, target, key):
+        return summary.get(load, {}).get(target, {}).get(key)
+
+    def add(name, goal, value, ok, shown):
+        out.append({"target": name, "goal": goal, "value": value,
+                    "ok": None if value is None else bool(ok), "shown": shown})
+
+    r = get("tcp_bulk", "tcp", "ratio")
+    add("TCP bulk (tcp, 1 stream)", ">= 0.55x direct", r, r is not None and r >= 0.55, fmt_ratio(r))
+    r = get("http_keepalive", "tcp", "ratio")
+    add("HTTP keep-alive requests/s", ">= 0.60x direct", r, r is not None and r >= 0.60, fmt_ratio(r))
+    p, d = get("http_keepalive", "tcp", "p99_ms"), get("http_keepalive", "direct", "p99_ms")
+    r = p / d if p and d else None
+    add("HTTP keep-alive p99 latency", "<= 2x direct", r, r is not None and r <= 2.0,
+        "%s (%.2f ms vs %.2f ms)" % (fmt_ratio(r), p, d) if r else "-")
+    r = get("http_close", "tcp", "ratio")
+    add("New connections/s (Connection: close)", ">= 0.45x direct", r,
+        r is not None and r >= 0.45, fmt_ratio(r))
+    udp = [k for k in summary if k.startswith("udp_")]
+    top = max(udp, key=lambda k: int(k[4:])) if udp else None
+    if top:
+        v = get(top, "tcp", "loss_pct")
+        add("UDP at %s Mb/s offered: loss" % top[4:], "<= 1 %", v, v is not None and v <= 1.0,
+            "%.2f %%" % v if v is not None else "-")
+    h = held.get("tcp") if held else None
+    if h:
+        add("Held connections all echoing", "all of %d" % h["held"], h["echoed"],
+            h["echoed"] == h["held"] and h["held"] > 0,
+            "%d of %d (asked %d)" % (h["echoed"], h["held"], h["asked"]))
+        v = h["kib_per_conn"]
+        add("RSS growth per held connection (server+client)", "<= 2 KiB", v, v <= 2.0,
+            "%.2f KiB" % v)
+    t = idle.get("tcp") if idle else None
+    if t:
+        v = t["total_kib"] / 1024
+        add("RSS at idle, server+client (tcp)", "<= 4 MiB", v, v <= 4.0,
+            "%.2f MiB (private %.2f MiB)" % (v, t["anon_kib"] / 1024))
+    r = get("tcp_bulk", "noise", "ratio")
+    add("Noise bulk", ">= 0.25x direct", r, r is not None and r >= 0.25, fmt_ratio(r))
+    r = get("tcp_bulk", "tls", "ratio")
+    add("TLS bulk", ">= 0.30x direct", r, r is not None and r >= 0.30, fmt_ratio(r))
+    if binary:
+        v = binary["stripped_kib"]
+        add("Stripped binary, every feature", "<= 250 KiB", v, v <= 250, "%.1f KiB" % v)
+        v = binary.get("tls0_stripped_kib")
+        add("Stripped binary, make TLS=0", "< the full one", v,
+            v is not None and v < binary["stripped_kib"],
+            "%.1f KiB" % v if v is not None else binary.get("tls0_note", "-"))
+    return out
+
+
+def fmt_ratio(r):
+    return "%.2fx" % r if r is not None else "-"
+
+
+def fmt_value(v, unit):
+    if v is None:
+        return "-"
+    if unit in ("Gb/s",):
+        return "%.2f" % v
+    if unit == "% lost":
+        return "%.2f%%" % v
+    if v >= 100:
+        return "%.0f" % v
+    return "%.2f" % v
+
+
+def table_rows(loads, summary, targets):
+    """Rows of strings: load title, then one cell per target."""
+    rows = []
+    for load in loads:
+        s = summary.get(load.name, {})
+        cells = []
+        for t in targets:
+            c = s.get(t)
+            if not c:
+                cells.append("")
+                continue
+            txt = fmt_value(c.get(load.metric), load.unit)
+            if t != "direct" and c.get("ratio") is not None:
+                txt += " (%.2fx)" % c["ratio"]
+            cells.append(txt)
+        rows.append(["%s, %s" % (load.title, load.unit)] + cells)
+        for key, label in (("p50_ms", "p50 latency, ms"), ("p99_ms", "p99 latency, ms"),
+                           ("recv_mbps", "received, Mb/s")):
+            if key in load.extra:
+                rows.append(["  " + label] + [fmt_value(s.get(t, {}).get(key), "")
+                                              if s.get(t) else "" for t in targets])
+    return rows
+
+
+def cpu_rows(loads, summary, tunnels):
+    """Per load: CPU seconds of server + client per run, and the same per unit
+    of work (the figure to compare builds with)."""
+    rows = []
+    for load in loads:
+        s = summary.get(load.name, {})
+        cells = []
+        for t in tunnels:
+            c = s.get(t)
+            if not c or c.get("cpu_server_s") is None:
+                cells.append("")
+                continue
+            cost = c.get("cost")
+            cells.append("%.2f+%.2f s%s" % (c["cpu_server_s"], c["cpu_client_s"],
+                                            "; %.0f" % cost if cost is not None else ""))
+        busy = s.get("direct", {}).get("cores_busy")
+        tb = s.get("tcp", {}).get("cores_busy")
+        cells.append("%.2f / %.2f" % (busy, tb) if busy is not None and tb is not None else "")
+        rows.append(["%s (%s)" % (load.title, load.cost_unit)] + cells)
+    return rows
+
+
+def text_table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    return "\n".join(out)
+
+
+def render(meta, loads, summary, targets_present, held, idle, binary, checks, md=False):
+    tbl = md_table if md else text_table
+    parts = []
+    header = ["load"] + list(targets_present)
+    parts.append(("## Medians (ratio to direct)\n\n" if md else "Medians of %d rounds (ratio to direct)\n"
+                  % meta["rounds"]) + tbl(header, table_rows(loads, summary, targets_present)))
+    tunnels = tunnel_targets(targets_present)
+    parts.append(("## CPU of the tunnel processes\n\nPer run: CPU seconds of server + client "
+                  "(utime + stime); after the semicolon, per unit of work. Last column: cores "
+                  "of the machine busy during the run, direct / through tcp.\n\n" if md else
+                  "CPU per run: server + client seconds; per unit of work (last column: "
+                  "cores busy, direct / tcp)\n")
+                 + tbl(["load (unit of the cost)"] + tunnels + ["cores busy"],
+                       cpu_rows(loads, summary, tunnels)))
+    if idle:
+        rows = []
+        for t, m in idle.items():
+            rows.append([t, m["server_kib"], m["client_kib"], m["total_kib"], m["anon_kib"],
+                         m.get("after_loads_total_kib", "")])
+        parts.append(("## Memory at idle (KiB)\n\n" if md else "Memory at idle, KiB\n") +
+                     tbl(["transport", "server RSS", "client RSS", "total RSS",
+                          "total private (RssAnon)", "total RSS after the loads"], rows))
+    if held:
+        rows = []
+        for t, h in held.items():
+            rows.append([t, h["asked"], h["held"], h["echoed"],
+                         "%d / %d" % (h["server_fds"], h["client_fds"]),
+                         "%.2f" % h["kib_per_conn"], "%.2f" % h["server_kib_per_conn"],
+                         "%.2f" % h["client_kib_per_conn"], "%.1f" % h["open_seconds"]])
+        parts.append(("## Held idle connections\n\n" if md else "Held idle connections\n") +
+                     tbl(["transport", "asked", "held", "echoing", "fds server / client",
+                          "KiB/conn total", "server", "client", "open time, s"], rows))
+    if binary:
+        rows = [["every feature", "%.1f" % binary["stripped_kib"], "%.1f" % binary["unstripped_kib"]]]
+        if binary.get("tls0_stripped_kib") is not None:
+            rows.append(["make TLS=0", "%.1f" % binary["tls0_stripped_kib"], ""])
+        else:
+            rows.append(["make TLS=0", binary.get("tls0_note", "-"), ""])
+        parts.append(("## Binary size (KiB)\n\n" if md else "Binary size, KiB\n") +
+                     tbl(["build", "stripped", "unstripped"], rows))
+    rows = [[c["target"], c["goal"], c["shown"],
+             {True: "yes", False: "NO", None: "-"}[c["ok"]]] for c in checks]
+    parts.append(("## Targets\n\n" if md else "Targets\n") +
+                 tbl(["target", "goal", "measured", "met"], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown(meta, loads, summary, targets_present, held, idle, binary, checks):
+    head = ["# rathole benchmark, %s" % meta["date"], "",
+            "- machine: %s, %d CPUs, %s, Linux %s" % (meta["cpu"], meta["ncpu"],
+                                                       meta["memory"], meta["kernel"]),
+            "- build: %s (commit %s)" % (meta["rathole"], meta["commit"]),
+            "- %d rounds, %d s per run, targets alternated in each round (A/B: forward "
+            "order on even rounds, reverse on odd), medians below" % (meta["rounds"], meta["duration"]),
+            "- hard RLIMIT_NOFILE: %d" % meta["nofile_hard"],
+            "- background load before each round (cores busy with other work on this "
+            "shared machine): %s" % ", ".join("%.2f" % b for b in meta.get("background_cores", [])),
+            "- tools: %s" % ", ".join(meta["tools"]),
+            ""]
+    return "\n".join(head) + "\n" + render(meta, loads, summary, targets_present, held, idle,
+                                          binary, checks, md=True)
+
+
+def write_json(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)

@@ -1,0 +1,353 @@
+"""The processes a benchmark run needs: the local services (iperf3, nginx, an
+echo service), the tunnels (a rathole server and client per transport) and
+the socat reference relay. Every process is started here, recorded, and
+stopped by its PID; every wait is bounded."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOKEN = "bench-token"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A problem the person running the benchmark must fix (said in the message)."""
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    """A port free for both TCP and UDP (services use the same number for both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise BenchError("no free port pair on 127.0.0.1")
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise BenchError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+class Proc:
+    """A started process, stopped by PID; its output goes to a log file."""
+    registry = []
+
+    def __init__(self, name, args, logdir, env=None, stdin=subprocess.DEVNULL,
+                 stdout=None):
+        self.name = name
+        self.args = args
+        self.log_path = os.path.join(logdir, name + ".log")
+        self._log = open(self.log_path, "wb")
+        self.p = subprocess.Popen(args, stdin=stdin,
+                                  stdout=stdout if stdout is not None else self._log,
+                                  stderr=self._log, env=env, start_new_session=True)
+        self.pid = self.p.pid
+        Proc.registry.append(self)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, timeout=5.0):
+        if self.p.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait(timeout)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+        if self in Proc.registry:
+            Proc.registry.remove(self)
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"".join(f.readlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    # ---- /proc accounting ----
+    def cpu_seconds(self):
+        """utime + stime of the process (fields 14 and 15 of /proc/PID/stat)."""
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def memory_kib(self):
+        """VmRSS, RssAnon, RssFile from /proc/PID/status, in KiB."""
+        out = {}
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    out[k] = int(v.split()[0])
+        return out
+
+    def nfds(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    @staticmethod
+    def stop_all():
+        for p in list(reversed(Proc.registry)):
+            p.stop()
+
+
+def need_tools(tools):
+    missing = [t for t in tools if not shutil.which(t) and not os.path.exists(t)]
+    if missing:
+        raise BenchError("missing tools: %s; install them with: apt-get install -y "
+                         "iperf3 wrk nginx-light socat openssl" % ", ".join(missing))
+
+
+# ---- local services ----
+
+def start_iperf3(logdir):
+    port = free_port()
+    p = Proc("iperf3", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)], logdir)
+    wait_until(lambda: port_open_quiet_udp_ok(port), 10, "iperf3 -s on port %d" % port)
+    p.port = port
+    return p
+
+
+def port_open_quiet_udp_ok(port):
+    # A bare connect would make iperf3 log a cookie error; look at the
+    # listening sockets instead.
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
+                return True
+    return False
+
+
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {dir}/www;
+    }}
+}}
+"""
+
+
+def start_nginx(workdir, logdir, small_file_bytes=1024):
+    port = free_port()
+    d = os.path.join(workdir, "nginx")
+    os.makedirs(os.path.join(d, "www"), exist_ok=True)
+    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+    with open(os.path.join(d, "www", "small"), "wb") as f:
+        f.write(b"x" * small_file_bytes)
+    for path in (workdir, d, os.path.join(d, "www")):
+        os.chmod(path, 0o755)		# the worker may run as nobody
+    os.chmod(os.path.join(d, "www", "small"), 0o644)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(dir=d, port=port))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    p = Proc("nginx", [nginx, "-c", conf, "-p", d, "-e", os.path.join(d, "nginx-error.log")],
+             logdir)
+    wait_until(lambda: port_open(port), 10, "nginx on port %d" % port)
+    p.port = port
+    p.path = "/small"
+    return p
+
+
+def start_echo(logdir):
+    port = free_port()
+    p = Proc("echo", [sys.executable, os.path.join(HERE, "echo.py"), "serve", str(port)], logdir)
+    wait_until(lambda: port_open(port), 10, "the echo service on port %d" % port)
+    p.port = port
+    return p
+
+
+def start_socat_chain(name, target_port, logdir):
+    """Two socat hops, like the tunnel's two processes: front -> middle -> target.
+    socat forks a process per connection."""
+    mid, front = free_port(), free_port()
+    hop2 = Proc("socat-%s-2" % name, ["socat", "TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096" % mid,
+                                      "TCP4:127.0.0.1:%d,nodelay" % target_port], logdir)
+    hop1 = Proc("socat-%s-1" % name, ["socat", "TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096" % front,
+                                      "TCP4:127.0.0.1:%d,nodelay" % mid], logdir)
+    wait_until(lambda: port_listening(mid) and port_listening(front), 10, "socat relay")
+    return front, [hop1, hop2]
+
+
+def port_listening(port):
+    return port_open_quiet_udp_ok(port)
+
+
+# ---- key material ----
+
+def make_tls_identity(workdir):
+    """A private CA and a certificate for localhost, the way
+    examples/tls/create_self_signed_cert.sh makes them (RSA 2048)."""
+    d = os.path.join(workdir, "tls")
+    os.makedirs(d, exist_ok=True)
+
+    def run(*args):
+        r = subprocess.run(["openssl"] + list(args), cwd=d, capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise BenchError("openssl %s failed: %s" % (args[0], r.stderr.decode(errors="replace")))
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30",
+        "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=rathole bench CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", "server.key",
+        "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                "extendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "30", "-sha256",
+        "-extfile", "server.ext")
+    run("pkcs12", "-export", "-out", "identity.pfx", "-inkey", "server.key",
+        "-in", "server.crt", "-certfile", "ca.crt", "-passout", "pass:1234")
+    return {"pkcs12": os.path.join(d, "identity.pfx"), "password": "1234",
+            "ca": os.path.join(d, "ca.crt")}
+
+
+def make_noise_keys(rathole):
+    r = subprocess.run([rathole, "--genkey"], capture_output=True, timeout=10, text=True)
+    lines = [l.strip() for l in r.stdout.splitlines() if l.strip()]
+    try:
+        priv = lines[lines.index("Private Key:") + 1]
+        pub = lines[lines.index("Public Key:") + 1]
+    except (ValueError, IndexError):
+        raise BenchError("cannot read the keypair printed by %s --genkey: %r" % (rathole, r.stdout))
+    return {"private": priv, "public": pub}
+
+
+# ---- the tunnel ----
+
+TRANSPORTS = ("tcp", "noise", "tls", "websocket")
+
+
+def transport_sections(role, transport, keys):
+    if transport == "tcp":
+        return ""
+    s = '[%s.transport]\ntype = "%s"\n' % (role, transport)
+    if transport == "noise":
+        if role == "server":
+            s += '[server.transport.noise]\nlocal_private_key = "%s"\n' % keys["noise"]["private"]
+        else:
+            s += '[client.transport.noise]\nremote_public_key = "%s"\n' % keys["noise"]["public"]
+    elif transport == "tls":
+        if role == "server":
+            s += ('[server.transport.tls]\npkcs12 = "%s"\npkcs12_password = "%s"\n'
+                  % (keys["tls"]["pkcs12"], keys["tls"]["password"]))
+        else:
+            s += ('[client.transport.tls]\ntrusted_root = "%s"\nhostname = "localhost"\n'
+                  % keys["tls"]["ca"])
+    elif transport == "websocket":
+        s += "[%s.transport.websocket]\ntls = false\n" % role
+    return s
+
+
+class Tunnel:
+    """A rathole server and client on loopback, carrying the services:
+    iperf (tcp and udp on the same port number), http, echo."""
+
+    def __init__(self, rathole, transport, targets, keys, workdir, logdir, tag=""):
+        self.rathole = rathole
+        self.transport = transport
+        self.name = transport + tag
+        self.targets = targets		# service name -> (type, local port)
+        self.keys = keys
+        self.workdir = workdir
+        self.logdir = logdir
+        self.bind_port = free_port()
+        self.ports = {}			# service name -> port on the server
+        for name, (kind, _) in targets.items():
+            if name.endswith("_udp"):
+                continue
+            self.ports[name] = free_port()
+        for name, (kind, _) in targets.items():
+            if name.endswith("_udp"):
+                self.ports[name] = self.ports[name[:-4]]
+        self.server = self.client = None
+
+    def configs(self):
+        srv = '[server]\nbind_addr = "127.0.0.1:%d"\n' % self.bind_port
+        srv += transport_sections("server", self.transport, self.keys)
+        cli = '[client]\nremote_addr = "127.0.0.1:%d"\n' % self.bind_port
+        cli += transport_sections("client", self.transport, self.keys)
+        for name, (kind, lport) in self.targets.items():
+            srv += ('[server.services.%s]\ntype = "%s"\ntoken = "%s"\nbind_addr = "127.0.0.1:%d"\n'
+                    % (name, kind, TOKEN, self.ports[name]))
+            cli += ('[client.services.%s]\ntype = "%s"\ntoken = "%s"\nlocal_addr = "127.0.0.1:%d"\n'
+                    % (name, kind, TOKEN, lport))
+        return srv, cli
+
+    def start(self, env=None):
+        srv, cli = self.configs()
+        d = os.path.join(self.workdir, "tunnel-" + self.name)
+        os.makedirs(d, exist_ok=True)
+        paths = {}
+        for role, text in (("server", srv), ("client", cli)):
+            paths[role] = os.path.join(d, role + ".toml")
+            with open(paths[role], "w") as f:
+                f.write(text)
+            os.chmod(paths[role], 0o600)
+        e = dict(os.environ)
+        e.setdefault("RATHOLE_LOG", "info")
+        if env:
+            e.update(env)
+        self.server = Proc("rathole-%s-server" % self.name,
+                           [self.rathole, "--server", paths["server"]], self.logdir, env=e)
+        wait_until(lambda: port_listening(self.bind_port) or not self.server.alive(), 15,
+                   "the %s server to listen" % self.name)
+        if not self.server.alive():
+            raise BenchError("the %s rathole server exited:\n%s" % (self.name, self.server.log_tail()))
+        self.client = Proc("rathole-%s-client" % self.name,
+                           [self.rathole, "--client", paths["client"]], self.logdir, env=e)
+
+    def wait_ready(self, probe, timeout=20):
+        """probe(port) -> bool for a service that answers through the tunnel."""
+        def ok():
+            if not (self.server.alive() and self.client.alive()):
+                raise BenchError("a %s rathole process exited:\n%s\n%s" % (
+                    self.name, self.server.log_tail(), self.client.log_tail()))
+            return all(probe(name, port) for name, port in self.ports.items())
+        wait_until(ok, timeout, "the %s tunnel to carry every service" % self.name)
+
+    def procs(self):
+        return [self.server, self.client]
+
+    def stop(self):
+        for p in (self.client, self.server):
+            if p:
+                p.stop()
