@@ -101,6 +101,11 @@ void transport_tune_socket(const struct transport *t, int fd)
 
 /* ---- streams ---- */
 
+/* s->err of a stream that has not failed, and of one whose error text could
+ * not be allocated; neither is ever written to. */
+static char no_error[1];
+static char err_oom[] = "out of memory (recording an error)";
+
 struct stream *stream_alloc(size_t size, const struct stream_ops *ops,
 			    struct transport *t, int fd, bool server)
 {
@@ -113,6 +118,7 @@ struct stream *stream_alloc(size_t size, const struct stream_ops *ops,
 	s->fd = fd;
 	s->server = server;
 	s->max_chunk = 64 * 1024;
+	s->err = no_error;
 	return s;
 }
 
@@ -126,7 +132,24 @@ void stream_free(struct stream *s)
 		close(s->fd);
 	free(s->rx);
 	free(s->tx);
+	if (s->err != no_error && s->err != err_oom)
+		free(s->err);
 	free(s);
+}
+
+int stream_set_errorv(struct stream *s, const char *fmt, va_list ap)
+{
+	char text[STREAM_ERR_MAX];
+
+	/* formatted first: the arguments may point into the old text */
+	vsnprintf(text, sizeof text, fmt, ap);
+	if (s->err == no_error || s->err == err_oom) {
+		char *p = malloc(STREAM_ERR_MAX);
+		s->err = p ? p : err_oom;
+	}
+	if (s->err != err_oom)
+		memcpy(s->err, text, strlen(text) + 1);
+	return ST_ERROR;
 }
 
 int stream_set_error(struct stream *s, const char *fmt, ...)
@@ -134,7 +157,7 @@ int stream_set_error(struct stream *s, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(s->err, sizeof s->err, fmt, ap);
+	stream_set_errorv(s, fmt, ap);
 	va_end(ap);
 	return ST_ERROR;
 }

@@ -19,6 +19,7 @@
 #ifndef TRANSPORT_H
 #define TRANSPORT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,26 +58,28 @@ struct stream_ops {
 	void (*destroy)(struct stream *s);
 };
 
+/* Two streams per forwarded connection in each process: the struct is kept
+ * small (fields ordered without padding; the error text is allocated only
+ * when there is an error). */
 struct stream {
 	const struct stream_ops *ops;
 	struct transport *t;
+	uint8_t *rx;		/* plaintext exposed by fill() */
+	uint8_t *tx;		/* wire bytes queued by stream_send() */
+	char *err;		/* why the last ST_ERROR happened ("" until then) */
 	int fd;
+	uint32_t want;		/* events the last ST_AGAIN waits for */
+	uint32_t max_chunk;	/* largest plaintext one seal() accepts */
+	uint32_t rx_off, rx_len, rx_cap;
+	uint32_t tx_off, tx_len, tx_cap;
+	uint16_t headroom, tailroom;
 	bool server;		/* accepted by the server (responder) */
 	bool plain;		/* wire bytes == plaintext: splice() is possible */
 	bool eof;		/* fill() reported end of stream */
 	bool shut;		/* our sending direction is closed */
-	uint32_t want;		/* events the last ST_AGAIN waits for */
-	uint16_t headroom, tailroom;
-	uint32_t max_chunk;	/* largest plaintext one seal() accepts */
-
-	uint8_t *rx;		/* plaintext exposed by fill() */
-	uint32_t rx_off, rx_len, rx_cap;
-	uint8_t *tx;		/* wire bytes queued by stream_send() */
-	uint32_t tx_off, tx_len, tx_cap;
-
-	char peer[NET_ADDRSTR_MAX];
-	char err[160];		/* why the last ST_ERROR happened */
 };
+
+#define STREAM_ERR_MAX	160	/* longest error text kept (longer is cut) */
 
 /* ---- transports ---- */
 
@@ -152,8 +155,11 @@ void stream_trim(struct stream *s);
 /* Helpers for implementations: plain socket I/O with errno mapped to ST_*. */
 ssize_t stream_sock_read(struct stream *s, void *buf, size_t len);
 ssize_t stream_sock_write(struct stream *s, const void *buf, size_t len);
+/* Records why the stream failed (s->err); returns ST_ERROR. */
 int stream_set_error(struct stream *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+int stream_set_errorv(struct stream *s, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 int stream_rx_reserve(struct stream *s, size_t cap);
 
 #endif

@@ -78,7 +78,7 @@ static int ns_error(struct noise_stream *ns, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(ns->s.err, sizeof ns->s.err, fmt, ap);
+	stream_set_errorv(&ns->s, fmt, ap);
 	va_end(ap);
 	ns->failed = true;
 	return ST_ERROR;
@@ -87,10 +87,7 @@ static int ns_error(struct noise_stream *ns, const char *fmt, ...)
 /* Prefixes the socket error already in s->err. */
 static int ns_socket_error(struct noise_stream *ns, const char *what)
 {
-	char why[sizeof ns->s.err];
-
-	memcpy(why, ns->s.err, sizeof why);
-	return ns_error(ns, "%s: %s", what, why);
+	return ns_error(ns, "%s: %s", what, ns->s.err);
 }
 
 /* ---- the receive buffer ---- */

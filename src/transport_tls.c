@@ -559,8 +559,7 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 	if (SSL_get_error(ts->ssl, rc) == SSL_ERROR_SSL &&
 	    ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
 		/* Like the reference: the stream simply ends. */
-		log_debug("tls: %s closed the connection without close_notify",
-			  s->peer[0] ? s->peer : "the peer");
+		log_debug("tls: the peer closed the connection without close_notify");
 		ERR_clear_error();
 		ts->fatal = true;
 		return 0;

@@ -815,8 +815,7 @@ static ssize_t end_of_lower(struct ws_stream *ws)
 	if (ws->in_frame || ws->pos != ws->end)
 		return stream_set_error(&ws->s, "websocket: the connection closed in the "
 					"middle of a frame");
-	log_debug("websocket: %s closed the connection without a close frame",
-		  ws->s.peer[0] ? ws->s.peer : "the peer");
+	log_debug("websocket: the peer closed the connection without a close frame");
 	return 0;
 }
 
