@@ -18,7 +18,7 @@
 
 /* ---- pools: pipes and buffers are held only while bytes flow ---- */
 
-struct pipe_pair { int rd, wr; };
+struct pipe_pair { int rd, wr, size; };
 
 static struct pipe_pair pipe_pool[POOL_MAX];
 static int npipes;
@@ -36,7 +36,11 @@ static int pipe_get(struct pipe_pair *p)
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -1;
 	/* A bigger pipe means fewer splice calls per megabyte. */
-	fcntl(fds[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
+	p->size = fcntl(fds[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
+	if (p->size <= 0)
+		p->size = fcntl(fds[1], F_GETPIPE_SZ);
+	if (p->size <= 0)
+		p->size = 4096;		/* the least a pipe holds */
 	p->rd = fds[0];
 	p->wr = fds[1];
 	return 0;
@@ -96,8 +100,9 @@ void relay_pools_free(void)
 
 enum pump_result { PUMP_WAIT, PUMP_DONE, PUMP_ERROR };
 
+/* Direction k moves bytes from stream k to stream !k. The structs are kept
+ * small: a relay lives as long as its connection, idle ones included. */
 struct dir {
-	int from, to;			/* endpoint indexes */
 	struct pipe_pair pipe;
 	uint32_t in_pipe;
 	uint8_t *buf;			/* buffered path */
@@ -105,19 +110,14 @@ struct dir {
 	uint32_t wire_len;
 	uint32_t wait_from, wait_to;	/* events awaited on each endpoint */
 	bool eof, done, no_splice;
-};
-
-struct endpoint {
-	struct watcher w;
-	struct relay *r;
-	int idx;
+	bool drained;			/* the last socket read got less than it asked */
 };
 
 struct relay {
 	struct list link;		/* the owner's */
 	struct loop *loop;
 	struct stream *s[2];
-	struct endpoint ep[2];
+	struct watcher w[2];		/* on s[0]->fd and s[1]->fd */
 	struct dir d[2];
 	struct deferred again;
 	bool again_dir[2];
@@ -127,9 +127,24 @@ struct relay {
 	const char *err;		/* a stream's err or a static string */
 };
 
+static int dir_index(const struct relay *r, const struct dir *d)
+{
+	return (int)(d - r->d);
+}
+
+static struct stream *dir_src(const struct relay *r, const struct dir *d)
+{
+	return r->s[dir_index(r, d)];
+}
+
+static struct stream *dir_dst(const struct relay *r, const struct dir *d)
+{
+	return r->s[!dir_index(r, d)];
+}
+
 static bool can_splice(const struct relay *r, const struct dir *d)
 {
-	const struct stream *from = r->s[d->from], *to = r->s[d->to];
+	const struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
 
 	return !d->no_splice && from->plain && to->plain && from->rx_len == 0;
 }
@@ -157,14 +172,14 @@ static void go_idle(struct relay *r, struct dir *d)
 		pipe_put(&d->pipe);
 	if (d->wire_len == 0)
 		buf_put(&d->buf);
-	stream_trim(r->s[d->from]);
+	stream_trim(dir_src(r, d));
 }
 
 /* Writes what the direction holds (queued messages, sealed bytes, pipe
  * contents). PUMP_DONE here means "nothing left to write". */
 static enum pump_result drain(struct relay *r, struct dir *d)
 {
-	struct stream *to = r->s[d->to];
+	struct stream *to = dir_dst(r, d);
 
 	if (stream_tx_pending(to)) {
 		int rc = stream_flush(to);
@@ -203,18 +218,19 @@ static enum pump_result drain(struct relay *r, struct dir *d)
 /* Reads one chunk into the pipe. */
 static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof)
 {
-	struct stream *from = r->s[d->from];
+	struct stream *from = dir_src(r, d);
 	ssize_t n;
 
 	if (d->pipe.rd < 0 && pipe_get(&d->pipe) < 0) {
 		d->no_splice = true;	/* out of fds for pipes: copy instead */
 		return PUMP_DONE;
 	}
-	n = splice(from->fd, NULL, d->pipe.wr, NULL, RELAY_PIPE_SIZE,
+	n = splice(from->fd, NULL, d->pipe.wr, NULL, (size_t)d->pipe.size,
 		   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	if (n > 0) {
 		d->in_pipe = (uint32_t)n;
-		r->stats.bytes[d->from] += (uint64_t)n;
+		d->drained = n < d->pipe.size;
+		r->stats.bytes[dir_index(r, d)] += (uint64_t)n;
 		return PUMP_DONE;
 	}
 	if (n == 0) {
@@ -236,7 +252,7 @@ static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof)
  * the source's buffer. */
 static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *eof)
 {
-	struct stream *from = r->s[d->from], *to = r->s[d->to];
+	struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
 	const uint8_t *p;
 	ssize_t n = stream_peek(from, &p), m;
 
@@ -260,15 +276,18 @@ static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *e
 	if (m < 0)
 		return fail(r, to, NULL);
 	stream_consume(from, (size_t)m);
-	r->stats.bytes[d->from] += (uint64_t)m;
+	r->stats.bytes[dir_index(r, d)] += (uint64_t)m;
 	return PUMP_DONE;
 }
 
-/* The destination seals in place (noise, websocket): read plaintext into
- * our buffer, leaving room for its header and tag. */
-static enum pump_result read_sealed(struct relay *r, struct dir *d, bool *eof)
+/* Read plaintext into our buffer (from a plain socket, straight; otherwise
+ * out of the source's buffer), leaving room for the destination's header and
+ * tag when it seals in place (noise, websocket). Plain sockets always come
+ * this way when splice is out, so that their streams never need a receive
+ * buffer of their own while they relay. */
+static enum pump_result read_buffered(struct relay *r, struct dir *d, bool *eof)
 {
-	struct stream *from = r->s[d->from], *to = r->s[d->to];
+	struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
 	size_t cap = to->max_chunk;
 	uint8_t *p;
 	ssize_t n;
@@ -280,6 +299,7 @@ static enum pump_result read_sealed(struct relay *r, struct dir *d, bool *eof)
 	p = d->buf + to->headroom;
 	if (from->plain && from->rx_len == 0) {
 		n = stream_sock_read(from, p, cap);
+		d->drained = n > 0 && (size_t)n < cap;
 	} else {
 		const uint8_t *q;
 		n = stream_peek(from, &q);
@@ -301,13 +321,13 @@ static enum pump_result read_sealed(struct relay *r, struct dir *d, bool *eof)
 	if (n < 0)
 		return fail(r, from, NULL);
 	d->wire_len = (uint32_t)stream_seal(to, p, (size_t)n, &d->wire);
-	r->stats.bytes[d->from] += (uint64_t)n;
+	r->stats.bytes[dir_index(r, d)] += (uint64_t)n;
 	return PUMP_DONE;
 }
 
 static enum pump_result pump(struct relay *r, struct dir *d)
 {
-	struct stream *to = r->s[d->to];
+	struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
 
 	d->wait_from = d->wait_to = 0;
 	for (int budget = PUMP_BUDGET; budget > 0; budget--) {
@@ -327,12 +347,22 @@ static enum pump_result pump(struct relay *r, struct dir *d)
 			/* a peer that already closed is not an error here */
 			return PUMP_DONE;
 		}
+		if (d->drained) {
+			/* A short read emptied the socket: asking again would only
+			 * return EAGAIN (a syscall per message on interactive
+			 * traffic). Level-triggered epoll tells us about anything
+			 * that arrived since, and about the end of the stream. */
+			d->drained = false;
+			d->wait_from = EPOLLIN;
+			go_idle(r, d);
+			return PUMP_WAIT;
+		}
 		if (can_splice(r, d))
 			res = read_splice(r, d, &eof);
-		else if (!to->ops->seal)
-			res = read_passthrough(r, d, &eof);
+		else if (to->ops->seal || (from->plain && from->rx_len == 0))
+			res = read_buffered(r, d, &eof);
 		else
-			res = read_sealed(r, d, &eof);
+			res = read_passthrough(r, d, &eof);
 		if (res == PUMP_ERROR)
 			return res;
 		if (res == PUMP_WAIT) {
@@ -352,18 +382,11 @@ static enum pump_result pump(struct relay *r, struct dir *d)
 static void update_interest(struct relay *r)
 {
 	for (int i = 0; i < 2; i++) {
-		uint32_t ev = 0;
+		/* stream i is the source of direction i, the destination of !i */
+		uint32_t ev = (r->d[i].done ? 0 : r->d[i].wait_from) |
+			      (r->d[!i].done ? 0 : r->d[!i].wait_to);
 
-		for (int k = 0; k < 2; k++) {
-			const struct dir *d = &r->d[k];
-			if (d->done)
-				continue;
-			if (d->from == i)
-				ev |= d->wait_from;
-			if (d->to == i)
-				ev |= d->wait_to;
-		}
-		if (loop_watch(r->loop, &r->ep[i].w, ev) < 0 && !r->err)
+		if (loop_watch(r->loop, &r->w[i], ev) < 0 && !r->err)
 			r->err = strerror(errno);
 	}
 }
@@ -396,20 +419,25 @@ static void run(struct relay *r, bool which[2])
 		finish(r);
 }
 
-static void on_event(struct loop *l, struct watcher *w, uint32_t events)
+/* An event on stream i: direction i may read, direction !i may write. */
+static void on_event(struct relay *r, int i, uint32_t events)
 {
-	struct endpoint *e = container_of(w, struct endpoint, w);
-	struct relay *r = e->r;
-	int i = e->idx;
 	bool which[2];
+	bool hup = events & (EPOLLERR | EPOLLHUP);
 
-	for (int k = 0; k < 2; k++) {
-		const struct dir *d = &r->d[k];
-		which[k] = (events & (EPOLLERR | EPOLLHUP)) ||
-			   (d->from == i && (d->wait_from & events)) ||
-			   (d->to == i && (d->wait_to & events));
-	}
+	which[i] = hup || (r->d[i].wait_from & events);
+	which[!i] = hup || (r->d[!i].wait_to & events);
 	run(r, which);
+}
+
+static void on_event0(struct loop *l, struct watcher *w, uint32_t events)
+{
+	on_event(container_of(w, struct relay, w[0]), 0, events);
+}
+
+static void on_event1(struct loop *l, struct watcher *w, uint32_t events)
+{
+	on_event(container_of(w, struct relay, w[1]), 1, events);
 }
 
 static void on_again(struct loop *l, struct deferred *df)
@@ -438,11 +466,7 @@ struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 	r->cb = cb;
 	r->arg = arg;
 	for (int i = 0; i < 2; i++) {
-		watcher_init(&r->ep[i].w, r->s[i]->fd, on_event);
-		r->ep[i].r = r;
-		r->ep[i].idx = i;
-		r->d[i].from = i;
-		r->d[i].to = !i;
+		watcher_init(&r->w[i], r->s[i]->fd, i ? on_event1 : on_event0);
 		r->d[i].pipe.rd = r->d[i].pipe.wr = -1;
 	}
 	/* Bytes may already wait in either stream's buffer. Start on the next
@@ -461,7 +485,7 @@ void relay_free(struct relay *r)
 	loop_undefer(r->loop, &r->again);
 	for (int i = 0; i < 2; i++) {
 		struct dir *d = &r->d[i];
-		loop_unwatch(r->loop, &r->ep[i].w);
+		loop_unwatch(r->loop, &r->w[i]);
 		if (d->in_pipe)
 			pipe_drop(&d->pipe);
 		else

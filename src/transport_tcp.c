@@ -1,9 +1,15 @@
 /* The tcp transport: the stream is the socket itself. */
 #include "transport.h"
 
+#include <stdlib.h>
 #include <sys/socket.h>
 
-#define TCP_RX_CAP (16 * 1024)
+/* The receive buffer serves control messages and UDP frames (the relay
+ * reads forwarded bytes into its own pooled buffers, or splices them). It
+ * starts small, so that thousands of data channels in their handshake cost
+ * little, and doubles whenever a read fills it (a UDP channel's stream). */
+#define TCP_RX_MIN (1024)
+#define TCP_RX_MAX (64 * 1024)
 
 static int tcp_handshake(struct stream *s)
 {
@@ -14,12 +20,20 @@ static ssize_t tcp_fill(struct stream *s)
 {
 	ssize_t n;
 
-	if (stream_rx_reserve(s, TCP_RX_CAP) < 0)
+	if (stream_rx_reserve(s, s->rx_cap ? s->rx_cap : TCP_RX_MIN) < 0)
 		return ST_ERROR;
 	n = stream_sock_read(s, s->rx, s->rx_cap);
 	if (n > 0) {
 		s->rx_off = 0;
 		s->rx_len = (uint32_t)n;
+		/* full: more is waiting; read more at a time from now on */
+		if ((size_t)n == s->rx_cap && s->rx_cap < TCP_RX_MAX) {
+			uint8_t *p = realloc(s->rx, 2 * (size_t)s->rx_cap);
+			if (p) {
+				s->rx = p;
+				s->rx_cap *= 2;
+			}
+		}
 	}
 	return n;
 }
