@@ -152,6 +152,18 @@ def background_load(seconds=1.0):
     return (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else 0.0
 
 
+def wait_quiet(max_wait, threshold=0.25):
+    """Waits (at most max_wait seconds) for other work on the machine to
+    calm down; returns the background load finally measured."""
+    deadline = time.monotonic() + max_wait
+    bg = background_load()
+    while bg > threshold and time.monotonic() < deadline:
+        say("  the machine is busy with other work (%.2f cores); waiting" % bg)
+        time.sleep(4)
+        bg = background_load()
+    return bg
+
+
 def tunnel_probe(name, port):
     if name.endswith("_udp"):
         with open("/proc/net/udp") as f:
@@ -290,7 +302,7 @@ def run(opts, workdir, logdir):
     background = []
     for rnd in range(opts.rounds):
         order = targets if rnd % 2 == 0 else list(reversed(targets))
-        bg = background_load()
+        bg = wait_quiet(opts.quiet_wait)
         background.append(bg)
         say("\nround %d of %d (%s); background load %.2f cores" % (
             rnd + 1, opts.rounds, " -> ".join(t.name for t in order), bg))
@@ -366,11 +378,16 @@ def parse(argv):
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                     help="also measure another rathole binary (targets named TRANSPORT:NAME), "
                     "alternated with the main one in every round: a before/after comparison")
+    ap.add_argument("--quiet-wait", type=float,
+                    help="seconds to wait before each round for other work on the machine to "
+                    "calm down (default 60, quick 0)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     o = ap.parse_args(argv)
     o.rounds = o.rounds or (1 if o.quick else 4)
     o.duration = o.duration or (1 if o.quick else 3)
     o.only = set(o.only.split(",")) if o.only else None
+    if o.quiet_wait is None:
+        o.quiet_wait = 0 if o.quick else 60
     o.transports = [t for t in o.transports.split(",") if t]
     bad = [t for t in o.transports if t not in TRANSPORTS]
     if bad:
