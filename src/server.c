@@ -717,12 +717,14 @@ static void handle_auth(struct pconn *p)
 		return;
 	}
 	c->s = pconn_release(p);
+	/* keepalive notices a client that vanished without a FIN */
+	transport_tune_socket(srv->tr, c->s->fd);
+	net_set_nodelay(c->s->fd, true);
 	stream_trim(c->s);
 	watcher_init(&c->w, c->s->fd, on_ctrl_event);
 	timer_init(&c->heartbeat, on_heartbeat);
 	ctrl_arm_heartbeat(c);
 	ctrl_update_interest(c);
-	(void)srv;
 	service_up(svc, c);
 }
 
