@@ -56,7 +56,7 @@ STRIP    ?= $(if $(shell command -v $(TRIPLET)-strip 2>/dev/null),$(TRIPLET)-str
 
 CFLAGS   ?= $(OPT)
 CFLAGS   += $(CSTD) $(WARN)
-LDLIBS   += -lcrypto -lpthread
+LDLIBS   += -lssl -lcrypto -lpthread
 LDFLAGS  += $(LDSAN) $(LDSTATIC)
 ifneq ($(TLS),1)
 LDLIBS   := $(filter-out -lssl,$(LDLIBS))

@@ -45,14 +45,19 @@ struct noise_requirements {
 int noise_check_protocol(const char *name, struct noise_requirements *req,
 			 char *err, size_t errlen);
 
+/* Keys the pattern does not use are ignored; remote_static is used only where
+ * the pattern has it as a pre-message (compare noise_hs_remote_static() with
+ * it yourself to pin a transmitted key). */
 struct noise_hs *noise_hs_new(const char *protocol_name, enum noise_role role,
 			      const struct noise_keys *keys, char *err, size_t errlen);
 enum noise_next noise_hs_next(const struct noise_hs *hs);
-/* Writes the next handshake message carrying payload. Returns its length, or -1. */
+/* Writes the next handshake message carrying payload. Returns its length, or
+ * -1 (then the state is FAILED). */
 long noise_hs_write(struct noise_hs *hs, const uint8_t *payload, size_t plen,
 		    uint8_t *out, size_t cap);
 /* Reads a handshake message. Returns the payload length, or -1 (bad message:
- * authentication failure, wrong length...). After -1 the state is FAILED. */
+ * authentication failure, wrong length, payload larger than cap...). After -1
+ * the state is FAILED. payload must not overlap msg. */
 long noise_hs_read(struct noise_hs *hs, const uint8_t *msg, size_t len,
 		   uint8_t *payload, size_t cap);
 /* After DONE: the cipher states for sending and receiving (for one-way
@@ -71,6 +76,11 @@ void noise_hs_free(struct noise_hs *hs);
 long noise_encrypt(struct noise_cipher *c, uint8_t *buf, size_t len);
 /* Decrypts in place. Returns the plaintext length, or -1 if authentication fails. */
 long noise_decrypt(struct noise_cipher *c, uint8_t *buf, size_t len);
+/* REKEY() of section 4.2 (rathole never rekeys; here for completeness). */
+int noise_cipher_rekey(struct noise_cipher *c);
+/* The next nonce; setting it is for tests (nonce exhaustion). */
+uint64_t noise_cipher_nonce(const struct noise_cipher *c);
+void noise_cipher_set_nonce(struct noise_cipher *c, uint64_t n);
 void noise_cipher_free(struct noise_cipher *c);
 
 /* X25519 keys. */

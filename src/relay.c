@@ -124,7 +124,7 @@ struct relay {
 	struct relay_stats stats;
 	relay_done_cb cb;
 	void *arg;
-	char err[200];
+	const char *err;		/* a stream's err or a static string */
 };
 
 static bool can_splice(const struct relay *r, const struct dir *d)
@@ -134,17 +134,19 @@ static bool can_splice(const struct relay *r, const struct dir *d)
 	return !d->no_splice && from->plain && to->plain && from->rx_len == 0;
 }
 
+/* The message stays valid until the relay is freed: the streams' own
+ * buffers outlive the done callback, and strerror()'s are static. */
 static enum pump_result fail(struct relay *r, struct stream *s, const char *what)
 {
-	if (!r->err[0])
-		snprintf(r->err, sizeof r->err, "%s", s ? s->err : what);
+	if (!r->err)
+		r->err = s ? s->err : what;
 	return PUMP_ERROR;
 }
 
-static enum pump_result fail_errno(struct relay *r, const char *what)
+static enum pump_result fail_errno(struct relay *r)
 {
-	if (!r->err[0])
-		snprintf(r->err, sizeof r->err, "%s: %s", what, strerror(errno));
+	if (!r->err)
+		r->err = strerror(errno);
 	return PUMP_ERROR;
 }
 
@@ -192,7 +194,7 @@ static enum pump_result drain(struct relay *r, struct dir *d)
 			return PUMP_WAIT;
 		}
 		if (n <= 0)
-			return fail_errno(r, "write");
+			return fail_errno(r);
 		d->in_pipe -= (uint32_t)n;
 	}
 	return PUMP_DONE;
@@ -227,7 +229,7 @@ static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof)
 		d->no_splice = true;
 		return PUMP_DONE;
 	}
-	return fail_errno(r, "read");
+	return fail_errno(r);
 }
 
 /* The destination takes plaintext as is (tcp, tls): write it straight from
@@ -361,8 +363,8 @@ static void update_interest(struct relay *r)
 			if (d->to == i)
 				ev |= d->wait_to;
 		}
-		if (loop_watch(r->loop, &r->ep[i].w, ev) < 0 && !r->err[0])
-			snprintf(r->err, sizeof r->err, "epoll: %s", strerror(errno));
+		if (loop_watch(r->loop, &r->ep[i].w, ev) < 0 && !r->err)
+			r->err = strerror(errno);
 	}
 }
 
@@ -371,7 +373,7 @@ static void finish(struct relay *r)
 	relay_done_cb cb = r->cb;
 
 	if (cb)
-		cb(r->arg, r, &r->stats, r->err[0] ? r->err : NULL);
+		cb(r->arg, r, &r->stats, r->err);
 	relay_free(r);
 }
 
@@ -390,7 +392,7 @@ static void run(struct relay *r, bool which[2])
 		return;
 	}
 	update_interest(r);
-	if (r->err[0])
+	if (r->err)
 		finish(r);
 }
 

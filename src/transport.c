@@ -18,6 +18,12 @@ static const struct transport_impl *impl_for(enum transport_type type)
 	switch (type) {
 	case TRANSPORT_TCP:
 		return &transport_tcp;
+	case TRANSPORT_NOISE:
+		return &transport_noise;
+	case TRANSPORT_TLS:
+		return &transport_tls;
+	case TRANSPORT_WEBSOCKET:
+		return &transport_websocket;
 	default:
 		return NULL;
 	}

@@ -107,6 +107,9 @@ struct stream *transport_wrap(struct transport *t, int fd, bool server);
 void transport_tune_socket(const struct transport *t, int fd);
 
 extern const struct transport_impl transport_tcp;
+extern const struct transport_impl transport_noise;
+extern const struct transport_impl transport_tls;
+extern const struct transport_impl transport_websocket;
 
 /* ---- streams: the generic part ---- */
 

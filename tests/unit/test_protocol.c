@@ -93,7 +93,7 @@ static struct stream *pair_stream(int *other)
 static void check_frame_bytes(const uint8_t *frame, size_t len, const char *payload,
 			      int family, unsigned port)
 {
-	int other;
+	int other = -1;
 	struct stream *s = pair_stream(&other);
 	struct udp_framer f = { 0 };
 	const uint8_t *p;
@@ -249,7 +249,7 @@ static void test_decoders_reject(void)
 /* Frames arriving one byte at a time, a big one, and a lying header. */
 static void test_framer_split_and_bad(void)
 {
-	int other;
+	int other = -1;
 	struct stream *s = pair_stream(&other);
 	struct udp_framer f = { 0 };
 	static uint8_t frame[UDP_FRAME_MAX_HDR + 60000];

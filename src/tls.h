@@ -1,0 +1,56 @@
+/* TLS sessions over a non-blocking socket (OpenSSL), shared by the tls
+ * transport and the websocket transport's TLS layer. Private to those two.
+ *
+ * A tls_ctx is built once per transport from the [transport.tls] settings
+ * (server: the PKCS#12 identity; client: the trust store and the name to
+ * verify). A tls_session is one connection. Its operations report through
+ * the stream that owns it: ST_AGAIN sets s->want, ST_ERROR fills s->err. */
+#ifndef TLS_H
+#define TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "transport.h"
+
+/* The largest plaintext of one TLS record: one write of it is one record. */
+#define TLS_RECORD_MAX 16384
+
+struct tls_ctx;
+
+struct tls_session {
+	struct ssl_st *ssl;
+	const struct tls_ctx *ctx;
+	bool done;		/* handshake finished */
+	bool fatal;		/* the session failed: no close_notify may follow */
+	bool sent_close;	/* our close_notify is out */
+};
+
+/* Server: loads the PKCS#12 identity. Client: trust store (trusted_root or
+ * the system's), the name to verify (hostname, else the host of remote_addr).
+ * Errors are config-level and name the file and what to do. */
+struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, bool server,
+			    const char *remote_addr, char *err, size_t errlen);
+void tls_ctx_free(struct tls_ctx *c);
+
+/* Prepares a session on fd (the fd stays owned by the caller's stream).
+ * Returns 0, or ST_ERROR with s->err. */
+int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct stream *s);
+void tls_session_free(struct tls_session *ts);
+
+/* 0 when the handshake is done, ST_AGAIN, ST_ERROR. */
+int tls_session_handshake(struct tls_session *ts, struct stream *s);
+/* Plaintext in: > 0 bytes, 0 at the end of the peer's stream (close_notify,
+ * or an EOF without it, logged at debug), ST_AGAIN, ST_ERROR. */
+ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len);
+/* Plaintext out: > 0 bytes taken (at most one record per call), ST_AGAIN,
+ * ST_ERROR. A retry after ST_AGAIN must offer the same bytes again. */
+ssize_t tls_session_write(struct tls_session *ts, struct stream *s, const void *buf,
+			  size_t len);
+/* Sends close_notify once, then shuts the TCP write side: 0, ST_AGAIN, ST_ERROR.
+ * Reading goes on until the peer's close_notify or EOF. */
+int tls_session_shutdown(struct tls_session *ts, struct stream *s);
+
+#endif

@@ -1,0 +1,700 @@
+/* The tls transport and the TLS sessions it shares with websocket-over-TLS.
+ *
+ * OpenSSL drives the socket itself (a socket BIO on the stream's fd), so the
+ * non-blocking states map directly: SSL_ERROR_WANT_READ/WRITE become ST_AGAIN
+ * with s->want = EPOLLIN/EPOLLOUT. Note that OpenSSL writes with write(), not
+ * send(MSG_NOSIGNAL): the process must ignore SIGPIPE. */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <openssl/err.h>
+#include <openssl/pkcs12.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+#include <openssl/provider.h>
+#endif
+
+#include "log.h"
+
+#define PKCS12_FILE_MAX (1024 * 1024)	/* far above any real identity */
+
+struct tls_ctx {
+	SSL_CTX *ssl_ctx;
+	bool server;
+	bool name_is_ip;	/* client: verify an IP address, send no SNI */
+	char name[NET_HOST_MAX];	/* client: the name to verify */
+};
+
+/* ---- OpenSSL errors ---- */
+
+/* The reason of the most recent queued OpenSSL error, then clears the queue. */
+static const char *openssl_reason(unsigned long *code)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	if (code)
+		*code = e;
+	ERR_clear_error();
+	return r ? r : "unknown OpenSSL error";
+}
+
+/* ---- the legacy provider (RC2/3DES PKCS#12 archives under OpenSSL 3) ---- */
+
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+static bool legacy_loaded;
+
+/* Loads "legacy" beside "default" (loading any provider explicitly stops the
+ * implicit load of "default", so both are named). Kept for the process. */
+static int load_legacy_provider(void)
+{
+	static OSSL_PROVIDER *deflt, *legacy;
+
+	if (legacy_loaded)
+		return 0;
+	if (!deflt)
+		deflt = OSSL_PROVIDER_load(NULL, "default");
+	legacy = OSSL_PROVIDER_load(NULL, "legacy");
+	ERR_clear_error();
+	if (!legacy)
+		return -1;
+	legacy_loaded = true;
+	return 0;
+}
+
+/* Whether a failure came from an algorithm no loaded provider implements. */
+static bool failed_for_unsupported_algorithm(void)
+{
+	unsigned long e;
+
+	while ((e = ERR_get_error()) != 0) {
+		int r = ERR_GET_REASON(e);
+
+		if (r == ERR_R_UNSUPPORTED || r == EVP_R_UNSUPPORTED_ALGORITHM ||
+		    r == EVP_R_UNSUPPORTED_CIPHER)
+			return true;
+	}
+	return false;
+}
+#endif
+
+/* ---- server identity: the PKCS#12 archive ---- */
+
+static PKCS12 *read_pkcs12(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat st;
+	PKCS12 *p12 = NULL;
+	uint8_t *buf = NULL;
+	const unsigned char *p;
+	size_t n;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot read the pkcs12 file %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "pkcs12 %s is a directory: give the path of the .p12/.pfx file",
+			 path);
+		goto out;
+	}
+	buf = malloc(PKCS12_FILE_MAX);
+	if (!buf) {
+		snprintf(err, errlen, "out of memory reading %s", path);
+		goto out;
+	}
+	n = fread(buf, 1, PKCS12_FILE_MAX, f);
+	if (ferror(f)) {
+		snprintf(err, errlen, "cannot read the pkcs12 file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	p = buf;
+	p12 = n < PKCS12_FILE_MAX ? d2i_PKCS12(NULL, &p, (long)n) : NULL;
+	ERR_clear_error();
+	if (!p12)
+		snprintf(err, errlen, "%s is not a PKCS#12 archive: make one with "
+			 "`openssl pkcs12 -export -inkey key.pem -in cert.pem -out identity.p12`",
+			 path);
+out:
+	free(buf);
+	fclose(f);
+	return p12;
+}
+
+/* Checks the password against the archive's MAC, so that a wrong password
+ * gets its own message. Returns the password to use (an empty password may
+ * have been encoded as "no password"), or NULL with err. */
+static const char *check_pkcs12_password(PKCS12 *p12, const char *path, const char *pass,
+					 bool *ok, char *err, size_t errlen)
+{
+	*ok = true;
+	if (!PKCS12_mac_present(p12))
+		return pass;
+	if (PKCS12_verify_mac(p12, pass, -1))
+		return pass;
+	if (!*pass && PKCS12_verify_mac(p12, NULL, 0))
+		return NULL;
+	ERR_clear_error();
+	*ok = false;
+	snprintf(err, errlen, "pkcs12_password does not decrypt %s: check "
+		 "[server.transport.tls] pkcs12_password", path);
+	return NULL;
+}
+
+static int parse_pkcs12(PKCS12 *p12, const char *path, const char *pass, EVP_PKEY **key,
+			X509 **cert, STACK_OF(X509) **chain, char *err, size_t errlen)
+{
+	unsigned long last;
+
+	if (PKCS12_parse(p12, pass, key, cert, chain))
+		return 0;
+	last = ERR_peek_last_error();
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+	if (!legacy_loaded && failed_for_unsupported_algorithm()) {
+		/* Older `openssl pkcs12 -export` and Windows encrypt with RC2/3DES,
+		 * which OpenSSL 3 keeps in its legacy provider. */
+		if (load_legacy_provider() < 0) {
+			snprintf(err, errlen, "%s is encrypted with legacy algorithms (RC2/3DES) and "
+				 "OpenSSL's legacy provider is not available: install it, or "
+				 "re-export the archive with modern encryption "
+				 "(openssl pkcs12 -export without -legacy)", path);
+			return -1;
+		}
+		log_debug("tls: loaded OpenSSL's legacy provider for %s", path);
+		if (PKCS12_parse(p12, pass, key, cert, chain))
+			return 0;
+		last = ERR_peek_last_error();
+	}
+#endif
+	ERR_clear_error();
+	snprintf(err, errlen, "cannot decode the pkcs12 file %s: %s", path,
+		 last && ERR_reason_error_string(last) ? ERR_reason_error_string(last)
+						       : "unknown OpenSSL error");
+	return -1;
+}
+
+static void asn1_time_str(const ASN1_TIME *t, char *buf, size_t cap)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	int n = 0;
+
+	buf[0] = '\0';
+	if (!b)
+		return;
+	if (ASN1_TIME_print(b, t))
+		n = BIO_read(b, buf, (int)cap - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	BIO_free(b);
+}
+
+/* An expired certificate still loads (the operator may be renewing it), but
+ * every client will refuse it: say so at start. */
+static void warn_if_not_current(X509 *cert, const char *path)
+{
+	char when[64];
+
+	if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
+		asn1_time_str(X509_get0_notAfter(cert), when, sizeof when);
+		log_warn("tls: the certificate in %s expired on %s: clients will refuse it; "
+			 "renew it", path, when);
+	} else if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
+		asn1_time_str(X509_get0_notBefore(cert), when, sizeof when);
+		log_warn("tls: the certificate in %s is not valid before %s: clients will "
+			 "refuse it until then (check this machine's clock)", path, when);
+	}
+}
+
+static int use_identity(SSL_CTX *ctx, const char *path, EVP_PKEY *key, X509 *cert,
+			STACK_OF(X509) *chain, char *err, size_t errlen)
+{
+	int i;
+
+	if (!key) {
+		snprintf(err, errlen, "%s holds no private key: export it with the key "
+			 "(openssl pkcs12 -export -inkey key.pem -in cert.pem)", path);
+		return -1;
+	}
+	if (!cert) {
+		snprintf(err, errlen, "%s holds no certificate: export it with the certificate "
+			 "(openssl pkcs12 -export -inkey key.pem -in cert.pem)", path);
+		return -1;
+	}
+	if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+		snprintf(err, errlen, "cannot use the identity in %s: %s", path,
+			 openssl_reason(NULL));
+		return -1;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_clear_error();
+		snprintf(err, errlen, "the private key in %s does not match its certificate", path);
+		return -1;
+	}
+	for (i = 0; chain && i < sk_X509_num(chain); i++) {
+		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
+			snprintf(err, errlen, "cannot use the chain in %s: %s", path,
+				 openssl_reason(NULL));
+			return -1;
+		}
+	}
+	warn_if_not_current(cert, path);
+	return 0;
+}
+
+static int load_server_identity(SSL_CTX *ctx, const struct tls_config *cfg, char *err,
+				size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	STACK_OF(X509) *chain = NULL;
+	const char *pass;
+	PKCS12 *p12;
+	bool ok;
+	int rc = -1;
+
+	if (!cfg->pkcs12 || !cfg->pkcs12_password) {
+		snprintf(err, errlen, "a tls server needs [server.transport.tls] pkcs12 and "
+			 "pkcs12_password");
+		return -1;
+	}
+	p12 = read_pkcs12(cfg->pkcs12, err, errlen);
+	if (!p12)
+		return -1;
+	pass = check_pkcs12_password(p12, cfg->pkcs12, cfg->pkcs12_password, &ok, err, errlen);
+	if (!ok)
+		goto out;
+	if (parse_pkcs12(p12, cfg->pkcs12, pass, &key, &cert, &chain, err, errlen) < 0)
+		goto out;
+	rc = use_identity(ctx, cfg->pkcs12, key, cert, chain, err, errlen);
+out:
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	sk_X509_pop_free(chain, X509_free);
+	PKCS12_free(p12);
+	return rc;
+}
+
+/* ---- client trust ---- */
+
+static int load_client_trust(SSL_CTX *ctx, const struct tls_config *cfg, char *err,
+			     size_t errlen)
+{
+	FILE *f;
+
+	if (!cfg->trusted_root) {
+		if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+			snprintf(err, errlen, "cannot load the system's trusted certificates: %s "
+				 "(or set [client.transport.tls] trusted_root)", openssl_reason(NULL));
+			return -1;
+		}
+		return 0;
+	}
+	/* Open it first so an unreadable file gets its errno, not a PEM error. */
+	f = fopen(cfg->trusted_root, "r");
+	if (!f) {
+		snprintf(err, errlen, "cannot read the trusted_root file %s: %s", cfg->trusted_root,
+			 strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	if (SSL_CTX_load_verify_locations(ctx, cfg->trusted_root, NULL) != 1) {
+		ERR_clear_error();
+		snprintf(err, errlen, "trusted_root %s holds no PEM certificate: give the CA "
+			 "certificate (-----BEGIN CERTIFICATE-----) that signed the server's",
+			 cfg->trusted_root);
+		return -1;
+	}
+	return 0;
+}
+
+static int set_client_name(struct tls_ctx *c, const struct tls_config *cfg,
+			   const char *remote_addr, char *err, size_t errlen)
+{
+	unsigned char ip[16];
+	const char *why;
+	unsigned port;
+
+	if (cfg->hostname && *cfg->hostname) {
+		if (strlen(cfg->hostname) >= sizeof c->name) {
+			snprintf(err, errlen, "[client.transport.tls] hostname is too long");
+			return -1;
+		}
+		strcpy(c->name, cfg->hostname);
+	} else if (!remote_addr ||
+		   net_split_hostport(remote_addr, c->name, sizeof c->name, &port, &why) < 0) {
+		snprintf(err, errlen, "cannot take the TLS name from remote_addr \"%s\": %s "
+			 "(or set [client.transport.tls] hostname)",
+			 remote_addr ? remote_addr : "", remote_addr ? why : "not set");
+		return -1;
+	}
+	c->name_is_ip = inet_pton(AF_INET, c->name, ip) == 1 ||
+			inet_pton(AF_INET6, c->name, ip) == 1;
+	return 0;
+}
+
+/* ---- contexts ---- */
+
+static int setup_common(SSL_CTX *ctx, bool server)
+{
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
+		return -1;
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+			    (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
+	/* The relay resends the rest of a partial write from wherever its buffer
+	 * now is; one record at a time keeps writes bounded. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* The client keeps no sessions, so the server issues no tickets. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (server)
+		SSL_CTX_set_num_tickets(ctx, 0);
+	return 0;
+}
+
+struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, bool server,
+			    const char *remote_addr, char *err, size_t errlen)
+{
+	struct tls_ctx *c = calloc(1, sizeof *c);
+
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->server = server;
+	c->ssl_ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	if (!c->ssl_ctx || setup_common(c->ssl_ctx, server) < 0) {
+		snprintf(err, errlen, "cannot set up OpenSSL: %s", openssl_reason(NULL));
+		goto fail;
+	}
+	if (server) {
+		if (load_server_identity(c->ssl_ctx, cfg, err, errlen) < 0)
+			goto fail;
+	} else {
+		if (load_client_trust(c->ssl_ctx, cfg, err, errlen) < 0 ||
+		    set_client_name(c, cfg, remote_addr, err, errlen) < 0)
+			goto fail;
+		SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, NULL);
+	}
+	return c;
+fail:
+	tls_ctx_free(c);
+	return NULL;
+}
+
+void tls_ctx_free(struct tls_ctx *c)
+{
+	if (!c)
+		return;
+	SSL_CTX_free(c->ssl_ctx);
+	free(c);
+}
+
+/* ---- sessions ---- */
+
+int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct stream *s)
+{
+	SSL *ssl;
+
+	memset(ts, 0, sizeof *ts);
+	ts->ctx = c;
+	ssl = SSL_new(c->ssl_ctx);
+	if (!ssl || SSL_set_fd(ssl, s->fd) != 1)
+		goto fail;
+	ts->ssl = ssl;
+	if (c->server) {
+		SSL_set_accept_state(ssl);
+		return 0;
+	}
+	SSL_set_connect_state(ssl);
+	if (c->name_is_ip) {
+		/* RFC 6066: SNI carries host names only; an IP is checked against
+		 * the certificate's IP addresses. */
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->name) != 1)
+			goto fail;
+	} else {
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (SSL_set1_host(ssl, c->name) != 1 ||
+		    SSL_set_tlsext_host_name(ssl, c->name) != 1)
+			goto fail;
+	}
+	return 0;
+fail:
+	SSL_free(ssl);
+	ts->ssl = NULL;
+	return stream_set_error(s, "cannot start a TLS session: %s", openssl_reason(NULL));
+}
+
+void tls_session_free(struct tls_session *ts)
+{
+	SSL_free(ts->ssl);
+	ts->ssl = NULL;
+}
+
+/* The client refused the server's certificate: one message per cause, with
+ * OpenSSL's verify error and what to change. */
+static int certificate_error(struct tls_session *ts, struct stream *s, long v)
+{
+	const char *why = X509_verify_cert_error_string(v);
+
+	ERR_clear_error();
+	switch (v) {
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+	case X509_V_ERR_IP_ADDRESS_MISMATCH:
+		return stream_set_error(s, "TLS: the server's certificate is not valid for \"%s\" "
+					"(%s): set [client.transport.tls] hostname to a name it holds",
+					ts->ctx->name, why);
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return stream_set_error(s, "TLS: the server's certificate is rejected (%s): renew "
+					"it, or check the clocks", why);
+	default:
+		return stream_set_error(s, "TLS: the server's certificate is not trusted (%s): "
+					"set [client.transport.tls] trusted_root to the CA that signed it",
+					why);
+	}
+}
+
+/* A failed TLS operation: an OpenSSL error (fatal for the session). */
+static int protocol_error(struct tls_session *ts, struct stream *s, const char *op)
+{
+	unsigned long code;
+	const char *why;
+
+	ts->fatal = true;
+	if (!ts->done && !ts->ctx->server) {
+		long v = SSL_get_verify_result(ts->ssl);
+
+		if (v != X509_V_OK)
+			return certificate_error(ts, s, v);
+	}
+	why = openssl_reason(&code);
+	switch (ERR_GET_REASON(code)) {
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+		return stream_set_error(s, "TLS %s failed: %s (does the peer speak TLS? check "
+					"both transport types)", op, why);
+	case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+	case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+	case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+	case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+		return stream_set_error(s, "TLS %s failed: the %s refused our certificate (%s)",
+					op, ts->ctx->server ? "client" : "server", why);
+	default:
+		return stream_set_error(s, "TLS %s failed: %s", op, why);
+	}
+}
+
+/* Maps the result of an SSL_* call that did not succeed (SSL_get_error).
+ * Returns ST_AGAIN, ST_ERROR, or 0 for the end of the peer's stream. */
+static int ssl_failure(struct tls_session *ts, struct stream *s, int rc, int saved_errno,
+		       const char *op)
+{
+	switch (SSL_get_error(ts->ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		s->want = EPOLLIN;
+		return ST_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		s->want = EPOLLOUT;
+		return ST_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		if (!ts->done)
+			return stream_set_error(s, "TLS %s: the peer closed the session", op);
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		ts->fatal = true;
+		ERR_clear_error();
+		if (saved_errno == 0 || saved_errno == EAGAIN) {
+			if (!ts->done)
+				return stream_set_error(s, "the connection closed during the TLS "
+							"handshake (does the peer speak TLS?)");
+			return 0;
+		}
+		return stream_set_error(s, "TLS %s: %s", op, strerror(saved_errno));
+	default:
+		return protocol_error(ts, s, op);
+	}
+}
+
+int tls_session_handshake(struct tls_session *ts, struct stream *s)
+{
+	int rc;
+
+	if (ts->done)
+		return 0;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_do_handshake(ts->ssl);
+	if (rc == 1) {
+		ts->done = true;
+		log_debug("tls: %s %s", SSL_get_version(ts->ssl), SSL_get_cipher_name(ts->ssl));
+		return 0;
+	}
+	return ssl_failure(ts, s, rc, errno, "handshake");
+}
+
+ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len)
+{
+	size_t n = 0;
+	unsigned long code;
+	int rc, saved_errno;
+
+	if (ts->fatal)
+		return 0;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_read_ex(ts->ssl, buf, len, &n);
+	saved_errno = errno;
+	if (rc == 1)
+		return (ssize_t)n;
+	code = ERR_peek_last_error();
+	if (SSL_get_error(ts->ssl, rc) == SSL_ERROR_SSL &&
+	    ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+		/* Like the reference: the stream simply ends. */
+		log_debug("tls: %s closed the connection without close_notify",
+			  s->peer[0] ? s->peer : "the peer");
+		ERR_clear_error();
+		ts->fatal = true;
+		return 0;
+	}
+	return ssl_failure(ts, s, rc, saved_errno, "read");
+}
+
+ssize_t tls_session_write(struct tls_session *ts, struct stream *s, const void *buf,
+			  size_t len)
+{
+	size_t n = 0;
+	int rc;
+
+	if (ts->fatal)
+		return stream_set_error(s, "TLS write: the session has failed");
+	if (len > TLS_RECORD_MAX)
+		len = TLS_RECORD_MAX;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_write_ex(ts->ssl, buf, len, &n);
+	if (rc == 1)
+		return (ssize_t)n;
+	rc = ssl_failure(ts, s, rc, errno, "write");
+	return rc == 0 ? stream_set_error(s, "TLS write: the session is closed") : rc;
+}
+
+int tls_session_shutdown(struct tls_session *ts, struct stream *s)
+{
+	if (!ts->sent_close && ts->done && !ts->fatal) {
+		int rc;
+
+		ERR_clear_error();
+		rc = SSL_shutdown(ts->ssl);
+		if (rc < 0) {
+			int e = SSL_get_error(ts->ssl, rc);
+
+			if (e == SSL_ERROR_WANT_WRITE) {
+				s->want = EPOLLOUT;
+				return ST_AGAIN;
+			}
+			/* Nothing more can be said on this session: the TCP
+			 * shutdown below is the end of our stream. */
+			log_debug("tls: close_notify not sent: %s", openssl_reason(NULL));
+		}
+	}
+	ts->sent_close = true;
+	shutdown(s->fd, SHUT_WR);
+	return 0;
+}
+
+/* ---- the tls transport ---- */
+
+struct tls_stream {
+	struct stream s;
+	struct tls_session ts;
+};
+
+#define TS(s) (&((struct tls_stream *)(s))->ts)
+
+static int tls_handshake(struct stream *s)
+{
+	return tls_session_handshake(TS(s), s);
+}
+
+/* One record per call; the relay peeks until ST_AGAIN, which also drains
+ * plaintext that OpenSSL holds after the socket is empty. */
+static ssize_t tls_fill(struct stream *s)
+{
+	ssize_t n;
+
+	if (stream_rx_reserve(s, TLS_RECORD_MAX) < 0)
+		return ST_ERROR;
+	n = tls_session_read(TS(s), s, s->rx, s->rx_cap);
+	if (n > 0) {
+		s->rx_off = 0;
+		s->rx_len = (uint32_t)n;
+	}
+	return n;
+}
+
+static ssize_t tls_send_wire(struct stream *s, const uint8_t *p, size_t n)
+{
+	return tls_session_write(TS(s), s, p, n);
+}
+
+static int tls_shutdown(struct stream *s)
+{
+	return tls_session_shutdown(TS(s), s);
+}
+
+static void tls_destroy(struct stream *s)
+{
+	tls_session_free(TS(s));
+}
+
+static const struct stream_ops tls_ops = {
+	.handshake = tls_handshake,
+	.fill = tls_fill,
+	.send_wire = tls_send_wire,
+	.shutdown = tls_shutdown,
+	.destroy = tls_destroy,
+};
+
+static int tls_init(struct transport *t, char *err, size_t errlen)
+{
+	t->priv = tls_ctx_new(&t->cfg->tls, t->server, t->remote_addr, err, errlen);
+	return t->priv ? 0 : -1;
+}
+
+static void tls_fini(struct transport *t)
+{
+	tls_ctx_free(t->priv);
+	t->priv = NULL;
+}
+
+static struct stream *tls_wrap(struct transport *t, int fd, bool server)
+{
+	struct stream *s = stream_alloc(sizeof(struct tls_stream), &tls_ops, t, fd, server);
+
+	if (!s)
+		return NULL;
+	s->max_chunk = TLS_RECORD_MAX;
+	if (tls_session_init(TS(s), t->priv, s) < 0) {
+		log_error("%s", s->err);
+		s->fd = -1;	/* transport_wrap() closes it */
+		stream_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+const struct transport_impl transport_tls = {
+	.name = "tls",
+	.init = tls_init,
+	.fini = tls_fini,
+	.wrap = tls_wrap,
+};
