@@ -40,7 +40,8 @@ TLS      ?= 1
 STATIC   ?= 0
 ifeq ($(STATIC),1)
 VARIANT  := static
-LDSTATIC := -static
+# unused functions of libcrypto.a and libssl.a stay out
+LDSTATIC := -static -Wl,--gc-sections
 endif
 ifneq ($(TLS),1)
 VARIANT  := $(VARIANT)-notls
@@ -78,10 +79,10 @@ LIBSRCS  := $(filter-out src/main.c,$(SRCS))
 OBJS     := $(SRCS:src/%.c=$(B)/%.o)
 LIBOBJS  := $(LIBSRCS:src/%.c=$(B)/%.o)
 UNITSRCS := $(wildcard tests/unit/test_*.c)
+UNITHELP := $(filter-out $(UNITSRCS),$(wildcard tests/unit/*.c))
 ifneq ($(TLS),1)
 UNITSRCS := $(filter-out tests/unit/test_tls.c tests/unit/test_ws.c,$(UNITSRCS))
 endif
-UNITHELP := $(filter-out $(UNITSRCS),$(wildcard tests/unit/*.c))
 UNITBINS := $(UNITSRCS:tests/unit/%.c=$(B)/tests/%)
 UNITHOBJ := $(UNITHELP:tests/unit/%.c=$(B)/tests/%.o)
 BIN      := $(B)/rathole
@@ -219,8 +220,14 @@ cross-build:
 	@test -n "$(XTRIPLET)" || { echo "ARCH=$(ARCH): use ARCH=aarch64 or ARCH=armhf"; exit 2; }
 	$(MAKE) CC=$(XTRIPLET)-gcc unit-bins
 
+# The target's loader and libraries come from the multiarch packages (libc6:arm64
+# and libssl3:arm64 are in /lib/aarch64-linux-gnu, the loader in /lib), not
+# from /usr/aarch64-linux-gnu: that one's ld.so is the cross toolchain's glibc
+# build, and mixed with the multiarch libc.so.6 that it finds first, threads
+# hang (aarch64) or crash (armhf) under qemu.
+XLDPREFIX ?= /
 cross-test: cross-build
-	@TESTDATA=$(TESTDATA) QEMU_LD_PREFIX=/usr/$(XTRIPLET) \
+	@TESTDATA=$(TESTDATA) QEMU_LD_PREFIX=$(XLDPREFIX) \
 		tests/run-unit-qemu.sh $(XQEMU) build/$(XTRIPLET)-$(VARIANT)
 
 # ---- the Debian package, built from a copy of the tree ----
