@@ -9,6 +9,7 @@
 #   make cross-test ARCH=aarch64|armhf   cross build + unit tests under qemu-user
 #   make install PREFIX=/usr/local DESTDIR=   (and make uninstall)
 #   make deb             Debian package in build/deb/ (dpkg-buildpackage)
+#   make check-packaging man pages (mandoc), systemd units, install/uninstall (part of make test)
 #   make clean
 
 CC       ?= cc
