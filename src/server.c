@@ -1062,6 +1062,7 @@ void server_apply(struct server *srv, const struct server_config *cfg, struct re
 			log_error("service %s: out of memory; not started", sc->name);
 	}
 	srv->cfg = cfg;
+	transport_rebind(srv->tr, &cfg->transport, NULL);
 }
 
 /* ---- metrics and status ---- */

@@ -81,6 +81,13 @@ void transport_free(struct transport *t)
 	free(t);
 }
 
+void transport_rebind(struct transport *t, const struct transport_config *cfg,
+		      const char *remote_addr)
+{
+	t->cfg = cfg;
+	t->remote_addr = remote_addr;
+}
+
 struct stream *transport_wrap(struct transport *t, int fd, bool server)
 {
 	struct stream *s = t->impl->wrap(t, fd, server);

@@ -100,8 +100,10 @@ class Proc:
         if self.p.poll() is None:
             os.kill(self.pid, sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+    def stop(self, sig=None, timeout=10.0):
         """Stop by PID; returns the exit status. Escalates to SIGKILL."""
+        # (no signal.SIGTERM default: in the class body `signal` is the method above)
+        sig = signal.SIGTERM if sig is None else sig
         if self.p.poll() is None:
             os.kill(self.pid, sig)
             try:

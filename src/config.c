@@ -1,0 +1,1258 @@
+/* The TOML tree -> typed config, declaratively.
+ *
+ * Each section of the file ([server], [client.transport.tcp], a service...)
+ * is described by one table of keys: name, kind (the TOML type expected),
+ * where the value goes in the C struct, its default, its range or choices and
+ * an optional validator. One generic walker applies the defaults, stores the
+ * values, reports wrong types and unknown keys (with suggestions taken from the
+ * same table) and frees everything again. Adding a key is one line in a table.
+ *
+ * What the tables cannot say - effective values that fall back on another key
+ * (a service's token, nodelay, retry_interval), which transport blocks a
+ * transport type needs, the Noise keys a pattern needs on each side, and the
+ * heartbeat cross-check - is done by the resolve_* functions afterwards. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "acl.h"
+#include "base64.h"
+#include "net.h"
+#include "noise.h"
+#include "proxy.h"
+#include "toml.h"
+
+#define PATH_LEN	256	/* a key path in messages: server.services.nas.token */
+#define MAX_KEYS	16	/* keys of the largest section */
+
+enum side { SIDE_ANY, SIDE_SERVER, SIDE_CLIENT };
+
+/* State of one parse: where errors go and which role we are inside. */
+struct ctx {
+	const char *file;
+	struct config_errors *errs;
+	enum side side;
+	int lines[CONFIG_MAX_ERRORS];	/* of each stored message, to sort them */
+};
+
+enum kind {
+	K_STRING,	/* char *, NUL-free */
+	K_INT,		/* int within [min, max] */
+	K_BOOL,		/* bool */
+	K_ENUM,		/* a string among choices, stored as its index (an enum) */
+	K_KEY32,	/* a base64 32-byte key, stored in uint8_t[32] */
+	K_TABLE,	/* a nested struct */
+	K_PTABLE,	/* an optional nested struct, allocated when present */
+	K_SERVICES,	/* a table of services: struct service_config *, size_t count */
+	K_CIDRS,	/* an array of CIDR strings: struct cidr *, size_t count */
+};
+
+#define KEY_REQUIRED	1u	/* "missing ..." when absent */
+#define KEY_CLIENT_ONLY	2u	/* an error inside [server] */
+#define KEY_SECRET	4u	/* wiped when freed; never printed anyway */
+
+struct section;
+
+/* A validator of a stored string value: 0, or -1 after reporting. */
+typedef int (*check_fn)(struct ctx *c, const char *kpath, int line, const char *value);
+
+struct key {
+	const char *name;
+	enum kind kind;
+	size_t off;			/* the field, from the section's struct */
+	size_t has_off;			/* offset + 1 of a bool set when present; 0: none */
+	long long def;			/* default of K_INT, K_BOOL, K_ENUM */
+	const char *sdef;		/* default of K_STRING (NULL: none) */
+	long long min, max;		/* K_INT: range is min..max */
+	const char *unit;		/* K_INT: "seconds" */
+	const char *const *choices;	/* K_ENUM: names, NULL-terminated, index = value */
+	check_fn check;			/* K_STRING: extra validation */
+	const struct section *sub;	/* K_TABLE, K_PTABLE, K_SERVICES */
+	size_t count_off;		/* K_SERVICES, K_CIDRS: the size_t count */
+	unsigned flags;
+	const char *hint;		/* what to write, for "missing" messages */
+};
+
+struct section {
+	const struct key *keys;
+	size_t nkeys;
+	size_t size;			/* of the struct (K_PTABLE, K_SERVICES elements) */
+	enum side side;			/* the role this section starts, or SIDE_ANY */
+	bool service;			/* messages say: service "name": ... */
+};
+
+#define OFF(T, f)	offsetof(T, f)
+#define HAS(T, f)	(offsetof(T, f) + 1)
+#define SECTION(k, T, ...) { .keys = k, .nkeys = sizeof k / sizeof k[0], .size = sizeof(T), __VA_ARGS__ }
+
+static const char *const transport_names[] = { "tcp", "tls", "noise", "websocket", NULL };
+static const char *const service_names[] = { "tcp", "udp", NULL };
+static const char *const proxy_protocol_names[] = { "none", "v1", "v2", NULL };
+
+static int check_addr(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_proxy(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_noise_pattern(struct ctx *c, const char *kpath, int line, const char *value);
+
+/* ---- the key tables ---- */
+
+#define T struct tcp_config
+static const struct key tcp_keys[] = {
+	{ .name = "proxy", .kind = K_STRING, .off = OFF(T, proxy), .check = check_proxy, .flags = KEY_CLIENT_ONLY },
+	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .def = 1 },
+	{ .name = "keepalive_secs", .kind = K_INT, .off = OFF(T, keepalive_secs), .def = 20, .max = CONFIG_MAX_KEEPALIVE, .unit = "seconds" },
+	{ .name = "keepalive_interval", .kind = K_INT, .off = OFF(T, keepalive_interval), .def = 8, .max = CONFIG_MAX_KEEPALIVE, .unit = "seconds" },
+};
+static const struct section tcp_section = SECTION(tcp_keys, T, .side = SIDE_ANY);
+#undef T
+
+#define T struct tls_config
+static const struct key tls_keys[] = {
+	{ .name = "hostname", .kind = K_STRING, .off = OFF(T, hostname) },
+	{ .name = "trusted_root", .kind = K_STRING, .off = OFF(T, trusted_root) },
+	{ .name = "pkcs12", .kind = K_STRING, .off = OFF(T, pkcs12) },
+	{ .name = "pkcs12_password", .kind = K_STRING, .off = OFF(T, pkcs12_password), .flags = KEY_SECRET },
+};
+static const struct section tls_section = SECTION(tls_keys, T, .side = SIDE_ANY);
+#undef T
+
+#define T struct noise_config
+static const struct key noise_keys[] = {
+	{ .name = "pattern", .kind = K_STRING, .off = OFF(T, pattern), .sdef = "Noise_NK_25519_ChaChaPoly_BLAKE2s", .check = check_noise_pattern },
+	{ .name = "local_private_key", .kind = K_KEY32, .off = OFF(T, local_private_key), .has_off = HAS(T, has_local_private_key), .flags = KEY_SECRET },
+	{ .name = "remote_public_key", .kind = K_KEY32, .off = OFF(T, remote_public_key), .has_off = HAS(T, has_remote_public_key) },
+};
+static const struct section noise_section = SECTION(noise_keys, T, .side = SIDE_ANY);
+#undef T
+
+#define T struct websocket_config
+static const struct key websocket_keys[] = {
+	{ .name = "tls", .kind = K_BOOL, .off = OFF(T, tls), .flags = KEY_REQUIRED,
+	  .hint = "true: websocket over TLS with the tls table's settings; false: plain websocket" },
+};
+static const struct section websocket_section = SECTION(websocket_keys, T, .side = SIDE_ANY);
+#undef T
+
+#define T struct transport_config
+static const struct key transport_keys[] = {
+	{ .name = "type", .kind = K_ENUM, .off = OFF(T, type), .def = TRANSPORT_TCP, .choices = transport_names },
+	{ .name = "tcp", .kind = K_TABLE, .off = OFF(T, tcp), .sub = &tcp_section },
+	{ .name = "tls", .kind = K_TABLE, .off = OFF(T, tls), .has_off = HAS(T, has_tls), .sub = &tls_section },
+	{ .name = "noise", .kind = K_TABLE, .off = OFF(T, noise), .has_off = HAS(T, has_noise), .sub = &noise_section },
+	{ .name = "websocket", .kind = K_TABLE, .off = OFF(T, websocket), .has_off = HAS(T, has_websocket), .sub = &websocket_section },
+};
+static const struct section transport_section = SECTION(transport_keys, T, .side = SIDE_ANY);
+#undef T
+
+#define T struct service_config
+static const struct key server_service_keys[] = {
+	{ .name = "type", .kind = K_ENUM, .off = OFF(T, type), .def = SERVICE_TCP, .choices = service_names },
+	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	  .hint = "where visitors connect, e.g. \"0.0.0.0:5202\"" },
+	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
+	{ .name = "proxy_protocol", .kind = K_ENUM, .off = OFF(T, proxy_protocol), .def = 0, .choices = proxy_protocol_names },
+	{ .name = "allow", .kind = K_CIDRS, .off = OFF(T, allow), .count_off = OFF(T, nallow) },
+	{ .name = "deny", .kind = K_CIDRS, .off = OFF(T, deny), .count_off = OFF(T, ndeny) },
+	{ .name = "max_connections", .kind = K_INT, .off = OFF(T, max_connections), .def = 0, .max = CONFIG_MAX_CONNECTIONS, .unit = "connections (0: no limit)" },
+};
+static const struct section server_service_section = SECTION(server_service_keys, T, .side = SIDE_SERVER, .service = true);
+
+static const struct key client_service_keys[] = {
+	{ .name = "type", .kind = K_ENUM, .off = OFF(T, type), .def = SERVICE_TCP, .choices = service_names },
+	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+	{ .name = "local_addr", .kind = K_STRING, .off = OFF(T, local_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	  .hint = "the service to expose, e.g. \"127.0.0.1:22\"" },
+	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
+	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .has_off = HAS(T, has_retry_interval),
+	  .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
+	{ .name = "udp_idle_timeout", .kind = K_INT, .off = OFF(T, udp_idle_timeout), .def = 60, .min = 1, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
+	{ .name = "udp_max_sessions", .kind = K_INT, .off = OFF(T, udp_max_sessions), .def = 1024, .min = 1, .max = CONFIG_MAX_UDP_SESSIONS, .unit = "sessions" },
+};
+static const struct section client_service_section = SECTION(client_service_keys, T, .side = SIDE_CLIENT, .service = true);
+#undef T
+
+static int check_numeric_addr(struct ctx *c, const char *kpath, int line, const char *value);
+
+#define T struct api_config
+static const struct key server_api_keys[] = {
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2334", .check = check_numeric_addr },
+	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+};
+static const struct key client_api_keys[] = {
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2335", .check = check_numeric_addr },
+	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+};
+static const struct section server_api_section = SECTION(server_api_keys, T, .side = SIDE_ANY);
+static const struct section client_api_section = SECTION(client_api_keys, T, .side = SIDE_ANY);
+#undef T
+
+#define T struct server_config
+static const struct key server_keys[] = {
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	  .hint = "where clients connect, e.g. \"0.0.0.0:2333\"" },
+	{ .name = "default_token", .kind = K_STRING, .off = OFF(T, default_token), .flags = KEY_SECRET },
+	{ .name = "heartbeat_interval", .kind = K_INT, .off = OFF(T, heartbeat_interval), .def = 30, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
+	{ .name = "transport", .kind = K_TABLE, .off = OFF(T, transport), .sub = &transport_section },
+	{ .name = "services", .kind = K_SERVICES, .off = OFF(T, services), .count_off = OFF(T, nservices), .sub = &server_service_section },
+	{ .name = "api", .kind = K_PTABLE, .off = OFF(T, api), .sub = &server_api_section },
+};
+static const struct section server_section = SECTION(server_keys, T, .side = SIDE_SERVER);
+#undef T
+
+#define T struct client_config
+static const struct key client_keys[] = {
+	{ .name = "remote_addr", .kind = K_STRING, .off = OFF(T, remote_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	  .hint = "the server's bind_addr as reachable from here, e.g. \"example.com:2333\"" },
+	{ .name = "default_token", .kind = K_STRING, .off = OFF(T, default_token), .flags = KEY_SECRET },
+	{ .name = "heartbeat_timeout", .kind = K_INT, .off = OFF(T, heartbeat_timeout), .def = 40, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
+	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
+	{ .name = "transport", .kind = K_TABLE, .off = OFF(T, transport), .sub = &transport_section },
+	{ .name = "services", .kind = K_SERVICES, .off = OFF(T, services), .count_off = OFF(T, nservices), .sub = &client_service_section },
+	{ .name = "api", .kind = K_PTABLE, .off = OFF(T, api), .sub = &client_api_section },
+};
+static const struct section client_section = SECTION(client_keys, T, .side = SIDE_CLIENT);
+#undef T
+
+static const struct key root_keys[] = {
+	{ .name = "server", .kind = K_PTABLE, .off = OFF(struct config, server), .sub = &server_section },
+	{ .name = "client", .kind = K_PTABLE, .off = OFF(struct config, client), .sub = &client_section },
+};
+static const struct section root_section = SECTION(root_keys, struct config, .side = SIDE_ANY);
+
+/* ---- names ---- */
+
+const char *transport_type_name(enum transport_type t)
+{
+	return (unsigned)t < sizeof transport_names / sizeof transport_names[0] - 1 ?
+	       transport_names[t] : "?";
+}
+
+const char *service_type_name(enum service_type t)
+{
+	return (unsigned)t < sizeof service_names / sizeof service_names[0] - 1 ?
+	       service_names[t] : "?";
+}
+
+const struct service_config *config_find_service(const struct service_config *s,
+						 size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s[i].name, name) == 0)
+			return &s[i];
+	return NULL;
+}
+
+/* ---- bounded string building for messages ---- */
+
+struct sbuf {
+	char *p;
+	size_t cap, len;
+};
+
+static void sb_init(struct sbuf *b, char *p, size_t cap)
+{
+	b->p = p;
+	b->cap = cap;
+	b->len = 0;
+	p[0] = '\0';
+}
+
+static void sb_putc(struct sbuf *b, char ch)
+{
+	if (b->len + 1 < b->cap) {
+		b->p[b->len++] = ch;
+		b->p[b->len] = '\0';
+	}
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+	while (*s)
+		sb_putc(b, *s++);
+}
+
+/* Writes s (n bytes) between double quotes, escaped as a TOML basic string,
+ * shortened to max bytes: user text never breaks a message line. */
+static void sb_quoted(struct sbuf *b, const char *s, size_t n, size_t max)
+{
+	char esc[8];
+
+	sb_putc(b, '"');
+	for (size_t i = 0; i < n && i < max; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\') {
+			sb_putc(b, '\\');
+			sb_putc(b, (char)ch);
+		} else if (ch < 0x20 || ch == 0x7f) {
+			snprintf(esc, sizeof esc, "\\u%04X", ch);
+			sb_puts(b, esc);
+		} else {
+			sb_putc(b, (char)ch);
+		}
+	}
+	if (n > max)
+		sb_puts(b, "...");
+	sb_putc(b, '"');
+}
+
+static bool is_bare_key(const char *k, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)k[i]) && k[i] != '_' && k[i] != '-')
+			return false;
+	return true;
+}
+
+/* parent + "." + key, quoting the key when TOML would need it. */
+static void path_join(char *out, size_t cap, const char *parent, const char *key, size_t keylen)
+{
+	struct sbuf b;
+
+	sb_init(&b, out, cap);
+	if (parent && *parent) {
+		sb_puts(&b, parent);
+		sb_putc(&b, '.');
+	}
+	if (is_bare_key(key, keylen)) {
+		for (size_t i = 0; i < keylen; i++)
+			sb_putc(&b, key[i]);
+	} else {
+		sb_quoted(&b, key, keylen, 64);
+	}
+}
+
+/* ---- errors ---- */
+
+static void add_error(struct ctx *c, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void add_error(struct ctx *c, int line, const char *fmt, ...)
+{
+	struct config_errors *e = c->errs;
+	va_list ap;
+	char *m;
+	int n;
+
+	if (e->count >= CONFIG_MAX_ERRORS) {
+		e->omitted++;
+		return;
+	}
+	c->lines[e->count] = line;
+	m = e->msg[e->count++];
+	n = snprintf(m, sizeof e->msg[0], "%s:%d: ", c->file, line > 0 ? line : 1);
+	if (n < 0 || (size_t)n >= sizeof e->msg[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m + n, sizeof e->msg[0] - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+static void add_oom(struct ctx *c, int line)
+{
+	add_error(c, line, "out of memory while reading the configuration");
+}
+
+static const char *expected_phrase(enum kind k)
+{
+	switch (k) {
+	case K_INT:
+		return "an integer";
+	case K_BOOL:
+		return "a boolean (true or false)";
+	case K_CIDRS:
+		return "an array of addresses or CIDR blocks, e.g. [\"10.0.0.0/8\", \"2001:db8::/32\"]";
+	case K_TABLE:
+	case K_PTABLE:
+	case K_SERVICES:
+		return "a table";
+	default:
+		return "a string";
+	}
+}
+
+static enum toml_type toml_type_of(enum kind k)
+{
+	switch (k) {
+	case K_INT:
+		return TOML_INTEGER;
+	case K_BOOL:
+		return TOML_BOOL;
+	case K_CIDRS:
+		return TOML_ARRAY;
+	case K_TABLE:
+	case K_PTABLE:
+	case K_SERVICES:
+		return TOML_TABLE;
+	default:
+		return TOML_STRING;
+	}
+}
+
+static bool expect_type(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			const char *kpath)
+{
+	if (kv->val->type == toml_type_of(k->kind))
+		return true;
+	add_error(c, kv->line, "%s: expected %s, found %s", kpath, expected_phrase(k->kind),
+		  toml_type_name(kv->val->type));
+	return false;
+}
+
+/* ---- "did you mean" ---- */
+
+/* Levenshtein distance, case-insensitive; keys are short (bounded at 64). */
+static size_t edit_distance(const char *a, size_t n, const char *b)
+{
+	size_t m = strlen(b), row[65];
+
+	if (n > 64 || m > 64)
+		return 1000;
+	for (size_t j = 0; j <= m; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= n; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= m; j++) {
+			size_t up = row[j];
+			size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+			size_t best = diag + cost;
+
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[m];
+}
+
+/* The section's key closest to an unknown one, when close enough to be a typo. */
+static const char *suggest_key(const struct section *s, const char *key, size_t keylen)
+{
+	const char *best = NULL;
+	size_t bestd = (size_t)-1;
+
+	for (size_t i = 0; i < s->nkeys; i++) {
+		size_t d = edit_distance(key, keylen, s->keys[i].name);
+		size_t limit = strlen(s->keys[i].name) / 3;
+
+		if (limit < 1)
+			limit = 1;
+		if (d <= limit && d < bestd) {
+			best = s->keys[i].name;
+			bestd = d;
+		}
+	}
+	return best;
+}
+
+static void report_unknown_key(struct ctx *c, const struct section *s,
+			       const struct toml_kv *kv, const char *path)
+{
+	char name[PATH_LEN], where[PATH_LEN + 8], tail[PATH_LEN];
+	const char *guess = suggest_key(s, kv->key, kv->keylen);
+	struct sbuf b;
+
+	sb_init(&b, name, sizeof name);
+	sb_quoted(&b, kv->key, kv->keylen, 64);
+	if (*path)
+		snprintf(where, sizeof where, "in [%s]", path);
+	else
+		snprintf(where, sizeof where, "at the top level");
+	sb_init(&b, tail, sizeof tail);
+	if (guess) {
+		sb_puts(&b, "(did you mean \"");
+		sb_puts(&b, guess);
+		sb_puts(&b, "\"?)");
+	} else {
+		sb_puts(&b, "(expected one of: ");
+		for (size_t i = 0; i < s->nkeys; i++) {
+			if (i)
+				sb_puts(&b, ", ");
+			sb_puts(&b, s->keys[i].name);
+		}
+		sb_putc(&b, ')');
+	}
+	add_error(c, kv->line, "unknown key %s %s %s", name, where, tail);
+}
+
+/* ---- validators ---- */
+
+/* The admin API binds without the resolver: an IP literal and a port. */
+static int check_numeric_addr(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	struct net_addr a;
+	char shown[96];
+	struct sbuf b;
+
+	if (net_parse_numeric(value, &a) == 0)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s must be an IP address and a port, e.g. \"127.0.0.1:2334\"",
+		  kpath, shown);
+	return -1;
+}
+
+static int check_addr(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	char host[NET_HOST_MAX], shown[96];
+	const char *why = NULL;
+	unsigned port;
+	struct sbuf b;
+
+	if (net_split_hostport(value, host, sizeof host, &port, &why) == 0)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s is not a valid address: %s (write \"host:port\", "
+		  "e.g. \"0.0.0.0:2333\" or \"[::1]:2333\")", kpath, shown, why ? why : "bad syntax");
+	return -1;
+}
+
+static int check_proxy(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	struct proxy_url u;
+	char why[256] = "";
+
+	if (proxy_parse_url(value, &u, why, sizeof why) == 0) {
+		explicit_bzero(&u, sizeof u);
+		return 0;
+	}
+	explicit_bzero(&u, sizeof u);
+	/* the URL may carry a password: never echo it */
+	if (strchr(value, '@') && strstr(why, value))
+		snprintf(why, sizeof why, "not a proxy URL");
+	add_error(c, line, "%s: %s (expected http://[user:pass@]host:port or "
+		  "socks5://[user:pass@]host:port)", kpath, why[0] ? why : "not a valid proxy URL");
+	return -1;
+}
+
+static int check_noise_pattern(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	struct noise_requirements req;
+	char why[256] = "";
+
+	if (noise_check_protocol(value, &req, why, sizeof why) == 0)
+		return 0;
+	add_error(c, line, "%s: %s", kpath, why[0] ? why : "not a supported Noise protocol name");
+	return -1;
+}
+
+/* ---- storing one value ---- */
+
+static bool has_nul(const struct toml_value *v)
+{
+	return memchr(v->u.str.ptr, '\0', v->u.str.len) != NULL;
+}
+
+static void store_string(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			 void *field, const char *kpath)
+{
+	char **slot = field, *dup;
+
+	if (has_nul(kv->val)) {
+		add_error(c, kv->line, "%s: the string contains a NUL character (\\u0000)", kpath);
+		return;
+	}
+	dup = strdup(kv->val->u.str.ptr);
+	if (!dup) {
+		add_oom(c, kv->line);
+		return;
+	}
+	free(*slot);
+	*slot = dup;
+	if (k->check)
+		k->check(c, kpath, kv->line, dup);
+}
+
+static void store_int(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+		      void *field, const char *kpath)
+{
+	int64_t v = kv->val->u.integer;
+
+	if (v < k->min || v > k->max) {
+		add_error(c, kv->line, "%s: expected %lld to %lld %s, found %lld", kpath, k->min,
+			  k->max, k->unit ? k->unit : "", (long long)v);
+		return;
+	}
+	*(int *)field = (int)v;
+}
+
+static void store_enum(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+		       void *field, const char *kpath)
+{
+	char list[160], found[96];
+	struct sbuf b;
+	size_t n = 0;
+
+	for (int i = 0; k->choices[i]; i++) {
+		if (strlen(k->choices[i]) == kv->val->u.str.len &&
+		    memcmp(k->choices[i], kv->val->u.str.ptr, kv->val->u.str.len) == 0) {
+			*(int *)field = i;
+			return;
+		}
+		n++;
+	}
+	sb_init(&b, list, sizeof list);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			sb_puts(&b, i + 1 == n ? " or " : ", ");
+		sb_putc(&b, '"');
+		sb_puts(&b, k->choices[i]);
+		sb_putc(&b, '"');
+	}
+	sb_init(&b, found, sizeof found);
+	sb_quoted(&b, kv->val->u.str.ptr, kv->val->u.str.len, 64);
+	add_error(c, kv->line, "%s: expected %s, found %s", kpath, list, found);
+}
+
+/* Noise keys: base64 of exactly 32 bytes. The value is never echoed. */
+static bool store_key32(struct ctx *c, const struct toml_kv *kv, void *field, const char *kpath)
+{
+	uint8_t buf[96];
+	const char *s = kv->val->u.str.ptr;
+	size_t len = kv->val->u.str.len;
+	long n = -1;
+
+	if (len <= 128)
+		n = base64_decode(s, len, buf, sizeof buf);
+	if (n < 0) {
+		add_error(c, kv->line, "%s: not valid base64 (expected a 32-byte X25519 key in "
+			  "base64, 44 characters, as printed by rathole --genkey)", kpath);
+		explicit_bzero(buf, sizeof buf);
+		return false;
+	}
+	if (n != NOISE_KEY_LEN) {
+		add_error(c, kv->line, "%s: decodes to %ld bytes, expected 32 (an X25519 key in "
+			  "base64, as printed by rathole --genkey)", kpath, n);
+		explicit_bzero(buf, sizeof buf);
+		return false;
+	}
+	memcpy(field, buf, NOISE_KEY_LEN);
+	explicit_bzero(buf, sizeof buf);
+	return true;
+}
+
+/* ---- the generic walker ---- */
+
+static void parse_section(struct ctx *c, const struct section *s, const struct toml_value *tbl,
+			  void *base, const char *path, int line);
+
+static int value_line(const struct toml_kv *kv)
+{
+	return kv->val->line > 0 ? kv->val->line : kv->line;
+}
+
+static void apply_defaults(struct ctx *c, const struct section *s, void *base)
+{
+	for (size_t i = 0; i < s->nkeys; i++) {
+		const struct key *k = &s->keys[i];
+		void *field = (char *)base + k->off;
+
+		switch (k->kind) {
+		case K_INT:
+		case K_ENUM:
+			*(int *)field = (int)k->def;
+			break;
+		case K_BOOL:
+			*(bool *)field = k->def != 0;
+			break;
+		case K_STRING:
+			if (k->sdef && !(*(char **)field = strdup(k->sdef)))
+				add_oom(c, 0);
+			break;
+		case K_TABLE:
+			apply_defaults(c, k->sub, field);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static void free_section(const struct section *s, void *base);
+
+static void parse_services(struct ctx *c, const struct key *k, const struct toml_value *tbl,
+			   void *base, const char *path)
+{
+	struct service_config **arr = (void *)((char *)base + k->off);
+	size_t *count = (void *)((char *)base + k->count_off);
+	size_t n = tbl->u.table.len;
+
+	*count = 0;
+	*arr = calloc(n ? n : 1, sizeof **arr);
+	if (!*arr) {
+		add_oom(c, tbl->line);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct toml_kv *kv = &tbl->u.table.items[i];
+		struct service_config *svc = &(*arr)[*count];
+		char spath[PATH_LEN];
+
+		path_join(spath, sizeof spath, path, kv->key, kv->keylen);
+		if (kv->val->type != TOML_TABLE) {
+			add_error(c, kv->line, "%s: expected a table (a service), found %s", spath,
+				  toml_type_name(kv->val->type));
+			continue;
+		}
+		if (memchr(kv->key, '\0', kv->keylen)) {
+			add_error(c, kv->line, "%s: a service name cannot contain a NUL character", spath);
+			continue;
+		}
+		svc->name = strdup(kv->key);
+		if (!svc->name) {
+			add_oom(c, kv->line);
+			continue;
+		}
+		svc->line = value_line(kv);
+		(*count)++;
+		apply_defaults(c, k->sub, svc);
+		parse_section(c, k->sub, kv->val, svc, spath, svc->line);
+	}
+}
+
+static bool store_cidrs(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			void *base, const char *kpath)
+{
+	struct cidr **arr = (void *)((char *)base + k->off);
+	size_t *count = (void *)((char *)base + k->count_off);
+	const struct toml_value *a = kv->val;
+	bool ok = true;
+
+	*count = 0;
+	*arr = calloc(a->u.array.len ? a->u.array.len : 1, sizeof **arr);
+	if (!*arr) {
+		add_oom(c, kv->line);
+		return false;
+	}
+	for (size_t i = 0; i < a->u.array.len; i++) {
+		const struct toml_value *v = a->u.array.items[i];
+		char err[200];
+
+		if (v->type != TOML_STRING || memchr(v->u.str.ptr, '\0', v->u.str.len)) {
+			add_error(c, v->line, "%s[%zu]: expected a string such as \"10.0.0.0/8\", found %s",
+				  kpath, i, toml_type_name(v->type));
+			ok = false;
+			continue;
+		}
+		if (cidr_parse(v->u.str.ptr, &(*arr)[*count], err, sizeof err) < 0) {
+			add_error(c, v->line, "%s[%zu]: %s", kpath, i, err);
+			ok = false;
+			continue;
+		}
+		(*count)++;
+	}
+	return ok;
+}
+
+static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			void *base, const char *kpath)
+{
+	void *field = (char *)base + k->off;
+
+	if ((k->flags & KEY_CLIENT_ONLY) && c->side == SIDE_SERVER) {
+		add_error(c, kv->line, "%s: %s is a client setting (the server never dials out); "
+			  "remove it here or move it to the client's config", kpath, k->name);
+		return false;
+	}
+	if (k->kind != K_ENUM && k->kind != K_KEY32 && !expect_type(c, k, kv, kpath))
+		return false;
+	if ((k->kind == K_ENUM || k->kind == K_KEY32) && kv->val->type != TOML_STRING) {
+		add_error(c, kv->line, "%s: expected a string, found %s", kpath,
+			  toml_type_name(kv->val->type));
+		return false;
+	}
+	switch (k->kind) {
+	case K_STRING:
+		store_string(c, k, kv, field, kpath);
+		return *(char **)field != NULL;
+	case K_INT:
+		store_int(c, k, kv, field, kpath);
+		return true;
+	case K_BOOL:
+		*(bool *)field = kv->val->u.boolean;
+		return true;
+	case K_ENUM:
+		store_enum(c, k, kv, field, kpath);
+		return true;
+	case K_KEY32:
+		return store_key32(c, kv, field, kpath);
+	case K_TABLE:
+		parse_section(c, k->sub, kv->val, field, kpath, value_line(kv));
+		return true;
+	case K_PTABLE: {
+		void **slot = field;
+
+		*slot = calloc(1, k->sub->size);
+		if (!*slot) {
+			add_oom(c, kv->line);
+			return false;
+		}
+		apply_defaults(c, k->sub, *slot);
+		parse_section(c, k->sub, kv->val, *slot, kpath, value_line(kv));
+		return true;
+	}
+	case K_SERVICES:
+		parse_services(c, k, kv->val, base, kpath);
+		return true;
+	case K_CIDRS:
+		return store_cidrs(c, k, kv, base, kpath);
+	}
+	return false;
+}
+
+static const struct key *find_key(const struct section *s, const char *name, size_t len)
+{
+	for (size_t i = 0; i < s->nkeys; i++)
+		if (strlen(s->keys[i].name) == len && memcmp(s->keys[i].name, name, len) == 0)
+			return &s->keys[i];
+	return NULL;
+}
+
+static void report_missing(struct ctx *c, const struct section *s, const struct key *k,
+			   const void *base, const char *path, int line)
+{
+	char kpath[PATH_LEN], shown[PATH_LEN];
+	struct sbuf b;
+
+	path_join(kpath, sizeof kpath, path, k->name, strlen(k->name));
+	if (s->service) {
+		const char *name = ((const struct service_config *)base)->name;
+
+		sb_init(&b, shown, sizeof shown);
+		sb_quoted(&b, name, strlen(name), 64);
+		add_error(c, line, "service %s: missing %s (%s; set %s)", shown, k->name, k->hint,
+			  kpath);
+	} else {
+		add_error(c, line, "missing %s (%s)", kpath, k->hint);
+	}
+}
+
+static void parse_section(struct ctx *c, const struct section *s, const struct toml_value *tbl,
+			  void *base, const char *path, int line)
+{
+	bool seen[MAX_KEYS] = { false };
+	enum side saved = c->side;
+
+	if (s->side != SIDE_ANY)
+		c->side = s->side;
+	for (size_t i = 0; i < tbl->u.table.len; i++) {
+		const struct toml_kv *kv = &tbl->u.table.items[i];
+		const struct key *k = find_key(s, kv->key, kv->keylen);
+		char kpath[PATH_LEN];
+
+		if (!k) {
+			report_unknown_key(c, s, kv, path);
+			continue;
+		}
+		seen[k - s->keys] = true;
+		path_join(kpath, sizeof kpath, path, k->name, strlen(k->name));
+		if (store_value(c, k, kv, base, kpath) && k->has_off)
+			*(bool *)((char *)base + k->has_off - 1) = true;
+	}
+	for (size_t i = 0; i < s->nkeys; i++)
+		if ((s->keys[i].flags & KEY_REQUIRED) && !seen[i])
+			report_missing(c, s, &s->keys[i], base, path, line);
+	c->side = saved;
+}
+
+static void free_string(char *s, bool secret)
+{
+	if (s && secret)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+static void free_section(const struct section *s, void *base)
+{
+	for (size_t i = 0; i < s->nkeys; i++) {
+		const struct key *k = &s->keys[i];
+		void *field = (char *)base + k->off;
+
+		switch (k->kind) {
+		case K_STRING:
+			free_string(*(char **)field, k->flags & KEY_SECRET);
+			*(char **)field = NULL;
+			break;
+		case K_KEY32:
+			if (k->flags & KEY_SECRET)
+				explicit_bzero(field, NOISE_KEY_LEN);
+			break;
+		case K_TABLE:
+			free_section(k->sub, field);
+			break;
+		case K_PTABLE:
+			if (*(void **)field)
+				free_section(k->sub, *(void **)field);
+			free(*(void **)field);
+			*(void **)field = NULL;
+			break;
+		case K_SERVICES: {
+			struct service_config *arr = *(struct service_config **)field;
+			size_t n = *(size_t *)((char *)base + k->count_off);
+
+			for (size_t j = 0; arr && j < n; j++) {
+				free_section(k->sub, &arr[j]);
+				free(arr[j].name);
+			}
+			free(arr);
+			*(struct service_config **)field = NULL;
+			break;
+		}
+		case K_CIDRS:
+			free(*(struct cidr **)field);
+			*(struct cidr **)field = NULL;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* ---- effective values and cross-key rules ---- */
+
+static const struct toml_value *child(const struct toml_value *t, const char *key)
+{
+	return t && t->type == TOML_TABLE ? toml_get(t, key) : NULL;
+}
+
+static int line_of(const struct toml_value *t, int fallback)
+{
+	return t && t->line > 0 ? t->line : fallback;
+}
+
+static int key_line(const struct toml_value *t, const char *key, int fallback)
+{
+	const struct toml_kv *kv = t && t->type == TOML_TABLE ? toml_get_kv(t, key) : NULL;
+
+	return kv ? kv->line : fallback;
+}
+
+/* Tokens, nodelay and retry_interval fall back on the role's values. */
+static void resolve_services(struct ctx *c, struct service_config *svcs, size_t n,
+			     const char *default_token, const struct transport_config *t,
+			     int retry_interval, const struct toml_value *services_node,
+			     const char *role)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct service_config *s = &svcs[i];
+		char spath[PATH_LEN], shown[PATH_LEN], rpath[64];
+		struct sbuf b;
+
+		if (!s->has_nodelay)
+			s->nodelay = t->tcp.nodelay;
+		if (!s->has_retry_interval)
+			s->retry_interval = retry_interval;
+		if (s->token || child(child(services_node, s->name), "token"))
+			continue;	/* set, or already reported as malformed */
+		if (default_token) {
+			s->token = strdup(default_token);
+			s->token_from_default = true;
+			if (!s->token)
+				add_oom(c, s->line);
+			continue;
+		}
+		snprintf(rpath, sizeof rpath, "%s.services", role);
+		path_join(spath, sizeof spath, rpath, s->name, strlen(s->name));
+		sb_init(&b, shown, sizeof shown);
+		sb_quoted(&b, s->name, strlen(s->name), 64);
+		add_error(c, s->line, "service %s: missing token (set %s.token or %s.default_token)",
+			  shown, spath, role);
+	}
+}
+
+static void require_server_identity(struct ctx *c, const struct transport_config *t,
+				    const struct toml_value *tnode, const char *tpath, int line)
+{
+	const struct toml_value *tls = child(tnode, "tls");
+	int tl = line_of(tls, line);
+
+	if (!t->tls.pkcs12 && !child(tls, "pkcs12"))
+		add_error(c, tl, "missing %s.tls.pkcs12 (the server's PKCS#12 archive with its "
+			  "certificate chain and private key)", tpath);
+	if (!t->tls.pkcs12_password && !child(tls, "pkcs12_password"))
+		add_error(c, tl, "missing %s.tls.pkcs12_password (the password of the PKCS#12 "
+			  "archive)", tpath);
+}
+
+/* The static keys the pattern needs on this side. A server without
+ * local_private_key generates one at start and logs its public key (as the
+ * reference does), so only keys that cannot be generated are required. */
+static void require_noise_keys(struct ctx *c, const struct transport_config *t,
+			       const struct toml_value *tnode, const char *tpath, bool server,
+			       int line)
+{
+	const struct toml_value *nn = child(tnode, "noise");
+	struct noise_requirements req;
+	char why[256];
+	int nl = line_of(nn, line);
+	bool need_remote, need_local;
+
+	if (!t->noise.pattern || noise_check_protocol(t->noise.pattern, &req, why, sizeof why) < 0)
+		return;		/* reported where the pattern was read */
+	need_remote = server ? req.responder_knows_remote : req.initiator_knows_remote;
+	need_local = !server && req.responder_knows_remote;
+	if (need_remote && !t->noise.has_remote_public_key && !child(nn, "remote_public_key"))
+		add_error(c, nl, "missing %s.noise.remote_public_key (pattern %s needs the %s's "
+			  "public key on the %s)", tpath, t->noise.pattern,
+			  server ? "client" : "server", server ? "server" : "client");
+	if (need_local && !t->noise.has_local_private_key && !child(nn, "local_private_key"))
+		add_error(c, nl, "missing %s.noise.local_private_key (pattern %s: the server knows "
+			  "the client's public key in advance; make a pair with rathole --genkey)",
+			  tpath, t->noise.pattern);
+}
+
+static void resolve_transport(struct ctx *c, const struct transport_config *t,
+			      const struct toml_value *role_node, const char *role, bool server)
+{
+	const struct toml_value *tnode = child(role_node, "transport");
+	int tl = line_of(tnode, line_of(role_node, 1));
+	int type_line = key_line(tnode, "type", tl);
+	char tpath[32];
+
+	snprintf(tpath, sizeof tpath, "%s.transport", role);
+	switch (t->type) {
+	case TRANSPORT_TCP:
+		break;
+	case TRANSPORT_TLS:
+		if (!t->has_tls)
+			add_error(c, type_line, "%s.type = \"tls\" needs a [%s.tls] table%s", tpath,
+				  tpath, server ? " with pkcs12 and pkcs12_password" :
+				  " (trusted_root and hostname are optional)");
+		else if (server)
+			require_server_identity(c, t, tnode, tpath, tl);
+		break;
+	case TRANSPORT_NOISE:
+		if (!t->has_noise)
+			add_error(c, type_line, "%s.type = \"noise\" needs a [%s.noise] table%s", tpath,
+				  tpath, server ? " (with local_private_key)" :
+				  " (with the server's remote_public_key)");
+		else
+			require_noise_keys(c, t, tnode, tpath, server, tl);
+		break;
+	case TRANSPORT_WEBSOCKET:
+		if (!t->has_websocket) {
+			add_error(c, type_line, "%s.type = \"websocket\" needs a [%s.websocket] table "
+				  "(with tls = true or false)", tpath, tpath);
+		} else if (t->websocket.tls && !t->has_tls) {
+			add_error(c, key_line(child(tnode, "websocket"), "tls", tl),
+				  "%s.websocket.tls = true needs a [%s.tls] table%s", tpath, tpath,
+				  server ? " with pkcs12 and pkcs12_password" :
+				  " (trusted_root and hostname are optional)");
+		} else if (t->websocket.tls && server) {
+			require_server_identity(c, t, tnode, tpath, tl);
+		}
+		break;
+	}
+}
+
+static void resolve_server(struct ctx *c, struct server_config *s, const struct toml_value *node)
+{
+	resolve_services(c, s->services, s->nservices, s->default_token, &s->transport, 0,
+			 child(node, "services"), "server");
+	resolve_transport(c, &s->transport, node, "server", true);
+}
+
+static void resolve_client(struct ctx *c, struct client_config *cl, const struct toml_value *node)
+{
+	resolve_services(c, cl->services, cl->nservices, cl->default_token, &cl->transport,
+			 cl->retry_interval, child(node, "services"), "client");
+	resolve_transport(c, &cl->transport, node, "client", false);
+}
+
+/* With both roles in one file, the client must not time out between two
+ * heartbeats of the server. */
+static void check_heartbeats(struct ctx *c, const struct config *cfg, const struct toml_value *root)
+{
+	const struct toml_value *cn = child(root, "client");
+	int interval = cfg->server->heartbeat_interval, timeout = cfg->client->heartbeat_timeout;
+
+	if (interval == 0 || timeout == 0 || timeout > interval)
+		return;
+	add_error(c, key_line(cn, "heartbeat_timeout", line_of(cn, 1)),
+		  "client.heartbeat_timeout (%d) must be greater than server.heartbeat_interval "
+		  "(%d), or the client reconnects between heartbeats; raise it, or set either to "
+		  "0 to disable heartbeats", timeout, interval);
+}
+
+/* ---- entry points ---- */
+
+/* Nested tables are checked before their parent's required keys: put the
+ * messages back in file order (stable, so one line's messages keep theirs). */
+static void sort_errors(struct ctx *c)
+{
+	struct config_errors *e = c->errs;
+	char tmp[sizeof e->msg[0]];
+
+	for (int i = 1; i < e->count; i++) {
+		int line = c->lines[i], j = i;
+
+		if (c->lines[i - 1] <= line)
+			continue;
+		memcpy(tmp, e->msg[i], sizeof tmp);
+		for (; j > 0 && c->lines[j - 1] > line; j--) {
+			memcpy(e->msg[j], e->msg[j - 1], sizeof tmp);
+			c->lines[j] = c->lines[j - 1];
+		}
+		memcpy(e->msg[j], tmp, sizeof tmp);
+		c->lines[j] = line;
+	}
+}
+
+struct config *config_parse(const char *path, const char *text, size_t len,
+			    struct config_errors *errs)
+{
+	struct ctx c = { .file = path, .errs = errs, .side = SIDE_ANY };
+	struct toml_error terr;
+	struct toml_value *root;
+	struct config *cfg;
+
+	memset(errs, 0, sizeof *errs);
+	memset(&terr, 0, sizeof terr);
+	root = toml_parse(text, len, &terr);
+	if (!root) {
+		if (terr.line > 0)
+			snprintf(errs->msg[0], sizeof errs->msg[0], "%s:%d:%d: %s", path, terr.line,
+				 terr.col, terr.msg);
+		else
+			snprintf(errs->msg[0], sizeof errs->msg[0], "%s: %s", path, terr.msg);
+		errs->count = 1;
+		return NULL;
+	}
+	cfg = calloc(1, sizeof *cfg);
+	if (!cfg || !(cfg->path = strdup(path))) {
+		add_oom(&c, 0);
+		goto fail;
+	}
+	parse_section(&c, &root_section, root, cfg, "", 1);
+	if (!cfg->server && !cfg->client)
+		add_error(&c, 1, "neither [server] nor [client] is defined: add a [server] table "
+			  "(on the public host) or a [client] table (behind NAT)");
+	if (cfg->server)
+		resolve_server(&c, cfg->server, child(root, "server"));
+	if (cfg->client)
+		resolve_client(&c, cfg->client, child(root, "client"));
+	if (cfg->server && cfg->client)
+		check_heartbeats(&c, cfg, root);
+	if (errs->count == 0)
+		goto done;
+	sort_errors(&c);
+fail:
+	config_free(cfg);
+	cfg = NULL;
+done:
+	toml_free(root);
+	return cfg;
+}
+
+/* Reads a whole file of bounded size; NULL with a message in errs. */
+static char *read_file(const char *path, size_t *len, struct config_errors *errs)
+{
+	size_t have = 0, cap;
+	char *buf = NULL;
+	struct stat st;
+	int fd, err = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		err = errno;
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		err = EISDIR;
+		goto fail;
+	}
+	/* the size is a hint (it may change, or be 0 for a pipe): read until EOF */
+	cap = st.st_size > 0 && st.st_size < CONFIG_MAX_FILE_SIZE ? (size_t)st.st_size + 1 : 4096;
+	for (;;) {
+		ssize_t n;
+
+		if (have == cap) {
+			char *bigger;
+
+			if (cap > CONFIG_MAX_FILE_SIZE) {
+				err = EFBIG;
+				goto fail;
+			}
+			cap = cap * 2 > CONFIG_MAX_FILE_SIZE + 1 ? CONFIG_MAX_FILE_SIZE + 1 : cap * 2;
+			bigger = realloc(buf, cap);
+			if (!bigger) {
+				err = ENOMEM;
+				goto fail;
+			}
+			buf = bigger;
+		} else if (!buf && !(buf = malloc(cap))) {
+			err = ENOMEM;
+			goto fail;
+		}
+		n = read(fd, buf + have, cap - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err = errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		have += (size_t)n;
+	}
+	close(fd);
+	*len = have;
+	return buf;
+fail:
+	if (err == EFBIG)
+		snprintf(errs->msg[0], sizeof errs->msg[0], "%s: cannot read: the file is larger "
+			 "than %d bytes; is it really a config file?", path, CONFIG_MAX_FILE_SIZE);
+	else
+		snprintf(errs->msg[0], sizeof errs->msg[0], "%s: cannot read: %s", path,
+			 strerror(err));
+	errs->count = 1;
+	if (buf) {
+		explicit_bzero(buf, have);
+		free(buf);
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+struct config *config_load(const char *path, struct config_errors *errs)
+{
+	struct config *cfg;
+	size_t len = 0;
+	char *text;
+
+	memset(errs, 0, sizeof *errs);
+	text = read_file(path, &len, errs);
+	if (!text)
+		return NULL;
+	cfg = config_parse(path, text, len, errs);
+	explicit_bzero(text, len);	/* it holds the tokens */
+	free(text);
+	return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	free_section(&root_section, cfg);
+	free(cfg->path);
+	free(cfg);
+}
