@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "client_int.h"
 #include "log.h"
 #include "resolve.h"
@@ -279,9 +280,16 @@ static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 		size_t flen;
 		uint8_t *frame;
 
+		const struct service_config *c = u->svc->cfg;
+
 		u->batch.from[i].len = u->batch.msgs[i].msg_hdr.msg_namelen;
 		if (u->batch.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
 			u->dropped++;
+			continue;
+		}
+		if ((c->nallow || c->ndeny) &&
+		    !acl_permits(c->allow, c->nallow, c->deny, c->ndeny, &u->batch.from[i])) {
+			u->svc->refused_acl++;
 			continue;
 		}
 		frame = batch_frame(&u->batch, i, &u->batch.from[i], &flen);
