@@ -1,10 +1,262 @@
+/* The process around a role: limits, signals, the loop, a clean shutdown. */
 #include "app.h"
-#include "log.h"
 
-/* Replaced by the event loop and the roles (TCP tunnel issue). */
+#include <errno.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "relay.h"
+#include "reload.h"
+#include "resolve.h"
+#include "roles.h"
+
+#define CONFIG_MAX_BYTES	(16 << 20)
+
+static struct {
+	struct loop *loop;
+	int status;
+	int sigfd;
+	struct watcher sigw;
+	enum role role;
+	struct config *cfg;
+	struct server *server;
+	struct client *client;
+	struct reloader *reloader;
+} A = { .sigfd = -1 };
+
+static void reload(bool forced);
+
+void app_exit(int status)
+{
+	A.status = status;
+	if (A.loop)
+		loop_stop(A.loop);
+}
+
+/* Each connection costs two descriptors per process: take all we may. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_debug("cannot raise the open file limit: %s", strerror(errno));
+}
+
+static void on_signal(struct loop *l, struct watcher *w, uint32_t events)
+{
+	struct signalfd_siginfo si;
+
+	while (read(A.sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		switch (si.ssi_signo) {
+		case SIGINT:
+		case SIGTERM:
+			log_info("%s received; shutting down", strsignal((int)si.ssi_signo));
+			app_exit(0);
+			break;
+		case SIGHUP:
+			log_info("SIGHUP received; reloading %s", A.cfg->path);
+			reload(true);
+			break;
+		}
+	}
+}
+
+static int setup_signals(void)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	A.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (A.sigfd < 0)
+		return -1;
+	watcher_init(&A.sigw, A.sigfd, on_signal);
+	return loop_watch(A.loop, &A.sigw, EPOLLIN);
+}
+
+static int start_role(bool after_reload)
+{
+	char err[512];
+
+	if (A.role == ROLE_SERVER)
+		A.server = server_new(A.loop, A.cfg->server, after_reload, err, sizeof err);
+	else
+		A.client = client_new(A.loop, A.cfg->client, err, sizeof err);
+	if (A.server || A.client)
+		return 0;
+	log_error("%s: %s", A.cfg->path, err);
+	return -1;
+}
+
+static void stop_role(void)
+{
+	server_free(A.server);
+	client_free(A.client);
+	A.server = NULL;
+	A.client = NULL;
+}
+
+/* The whole file, bounded; NULL with a message on error. */
+static char *read_config(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+
+	if (!f) {
+		log_error("reload of %s rejected: cannot read it: %s", path, strerror(errno));
+		return NULL;
+	}
+	buf = malloc(CONFIG_MAX_BYTES + 1);
+	*len = buf ? fread(buf, 1, CONFIG_MAX_BYTES + 1, f) : 0;
+	fclose(f);
+	if (buf && *len > CONFIG_MAX_BYTES) {
+		log_error("reload of %s rejected: larger than %d MiB", path, CONFIG_MAX_BYTES >> 20);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static bool role_settings_equal(const struct config *a, const struct config *b)
+{
+	if (A.role == ROLE_SERVER)
+		return server_settings_equal(a->server, b->server);
+	return client_settings_equal(a->client, b->client);
+}
+
+/* Replaces the running config by the file's, or keeps it if the file is
+ * invalid: a reload is never half-applied. */
+static void reload(bool forced)
+{
+	struct config_errors errs = { 0 };
+	struct reload_counts rc = { 0 };
+	struct config *cfg, *old = A.cfg;
+	size_t len;
+	char *text = read_config(old->path, &len);
+	const char *block = A.role == ROLE_SERVER ? "[server]" : "[client]";
+
+	if (!text)
+		return;
+	if (!reloader_content_changed(A.reloader, text, len) && !forced) {
+		free(text);
+		return;
+	}
+	cfg = config_parse(old->path, text, len, &errs);
+	free(text);
+	if (!cfg) {
+		for (int i = 0; i < errs.count; i++)
+			log_error("reload rejected: %s", errs.msg[i]);
+		log_error("reload rejected: the running configuration stays in force");
+		return;
+	}
+	if (A.role == ROLE_SERVER ? !cfg->server : !cfg->client) {
+		log_error("reload rejected: %s has no %s block anymore; the running configuration "
+			  "stays in force", old->path, block);
+		config_free(cfg);
+		return;
+	}
+	if (!role_settings_equal(old, cfg)) {
+		log_info("reload: %s settings or transport changed; restarting the %s", block,
+			 A.role == ROLE_SERVER ? "server" : "client");
+		stop_role();
+		A.cfg = cfg;
+		if (start_role(true) < 0) {
+			log_error("reload rejected: going back to the running configuration");
+			A.cfg = old;
+			if (start_role(true) < 0) {
+				app_exit(1);
+				config_free(cfg);
+				return;
+			}
+			config_free(cfg);
+			return;
+		}
+		config_free(old);
+		return;
+	}
+	if (A.role == ROLE_SERVER)
+		server_apply(A.server, cfg->server, &rc);
+	else
+		client_apply(A.client, cfg->client, &rc);
+	A.cfg = cfg;
+	config_free(old);
+	log_info("reload: +%d added, -%d removed, ~%d changed, %d unchanged", rc.added, rc.removed,
+		 rc.changed, rc.unchanged);
+}
+
+static void on_file_changed(void *arg)
+{
+	reload(false);
+}
+
+static void start_reloader(void)
+{
+	size_t len;
+	char *text;
+
+	A.reloader = reloader_new(A.loop, A.cfg->path, on_file_changed, NULL);
+	if (!A.reloader) {
+		log_warn("cannot watch %s for changes: %s; reload with SIGHUP", A.cfg->path,
+			 strerror(errno));
+		return;
+	}
+	text = read_config(A.cfg->path, &len);
+	if (text)
+		reloader_content_changed(A.reloader, text, len);
+	free(text);
+}
+
 int app_run(struct config *cfg, enum role role)
 {
-	log_error("the %s role is not implemented yet", role == ROLE_SERVER ? "server" : "client");
-	config_free(cfg);
-	return 2;
+	A.cfg = cfg;
+	A.role = role;
+	A.status = 0;
+	raise_fd_limit();
+	A.loop = loop_new();
+	if (!A.loop || setup_signals() < 0 || resolve_init(A.loop) < 0) {
+		log_error("cannot set up the event loop: %s", strerror(errno));
+		A.status = 1;
+		goto out;
+	}
+	if (start_role(false) < 0) {
+		A.status = 1;
+		goto out;
+	}
+	start_reloader();
+	if (loop_run(A.loop) < 0) {
+		log_error("event loop failed: %s", strerror(errno));
+		A.status = 1;
+	}
+	stop_role();
+	if (A.status == 0)
+		log_info("shut down cleanly");
+out:
+	reloader_free(A.reloader);
+	A.reloader = NULL;
+	resolve_shutdown();
+	relay_pools_free();
+	if (A.sigfd >= 0) {
+		loop_unwatch(A.loop, &A.sigw);
+		close(A.sigfd);
+		A.sigfd = -1;
+	}
+	loop_free(A.loop);
+	A.loop = NULL;
+	config_free(A.cfg);
+	return A.status;
 }

@@ -10,4 +10,8 @@ enum role { ROLE_SERVER, ROLE_CLIENT };
  * process exit status: 0 after a clean shutdown. */
 int app_run(struct config *cfg, enum role role);
 
+/* Ends the run with this exit status (a fatal error found on the loop, such
+ * as a bind_addr that cannot be listened on). */
+void app_exit(int status);
+
 #endif

@@ -69,7 +69,7 @@ struct key {
 	size_t has_off;			/* offset + 1 of a bool set when present; 0: none */
 	long long def;			/* default of K_INT, K_BOOL, K_ENUM */
 	const char *sdef;		/* default of K_STRING (NULL: none) */
-	long long max;			/* K_INT: range is 0..max */
+	long long min, max;		/* K_INT: the range (min is 0 unless set) */
 	const char *unit;		/* K_INT: "seconds" */
 	const char *const *choices;	/* K_ENUM: names, NULL-terminated, index = value */
 	check_fn check;			/* K_STRING: extra validation */
@@ -166,6 +166,10 @@ static const struct key client_service_keys[] = {
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
 	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .has_off = HAS(T, has_retry_interval),
 	  .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
+	{ .name = "udp_idle_timeout", .kind = K_INT, .off = OFF(T, udp_idle_timeout), .def = 60, .min = 1,
+	  .max = CONFIG_MAX_UDP_IDLE, .unit = "seconds" },
+	{ .name = "udp_max_sessions", .kind = K_INT, .off = OFF(T, udp_max_sessions), .def = 1024, .min = 1,
+	  .max = CONFIG_MAX_UDP_SESSIONS, .unit = "sessions" },
 };
 static const struct section client_service_section = SECTION(client_service_keys, T, .side = SIDE_CLIENT, .service = true);
 #undef T
@@ -539,8 +543,8 @@ static void store_int(struct ctx *c, const struct key *k, const struct toml_kv *
 {
 	int64_t v = kv->val->u.integer;
 
-	if (v < 0 || v > k->max) {
-		add_error(c, kv->line, "%s: expected 0 to %lld %s, found %lld", kpath, k->max,
+	if (v < k->min || v > k->max) {
+		add_error(c, kv->line, "%s: expected %lld to %lld %s, found %lld", kpath, k->min, k->max,
 			  k->unit ? k->unit : "", (long long)v);
 		return;
 	}

@@ -58,6 +58,11 @@ struct service_config {
 	bool nodelay;			/* effective: the service's or transport.tcp.nodelay */
 	int retry_interval;		/* client, effective: the service's or the client's */
 	int line;			/* line of the service's table, for messages */
+	/* ours, client, UDP: visitor sockets forgotten after this many idle
+	 * seconds (default 60, as the reference) and at most this many at once
+	 * (default 1024; the oldest is evicted) */
+	int udp_idle_timeout;
+	int udp_max_sessions;
 	bool token_from_default;	/* token copied from default_token (for --check) */
 	bool has_nodelay;		/* nodelay was set on the service itself */
 	bool has_retry_interval;	/* retry_interval was set on the service itself */
@@ -112,6 +117,8 @@ const char *service_type_name(enum service_type t);
 #define CONFIG_MAX_HEARTBEAT	86400	/* heartbeat_interval, heartbeat_timeout */
 #define CONFIG_MAX_RETRY	3600	/* retry_interval */
 #define CONFIG_MAX_KEEPALIVE	32767	/* keepalive_secs/interval: the kernel's limit */
+#define CONFIG_MAX_UDP_IDLE	86400	/* udp_idle_timeout (min 1) */
+#define CONFIG_MAX_UDP_SESSIONS	65536	/* udp_max_sessions (min 1) */
 /* Largest config file read (a config is a few KiB; this bounds memory). */
 #define CONFIG_MAX_FILE_SIZE	(4 * 1024 * 1024)
 

@@ -393,7 +393,7 @@ static int http_check_status(struct proxy_conn *p)
 	reason[n] = '\0';
 	if (code >= 200 && code <= 299)
 		return 0;
-	if (code == 407)
+	if (code == 407 || code == 401)	/* tinyproxy says 401 to wrong credentials */
 		return fail(p, "refused CONNECT: HTTP %d %s (%s)", code, reason,
 			    p->u.has_auth ? "check the user and password in the proxy URL"
 					  : "it wants credentials: http://user:password@host:port");

@@ -1,91 +1,167 @@
-/* TOML 1.0.0 parser: see toml.h.
- *
- * One pass over the bytes, recursive descent for values. The input is not
- * NUL-terminated, so every look-ahead goes through at()/peek(), which return
- * -1 past the end (a NUL byte inside the document is rejected like any other
- * control character). The whole document is checked to be UTF-8 first, so
- * later code may copy non-ASCII bytes without looking at them. */
+/* TOML 1.0.0 parser: one pass over the raw bytes, building the tree as it
+ * goes. The input is not NUL-terminated, so every read goes through peek().
+ * Errors stop the parse: the first failure fills struct toml_error and every
+ * caller returns false/NULL up to toml_parse, which frees the partial tree. */
 #include "toml.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Hostile-input bounds: nesting of arrays and inline tables, and the number
- * of parts in one dotted key or header. Together they bound the depth of the
- * tree (to about 3x100), so freeing and walking it recursively is safe. */
-#define TOML_MAX_NESTING 100
-#define TOML_MAX_KEY_PARTS 100
-/* Tables get a hash index once they hold this many keys; below it a linear
- * scan is faster. */
-#define INDEX_MIN_KEYS 8
-/* Longest key or token quoted back in an error message. */
-#define SHOW_MAX 48
-
-/* How a table or array came to exist; the redefinition rules depend on it. */
-enum origin {
-	ORIGIN_VALUE,		/* scalars and arrays written as values: [1, 2] */
-	ORIGIN_INLINE,		/* { ... }: complete once closed */
-	ORIGIN_IMPLICIT,	/* parent named in a header: may get its own header once */
-	ORIGIN_HEADER,		/* the root, [header] tables and [[header]] elements */
-	ORIGIN_DOTTED,		/* created by a dotted key: a.b = 1 creates a */
-	ORIGIN_AOT,		/* array of tables created by [[header]] */
+/* How a table or array came to exist; TOML's redefinition rules depend on
+ * it (spec 1.0.0, "Table" and "Array of Tables"). */
+enum {
+	NF_HEADER = 1 << 0,	/* table defined by its own [header] */
+	NF_IMPLICIT = 1 << 1,	/* table created as a prefix of a [header] path */
+	NF_DOTTED = 1 << 2,	/* table created by a dotted key */
+	NF_INLINE = 1 << 3,	/* inline table: closed for good */
+	NF_AOT = 1 << 4,	/* array created by [[header]] (extensible) */
 };
 
+/* Every value the parser creates is a node; the public struct comes first
+ * so a toml_value pointer is also a node pointer. */
 struct node {
-	struct toml_value v;	/* first, so a toml_value * is a node * */
-	enum origin origin;
-	uint32_t *index;	/* tables: slots hold item index + 1, 0 is empty */
-	size_t index_cap;	/* power of two, 0 while there is no index */
+	struct toml_value v;
+	unsigned flags;
+	int depth;		/* root table is 0 */
 };
+
+#define INDEX_MIN_ITEMS 8	/* tables smaller than this are scanned */
 
 struct parser {
-	const char *s;
+	const char *buf;
 	size_t len, pos;
-	int line;		/* of pos */
+	int line;		/* 1-based line of pos */
 	size_t line_start;	/* offset of the first byte of that line */
-	size_t memo_pos;	/* column cache, so long lines stay linear */
-	int memo_col;
-	int nesting;		/* open arrays and inline tables */
-	bool failed;
 	struct toml_error *err;
-	struct node *root;
-	struct node *cur;	/* table that key/value lines go into */
+	bool failed;
 };
 
+/* A key as written: one or more dotted parts. */
 struct keypart {
 	char *s;
 	size_t len;
 	int line, col;
-	bool moved;		/* s now belongs to a table (and stays readable) */
 };
 
-struct keypath {
-	struct keypart *part;
+struct key {
+	struct keypart *part;	/* grown as needed, at most TOML_MAX_DEPTH + 1 */
 	int n, cap;
 };
 
 struct sbuf {
 	char *p;
 	size_t len, cap;
+	bool oom;
 };
 
-static struct node *parse_value(struct parser *p);
-static bool parse_keyval(struct parser *p, struct node *table);
+/* ---- input and errors ---- */
 
-/* ---- input and positions ---- */
-
-static int at(const struct parser *p, size_t i)
+static int peek_at(const struct parser *p, size_t off)
 {
-	return i < p->len ? (unsigned char)p->s[i] : -1;
+	if (p->pos + off >= p->len)
+		return -1;
+	return (unsigned char)p->buf[p->pos + off];
 }
 
 static int peek(const struct parser *p)
 {
-	return at(p, p->pos);
+	return peek_at(p, 0);
+}
+
+static int cur_col(const struct parser *p)
+{
+	size_t c = p->pos - p->line_start + 1;
+	return c > 1000000000 ? 1000000000 : (int)c;
+}
+
+static bool fail_at(struct parser *p, int line, int col, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static bool fail_at(struct parser *p, int line, int col, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (p->failed)
+		return false;
+	p->failed = true;
+	p->err->line = line;
+	p->err->col = col;
+	va_start(ap, fmt);
+	vsnprintf(p->err->msg, sizeof p->err->msg, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+#define fail(p, ...) fail_at((p), (p)->line, cur_col(p), __VA_ARGS__)
+
+/* Describes the byte at the cursor for messages: 'x', "end of input", ... */
+static const char *describe_here(const struct parser *p, char *out, size_t cap)
+{
+	int c = peek(p);
+
+	if (c < 0)
+		snprintf(out, cap, "end of input");
+	else if (c == '\n' || (c == '\r' && peek_at(p, 1) == '\n'))
+		snprintf(out, cap, "end of line");
+	else if (c > 0x20 && c < 0x7f)
+		snprintf(out, cap, "'%c'", c);
+	else if (c == ' ')
+		snprintf(out, cap, "a space");
+	else
+		snprintf(out, cap, "byte 0x%02x", (unsigned)c);
+	return out;
+}
+
+/* A key for messages: printable, shortened, quotes escaped. */
+static const char *describe_key(const char *s, size_t len, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 8 < cap; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (o + 12 >= cap) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static bool at_newline(const struct parser *p)
+{
+	int c = peek(p);
+	return c == '\n' || (c == '\r' && peek_at(p, 1) == '\n');
+}
+
+static void eat_newline(struct parser *p)
+{
+	p->pos += peek(p) == '\r' ? 2 : 1;
+	p->line++;
+	p->line_start = p->pos;
+}
+
+static bool is_ws(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static void skip_ws(struct parser *p)
+{
+	while (is_ws(peek(p)))
+		p->pos++;
 }
 
 static bool is_digit(int c)
@@ -93,178 +169,325 @@ static bool is_digit(int c)
 	return c >= '0' && c <= '9';
 }
 
-static bool is_bare_key_char(int c)
-{
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) ||
-	       c == '_' || c == '-';
-}
-
-/* Control characters that may not appear in strings or comments (tab may). */
-static bool is_control(int c)
+/* Control characters other than tab are not allowed in strings/comments. */
+static bool is_forbidden_control(int c)
 {
 	return (c >= 0 && c < 0x20 && c != '\t') || c == 0x7f;
 }
 
-/* Column (1-based, in characters) of pos, which must be on the current line. */
-static int column_of(struct parser *p, size_t pos)
+/* One pass over the whole document before parsing: valid UTF-8 (no overlong
+ * forms, surrogates or code points past U+10FFFF), no NUL, no bare CR.
+ * Later stages can then treat bytes >= 0x80 as opaque. */
+static bool validate_bytes(struct parser *p)
 {
-	if (pos < p->line_start)
-		return 1;
-	if (p->memo_pos < p->line_start || p->memo_pos > pos) {
-		p->memo_pos = p->line_start;
-		p->memo_col = 1;
+	const unsigned char *s = (const unsigned char *)p->buf;
+	int line = 1;
+	size_t line_start = 0;
+
+	for (size_t i = 0; i < p->len;) {
+		unsigned c = s[i];
+		int col = (int)(i - line_start + 1);
+		size_t need;
+		unsigned cp, min;
+
+		if (c == '\n') {
+			line++;
+			line_start = ++i;
+			continue;
+		}
+		if (c == 0)
+			return fail_at(p, line, col, "NUL byte in document (TOML text must not contain U+0000)");
+		if (c == '\r' && (i + 1 >= p->len || s[i + 1] != '\n'))
+			return fail_at(p, line, col, "carriage return not followed by a newline (bare CR is not allowed)");
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1; cp = c & 0x1f; min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2; cp = c & 0x0f; min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3; cp = c & 0x07; min = 0x10000;
+		} else {
+			return fail_at(p, line, col, "invalid UTF-8 (byte 0x%02x); save the file as UTF-8", c);
+		}
+		if (p->len - i <= need)
+			return fail_at(p, line, col, "truncated UTF-8 sequence at end of document");
+		for (size_t k = 1; k <= need; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return fail_at(p, line, col, "invalid UTF-8 sequence; save the file as UTF-8");
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return fail_at(p, line, col, "invalid UTF-8 (overlong, surrogate or out-of-range code point)");
+		i += need + 1;
 	}
-	for (; p->memo_pos < pos; p->memo_pos++)
-		if (((unsigned char)p->s[p->memo_pos] & 0xC0) != 0x80 && p->memo_col < INT_MAX)
-			p->memo_col++;
-	return p->memo_col;
-}
-
-static int cur_col(struct parser *p)
-{
-	return column_of(p, p->pos);
-}
-
-/* Consumes LF or CRLF at pos. */
-static bool take_newline(struct parser *p)
-{
-	if (peek(p) == '\n')
-		p->pos++;
-	else if (peek(p) == '\r' && at(p, p->pos + 1) == '\n')
-		p->pos += 2;
-	else
-		return false;
-	if (p->line < INT_MAX)
-		p->line++;
-	p->line_start = p->pos;
 	return true;
 }
 
-static bool at_newline(const struct parser *p)
-{
-	return peek(p) == '\n' || peek(p) == '\r';
-}
+/* ---- small buffers ---- */
 
-static void skip_ws(struct parser *p)
+static void sb_grow(struct sbuf *b, size_t extra)
 {
-	while (peek(p) == ' ' || peek(p) == '\t')
-		p->pos++;
-}
+	size_t cap;
+	char *np;
 
-/* ---- errors ---- */
-
-__attribute__((format(printf, 4, 0)))
-static bool vfail_at(struct parser *p, int line, int col, const char *fmt, va_list ap)
-{
-	if (!p->failed) {
-		p->failed = true;
-		p->err->line = line;
-		p->err->col = col;
-		vsnprintf(p->err->msg, sizeof p->err->msg, fmt, ap);
+	if (b->oom || b->len + extra + 1 <= b->cap)
+		return;
+	cap = b->cap ? b->cap : 32;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	np = realloc(b->p, cap);
+	if (!np) {
+		b->oom = true;
+		return;
 	}
-	return false;
+	b->p = np;
+	b->cap = cap;
 }
 
-__attribute__((format(printf, 4, 5)))
-static bool fail_at(struct parser *p, int line, int col, const char *fmt, ...)
+static void sb_putn(struct sbuf *b, const char *s, size_t n)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vfail_at(p, line, col, fmt, ap);
-	va_end(ap);
-	return false;
+	sb_grow(b, n);
+	if (b->oom)
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
 }
 
-/* Reports an error at the current position. */
-__attribute__((format(printf, 2, 3)))
-static bool fail(struct parser *p, const char *fmt, ...)
+static void sb_putc(struct sbuf *b, char c)
 {
-	va_list ap;
-	int col = cur_col(p);
-
-	va_start(ap, fmt);
-	vfail_at(p, p->line, col, fmt, ap);
-	va_end(ap);
-	return false;
+	sb_putn(b, &c, 1);
 }
 
-static bool fail_oom(struct parser *p)
+static void sb_put_utf8(struct sbuf *b, uint32_t cp)
 {
-	return fail(p, "out of memory while parsing");
-}
+	char o[4];
+	size_t n;
 
-static bool fail_bare_cr(struct parser *p)
-{
-	return fail(p, "carriage return (CR) without a following line feed; "
-		    "TOML allows only LF or CRLF line endings");
-}
-
-/* Decodes the (already validated) UTF-8 character at i. */
-static unsigned long codepoint_at(const struct parser *p, size_t i)
-{
-	int c = at(p, i);
-	int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-	unsigned long cp = (unsigned long)c & (n == 3 ? 0x07 : n == 2 ? 0x0F : n == 1 ? 0x1F : 0x7F);
-
-	for (int k = 1; k <= n && at(p, i + (size_t)k) >= 0; k++)
-		cp = cp << 6 | ((unsigned long)at(p, i + (size_t)k) & 0x3F);
-	return cp;
-}
-
-/* Names the character at i for "found ..." in messages. */
-static const char *describe(const struct parser *p, size_t i, char *buf, size_t size)
-{
-	int c = at(p, i);
-
-	if (c < 0)
-		return "end of file";
-	if (c == '\n' || c == '\r')
-		return "end of line";
-	if (c == ' ' || c == '\t')
-		return "whitespace";
-	if (c > 0x20 && c < 0x7f)
-		snprintf(buf, size, "'%c'", c);
-	else if (c < 0x80)
-		snprintf(buf, size, "control character U+%04X", (unsigned)c);
-	else
-		snprintf(buf, size, "character U+%04lX", codepoint_at(p, i));
-	return buf;
-}
-
-/* Copies a key for a message: non-printable bytes become '?', long keys are
- * cut with "...". Appends to buf at *off. */
-static void show_append(char *buf, size_t size, size_t *off, const char *k, size_t n)
-{
-	for (size_t i = 0; i < n && *off + 4 < size; i++) {
-		unsigned char c = (unsigned char)k[i];
-		buf[(*off)++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-		if (*off >= SHOW_MAX && i + 1 < n) {
-			memcpy(buf + *off, "...", 3);
-			*off += 3;
-			break;
-		}
+	if (cp < 0x80) {
+		o[0] = (char)cp; n = 1;
+	} else if (cp < 0x800) {
+		o[0] = (char)(0xc0 | (cp >> 6));
+		o[1] = (char)(0x80 | (cp & 0x3f)); n = 2;
+	} else if (cp < 0x10000) {
+		o[0] = (char)(0xe0 | (cp >> 12));
+		o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		o[2] = (char)(0x80 | (cp & 0x3f)); n = 3;
+	} else {
+		o[0] = (char)(0xf0 | (cp >> 18));
+		o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+		o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		o[3] = (char)(0x80 | (cp & 0x3f)); n = 4;
 	}
-	buf[*off] = '\0';
+	sb_putn(b, o, n);
 }
 
-/* "a.b.c" from the first n parts of a key path. */
-static const char *show_path(const struct keypath *kp, int n, char *buf, size_t size)
+/* Hands the buffer's bytes over (always NUL-terminated, never NULL). */
+static char *sb_take(struct sbuf *b, size_t *len)
 {
-	size_t off = 0;
+	char *s;
 
-	buf[0] = '\0';
-	for (int i = 0; i < n && off < SHOW_MAX; i++) {
-		if (i && off + 2 < size) {
-			buf[off++] = '.';
-			buf[off] = '\0';
-		}
-		show_append(buf, size, &off, kp->part[i].s, kp->part[i].len);
+	sb_grow(b, 0);
+	if (b->oom) {
+		free(b->p);
+		return NULL;
 	}
-	return buf;
+	s = b->p;
+	s[b->len] = '\0';
+	*len = b->len;
+	b->p = NULL;
+	b->len = b->cap = 0;
+	return s;
 }
 
 /* ---- tree ---- */
+
+static struct node *new_node(struct parser *p, enum toml_type type, int line, int col, int depth)
+{
+	struct node *n;
+
+	if (depth > TOML_MAX_DEPTH) {
+		fail_at(p, line, col, "nesting too deep (more than %d levels of tables/arrays)", TOML_MAX_DEPTH);
+		return NULL;
+	}
+	n = calloc(1, sizeof *n);
+	if (!n) {
+		fail_at(p, line, col, "out of memory");
+		return NULL;
+	}
+	n->v.type = type;
+	n->v.line = line;
+	n->v.col = col;
+	n->depth = depth;
+	return n;
+}
+
+static struct node *as_node(const struct toml_value *v)
+{
+	return (struct node *)v;
+}
+
+void toml_free(struct toml_value *v)
+{
+	if (!v)
+		return;
+	if (v->type == TOML_TABLE) {
+		for (size_t i = 0; i < v->u.table.len; i++) {
+			free(v->u.table.items[i].key);
+			toml_free(v->u.table.items[i].val);
+		}
+		free(v->u.table.items);
+		free(v->u.table.index);
+	} else if (v->type == TOML_ARRAY) {
+		for (size_t i = 0; i < v->u.array.len; i++)
+			toml_free(v->u.array.items[i]);
+		free(v->u.array.items);
+	} else if (v->type == TOML_STRING) {
+		free(v->u.str.ptr);
+	}
+	free(v);
+}
+
+static size_t hash_key(const char *s, size_t len)
+{
+	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return (size_t)(h ^ (h >> 29));
+}
+
+static struct toml_kv *table_find(const struct toml_value *t, const char *key, size_t len)
+{
+	if (!t || t->type != TOML_TABLE)
+		return NULL;
+	if (t->u.table.index) {
+		size_t mask = t->u.table.index_cap - 1;
+		for (size_t h = hash_key(key, len) & mask;; h = (h + 1) & mask) {
+			size_t slot = t->u.table.index[h];
+			struct toml_kv *kv;
+			if (!slot)
+				return NULL;
+			kv = &t->u.table.items[slot - 1];
+			if (kv->keylen == len && memcmp(kv->key, key, len) == 0)
+				return kv;
+		}
+	}
+	for (size_t i = 0; i < t->u.table.len; i++) {
+		struct toml_kv *kv = &t->u.table.items[i];
+		if (kv->keylen == len && memcmp(kv->key, key, len) == 0)
+			return kv;
+	}
+	return NULL;
+}
+
+static void index_put(struct toml_value *t, size_t item)
+{
+	size_t mask = t->u.table.index_cap - 1;
+	const struct toml_kv *kv = &t->u.table.items[item];
+	size_t h = hash_key(kv->key, kv->keylen) & mask;
+
+	while (t->u.table.index[h])
+		h = (h + 1) & mask;
+	t->u.table.index[h] = item + 1;
+}
+
+/* Keeps the index at most half full; rebuilt whenever it doubles. */
+static bool index_update(struct toml_value *t)
+{
+	size_t n = t->u.table.len;
+
+	if (n < INDEX_MIN_ITEMS)
+		return true;
+	if (t->u.table.index && n * 2 <= t->u.table.index_cap) {
+		index_put(t, n - 1);
+		return true;
+	}
+	size_t cap = 32;
+	while (cap < n * 4)
+		cap *= 2;
+	size_t *idx = calloc(cap, sizeof *idx);
+	if (!idx)
+		return false;
+	free(t->u.table.index);
+	t->u.table.index = idx;
+	t->u.table.index_cap = cap;
+	for (size_t i = 0; i < n; i++)
+		index_put(t, i);
+	return true;
+}
+
+/* Takes ownership of kp->s and val (both freed on failure). */
+static bool table_add(struct parser *p, struct toml_value *t, struct keypart *kp, struct toml_value *val)
+{
+	if (t->u.table.len == t->u.table.cap) {
+		size_t cap = t->u.table.cap ? t->u.table.cap * 2 : 4;
+		struct toml_kv *items = realloc(t->u.table.items, cap * sizeof *items);
+		if (!items)
+			goto fail;
+		t->u.table.items = items;
+		t->u.table.cap = cap;
+	}
+	t->u.table.items[t->u.table.len++] = (struct toml_kv){
+		.key = kp->s, .keylen = kp->len, .line = kp->line, .col = kp->col, .val = val,
+	};
+	kp->s = NULL;
+	if (!index_update(t))
+		return fail_at(p, kp->line, kp->col, "out of memory");
+	return true;
+fail:
+	free(kp->s);
+	kp->s = NULL;
+	toml_free(val);
+	return fail_at(p, kp->line, kp->col, "out of memory");
+}
+
+static bool array_add(struct parser *p, struct toml_value *a, struct toml_value *val)
+{
+	if (a->u.array.len == a->u.array.cap) {
+		size_t cap = a->u.array.cap ? a->u.array.cap * 2 : 4;
+		struct toml_value **items = realloc(a->u.array.items, cap * sizeof *items);
+		if (!items) {
+			toml_free(val);
+			return fail(p, "out of memory");
+		}
+		a->u.array.items = items;
+		a->u.array.cap = cap;
+	}
+	a->u.array.items[a->u.array.len++] = val;
+	return true;
+}
+
+/* Creates an empty table under t (key taken over). */
+static struct toml_value *add_subtable(struct parser *p, struct toml_value *t, struct keypart *kp, unsigned flags)
+{
+	struct node *n = new_node(p, TOML_TABLE, kp->line, kp->col, as_node(t)->depth + 1);
+
+	if (!n)
+		return NULL;
+	n->flags = flags;
+	if (!table_add(p, t, kp, &n->v))
+		return NULL;
+	return &n->v;
+}
+
+struct toml_value *toml_get(const struct toml_value *t, const char *key)
+{
+	const struct toml_kv *kv = toml_get_kv(t, key);
+	return kv ? kv->val : NULL;
+}
+
+const struct toml_kv *toml_get_kv(const struct toml_value *t, const char *key)
+{
+	if (!key)
+		return NULL;
+	return table_find(t, key, strlen(key));
+}
 
 const char *toml_type_name(enum toml_type t)
 {
@@ -283,259 +506,55 @@ const char *toml_type_name(enum toml_type t)
 	return "unknown";
 }
 
-/* "an integer", "a table": for "already defined as ..." messages. */
-static const char *type_with_article(enum toml_type t)
+/* ---- comments and line ends ---- */
+
+static bool skip_comment(struct parser *p)
 {
-	switch (t) {
-	case TOML_TABLE: return "a table";
-	case TOML_ARRAY: return "an array";
-	case TOML_STRING: return "a string";
-	case TOML_INTEGER: return "an integer";
-	case TOML_FLOAT: return "a float";
-	case TOML_BOOL: return "a boolean";
-	case TOML_DATETIME: return "an offset date-time";
-	case TOML_DATETIME_LOCAL: return "a local date-time";
-	case TOML_DATE_LOCAL: return "a local date";
-	case TOML_TIME_LOCAL: return "a local time";
-	}
-	return "a value";
-}
-
-static struct node *new_node(struct parser *p, enum toml_type type, enum origin origin,
-			     int line, int col)
-{
-	struct node *n = calloc(1, sizeof *n);
-
-	if (!n) {
-		fail_oom(p);
-		return NULL;
-	}
-	n->v.type = type;
-	n->v.line = line;
-	n->v.col = col;
-	n->origin = origin;
-	return n;
-}
-
-void toml_free(struct toml_value *v)
-{
-	struct node *n = (struct node *)v;
-
-	if (!v)
-		return;
-	switch (v->type) {
-	case TOML_TABLE:
-		for (size_t i = 0; i < v->u.table.len; i++) {
-			free(v->u.table.items[i].key);
-			toml_free(v->u.table.items[i].val);
-		}
-		free(v->u.table.items);
-		free(n->index);
-		break;
-	case TOML_ARRAY:
-		for (size_t i = 0; i < v->u.array.len; i++)
-			toml_free(v->u.array.items[i]);
-		free(v->u.array.items);
-		break;
-	case TOML_STRING:
-		free(v->u.str.ptr);
-		break;
-	default:
-		break;
-	}
-	free(n);
-}
-
-/* FNV-1a: keys are short and not chosen to collide with each other on
- * purpose often enough to matter; probing stays linear in the worst case per
- * lookup, never worse. */
-static uint64_t hash_key(const char *k, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)k[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-static struct toml_kv *table_find(const struct toml_value *t, const char *k, size_t n)
-{
-	const struct node *nd = (const struct node *)t;
-	struct toml_kv *items = t->u.table.items;
-
-	if (nd->index) {
-		size_t mask = nd->index_cap - 1;
-
-		for (size_t i = hash_key(k, n) & mask;; i = (i + 1) & mask) {
-			uint32_t slot = nd->index[i];
-
-			if (!slot)
-				return NULL;
-			if (items[slot - 1].keylen == n && memcmp(items[slot - 1].key, k, n) == 0)
-				return &items[slot - 1];
-		}
-	}
-	for (size_t i = 0; i < t->u.table.len; i++)
-		if (items[i].keylen == n && memcmp(items[i].key, k, n) == 0)
-			return &items[i];
-	return NULL;
-}
-
-static void index_put(struct node *t, size_t item)
-{
-	const struct toml_kv *kv = &t->v.u.table.items[item];
-	size_t mask = t->index_cap - 1;
-	size_t i = hash_key(kv->key, kv->keylen) & mask;
-
-	while (t->index[i])
-		i = (i + 1) & mask;
-	t->index[i] = (uint32_t)(item + 1);
-}
-
-/* Keeps the index at most a quarter full, so probe runs stay short. */
-static bool index_update(struct parser *p, struct node *t)
-{
-	size_t len = t->v.u.table.len;
-	size_t cap;
-	uint32_t *slots;
-
-	if (len < INDEX_MIN_KEYS)
+	if (peek(p) != '#')
 		return true;
-	if (t->index && len * 4 <= t->index_cap) {
-		index_put(t, len - 1);
+	for (;;) {
+		int c = peek(p);
+		if (c < 0 || at_newline(p))
+			return true;
+		if (is_forbidden_control(c))
+			return fail(p, "control character 0x%02x in comment", (unsigned)c);
+		p->pos++;
+	}
+}
+
+/* After a key/value pair or header: only whitespace and a comment may
+ * follow before the newline. */
+static bool expect_line_end(struct parser *p, const char *after)
+{
+	char d[32];
+
+	skip_ws(p);
+	if (!skip_comment(p))
+		return false;
+	if (peek(p) < 0)
+		return true;
+	if (at_newline(p)) {
+		eat_newline(p);
 		return true;
 	}
-	if (len >= UINT32_MAX / 8)
-		return fail(p, "too many keys in one table");
-	for (cap = 32; cap < len * 8; cap *= 2)
-		;
-	slots = calloc(cap, sizeof *slots);
-	if (!slots)
-		return fail_oom(p);
-	free(t->index);
-	t->index = slots;
-	t->index_cap = cap;
-	for (size_t i = 0; i < len; i++)
-		index_put(t, i);
-	return true;
+	return fail(p, "unexpected %s after %s; expected a newline or '#' comment",
+		    describe_here(p, d, sizeof d), after);
 }
 
-/* Appends key = val to a table. Takes ownership of key and val, also when it
- * fails. The caller has checked that the key is new. */
-static bool table_add(struct parser *p, struct node *t, char *key, size_t keylen,
-		      int line, int col, struct node *val)
+/* Inside arrays, values may be spread over lines with comments between. */
+static bool skip_ws_newlines_comments(struct parser *p)
 {
-	struct toml_value *v = &t->v;
-
-	if (v->u.table.len == v->u.table.cap) {
-		size_t cap = v->u.table.cap ? v->u.table.cap * 2 : 4;
-		struct toml_kv *items = cap < SIZE_MAX / sizeof *items ?
-			realloc(v->u.table.items, cap * sizeof *items) : NULL;
-
-		if (!items) {
-			free(key);
-			toml_free(&val->v);
-			return fail_oom(p);
-		}
-		v->u.table.items = items;
-		v->u.table.cap = cap;
+	for (;;) {
+		skip_ws(p);
+		if (!skip_comment(p))
+			return false;
+		if (!at_newline(p))
+			return true;
+		eat_newline(p);
 	}
-	v->u.table.items[v->u.table.len++] = (struct toml_kv){
-		.key = key, .keylen = keylen, .line = line, .col = col, .val = &val->v,
-	};
-	return index_update(p, t);
-}
-
-/* Takes ownership of item, also when it fails. */
-static bool array_push(struct parser *p, struct node *a, struct node *item)
-{
-	struct toml_value *v = &a->v;
-
-	if (v->u.array.len == v->u.array.cap) {
-		size_t cap = v->u.array.cap ? v->u.array.cap * 2 : 4;
-		struct toml_value **items = cap < SIZE_MAX / sizeof *items ?
-			realloc(v->u.array.items, cap * sizeof *items) : NULL;
-
-		if (!items) {
-			toml_free(&item->v);
-			return fail_oom(p);
-		}
-		v->u.array.items = items;
-		v->u.array.cap = cap;
-	}
-	v->u.array.items[v->u.array.len++] = &item->v;
-	return true;
-}
-
-struct toml_value *toml_get(const struct toml_value *t, const char *key)
-{
-	const struct toml_kv *kv = toml_get_kv(t, key);
-
-	return kv ? kv->val : NULL;
-}
-
-const struct toml_kv *toml_get_kv(const struct toml_value *t, const char *key)
-{
-	if (!t || !key || t->type != TOML_TABLE)
-		return NULL;
-	return table_find(t, key, strlen(key));
 }
 
 /* ---- strings ---- */
-
-/* Appends n bytes, keeping room for a final NUL. */
-static bool sbuf_put(struct parser *p, struct sbuf *b, const char *src, size_t n)
-{
-	if (b->cap - b->len <= n) {
-		size_t cap = b->cap ? b->cap : 32;
-		char *np;
-
-		while (cap - b->len <= n) {
-			if (cap > SIZE_MAX / 2)
-				return fail_oom(p);
-			cap *= 2;
-		}
-		np = realloc(b->p, cap);
-		if (!np)
-			return fail_oom(p);
-		b->p = np;
-		b->cap = cap;
-	}
-	if (n)
-		memcpy(b->p + b->len, src, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return true;
-}
-
-static bool sbuf_put_utf8(struct parser *p, struct sbuf *b, unsigned long cp)
-{
-	char o[4];
-	size_t n;
-
-	if (cp < 0x80) {
-		o[0] = (char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		o[0] = (char)(0xC0 | cp >> 6);
-		o[1] = (char)(0x80 | (cp & 0x3F));
-		n = 2;
-	} else if (cp < 0x10000) {
-		o[0] = (char)(0xE0 | cp >> 12);
-		o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		o[2] = (char)(0x80 | (cp & 0x3F));
-		n = 3;
-	} else {
-		o[0] = (char)(0xF0 | cp >> 18);
-		o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-		o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		o[3] = (char)(0x80 | (cp & 0x3F));
-		n = 4;
-	}
-	return sbuf_put(p, b, o, n);
-}
 
 static int hex_value(int c)
 {
@@ -548,932 +567,545 @@ static int hex_value(int c)
 	return -1;
 }
 
-/* pos is on the backslash of \uXXXX or \UXXXXXXXX. */
-static bool parse_unicode_escape(struct parser *p, struct sbuf *b)
+static bool parse_unicode_escape(struct parser *p, int ndigits, struct sbuf *out)
 {
-	int letter = at(p, p->pos + 1);
-	int ndigits = letter == 'u' ? 4 : 8;
-	unsigned long cp = 0;
+	uint32_t cp = 0;
 
-	for (int k = 0; k < ndigits; k++) {
-		int h = hex_value(at(p, p->pos + 2 + (size_t)k));
-
+	for (int i = 0; i < ndigits; i++) {
+		int h = hex_value(peek_at(p, (size_t)i));
 		if (h < 0)
-			return fail(p, "the \\%c escape needs exactly %d hex digits", letter, ndigits);
-		cp = cp << 4 | (unsigned long)h;
+			return fail(p, "\\%c escape needs exactly %d hex digits",
+				    ndigits == 4 ? 'u' : 'U', ndigits);
+		cp = (cp << 4) | (uint32_t)h;
 	}
-	if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return fail(p, "escape \\%c%.*s is not a Unicode scalar value "
-			    "(surrogates D800-DFFF and values above 10FFFF are not allowed)",
-			    letter, ndigits, p->s + p->pos + 2);
-	p->pos += 2 + (size_t)ndigits;
-	return sbuf_put_utf8(p, b, cp);
-}
-
-/* A backslash at the end of a line in a multi-line basic string removes
- * itself, the newline and all whitespace and newlines after it. pos is on the
- * backslash, which is followed by whitespace or a newline. */
-static bool skip_line_ending_backslash(struct parser *p)
-{
-	size_t i = p->pos + 1;
-
-	while (at(p, i) == ' ' || at(p, i) == '\t')
-		i++;
-	if (at(p, i) != '\n' && !(at(p, i) == '\r' && at(p, i + 1) == '\n'))
-		return fail(p, "a backslash followed by whitespace must end the line "
-			    "(line-ending backslash); to write a backslash, use \\\\");
-	p->pos = i;
-	for (;;) {
-		skip_ws(p);
-		if (take_newline(p))
-			continue;
-		if (peek(p) == '\r')
-			return fail_bare_cr(p);
-		return true;
-	}
-}
-
-/* pos is on a backslash inside a basic string. */
-static bool parse_escape(struct parser *p, struct sbuf *b, bool multiline)
-{
-	int c = at(p, p->pos + 1);
-	const char *rep = NULL;
-	char buf[40];
-
-	switch (c) {
-	case 'b': rep = "\b"; break;
-	case 't': rep = "\t"; break;
-	case 'n': rep = "\n"; break;
-	case 'f': rep = "\f"; break;
-	case 'r': rep = "\r"; break;
-	case '"': rep = "\""; break;
-	case '\\': rep = "\\"; break;
-	case 'u':
-	case 'U':
-		return parse_unicode_escape(p, b);
-	default:
-		break;
-	}
-	if (rep) {
-		p->pos += 2;
-		return sbuf_put(p, b, rep, 1);
-	}
-	if (multiline && (c == ' ' || c == '\t' || c == '\n' || c == '\r'))
-		return skip_line_ending_backslash(p);
-	if (c < 0)
-		return fail(p, "unterminated escape sequence at end of file");
-	return fail(p, "invalid escape sequence: backslash followed by %s; TOML 1.0 allows "
-		    "\\b \\t \\n \\f \\r \\\" \\\\ \\uXXXX and \\UXXXXXXXX",
-		    describe(p, p->pos + 1, buf, sizeof buf));
-}
-
-static bool fail_control_in_string(struct parser *p, int c)
-{
-	return fail(p, "control character U+%04X is not allowed in a string; "
-		    "write it as the escape \\u%04X in a basic string", (unsigned)c, (unsigned)c);
-}
-
-/* Copies bytes up to the next quote, backslash (if escapes) or control
- * character. */
-static bool copy_plain_run(struct parser *p, struct sbuf *b, int quote, bool escapes)
-{
-	size_t start = p->pos;
-
-	while (p->pos < p->len) {
-		int c = (unsigned char)p->s[p->pos];
-
-		if (c == quote || (escapes && c == '\\') || is_control(c))
-			break;
-		p->pos++;
-	}
-	return sbuf_put(p, b, p->s + start, p->pos - start);
-}
-
-/* "..." or '...' on one line. pos is on the opening quote. */
-static bool parse_line_string(struct parser *p, struct sbuf *b)
-{
-	int quote = peek(p);
-	bool escapes = quote == '"';
-	int line = p->line, col = cur_col(p);
-
-	if (!sbuf_put(p, b, "", 0))	/* an empty string still gets a buffer */
-		return false;
-	p->pos++;
-	for (;;) {
-		int c;
-
-		if (!copy_plain_run(p, b, quote, escapes))
-			return false;
-		c = peek(p);
-		if (c == quote) {
-			p->pos++;
-			return true;
-		}
-		if (c == '\\') {
-			if (!parse_escape(p, b, false))
-				return false;
-			continue;
-		}
-		if (c < 0)
-			return fail_at(p, line, col, "unterminated string: missing closing %c", quote);
-		if (c == '\n' || c == '\r')
-			return fail(p, "string starting at line %d, column %d is not closed on its line; "
-				    "add the closing %c, or use %c%c%c for a multi-line string",
-				    line, col, quote, quote, quote, quote);
-		return fail_control_in_string(p, c);
-	}
-}
-
-/* """...""" or '''...'''. pos is on the first of the three opening quotes.
- * One or two quotes may sit right before the closing three. */
-static bool parse_multiline_string(struct parser *p, struct sbuf *b)
-{
-	int quote = peek(p);
-	bool escapes = quote == '"';
-	int line = p->line, col = cur_col(p);
-
-	if (!sbuf_put(p, b, "", 0))
-		return false;
-	p->pos += 3;
-	/* A newline right after the opening delimiter is trimmed. */
-	if (!take_newline(p) && peek(p) == '\r')
-		return fail_bare_cr(p);
-	for (;;) {
-		int c;
-
-		if (!copy_plain_run(p, b, quote, escapes))
-			return false;
-		c = peek(p);
-		if (c == quote) {
-			size_t n = 0;
-
-			while (at(p, p->pos + n) == quote)
-				n++;
-			if (n < 3) {
-				if (!sbuf_put(p, b, p->s + p->pos, n))
-					return false;
-				p->pos += n;
-				continue;
-			}
-			if (n > 5)
-				return fail(p, "too many %c characters: at most two may come right "
-					    "before the closing %c%c%c", quote, quote, quote, quote);
-			if (!sbuf_put(p, b, p->s + p->pos, n - 3))
-				return false;
-			p->pos += n;
-			return true;
-		}
-		if (c == '\\') {
-			if (!parse_escape(p, b, true))
-				return false;
-			continue;
-		}
-		if (c == '\n' || c == '\r') {
-			if (!take_newline(p))
-				return fail_bare_cr(p);
-			if (!sbuf_put(p, b, "\n", 1))
-				return false;
-			continue;
-		}
-		if (c < 0)
-			return fail_at(p, line, col, "unterminated multi-line string: missing closing %c%c%c",
-				       quote, quote, quote);
-		return fail_control_in_string(p, c);
-	}
-}
-
-static bool starts_multiline(const struct parser *p)
-{
-	int q = peek(p);
-
-	return at(p, p->pos + 1) == q && at(p, p->pos + 2) == q;
-}
-
-static struct node *parse_string_value(struct parser *p, int line, int col)
-{
-	struct sbuf b = { 0 };
-	bool ok = starts_multiline(p) ? parse_multiline_string(p, &b) : parse_line_string(p, &b);
-	struct node *n = ok ? new_node(p, TOML_STRING, ORIGIN_VALUE, line, col) : NULL;
-
-	if (!n) {
-		free(b.p);
-		return NULL;
-	}
-	n->v.u.str.ptr = b.p;
-	n->v.u.str.len = b.len;
-	return n;
-}
-
-/* ---- comments and line ends ---- */
-
-/* pos is on '#'; stops before the line end. */
-static bool skip_comment(struct parser *p)
-{
-	for (p->pos++; p->pos < p->len; p->pos++) {
-		int c = peek(p);
-
-		if (c == '\n')
-			return true;
-		if (c == '\r') {
-			if (at(p, p->pos + 1) == '\n')
-				return true;
-			return fail_bare_cr(p);
-		}
-		if (is_control(c))
-			return fail(p, "control character U+%04X is not allowed in a comment",
-				    (unsigned)c);
-	}
+	if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return fail(p, "escape \\%c%.*s is not a Unicode scalar value (surrogates and values above 10FFFF are not allowed)",
+			    ndigits == 4 ? 'u' : 'U', ndigits, p->buf + p->pos);
+	p->pos += (size_t)ndigits;
+	sb_put_utf8(out, cp);
 	return true;
 }
 
-/* After a key/value pair or a header: optional comment, then a newline or
- * the end of the document. */
-static bool end_of_line(struct parser *p, const char *after)
+/* A backslash at the end of a line in a multi-line basic string swallows
+ * the newline and all whitespace/newlines after it. Cursor is after '\'. */
+static bool try_line_ending_backslash(struct parser *p, bool *done)
 {
-	char buf[40];
+	size_t i = 0;
 
-	skip_ws(p);
-	if (peek(p) == '#' && !skip_comment(p))
-		return false;
-	if (peek(p) < 0 || take_newline(p))
+	*done = false;
+	while (is_ws(peek_at(p, i)))
+		i++;
+	if (!(peek_at(p, i) == '\n' || (peek_at(p, i) == '\r' && peek_at(p, i + 1) == '\n')))
 		return true;
-	if (peek(p) == '\r')
-		return fail_bare_cr(p);
-	return fail(p, "unexpected %s after %s; it must be followed by a newline or a comment",
-		    describe(p, p->pos, buf, sizeof buf), after);
+	p->pos += i;
+	for (;;) {
+		if (at_newline(p))
+			eat_newline(p);
+		else if (is_ws(peek(p)))
+			p->pos++;
+		else
+			break;
+	}
+	*done = true;
+	return true;
 }
 
-/* Whitespace, comments and newlines, as allowed between array elements. */
-static bool skip_ws_comments_newlines(struct parser *p)
+/* Cursor is on the character after '\'. */
+static bool parse_escape(struct parser *p, bool multiline, struct sbuf *out)
 {
-	for (;;) {
-		skip_ws(p);
-		if (peek(p) == '#') {
-			if (!skip_comment(p))
-				return false;
-		} else if (!take_newline(p)) {
-			return peek(p) == '\r' ? fail_bare_cr(p) : true;
-		}
+	int c = peek(p);
+	char d[32];
+
+	if (multiline) {
+		bool done;
+		if (!try_line_ending_backslash(p, &done))
+			return false;
+		if (done)
+			return true;
 	}
+	switch (c) {
+	case 'b': sb_putc(out, '\b'); break;
+	case 't': sb_putc(out, '\t'); break;
+	case 'n': sb_putc(out, '\n'); break;
+	case 'f': sb_putc(out, '\f'); break;
+	case 'r': sb_putc(out, '\r'); break;
+	case '"': sb_putc(out, '"'); break;
+	case '\\': sb_putc(out, '\\'); break;
+	case 'u':
+		p->pos++;
+		return parse_unicode_escape(p, 4, out);
+	case 'U':
+		p->pos++;
+		return parse_unicode_escape(p, 8, out);
+	default:
+		describe_here(p, d, sizeof d);
+		return fail_at(p, p->line, cur_col(p) - 1,
+			       "invalid escape sequence: backslash followed by %s (valid: \\b \\t \\n \\f \\r \\\" \\\\ \\uXXXX \\UXXXXXXXX)", d);
+	}
+	p->pos++;
+	return true;
+}
+
+/* Counts the quote characters q starting at the cursor. */
+static size_t quote_run(const struct parser *p, int q)
+{
+	size_t n = 0;
+	while (peek_at(p, n) == q)
+		n++;
+	return n;
+}
+
+/* Parses any of the four string kinds; cursor on the opening quote. */
+static bool parse_string(struct parser *p, bool allow_multiline, char **s, size_t *len)
+{
+	int q = peek(p);
+	bool basic = q == '"';
+	bool multi = allow_multiline && quote_run(p, q) >= 3;
+	int line = p->line, col = cur_col(p);
+	struct sbuf out = {0};
+
+	p->pos += multi ? 3 : 1;
+	if (multi && at_newline(p))
+		eat_newline(p);	/* a newline right after the opening quotes is trimmed */
+	for (;;) {
+		int c = peek(p);
+		if (c < 0) {
+			fail_at(p, line, col, "unterminated string (missing closing %s)",
+				multi ? (basic ? "\"\"\"" : "'''") : (basic ? "\"" : "'"));
+			goto fail;
+		}
+		if (c == q) {
+			if (!multi) {
+				p->pos++;
+				break;
+			}
+			size_t n = quote_run(p, q);
+			if (n < 3) {
+				sb_putn(&out, p->buf + p->pos, n);
+				p->pos += n;
+				continue;
+			}
+			if (n > 5) {
+				fail(p, "too many quotes at the end of a multi-line string");
+				goto fail;
+			}
+			/* up to two quotes may sit right before the closing three */
+			sb_putn(&out, p->buf + p->pos, n - 3);
+			p->pos += n;
+			break;
+		}
+		if (at_newline(p)) {
+			if (!multi) {
+				fail(p, "newline in a single-line string (use %s for multi-line strings)",
+				     basic ? "\"\"\"" : "'''");
+				goto fail;
+			}
+			eat_newline(p);
+			sb_putc(&out, '\n');
+			continue;
+		}
+		if (c == '\\' && basic) {
+			p->pos++;
+			if (!parse_escape(p, multi, &out))
+				goto fail;
+			continue;
+		}
+		if (is_forbidden_control(c)) {
+			fail(p, "control character 0x%02x in string (escape it%s)", (unsigned)c,
+			     basic ? ", e.g. \\u0001" : " in a \"basic\" string");
+			goto fail;
+		}
+		sb_putc(&out, (char)c);
+		p->pos++;
+	}
+	*s = sb_take(&out, len);
+	if (!*s)
+		return fail_at(p, line, col, "out of memory");
+	return true;
+fail:
+	free(out.p);
+	return false;
 }
 
 /* ---- keys ---- */
 
-static void keypath_free(struct keypath *kp)
+static bool is_bare_key_char(int c)
 {
-	for (int i = 0; i < kp->n; i++)
-		if (!kp->part[i].moved)
-			free(kp->part[i].s);
-	free(kp->part);
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_' || c == '-';
 }
 
-static bool parse_key_part(struct parser *p, struct keypart *part)
+static void key_free(struct key *k)
+{
+	for (int i = 0; i < k->n; i++)
+		free(k->part[i].s);
+	free(k->part);
+	*k = (struct key){0};
+}
+
+static bool parse_simple_key(struct parser *p, struct keypart *kp)
 {
 	int c = peek(p);
-	char buf[40];
+	char d[32];
 
-	part->line = p->line;
-	part->col = cur_col(p);
-	if (c == '"' || c == '\'') {
-		struct sbuf b = { 0 };
-
-		if (starts_multiline(p))
-			return fail(p, "a multi-line string cannot be a key");
-		if (!parse_line_string(p, &b)) {
-			free(b.p);
-			return false;
-		}
-		part->s = b.p;
-		part->len = b.len;
-		return true;
-	}
+	kp->line = p->line;
+	kp->col = cur_col(p);
+	if (c == '"' || c == '\'')
+		return parse_string(p, false, &kp->s, &kp->len);
 	if (!is_bare_key_char(c))
-		return fail(p, "expected a key, found %s (bare keys may contain only "
-			    "A-Z a-z 0-9 _ -; quote other keys)", describe(p, p->pos, buf, sizeof buf));
+		return fail(p, "expected a key but found %s (bare keys may use A-Z a-z 0-9 _ -; quote other keys)",
+			    describe_here(p, d, sizeof d));
 	size_t start = p->pos;
-
 	while (is_bare_key_char(peek(p)))
 		p->pos++;
-	part->len = p->pos - start;
-	part->s = malloc(part->len + 1);
-	if (!part->s)
-		return fail_oom(p);
-	memcpy(part->s, p->s + start, part->len);
-	part->s[part->len] = '\0';
+	kp->len = p->pos - start;
+	kp->s = malloc(kp->len + 1);
+	if (!kp->s)
+		return fail(p, "out of memory");
+	memcpy(kp->s, p->buf + start, kp->len);
+	kp->s[kp->len] = '\0';
 	return true;
 }
 
-/* key, "key", 'key' or dotted a."b".c; leaves pos after trailing whitespace. */
-static bool parse_key(struct parser *p, struct keypath *kp)
+/* key = simple-key *( ws "." ws simple-key ) */
+static bool parse_key(struct parser *p, struct key *k)
 {
 	for (;;) {
-		if (kp->n >= TOML_MAX_KEY_PARTS)
-			return fail(p, "key has more than %d dotted parts", TOML_MAX_KEY_PARTS);
-		if (kp->n == kp->cap) {
-			int cap = kp->cap ? kp->cap * 2 : 4;
-			struct keypart *np;
-
-			np = realloc(kp->part, (size_t)cap * sizeof *np);
+		skip_ws(p);
+		if (k->n > TOML_MAX_DEPTH)
+			return fail(p, "key has too many dotted parts (limit %d)", TOML_MAX_DEPTH);
+		if (k->n == k->cap) {
+			int cap = k->cap ? k->cap * 2 : 4;
+			struct keypart *np = realloc(k->part, (size_t)cap * sizeof *np);
 			if (!np)
-				return fail_oom(p);
-			kp->part = np;
-			kp->cap = cap;
+				return fail(p, "out of memory");
+			k->part = np;
+			k->cap = cap;
 		}
-		kp->part[kp->n] = (struct keypart){ 0 };
-		if (!parse_key_part(p, &kp->part[kp->n]))
+		k->part[k->n].s = NULL;
+		if (!parse_simple_key(p, &k->part[k->n]))
 			return false;
-		kp->n++;
+		k->n++;
 		skip_ws(p);
 		if (peek(p) != '.')
 			return true;
 		p->pos++;
-		skip_ws(p);
 	}
 }
 
-/* ---- tables: navigation and the redefinition rules ---- */
+/* ---- numbers and dates ---- */
 
-/* Creates part as a new table in t; the part's key moves into t. */
-static struct node *add_table(struct parser *p, struct node *t, struct keypart *part,
-			      enum origin origin, int line, int col)
+/* digit *( digit / "_" digit ); returns the number of digits (0: none). */
+static size_t digit_run(const char *s, size_t n, size_t *i, int (*digit)(int))
 {
-	struct node *child = new_node(p, TOML_TABLE, origin, line, col);
+	size_t count = 0;
 
-	if (!child)
-		return NULL;
-	part->moved = true;
-	if (!table_add(p, t, part->s, part->len, part->line, part->col, child))
-		return NULL;
-	return child;
-}
-
-/* One step of a dotted key (a.b = 1): the intermediate table part i of kp in t.
- * Dotted keys may only extend tables that dotted keys created. */
-static struct node *descend_dotted(struct parser *p, struct node *t, struct keypath *kp, int i)
-{
-	struct keypart *part = &kp->part[i];
-	struct toml_kv *kv = table_find(&t->v, part->s, part->len);
-	struct node *n;
-	char name[SHOW_MAX + 8];
-
-	if (!kv)
-		return add_table(p, t, part, ORIGIN_DOTTED, part->line, part->col);
-	n = (struct node *)kv->val;
-	if (n->v.type == TOML_TABLE && n->origin == ORIGIN_DOTTED)
-		return n;
-	show_path(kp, i + 1, name, sizeof name);
-	if (n->v.type != TOML_TABLE)
-		fail_at(p, part->line, part->col, "key \"%s\" is already defined as %s at line %d, "
-			"column %d; it cannot also be a table", name, type_with_article(n->v.type),
-			kv->line, kv->col);
-	else if (n->origin == ORIGIN_INLINE)
-		fail_at(p, part->line, part->col, "cannot add keys to \"%s\": it is an inline table "
-			"(line %d, column %d), which is complete once closed", name, n->v.line, n->v.col);
-	else
-		fail_at(p, part->line, part->col, "cannot add keys to table \"%s\" with a dotted key: "
-			"the table comes from a [header] at line %d; put the key under that header",
-			name, n->v.line);
-	return NULL;
-}
-
-/* One step of a header path ([a.b.c] walks a, then b): headers may walk
- * through any table except inline ones, and into the last element of an
- * array of tables. */
-static struct node *descend_header(struct parser *p, struct node *t, struct keypath *kp, int i)
-{
-	struct keypart *part = &kp->part[i];
-	struct toml_kv *kv = table_find(&t->v, part->s, part->len);
-	struct node *n;
-	char name[SHOW_MAX + 8];
-
-	if (!kv)
-		return add_table(p, t, part, ORIGIN_IMPLICIT, part->line, part->col);
-	n = (struct node *)kv->val;
-	if (n->v.type == TOML_TABLE && n->origin != ORIGIN_INLINE)
-		return n;
-	if (n->v.type == TOML_ARRAY && n->origin == ORIGIN_AOT)
-		return (struct node *)n->v.u.array.items[n->v.u.array.len - 1];
-	show_path(kp, i + 1, name, sizeof name);
-	if (n->v.type == TOML_TABLE)
-		fail_at(p, part->line, part->col, "cannot add to \"%s\": it is an inline table "
-			"(line %d, column %d), which is complete once closed", name, n->v.line, n->v.col);
-	else if (n->v.type == TOML_ARRAY)
-		fail_at(p, part->line, part->col, "\"%s\" is an array value (line %d, column %d), "
-			"not an array of tables; a header cannot add to it", name, kv->line, kv->col);
-	else
-		fail_at(p, part->line, part->col, "key \"%s\" is already defined as %s at line %d, "
-			"column %d; it cannot also be a table", name, type_with_article(n->v.type),
-			kv->line, kv->col);
-	return NULL;
-}
-
-/* [a.b.c]: defines the last part as a table, once. */
-static struct node *define_table(struct parser *p, struct node *t, struct keypath *kp,
-				 int line, int col)
-{
-	struct keypart *part = &kp->part[kp->n - 1];
-	struct toml_kv *kv = table_find(&t->v, part->s, part->len);
-	struct node *n;
-	char name[SHOW_MAX + 8];
-
-	if (!kv)
-		return add_table(p, t, part, ORIGIN_HEADER, line, col);
-	n = (struct node *)kv->val;
-	if (n->v.type == TOML_TABLE && n->origin == ORIGIN_IMPLICIT) {
-		n->origin = ORIGIN_HEADER;
-		n->v.line = line;
-		n->v.col = col;
-		return n;
-	}
-	show_path(kp, kp->n, name, sizeof name);
-	if (n->v.type == TOML_TABLE && n->origin == ORIGIN_HEADER)
-		fail_at(p, line, col, "table [%s] is defined twice (first at line %d); "
-			"merge the two sections", name, n->v.line);
-	else if (n->v.type == TOML_TABLE && n->origin == ORIGIN_DOTTED)
-		fail_at(p, line, col, "table [%s] was already created by a dotted key at line %d, "
-			"column %d; a header cannot define it again", name, kv->line, kv->col);
-	else if (n->v.type == TOML_TABLE)
-		fail_at(p, line, col, "table [%s] is already defined as an inline table at line %d, "
-			"column %d", name, n->v.line, n->v.col);
-	else if (n->origin == ORIGIN_AOT)
-		fail_at(p, line, col, "[%s] is an array of tables (line %d); use [[%s]] to add "
-			"an element", name, n->v.line, name);
-	else
-		fail_at(p, line, col, "key \"%s\" is already defined as %s at line %d, column %d; "
-			"it cannot also be a table", name, type_with_article(n->v.type),
-			kv->line, kv->col);
-	return NULL;
-}
-
-/* [[a.b.c]]: appends a new table to the array of tables a.b.c. */
-static struct node *append_table(struct parser *p, struct node *t, struct keypath *kp,
-				 int line, int col)
-{
-	struct keypart *part = &kp->part[kp->n - 1];
-	struct toml_kv *kv = table_find(&t->v, part->s, part->len);
-	struct node *arr, *elem;
-	char name[SHOW_MAX + 8];
-
-	if (!kv) {
-		arr = new_node(p, TOML_ARRAY, ORIGIN_AOT, line, col);
-		if (!arr)
-			return NULL;
-		part->moved = true;
-		if (!table_add(p, t, part->s, part->len, part->line, part->col, arr))
-			return NULL;
-	} else {
-		arr = (struct node *)kv->val;
-		if (arr->v.type != TOML_ARRAY || arr->origin != ORIGIN_AOT) {
-			show_path(kp, kp->n, name, sizeof name);
-			if (arr->v.type == TOML_ARRAY)
-				fail_at(p, line, col, "cannot append to \"%s\" with [[%s]]: it is an "
-					"array value (line %d, column %d), not an array of tables",
-					name, name, kv->line, kv->col);
-			else
-				fail_at(p, line, col, "[[%s]]: \"%s\" is already defined as %s at "
-					"line %d, column %d, not an array of tables", name, name,
-					type_with_article(arr->v.type), kv->line, kv->col);
-			return NULL;
+	while (*i < n) {
+		if (digit((unsigned char)s[*i]) >= 0) {
+			(*i)++;
+			count++;
+		} else if (s[*i] == '_' && count && *i + 1 < n && digit((unsigned char)s[*i + 1]) >= 0) {
+			(*i)++;
+		} else {
+			break;
 		}
 	}
-	elem = new_node(p, TOML_TABLE, ORIGIN_HEADER, line, col);
-	if (!elem || !array_push(p, arr, elem))
-		return NULL;
-	return elem;
+	return count;
 }
 
-/* pos is on '['. */
-static bool parse_header(struct parser *p)
+static int dec_digit(int c) { return is_digit(c) ? c - '0' : -1; }
+static int hex_digit(int c) { return hex_value(c); }
+static int oct_digit(int c) { return c >= '0' && c <= '7' ? c - '0' : -1; }
+static int bin_digit(int c) { return c == '0' || c == '1' ? c - '0' : -1; }
+
+static bool is_number_char(int c)
 {
-	int line = p->line, col = cur_col(p);
-	bool aot = at(p, p->pos + 1) == '[';
-	struct keypath kp = { 0 };
-	struct node *t = p->root;
-	bool ok = false;
-	char buf[40];
-
-	p->pos += aot ? 2 : 1;
-	skip_ws(p);
-	if (!parse_key(p, &kp))
-		goto out;
-	if (peek(p) != ']' || (aot && at(p, p->pos + 1) != ']')) {
-		fail(p, "expected '%s' to close the %s header, found %s", aot ? "]]" : "]",
-		     aot ? "array-of-tables" : "table", describe(p, p->pos, buf, sizeof buf));
-		goto out;
-	}
-	p->pos += aot ? 2 : 1;
-	for (int i = 0; t && i < kp.n - 1; i++)
-		t = descend_header(p, t, &kp, i);
-	if (t)
-		t = aot ? append_table(p, t, &kp, line, col) : define_table(p, t, &kp, line, col);
-	if (!t)
-		goto out;
-	p->cur = t;
-	ok = end_of_line(p, "the table header");
-out:
-	keypath_free(&kp);
-	return ok;
+	return is_bare_key_char(c) || c == '.' || c == '+';
 }
 
-/* ---- numbers, booleans, dates ---- */
-
-/* Digits of the base with single underscores between them. */
-static const char *check_digits(const char *s, size_t n, int base)
-{
-	if (n == 0)
-		return "digits are missing";
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '_') {
-			if (i == 0 || i == n - 1 || s[i + 1] == '_')
-				return "an underscore must be between two digits";
-			continue;
-		}
-		int d = hex_value((unsigned char)s[i]);
-
-		if (d < 0 || d >= base)
-			return base == 16 ? "it contains a character that is not a hex digit" :
-			       base == 8 ? "it contains a character that is not an octal digit" :
-			       base == 2 ? "it contains a character that is not a binary digit" :
-			       "it contains a character that is not a digit";
-	}
-	return NULL;
-}
-
-static struct node *number_node(struct parser *p, enum toml_type type, int line, int col)
-{
-	return new_node(p, type, ORIGIN_VALUE, line, col);
-}
-
-/* Digits already checked; accumulates with an overflow check against limit. */
-static bool accumulate(const char *s, size_t n, int base, uint64_t limit, uint64_t *out)
+/* Accumulates digits (underscores already validated) into a magnitude. */
+static bool accumulate(const char *s, size_t n, int (*digit)(int), unsigned base,
+		       uint64_t limit, uint64_t *out)
 {
 	uint64_t v = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '_')
-			continue;
-		uint64_t d = (uint64_t)hex_value((unsigned char)s[i]);
-
-		if (v > (limit - d) / (uint64_t)base)
+		int d = digit((unsigned char)s[i]);
+		if (d < 0)
+			continue;	/* '_' */
+		if (v > (limit - (uint64_t)d) / base)
 			return false;
-		v = v * (uint64_t)base + d;
+		v = v * base + (uint64_t)d;
 	}
 	*out = v;
 	return true;
 }
 
-static struct node *parse_integer(struct parser *p, const char *tok, size_t n, int line, int col)
+static bool parse_number(struct parser *p, struct node *n)
 {
-	bool neg = tok[0] == '-', sign = tok[0] == '-' || tok[0] == '+';
-	const char *b = tok + sign, *why;
-	size_t bn = n - sign;
-	int base = 10;
-	uint64_t v;
-	struct node *node;
+	const char *s = p->buf + p->pos;
+	size_t len = 0, i = 0, sign = 0;	/* sign: 1 if there is one */
+	bool neg = false, is_float = false;
 
-	if (bn >= 2 && b[0] == '0' && (b[1] == 'x' || b[1] == 'o' || b[1] == 'b')) {
-		if (sign) {
-			fail_at(p, line, col, "invalid integer \"%.*s\": a sign is not allowed on hex, "
-				"octal or binary integers", (int)(n < SHOW_MAX ? n : SHOW_MAX), tok);
-			return NULL;
-		}
-		base = b[1] == 'x' ? 16 : b[1] == 'o' ? 8 : 2;
-		b += 2;
-		bn -= 2;
+	while (p->pos + len < p->len && is_number_char((unsigned char)s[len]))
+		len++;
+	if (len && (s[0] == '+' || s[0] == '-')) {
+		sign = 1;
+		neg = s[0] == '-';
+		i = 1;
 	}
-	why = check_digits(b, bn, base);
-	if (!why && base == 10 && bn > 1 && b[0] == '0')
-		why = "leading zeros are not allowed";
-	if (why) {
-		fail_at(p, line, col, "invalid integer \"%.*s\": %s",
-			(int)(n < SHOW_MAX ? n : SHOW_MAX), tok, why);
-		return NULL;
+	if (len - i == 3 && (memcmp(s + i, "inf", 3) == 0 || memcmp(s + i, "nan", 3) == 0)) {
+		n->v.type = TOML_FLOAT;
+		n->v.u.fp = s[i] == 'i' ? INFINITY : NAN;
+		if (neg)
+			n->v.u.fp = -n->v.u.fp;
+		p->pos += len;
+		return true;
 	}
-	if (!accumulate(b, bn, base, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &v)) {
-		fail_at(p, line, col, "integer \"%.*s\" does not fit in 64 bits (%s)",
-			(int)(n < SHOW_MAX ? n : SHOW_MAX), tok,
-			neg ? "the minimum is -9223372036854775808" : "the maximum is 9223372036854775807");
-		return NULL;
+	if (len - i >= 2 && s[i] == '0' && (s[i + 1] == 'x' || s[i + 1] == 'o' || s[i + 1] == 'b')) {
+		int (*digit)(int) = s[i + 1] == 'x' ? hex_digit : s[i + 1] == 'o' ? oct_digit : bin_digit;
+		unsigned base = s[i + 1] == 'x' ? 16 : s[i + 1] == 'o' ? 8 : 2;
+		if (sign)
+			return fail(p, "a sign is not allowed on hexadecimal, octal or binary integers");
+		i += 2;
+		size_t start = i;
+		if (!digit_run(s, len, &i, digit) || i != len)
+			return fail(p, "invalid %s integer '%.*s'", base == 16 ? "hexadecimal" : base == 8 ? "octal" : "binary",
+				    (int)(len > 40 ? 40 : len), s);
+		uint64_t v;
+		if (!accumulate(s + start, len - start, digit, base, INT64_MAX, &v))
+			return fail(p, "integer '%.*s' does not fit in 64 bits", (int)(len > 40 ? 40 : len), s);
+		n->v.type = TOML_INTEGER;
+		n->v.u.integer = (int64_t)v;
+		p->pos += len;
+		return true;
 	}
-	node = number_node(p, TOML_INTEGER, line, col);
-	if (node)
-		node->v.u.integer = neg ? (int64_t)(0 - v) : (int64_t)v;
-	return node;
-}
-
-static size_t span_digits_underscores(const char *s, size_t i, size_t n)
-{
-	while (i < n && (is_digit((unsigned char)s[i]) || s[i] == '_'))
+	size_t int_start = i;
+	size_t ndig = digit_run(s, len, &i, dec_digit);
+	if (!ndig)
+		goto bad;
+	if (s[int_start] == '0' && ndig > 1)
+		return fail(p, "leading zeros are not allowed in numbers ('%.*s')", (int)(len > 40 ? 40 : len), s);
+	size_t int_end = i;
+	if (i < len && s[i] == '.') {
 		i++;
-	return i;
-}
-
-/* [+-] int [. frac] [e [+-] exp], with at least a fraction or an exponent. */
-static struct node *parse_float(struct parser *p, const char *tok, size_t n, int line, int col)
-{
-	size_t i = (tok[0] == '+' || tok[0] == '-') ? 1 : 0;
-	size_t int_start = i, int_end, part;
-	const char *why;
-	char *clean = NULL;
-	struct node *node = NULL;
-	int show = (int)(n < SHOW_MAX ? n : SHOW_MAX);
-
-	int_end = span_digits_underscores(tok, i, n);
-	why = check_digits(tok + int_start, int_end - int_start, 10);
-	if (!why && int_end - int_start > 1 && tok[int_start] == '0')
-		why = "leading zeros are not allowed";
-	i = int_end;
-	if (!why && i < n && tok[i] == '.') {
-		part = ++i;
-		i = span_digits_underscores(tok, i, n);
-		if (check_digits(tok + part, i - part, 10))
-			why = i == part ? "digits must follow the decimal point" :
-			      check_digits(tok + part, i - part, 10);
+		if (!digit_run(s, len, &i, dec_digit))
+			goto bad;
+		is_float = true;
 	}
-	if (!why && i < n && (tok[i] == 'e' || tok[i] == 'E')) {
+	if (i < len && (s[i] == 'e' || s[i] == 'E')) {
 		i++;
-		if (i < n && (tok[i] == '+' || tok[i] == '-'))
+		if (i < len && (s[i] == '+' || s[i] == '-'))
 			i++;
-		part = i;
-		i = span_digits_underscores(tok, i, n);
-		if (check_digits(tok + part, i - part, 10))
-			why = i == part ? "digits must follow the exponent" :
-			      check_digits(tok + part, i - part, 10);
+		if (!digit_run(s, len, &i, dec_digit))
+			goto bad;
+		is_float = true;
 	}
-	if (!why && i != n)
-		why = "unexpected characters";
-	if (why) {
-		fail_at(p, line, col, "invalid float \"%.*s\": %s", show, tok, why);
-		return NULL;
+	if (i != len)
+		goto bad;
+	if (is_float) {
+		char small[64], *tmp = len < sizeof small ? small : malloc(len + 1);
+		size_t t = 0;
+		if (!tmp)
+			return fail(p, "out of memory");
+		for (size_t k = 0; k < len; k++)
+			if (s[k] != '_')
+				tmp[t++] = s[k];
+		tmp[t] = '\0';
+		double d = strtod(tmp, NULL);
+		if (tmp != small)
+			free(tmp);
+		if (isinf(d))
+			return fail(p, "float '%.*s' is out of range for a 64-bit float", (int)(len > 40 ? 40 : len), s);
+		n->v.type = TOML_FLOAT;
+		n->v.u.fp = d;
+	} else {
+		uint64_t v;
+		if (!accumulate(s + int_start, int_end - int_start, dec_digit, 10,
+				neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &v))
+			return fail(p, "integer '%.*s' does not fit in 64 bits", (int)(len > 40 ? 40 : len), s);
+		n->v.type = TOML_INTEGER;
+		n->v.u.integer = neg ? (int64_t)(0 - v) : (int64_t)v;
 	}
-	clean = malloc(n + 1);
-	if (!clean) {
-		fail_oom(p);
-		return NULL;
-	}
-	size_t o = 0;
-
-	for (i = 0; i < n; i++)
-		if (tok[i] != '_')
-			clean[o++] = tok[i];
-	clean[o] = '\0';
-	node = number_node(p, TOML_FLOAT, line, col);
-	if (node)
-		node->v.u.fp = strtod(clean, NULL);	/* too large rounds to inf */
-	free(clean);
-	return node;
-}
-
-/* A value token without quotes or brackets: boolean, integer or float. */
-static struct node *parse_number_or_bool(struct parser *p, const char *tok, size_t n,
-					 int line, int col)
-{
-	const char *b = tok + (tok[0] == '+' || tok[0] == '-');
-	size_t bn = n - (size_t)(b - tok);
-	struct node *node;
-	int show = (int)(n < SHOW_MAX ? n : SHOW_MAX);
-
-	if ((n == 4 && memcmp(tok, "true", 4) == 0) || (n == 5 && memcmp(tok, "false", 5) == 0)) {
-		node = new_node(p, TOML_BOOL, ORIGIN_VALUE, line, col);
-		if (node)
-			node->v.u.boolean = n == 4;
-		return node;
-	}
-	if (bn == 3 && (memcmp(b, "inf", 3) == 0 || memcmp(b, "nan", 3) == 0)) {
-		node = number_node(p, TOML_FLOAT, line, col);
-		if (node)
-			node->v.u.fp = copysign(b[0] == 'i' ? INFINITY : NAN, tok[0] == '-' ? -1.0 : 1.0);
-		return node;
-	}
-	if (bn == 0 || !(is_digit((unsigned char)b[0]) || b[0] == '.')) {
-		fail_at(p, line, col, "invalid value \"%.*s\": expected a string, number, boolean, "
-			"date/time, array or inline table (strings need quotes)", show, tok);
-		return NULL;
-	}
-	if (!(bn >= 2 && b[0] == '0' && (b[1] == 'x' || b[1] == 'o' || b[1] == 'b')) &&
-	    (memchr(b, '.', bn) || memchr(b, 'e', bn) || memchr(b, 'E', bn)))
-		return parse_float(p, tok, n, line, col);
-	return parse_integer(p, tok, n, line, col);
-}
-
-static bool digits_at(const struct parser *p, size_t i, int n)
-{
-	for (int k = 0; k < n; k++)
-		if (!is_digit(at(p, i + (size_t)k)))
-			return false;
+	p->pos += len;
 	return true;
+bad:
+	if (!len) {
+		char d[32];
+		return fail(p, "expected a value but found %s", describe_here(p, d, sizeof d));
+	}
+	if (sign < len && !is_digit((unsigned char)s[sign]) && s[sign] != '.')
+		return fail(p, "invalid value '%.*s' (strings must be quoted: \"...\" or '...')",
+			    (int)(len > 40 ? 40 : len), s);
+	return fail(p, "invalid number '%.*s'", (int)(len > 40 ? 40 : len), s);
 }
 
-static int num_at(const struct parser *p, size_t i, int n)
+/* Reads exactly n digits at offset off; -1 if they are not all there. */
+static int fixed_digits(const struct parser *p, size_t off, int n)
 {
 	int v = 0;
 
-	for (int k = 0; k < n; k++)
-		v = v * 10 + (at(p, i + (size_t)k) - '0');
+	for (int i = 0; i < n; i++) {
+		int c = peek_at(p, off + (size_t)i);
+		if (!is_digit(c))
+			return -1;
+		v = v * 10 + (c - '0');
+	}
 	return v;
 }
 
-/* YYYY- starts a date, HH: a time. */
-static bool looks_like_datetime(const struct parser *p)
-{
-	return (digits_at(p, p->pos, 4) && at(p, p->pos + 4) == '-') ||
-	       (digits_at(p, p->pos, 2) && at(p, p->pos + 2) == ':');
-}
-
-static bool is_leap_year(int y)
+static bool is_leap(int y)
 {
 	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
 static int days_in_month(int y, int m)
 {
-	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-
-	return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
+	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	return m == 2 && is_leap(y) ? 29 : days[m - 1];
 }
 
-/* HH:MM:SS[.frac] at *i. */
-static bool parse_time_part(struct parser *p, size_t *i, struct toml_datetime *dt,
-			    int line, int col)
+/* YYYY-MM-DD */
+static bool parse_date(struct parser *p, struct toml_datetime *dt)
 {
-	size_t j = *i;
-
-	if (!digits_at(p, j, 2) || at(p, j + 2) != ':' || !digits_at(p, j + 3, 2) ||
-	    at(p, j + 5) != ':' || !digits_at(p, j + 6, 2))
-		return fail_at(p, line, col, "invalid time: expected HH:MM:SS with two digits each "
-			       "(seconds are required in TOML 1.0)");
-	dt->hour = num_at(p, j, 2);
-	dt->minute = num_at(p, j + 3, 2);
-	dt->second = num_at(p, j + 6, 2);
-	j += 8;
-	if (at(p, j) == '.') {
-		size_t start = ++j;
-
-		while (is_digit(at(p, j)))
-			j++;
-		if (j == start)
-			return fail_at(p, line, col, "invalid time: digits must follow the '.' "
-				       "after the seconds");
-		for (size_t k = 0; k < 9; k++)
-			dt->nanosecond = dt->nanosecond * 10 +
-				(start + k < j ? at(p, start + k) - '0' : 0);
-		dt->frac_digits = j - start > 1000000 ? 1000000 : (int)(j - start);
-	}
-	if (dt->hour > 23)
-		return fail_at(p, line, col, "invalid time: hour %02d is out of range (00-23)", dt->hour);
-	if (dt->minute > 59)
-		return fail_at(p, line, col, "invalid time: minute %02d is out of range (00-59)",
-			       dt->minute);
-	if (dt->second > 60)
-		return fail_at(p, line, col, "invalid time: second %02d is out of range "
-			       "(00-59, or 60 for a leap second)", dt->second);
-	*i = j;
+	dt->year = fixed_digits(p, 0, 4);
+	dt->month = peek_at(p, 4) == '-' ? fixed_digits(p, 5, 2) : -1;
+	dt->day = peek_at(p, 7) == '-' ? fixed_digits(p, 8, 2) : -1;
+	if (dt->year < 0 || dt->month < 0 || dt->day < 0)
+		return fail(p, "invalid date (expected YYYY-MM-DD)");
+	if (dt->month < 1 || dt->month > 12)
+		return fail(p, "invalid month %02d in date", dt->month);
+	if (dt->day < 1 || dt->day > days_in_month(dt->year, dt->month))
+		return fail(p, "invalid day %02d for month %02d of %04d", dt->day, dt->month, dt->year);
+	p->pos += 10;
+	if (is_digit(peek(p)))
+		return fail(p, "invalid date (expected YYYY-MM-DD)");
 	return true;
 }
 
-/* Z, z, +HH:MM or -HH:MM at *i, if present. */
-static bool parse_offset(struct parser *p, size_t *i, struct toml_datetime *dt, bool *has,
-			 int line, int col)
+/* HH:MM:SS[.fraction] */
+static bool parse_time(struct parser *p, struct toml_datetime *dt)
 {
-	size_t j = *i;
-	int c = at(p, j), h, m;
+	dt->hour = fixed_digits(p, 0, 2);
+	dt->minute = peek_at(p, 2) == ':' ? fixed_digits(p, 3, 2) : -1;
+	dt->second = peek_at(p, 5) == ':' ? fixed_digits(p, 6, 2) : -1;
+	if (dt->hour < 0 || dt->minute < 0 || dt->second < 0)
+		return fail(p, "invalid time (expected HH:MM:SS, seconds are required)");
+	if (dt->hour > 23 || dt->minute > 59 || dt->second > 59)
+		return fail(p, "time %02d:%02d:%02d is out of range", dt->hour, dt->minute, dt->second);
+	p->pos += 8;
+	if (is_digit(peek(p)))
+		return fail(p, "invalid time (expected HH:MM:SS)");
+	dt->nanosecond = 0;
+	dt->frac_digits = 0;
+	if (peek(p) == '.') {
+		p->pos++;
+		if (!is_digit(peek(p)))
+			return fail(p, "expected digits after '.' in time");
+		while (is_digit(peek(p))) {
+			if (dt->frac_digits < 9)
+				dt->nanosecond = dt->nanosecond * 10 + (peek(p) - '0');
+			if (dt->frac_digits < 1000)
+				dt->frac_digits++;
+			p->pos++;
+		}
+		for (int k = dt->frac_digits; k < 9; k++)
+			dt->nanosecond *= 10;
+	}
+	return true;
+}
 
-	*has = false;
+/* Z, or +HH:MM / -HH:MM; returns false without error if absent. */
+static bool parse_offset(struct parser *p, struct toml_datetime *dt, bool *present)
+{
+	int c = peek(p);
+
+	*present = false;
 	if (c == 'Z' || c == 'z') {
-		*has = true;
-		*i = j + 1;
+		p->pos++;
+		dt->offset_minutes = 0;
+		*present = true;
 		return true;
 	}
 	if (c != '+' && c != '-')
 		return true;
-	if (!digits_at(p, j + 1, 2) || at(p, j + 3) != ':' || !digits_at(p, j + 4, 2))
-		return fail_at(p, line, col, "invalid UTC offset: expected Z, +HH:MM or -HH:MM");
-	h = num_at(p, j + 1, 2);
-	m = num_at(p, j + 4, 2);
+	int h = fixed_digits(p, 1, 2);
+	int m = peek_at(p, 3) == ':' ? fixed_digits(p, 4, 2) : -1;
+	if (h < 0 || m < 0)
+		return fail(p, "invalid time zone offset (expected Z, +HH:MM or -HH:MM)");
 	if (h > 23 || m > 59)
-		return fail_at(p, line, col, "invalid UTC offset %c%02d:%02d: hours must be 00-23 "
-			       "and minutes 00-59", c, h, m);
+		return fail(p, "time zone offset %c%02d:%02d is out of range", c, h, m);
 	dt->offset_minutes = (c == '-' ? -1 : 1) * (h * 60 + m);
-	*has = true;
-	*i = j + 6;
+	p->pos += 6;
+	*present = true;
 	return true;
 }
 
-/* Offset date-time, local date-time, local date or local time. pos is on
- * the first digit and looks_like_datetime() holds. */
-static struct node *parse_datetime(struct parser *p, int line, int col)
+static bool looks_like_date(const struct parser *p)
 {
-	struct toml_datetime dt = { 0 };
-	enum toml_type type = TOML_TIME_LOCAL;
-	size_t i = p->pos;
-	struct node *n;
+	return fixed_digits(p, 0, 4) >= 0 && peek_at(p, 4) == '-';
+}
 
-	if (at(p, i + 4) == '-') {
-		if (!digits_at(p, i + 5, 2) || at(p, i + 7) != '-' || !digits_at(p, i + 8, 2)) {
-			fail_at(p, line, col, "invalid date: expected YYYY-MM-DD with four digits "
-				"for the year and two for month and day");
-			return NULL;
-		}
-		dt.year = num_at(p, i, 4);
-		dt.month = num_at(p, i + 5, 2);
-		dt.day = num_at(p, i + 8, 2);
-		if (dt.month < 1 || dt.month > 12) {
-			fail_at(p, line, col, "invalid date: month %02d is out of range (01-12)", dt.month);
-			return NULL;
-		}
-		if (dt.day < 1 || dt.day > days_in_month(dt.year, dt.month)) {
-			fail_at(p, line, col, "invalid date: day %02d is out of range for %04d-%02d "
-				"(01-%02d)", dt.day, dt.year, dt.month, days_in_month(dt.year, dt.month));
-			return NULL;
-		}
-		i += 10;
-		type = TOML_DATE_LOCAL;
-		/* A space separates date and time only when a time follows;
-		 * otherwise it ends the value. */
-		bool time_follows = at(p, i) == 'T' || at(p, i) == 't' ||
-			(at(p, i) == ' ' && digits_at(p, i + 1, 2) && at(p, i + 3) == ':');
+static bool looks_like_time(const struct parser *p, size_t off)
+{
+	return fixed_digits(p, off, 2) >= 0 && peek_at(p, off + 2) == ':';
+}
 
-		if (time_follows) {
-			bool has_offset;
+static bool parse_datetime(struct parser *p, struct node *n)
+{
+	struct toml_datetime *dt = &n->v.u.dt;
+	bool has_offset;
 
-			i++;
-			if (!parse_time_part(p, &i, &dt, line, col) ||
-			    !parse_offset(p, &i, &dt, &has_offset, line, col))
-				return NULL;
-			type = has_offset ? TOML_DATETIME : TOML_DATETIME_LOCAL;
-		}
-	} else if (!parse_time_part(p, &i, &dt, line, col)) {
-		return NULL;
+	if (!looks_like_date(p)) {
+		n->v.type = TOML_TIME_LOCAL;
+		return parse_time(p, dt);
 	}
-	p->pos = i;
-	n = new_node(p, type, ORIGIN_VALUE, line, col);
-	if (n)
-		n->v.u.dt = dt;
-	return n;
-}
-
-static bool is_token_char(int c)
-{
-	return is_bare_key_char(c) || c == '+' || c == '.';
-}
-
-static struct node *parse_token_value(struct parser *p, int line, int col)
-{
-	size_t start = p->pos;
-	char buf[40];
-
-	while (is_token_char(peek(p)))
+	n->v.type = TOML_DATE_LOCAL;
+	if (!parse_date(p, dt))
+		return false;
+	int c = peek(p);
+	/* the T may be a space, but only if a time follows */
+	if (c == 'T' || c == 't' || (c == ' ' && looks_like_time(p, 1))) {
 		p->pos++;
-	if (p->pos == start) {
-		fail(p, "expected a value, found %s", describe(p, p->pos, buf, sizeof buf));
-		return NULL;
+		if (!parse_time(p, dt) || !parse_offset(p, dt, &has_offset))
+			return false;
+		n->v.type = has_offset ? TOML_DATETIME : TOML_DATETIME_LOCAL;
 	}
-	return parse_number_or_bool(p, p->s + start, p->pos - start, line, col);
-}
-
-/* ---- arrays and inline tables ---- */
-
-static bool enter_nesting(struct parser *p)
-{
-	if (p->nesting >= TOML_MAX_NESTING)
-		return fail(p, "arrays and inline tables are nested more than %d levels deep",
-			    TOML_MAX_NESTING);
-	p->nesting++;
 	return true;
 }
 
-/* pos is on '['. Newlines and comments may appear between elements, and a
- * trailing comma is allowed. */
-static struct node *parse_array(struct parser *p, int line, int col)
-{
-	struct node *a;
-	char buf[40];
+/* ---- values ---- */
 
-	if (!enter_nesting(p))
+static struct toml_value *parse_value(struct parser *p, int depth);
+
+static bool match_word(struct parser *p, const char *w)
+{
+	size_t n = strlen(w);
+
+	if (p->len - p->pos < n || memcmp(p->buf + p->pos, w, n) != 0)
+		return false;
+	if (is_bare_key_char(peek_at(p, n)))
+		return false;
+	p->pos += n;
+	return true;
+}
+
+static struct toml_value *parse_array(struct parser *p, int depth)
+{
+	struct node *n = new_node(p, TOML_ARRAY, p->line, cur_col(p), depth);
+	char d[32];
+
+	if (!n)
 		return NULL;
-	a = new_node(p, TOML_ARRAY, ORIGIN_VALUE, line, col);
-	if (!a)
-		goto fail;
 	p->pos++;
 	for (;;) {
-		struct node *item;
-
-		if (!skip_ws_comments_newlines(p))
+		if (!skip_ws_newlines_comments(p))
 			goto fail;
 		if (peek(p) == ']')
 			break;
-		if (peek(p) == ',') {
-			fail(p, "unexpected ',' in array: a value is missing");
+		struct toml_value *item = parse_value(p, depth + 1);
+		if (!item || !array_add(p, &n->v, item))
 			goto fail;
-		}
-		if (peek(p) < 0) {
-			fail_at(p, line, col, "unterminated array: missing ']'");
-			goto fail;
-		}
-		item = parse_value(p);
-		if (!item || !array_push(p, a, item))
-			goto fail;
-		if (!skip_ws_comments_newlines(p))
+		if (!skip_ws_newlines_comments(p))
 			goto fail;
 		if (peek(p) == ',') {
 			p->pos++;
@@ -1481,230 +1113,324 @@ static struct node *parse_array(struct parser *p, int line, int col)
 		}
 		if (peek(p) == ']')
 			break;
-		if (peek(p) < 0)
-			fail_at(p, line, col, "unterminated array: missing ']'");
-		else
-			fail(p, "expected ',' or ']' after an array element, found %s",
-			     describe(p, p->pos, buf, sizeof buf));
+		fail(p, "expected ',' or ']' in array but found %s", describe_here(p, d, sizeof d));
 		goto fail;
 	}
 	p->pos++;
-	p->nesting--;
-	return a;
+	return &n->v;
 fail:
-	toml_free(a ? &a->v : NULL);
-	p->nesting--;
+	toml_free(&n->v);
 	return NULL;
 }
 
-/* pos is on '{'. TOML 1.0 inline tables are on one line, with no trailing
- * comma, and cannot be extended once closed. */
-static struct node *parse_inline_table(struct parser *p, int line, int col)
+/* Walks the dotted prefix of key from table t, creating tables as needed.
+ * Dotted keys may only go through tables that dotted keys created (in the
+ * same table section or inline table). */
+static struct toml_value *walk_dotted(struct parser *p, struct toml_value *t, struct key *k)
 {
-	struct node *t;
-	char buf[40];
+	char d[96];
 
-	if (!enter_nesting(p))
-		return NULL;
-	t = new_node(p, TOML_TABLE, ORIGIN_INLINE, line, col);
-	if (!t)
-		goto fail;
+	for (int i = 0; i + 1 < k->n; i++) {
+		struct keypart *kp = &k->part[i];
+		struct toml_kv *kv = table_find(t, kp->s, kp->len);
+		if (!kv) {
+			t = add_subtable(p, t, kp, NF_DOTTED);
+			if (!t)
+				return NULL;
+			continue;
+		}
+		struct toml_value *v = kv->val;
+		describe_key(kp->s, kp->len, d, sizeof d);
+		if (v->type != TOML_TABLE) {
+			fail_at(p, kp->line, kp->col, "key \"%s\" is already a %s (line %d), cannot add keys to it",
+				d, toml_type_name(v->type), kv->line);
+			return NULL;
+		}
+		if (as_node(v)->flags & NF_INLINE) {
+			fail_at(p, kp->line, kp->col, "cannot add keys to inline table \"%s\" (line %d); inline tables are complete once closed",
+				d, kv->line);
+			return NULL;
+		}
+		if (!(as_node(v)->flags & NF_DOTTED)) {
+			fail_at(p, kp->line, kp->col, "cannot use dotted keys to add to table \"%s\" already defined with a [header] (line %d)",
+				d, kv->line);
+			return NULL;
+		}
+		t = v;
+	}
+	return t;
+}
+
+/* key = value, into table t; cursor at the key. */
+static bool parse_keyval(struct parser *p, struct toml_value *t)
+{
+	struct key k = {0};
+	char d[96];
+	bool ok = false;
+
+	if (!parse_key(p, &k))
+		goto out;
+	skip_ws(p);
+	if (peek(p) != '=') {
+		char here[32];
+		fail(p, "expected '=' after key but found %s", describe_here(p, here, sizeof here));
+		goto out;
+	}
 	p->pos++;
 	skip_ws(p);
-	if (peek(p) == '}')
-		goto done;
-	for (;;) {
-		if (at_newline(p)) {
-			fail(p, "newline inside an inline table; in TOML 1.0 an inline table must "
-			     "be on one line (use a [table] section for longer tables)");
-			goto fail;
-		}
-		if (!parse_keyval(p, t))
-			goto fail;
-		skip_ws(p);
-		if (peek(p) == ',') {
+	struct toml_value *parent = walk_dotted(p, t, &k);
+	if (!parent)
+		goto out;
+	struct keypart *last = &k.part[k.n - 1];
+	struct toml_kv *dup = table_find(parent, last->s, last->len);
+	if (dup) {
+		fail_at(p, last->line, last->col, "duplicate key \"%s\" (first defined on line %d)",
+			describe_key(last->s, last->len, d, sizeof d), dup->line);
+		goto out;
+	}
+	struct toml_value *v = parse_value(p, as_node(parent)->depth + 1);
+	if (!v)
+		goto out;
+	ok = table_add(p, parent, last, v);
+out:
+	key_free(&k);
+	return ok;
+}
+
+static struct toml_value *parse_inline_table(struct parser *p, int depth)
+{
+	struct node *n = new_node(p, TOML_TABLE, p->line, cur_col(p), depth);
+	char d[32];
+
+	if (!n)
+		return NULL;
+	p->pos++;
+	skip_ws(p);
+	if (peek(p) != '}') {
+		for (;;) {
+			if (!parse_keyval(p, &n->v))
+				goto fail;
+			skip_ws(p);
+			if (peek(p) == '}')
+				break;
+			if (peek(p) != ',') {
+				if (at_newline(p))
+					fail(p, "newline inside inline table (inline tables must be on one line; use a [table] for more)");
+				else
+					fail(p, "expected ',' or '}' in inline table but found %s", describe_here(p, d, sizeof d));
+				goto fail;
+			}
 			p->pos++;
 			skip_ws(p);
 			if (peek(p) == '}') {
-				fail(p, "trailing comma is not allowed in an inline table");
+				fail(p, "trailing comma not allowed in inline table");
 				goto fail;
 			}
-			continue;
 		}
-		if (peek(p) == '}')
-			goto done;
-		if (peek(p) < 0)
-			fail_at(p, line, col, "unterminated inline table: missing '}'");
-		else if (at_newline(p) || peek(p) == '#')
-			fail(p, "inline table opened at line %d, column %d must be closed with '}' "
-			     "on the same line", line, col);
-		else
-			fail(p, "expected ',' or '}' after a value in an inline table, found %s",
-			     describe(p, p->pos, buf, sizeof buf));
-		goto fail;
 	}
-done:
 	p->pos++;
-	p->nesting--;
-	return t;
+	n->flags |= NF_INLINE;
+	return &n->v;
 fail:
-	toml_free(t ? &t->v : NULL);
-	p->nesting--;
+	toml_free(&n->v);
 	return NULL;
 }
 
-static struct node *parse_value(struct parser *p)
+static struct toml_value *parse_value(struct parser *p, int depth)
 {
 	int line = p->line, col = cur_col(p);
+	int c = peek(p);
+	struct node *n;
 
-	switch (peek(p)) {
-	case '"':
-	case '\'':
-		return parse_string_value(p, line, col);
-	case '[':
-		return parse_array(p, line, col);
-	case '{':
-		return parse_inline_table(p, line, col);
-	default:
-		break;
+	if (c == '[')
+		return parse_array(p, depth);
+	if (c == '{')
+		return parse_inline_table(p, depth);
+	n = new_node(p, TOML_STRING, line, col, depth);
+	if (!n)
+		return NULL;
+	if (c == '"' || c == '\'') {
+		if (parse_string(p, true, &n->v.u.str.ptr, &n->v.u.str.len))
+			return &n->v;
+	} else if (c == 't' && match_word(p, "true")) {
+		n->v.type = TOML_BOOL;
+		n->v.u.boolean = true;
+		return &n->v;
+	} else if (c == 'f' && match_word(p, "false")) {
+		n->v.type = TOML_BOOL;
+		return &n->v;
+	} else if (looks_like_date(p) || looks_like_time(p, 0)) {
+		if (parse_datetime(p, n))
+			return &n->v;
+		n->v.type = TOML_INTEGER;	/* nothing to free */
+	} else {
+		n->v.type = TOML_INTEGER;
+		if (parse_number(p, n))
+			return &n->v;
 	}
-	if (is_digit(peek(p)) && looks_like_datetime(p))
-		return parse_datetime(p, line, col);
-	return parse_token_value(p, line, col);
+	toml_free(&n->v);
+	return NULL;
 }
 
-/* key = value, into table (the current section or an inline table). */
-static bool parse_keyval(struct parser *p, struct node *table)
-{
-	struct keypath kp = { 0 };
-	struct node *t = table, *val;
-	struct keypart *last;
-	struct toml_kv *kv;
-	bool ok = false;
-	char name[SHOW_MAX + 8], buf[40];
+/* ---- headers ---- */
 
-	if (!parse_key(p, &kp))
-		goto out;
-	if (peek(p) != '=') {
-		fail(p, "expected '=' after key \"%s\", found %s",
-		     show_path(&kp, kp.n, name, sizeof name), describe(p, p->pos, buf, sizeof buf));
-		goto out;
+/* [a.b.c] or [[a.b.c]]: returns the table that following keys go into. */
+static struct toml_value *open_header(struct parser *p, struct toml_value *root, struct key *k, bool aot)
+{
+	struct toml_value *t = root;
+	char d[96];
+
+	for (int i = 0; i + 1 < k->n; i++) {
+		struct keypart *kp = &k->part[i];
+		struct toml_kv *kv = table_find(t, kp->s, kp->len);
+		if (!kv) {
+			t = add_subtable(p, t, kp, NF_IMPLICIT);
+			if (!t)
+				return NULL;
+			continue;
+		}
+		struct toml_value *v = kv->val;
+		describe_key(kp->s, kp->len, d, sizeof d);
+		if (v->type == TOML_TABLE && (as_node(v)->flags & NF_INLINE)) {
+			fail_at(p, kp->line, kp->col, "cannot extend inline table \"%s\" (line %d) with a [header]", d, kv->line);
+			return NULL;
+		}
+		if (v->type == TOML_TABLE) {
+			t = v;
+		} else if (v->type == TOML_ARRAY && (as_node(v)->flags & NF_AOT)) {
+			t = v->u.array.items[v->u.array.len - 1];	/* the latest [[element]] */
+		} else {
+			fail_at(p, kp->line, kp->col, "key \"%s\" is already a %s (line %d), not a table",
+				d, v->type == TOML_ARRAY ? "static array" : toml_type_name(v->type), kv->line);
+			return NULL;
+		}
 	}
-	p->pos++;
+
+	struct keypart *kp = &k->part[k->n - 1];
+	int line = kp->line, col = kp->col;
+	struct toml_kv *kv = table_find(t, kp->s, kp->len);
+	describe_key(kp->s, kp->len, d, sizeof d);
+	if (aot) {
+		struct toml_value *arr;
+		if (!kv) {
+			struct node *a = new_node(p, TOML_ARRAY, line, col, as_node(t)->depth + 1);
+			if (!a)
+				return NULL;
+			a->flags = NF_AOT;
+			if (!table_add(p, t, kp, &a->v))
+				return NULL;
+			arr = &a->v;
+		} else if (kv->val->type == TOML_ARRAY && (as_node(kv->val)->flags & NF_AOT)) {
+			arr = kv->val;
+		} else {
+			fail_at(p, line, col, "cannot use [[%s]]: \"%s\" is already a %s (line %d)", d, d,
+				kv->val->type == TOML_ARRAY ? "static array" : toml_type_name(kv->val->type), kv->line);
+			return NULL;
+		}
+		struct node *elem = new_node(p, TOML_TABLE, line, col, as_node(arr)->depth + 1);
+		if (!elem)
+			return NULL;
+		elem->flags = NF_HEADER;
+		if (!array_add(p, arr, &elem->v))
+			return NULL;
+		return &elem->v;
+	}
+	if (!kv)
+		return add_subtable(p, t, kp, NF_HEADER);
+	struct toml_value *v = kv->val;
+	unsigned fl = as_node(v)->flags;
+	if (v->type != TOML_TABLE) {
+		fail_at(p, line, col, "cannot define table [%s]: \"%s\" is already a%s %s (line %d)", d, d,
+			v->type == TOML_ARRAY && (fl & NF_AOT) ? "n" : "",
+			v->type == TOML_ARRAY && (fl & NF_AOT) ? "array of tables" : toml_type_name(v->type), kv->line);
+		return NULL;
+	}
+	if (fl & NF_INLINE) {
+		fail_at(p, line, col, "cannot define table [%s]: it is an inline table (line %d)", d, kv->line);
+		return NULL;
+	}
+	if (fl & NF_HEADER) {
+		fail_at(p, line, col, "table [%s] defined twice (first on line %d)", d, v->line);
+		return NULL;
+	}
+	if (fl & NF_DOTTED) {
+		fail_at(p, line, col, "cannot define table [%s]: already defined by dotted keys (line %d)", d, kv->line);
+		return NULL;
+	}
+	as_node(v)->flags = (fl & ~(unsigned)NF_IMPLICIT) | NF_HEADER;
+	v->line = line;
+	v->col = col;
+	return v;
+}
+
+static struct toml_value *parse_header(struct parser *p, struct toml_value *root)
+{
+	struct key k = {0};
+	bool aot = peek_at(p, 1) == '[';
+	struct toml_value *t = NULL;
+	char d[32];
+
+	p->pos += aot ? 2 : 1;
+	if (!parse_key(p, &k))
+		goto out;
 	skip_ws(p);
-	if (peek(p) < 0 || at_newline(p) || peek(p) == '#') {
-		fail(p, "missing value after '=' for key \"%s\"", show_path(&kp, kp.n, name, sizeof name));
+	if (peek(p) != ']' || (aot && peek_at(p, 1) != ']')) {
+		fail(p, "expected '%s' to close the table header but found %s", aot ? "]]" : "]",
+		     describe_here(p, d, sizeof d));
 		goto out;
 	}
-	for (int i = 0; t && i < kp.n - 1; i++)
-		t = descend_dotted(p, t, &kp, i);
-	if (!t)
-		goto out;
-	last = &kp.part[kp.n - 1];
-	kv = table_find(&t->v, last->s, last->len);
-	if (kv) {
-		fail_at(p, last->line, last->col, "duplicate key \"%s\" (first defined at line %d, "
-			"column %d)", show_path(&kp, kp.n, name, sizeof name), kv->line, kv->col);
-		goto out;
-	}
-	val = parse_value(p);
-	if (!val)
-		goto out;
-	last->moved = true;
-	ok = table_add(p, t, last->s, last->len, last->line, last->col, val);
+	p->pos += aot ? 2 : 1;
+	t = open_header(p, root, &k, aot);
 out:
-	keypath_free(&kp);
-	return ok;
+	key_free(&k);
+	return t;
 }
 
 /* ---- document ---- */
 
-/* Rejects anything that is not well-formed UTF-8: overlong forms, surrogates,
- * code points above 10FFFF, truncated sequences. */
-static bool check_utf8(struct parser *p)
+static bool parse_document(struct parser *p, struct toml_value *root)
 {
-	const unsigned char *s = (const unsigned char *)p->s;
-	size_t i = 0;
+	struct toml_value *cur = root;
 
-	while (i < p->len) {
-		unsigned c = s[i];
-		unsigned long cp, min;
-		size_t n;
-
-		if (c < 0x80) {
-			if (c == '\n') {
-				p->line++;
-				p->line_start = i + 1;
-			}
-			i++;
-			continue;
-		}
-		if (c >= 0xC2 && c <= 0xDF) {
-			n = 1; cp = c & 0x1F; min = 0x80;
-		} else if (c >= 0xE0 && c <= 0xEF) {
-			n = 2; cp = c & 0x0F; min = 0x800;
-		} else if (c >= 0xF0 && c <= 0xF4) {
-			n = 3; cp = c & 0x07; min = 0x10000;
+	if (p->len >= 3 && memcmp(p->buf, "\xef\xbb\xbf", 3) == 0)
+		p->pos = p->line_start = 3;	/* UTF-8 byte order mark */
+	for (;;) {
+		skip_ws(p);
+		int c = peek(p);
+		if (c < 0)
+			return true;
+		if (c == '[') {
+			cur = parse_header(p, root);
+			if (!cur || !expect_line_end(p, "table header"))
+				return false;
+		} else if (c == '#' || at_newline(p)) {
+			if (!expect_line_end(p, "comment"))
+				return false;
 		} else {
-			goto bad;
+			if (!parse_keyval(p, cur) || !expect_line_end(p, "value"))
+				return false;
 		}
-		if (n > p->len - i - 1)
-			goto bad;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				goto bad;
-			cp = cp << 6 | (s[i + k] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			goto bad;
-		i += n + 1;
-		continue;
-bad:
-		return fail_at(p, p->line, column_of(p, i), "invalid UTF-8 (byte 0x%02X); "
-			       "TOML documents must be UTF-8 encoded", c);
 	}
-	p->line = 1;
-	p->line_start = 0;
-	p->memo_pos = 0;
-	p->memo_col = 1;
-	return true;
 }
 
 struct toml_value *toml_parse(const char *buf, size_t len, struct toml_error *err)
 {
 	struct toml_error dummy;
 	struct parser p = {
-		.s = buf, .len = buf ? len : 0, .line = 1, .memo_col = 1,
-		.err = err ? err : &dummy,
+		.buf = buf, .len = buf ? len : 0, .line = 1, .err = err ? err : &dummy,
 	};
+	struct node *root;
 
 	memset(p.err, 0, sizeof *p.err);
-	if (!check_utf8(&p))
+	if (!validate_bytes(&p))
 		return NULL;
-	/* A byte order mark may start the document; columns start after it. */
-	if (p.len >= 3 && memcmp(p.s, "\xEF\xBB\xBF", 3) == 0)
-		p.pos = p.line_start = 3;
-	p.root = p.cur = new_node(&p, TOML_TABLE, ORIGIN_HEADER, 1, 1);
-	if (!p.root)
+	root = new_node(&p, TOML_TABLE, 1, 1, 0);
+	if (!root)
 		return NULL;
-	while (!p.failed) {
-		skip_ws(&p);
-		if (peek(&p) < 0)
-			break;
-		if (peek(&p) == '#')
-			skip_comment(&p);
-		else if (at_newline(&p)) {
-			if (!take_newline(&p))
-				fail_bare_cr(&p);
-		}
-		else if (peek(&p) == '[')
-			parse_header(&p);
-		else if (parse_keyval(&p, p.cur))
-			end_of_line(&p, "the value");
-	}
-	if (p.failed) {
-		toml_free(&p.root->v);
+	root->flags = NF_HEADER;
+	if (!parse_document(&p, &root->v)) {
+		toml_free(&root->v);
 		return NULL;
 	}
-	return &p.root->v;
+	return &root->v;
 }

@@ -49,7 +49,14 @@ struct toml_value {
 		double fp;
 		bool boolean;
 		struct toml_datetime dt;
-		struct { struct toml_kv *items; size_t len, cap; } table;	/* in source order */
+		struct {
+			struct toml_kv *items;	/* in source order */
+			size_t len, cap;
+			/* Private lookup index (slot = item index + 1), built by the
+			 * parser for big tables; NULL means toml_get scans items. */
+			size_t *index;
+			size_t index_cap;
+		} table;
 		struct { struct toml_value **items; size_t len, cap; } array;
 	} u;
 };
@@ -69,5 +76,10 @@ struct toml_value *toml_get(const struct toml_value *t, const char *key);
 const struct toml_kv *toml_get_kv(const struct toml_value *t, const char *key);
 
 const char *toml_type_name(enum toml_type t);	/* "string", "integer", ... */
+
+/* Nesting limit: tables, arrays and inline tables deeper than this (counting
+ * the root table as 0) are rejected, so hostile input cannot exhaust the
+ * stack in the parser, toml_free or tree walkers. */
+#define TOML_MAX_DEPTH 100
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proxy.h"
 
 /* ---- the transport factory ---- */
 
@@ -17,12 +18,12 @@ static const struct transport_impl *impl_for(enum transport_type type)
 	switch (type) {
 	case TRANSPORT_TCP:
 		return &transport_tcp;
+	case TRANSPORT_NOISE:
+		return &transport_noise;
 	case TRANSPORT_TLS:
 		return &transport_tls;
 	case TRANSPORT_WEBSOCKET:
 		return &transport_websocket;
-	case TRANSPORT_NOISE:
-		return &transport_noise;
 	default:
 		return NULL;
 	}
@@ -48,11 +49,22 @@ struct transport *transport_new(const struct transport_config *cfg, bool server,
 	t->cfg = cfg;
 	t->server = server;
 	t->remote_addr = remote_addr;
-	if (impl->init && impl->init(t, err, errlen) < 0) {
-		free(t);
-		return NULL;
+	if (!server && cfg->tcp.proxy) {
+		t->proxy = calloc(1, sizeof *t->proxy);
+		if (!t->proxy) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		if (proxy_parse_url(cfg->tcp.proxy, t->proxy, err, errlen) < 0)
+			goto fail;
 	}
+	if (impl->init && impl->init(t, err, errlen) < 0)
+		goto fail;
 	return t;
+fail:
+	free(t->proxy);
+	free(t);
+	return NULL;
 }
 
 void transport_free(struct transport *t)
@@ -61,6 +73,7 @@ void transport_free(struct transport *t)
 		return;
 	if (t->impl->fini)
 		t->impl->fini(t);
+	free(t->proxy);
 	free(t);
 }
 
@@ -239,11 +252,16 @@ int stream_flush(struct stream *s)
 	return 0;
 }
 
-int stream_send(struct stream *s, const void *data, size_t len)
+bool stream_queue_fits(const struct stream *s, size_t len)
 {
-	size_t need, room;
+	return len <= s->max_chunk &&
+	       (size_t)s->tx_len + s->headroom + len + s->tailroom <= STREAM_TX_MAX;
+}
+
+int stream_queue(struct stream *s, const void *data, size_t len)
+{
+	size_t need, room, wlen;
 	uint8_t *p, *wire;
-	size_t wlen;
 
 	if (len > s->max_chunk)
 		return stream_set_error(s, "message too large");
@@ -271,6 +289,13 @@ int stream_send(struct stream *s, const void *data, size_t len)
 	if (wire != s->tx + s->tx_len)
 		memmove(s->tx + s->tx_len, wire, wlen);
 	s->tx_len += (uint32_t)wlen;
+	return 0;
+}
+
+int stream_send(struct stream *s, const void *data, size_t len)
+{
+	if (stream_queue(s, data, len) < 0)
+		return ST_ERROR;
 	return stream_flush(s) == ST_ERROR ? ST_ERROR : 0;
 }
 

@@ -30,10 +30,11 @@
 #define ST_AGAIN	(-1)
 #define ST_ERROR	(-2)
 
-#define STREAM_TX_MAX	(64 * 1024)	/* bound of the small-message queue */
+#define STREAM_TX_MAX	(256 * 1024)	/* bound of the message queue (UDP frames use it) */
 
 struct stream;
 struct transport;
+struct proxy_url;
 
 struct stream_ops {
 	/* Drives the transport handshake: 0 when done, ST_AGAIN, ST_ERROR. */
@@ -93,6 +94,7 @@ struct transport {
 	const struct transport_config *cfg;
 	bool server;
 	const char *remote_addr;	/* client: the server's "host:port" */
+	struct proxy_url *proxy;	/* client: [transport.tcp] proxy, parsed; or NULL */
 	void *priv;			/* the implementation's shared state */
 };
 
@@ -105,9 +107,9 @@ struct stream *transport_wrap(struct transport *t, int fd, bool server);
 void transport_tune_socket(const struct transport *t, int fd);
 
 extern const struct transport_impl transport_tcp;
+extern const struct transport_impl transport_noise;
 extern const struct transport_impl transport_tls;
 extern const struct transport_impl transport_websocket;
-extern const struct transport_impl transport_noise;
 
 /* ---- streams: the generic part ---- */
 
@@ -131,6 +133,10 @@ ssize_t stream_send_wire(struct stream *s, const uint8_t *p, size_t n);
 /* Queues a small message (sealed) and tries to write it: 0 (all written or
  * queued), ST_ERROR (queue bound exceeded or write error). */
 int stream_send(struct stream *s, const void *data, size_t len);
+/* Queues a message without writing yet (to batch several): 0 or ST_ERROR. */
+int stream_queue(struct stream *s, const void *data, size_t len);
+/* Whether a message of len plaintext bytes fits in the queue right now. */
+bool stream_queue_fits(const struct stream *s, size_t len);
 /* Writes queued bytes: 0 when the queue is empty, ST_AGAIN, ST_ERROR. */
 int stream_flush(struct stream *s);
 static inline bool stream_tx_pending(const struct stream *s) { return s->tx_len != 0; }

@@ -230,7 +230,16 @@ static int hs_read_message(struct noise_stream *ns)
 	long mlen;
 
 	while ((mlen = rxbuf_record(ns)) < 0) {
-		ssize_t n = rxbuf_read(ns);
+		ssize_t n;
+
+		/* An unauthenticated peer may not make us buffer a 64 KiB record:
+		 * no handshake message of ours is anywhere near this size. */
+		if (ns->wire_len >= RECORD_HDR &&
+		    ((size_t)ns->buf[ns->wire_off] | (size_t)ns->buf[ns->wire_off + 1] << 8) >
+		    HS_PAYLOAD_MAX + HS_OUT_MAX)
+			return ns_error(ns, "noise handshake failed: the %s sent an oversized "
+					"handshake message (not a rathole noise peer?)", peer_name(&ns->s));
+		n = rxbuf_read(ns);
 
 		if (n == 0)
 			return ns_error(ns, "noise handshake failed: the %s closed the connection "

@@ -153,8 +153,11 @@ static const char *check_pkcs12_password(PKCS12 *p12, const char *path, const ch
 static int parse_pkcs12(PKCS12 *p12, const char *path, const char *pass, EVP_PKEY **key,
 			X509 **cert, STACK_OF(X509) **chain, char *err, size_t errlen)
 {
+	unsigned long last;
+
 	if (PKCS12_parse(p12, pass, key, cert, chain))
 		return 0;
+	last = ERR_peek_last_error();
 #if OPENSSL_VERSION_NUMBER >= 0x30000000L
 	if (!legacy_loaded && failed_for_unsupported_algorithm()) {
 		/* Older `openssl pkcs12 -export` and Windows encrypt with RC2/3DES,
@@ -169,9 +172,13 @@ static int parse_pkcs12(PKCS12 *p12, const char *path, const char *pass, EVP_PKE
 		log_debug("tls: loaded OpenSSL's legacy provider for %s", path);
 		if (PKCS12_parse(p12, pass, key, cert, chain))
 			return 0;
+		last = ERR_peek_last_error();
 	}
 #endif
-	snprintf(err, errlen, "cannot decode the pkcs12 file %s: %s", path, openssl_reason(NULL));
+	ERR_clear_error();
+	snprintf(err, errlen, "cannot decode the pkcs12 file %s: %s", path,
+		 last && ERR_reason_error_string(last) ? ERR_reason_error_string(last)
+						       : "unknown OpenSSL error");
 	return -1;
 }
 
@@ -479,8 +486,8 @@ static int protocol_error(struct tls_session *ts, struct stream *s, const char *
 	case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
 	case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
 	case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
-		return stream_set_error(s, "TLS %s failed: the peer refused our certificate (%s)",
-					op, why);
+		return stream_set_error(s, "TLS %s failed: the %s refused our certificate (%s)",
+					op, ts->ctx->server ? "client" : "server", why);
 	default:
 		return stream_set_error(s, "TLS %s failed: %s", op, why);
 	}

@@ -32,7 +32,7 @@
 #define WS_CTL_PAYLOAD	125
 #define WS_CTL_FRAME	(14 + WS_CTL_PAYLOAD)
 #define WS_CTL_QUEUE	(4 * WS_CTL_FRAME)
-#define WS_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+#define WS_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_KEY_LEN	24			/* base64 of 16 bytes */
 #define WS_ACCEPT_LEN	28			/* base64 of a SHA-1 */
 
@@ -53,6 +53,7 @@ enum ws_state {
 enum ws_owed { OWED_NONE, OWED_DATA, OWED_CTL };
 
 #define WS_CLOSED (-3)	/* parse result: the peer's close frame */
+#define WS_TOO_BIG (-4)	/* read_head(): no end of header within WS_HEAD_MAX */
 
 struct ws_stream {
 	struct stream s;
@@ -484,7 +485,7 @@ static int prepare_request(struct ws_stream *ws)
 
 /* Reads until the header block is complete. Bytes after it stay in the
  * buffer: they are the first frames. Returns the header's length, 0 when
- * the peer closed, ST_AGAIN or ST_ERROR. */
+ * the peer closed, ST_AGAIN, ST_ERROR or WS_TOO_BIG. */
 static ssize_t read_head(struct ws_stream *ws)
 {
 	for (;;) {
@@ -505,8 +506,7 @@ static ssize_t read_head(struct ws_stream *ws)
 		if (e && e + 4 - ws->raw <= WS_HEAD_MAX)
 			return e + 4 - ws->raw;
 		if (ws->end >= WS_HEAD_MAX)
-			return stream_set_error(&ws->s, "websocket: the HTTP handshake header is "
-						"larger than %d bytes", WS_HEAD_MAX);
+			return WS_TOO_BIG;
 	}
 }
 
@@ -519,6 +519,9 @@ static int client_read_response(struct ws_stream *ws)
 	if (n == 0)
 		return stream_set_error(&ws->s, "websocket: the server closed the connection "
 					"during the handshake");
+	if (n == WS_TOO_BIG)
+		return stream_set_error(&ws->s, "websocket: the server's answer header is larger "
+					"than %d bytes", WS_HEAD_MAX);
 	if (n < 0)
 		return (int)n;
 	bad = parse_head((const char *)ws->raw, (size_t)n, &h);
@@ -540,9 +543,12 @@ static int server_read_request(struct ws_stream *ws)
 	if (n == 0)
 		return stream_set_error(&ws->s, "websocket: the client closed the connection "
 					"during the handshake");
-	if (n < 0)
+	if (n == WS_TOO_BIG)
+		bad = "the header is larger than 8192 bytes";
+	else if (n < 0)
 		return (int)n;
-	bad = parse_head((const char *)ws->raw, (size_t)n, &h);
+	else
+		bad = parse_head((const char *)ws->raw, (size_t)n, &h);
 	if (!bad)
 		bad = check_request(&h);
 	if (bad) {
@@ -684,6 +690,10 @@ static int handle_control(struct ws_stream *ws)
 	case OP_PING:
 		if (queue_control(ws, OP_PONG, ws->ctl, ws->ctl_got) < 0)
 			log_debug("websocket: pong dropped (the peer does not read our pongs)");
+		/* Answer now if no data frame is half written; else at the
+		 * next frame boundary. */
+		if (at_boundary(ws) && flush_control(ws) == ST_ERROR)
+			return ST_ERROR;
 		return 1;
 	case OP_PONG:
 		return 1;
@@ -907,12 +917,14 @@ static ssize_t ws_send_wire(struct stream *s, const uint8_t *p, size_t n)
 	return w;
 }
 
-/* Our half-close: a close frame (code 1000), then the lower layer's. */
+/* Our half-close is the close frame (code 1000) alone. The TCP connection
+ * (and TLS session) stay open until the stream is freed: a proxy such as
+ * nginx ends the whole upgraded connection at the first TCP EOF, which
+ * would cut the other direction short. */
 static int ws_shutdown(struct stream *s)
 {
 	static const uint8_t normal[2] = { 0x03, 0xe8 };
 	struct ws_stream *ws = WS(s);
-	int rc;
 
 	if (ws->state != WS_OPEN)
 		return lower_shutdown(ws);
@@ -923,10 +935,7 @@ static int ws_shutdown(struct stream *s)
 			return stream_set_error(s, "websocket: no room for the close frame");
 		ws->close_queued = true;
 	}
-	rc = flush_control(ws);
-	if (rc < 0)
-		return rc;
-	return lower_shutdown(ws);
+	return flush_control(ws);
 }
 
 static void ws_destroy(struct stream *s)

@@ -125,6 +125,8 @@ static void test_client_defaults(void)
 	CHECK(cfg->client->services[0].retry_interval == 1);
 	CHECK(cfg->client->services[0].nodelay == true);
 	CHECK(cfg->client->services[0].line == 3);
+	CHECK(cfg->client->services[0].udp_idle_timeout == 60);
+	CHECK(cfg->client->services[0].udp_max_sessions == 1024);
 	config_free(cfg);
 }
 
@@ -317,6 +319,14 @@ static void test_types_and_ranges(void)
 			  "local_addr = \"a:1\"\nretry_interval = 3601\n",
 			  "t.toml:6: client.services.s.retry_interval: expected 0 to 3600 seconds, "
 			  "found 3601");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = \"a:1\"\n[client.services.s]\ntoken = \"t\"\n"
+			  "local_addr = \"a:1\"\nudp_idle_timeout = 0\n",
+			  "t.toml:6: client.services.s.udp_idle_timeout: expected 1 to 86400 seconds, "
+			  "found 0");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = \"a:1\"\n[client.services.s]\ntoken = \"t\"\n"
+			  "local_addr = \"a:1\"\nudp_max_sessions = 65537\n",
+			  "t.toml:6: client.services.s.udp_max_sessions: expected 1 to 65536 sessions, "
+			  "found 65537");
 	EXPECT_ONLY_ERROR("[client]\nremote_addr = \"a:1\"\n[client.transport.tcp]\nnodelay = 1\n",
 			  "t.toml:4: client.transport.tcp.nodelay: expected a boolean (true or false), "
 			  "found integer");

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Exposes a local web page through the tunnel, all on this machine:
+#   a web server on 127.0.0.1:8080  <-  rathole client  ==tunnel==  rathole server  <-  you, on 127.0.0.1:5202
+# using examples/unified/config.toml. Stops everything on Ctrl-C.
+set -eu
+cd "$(dirname "$0")/.."
+bin=${RATHOLE:-./rathole}
+cfg=examples/unified/config.toml
+dir=$(mktemp -d)
+pids=""
+cleanup() {
+	for p in $pids; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+echo "<h1>Hello from behind the NAT</h1>" > "$dir/index.html"
+python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dir" >/dev/null 2>&1 &
+pids="$pids $!"
+"$bin" --server "$cfg" & pids="$pids $!"
+"$bin" --client "$cfg" & pids="$pids $!"
+
+fetch() {
+	python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().strip())' "$1"
+}
+i=0
+until page=$(fetch http://127.0.0.1:5202/ 2>/dev/null); do
+	i=$((i + 1))
+	[ $i -lt 50 ] || { echo "demo: the tunnel did not come up" >&2; exit 1; }
+	sleep 0.2
+done
+echo
+echo "demo: http://127.0.0.1:5202/ (the server's service port) answered through the tunnel:"
+echo "  $page"
+echo "demo: the tunnel stays up; press Ctrl-C to stop."
+wait

@@ -1,0 +1,51 @@
+/* The optional admin API ([server.api] / [client.api]): a small HTTP/1.1
+ * endpoint on the event loop, loopback by default.
+ *
+ *   GET  /metrics      Prometheus text format
+ *   GET  /api/status   JSON
+ *   POST /api/reload   reloads the configuration file
+ *
+ * With a token set, every request needs "Authorization: Bearer <token>"
+ * (401 otherwise). One request per connection; requests are bounded in size
+ * (8 KiB) and time (5 s), and at most 64 connections are served at once. */
+#ifndef API_H
+#define API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "loop.h"
+
+struct api;
+
+struct api_hooks {
+	void (*metrics)(void *arg, struct buf *out);
+	void (*status)(void *arg, struct buf *out);
+	/* Returns 0 if the reload was applied, -1 if it was rejected. */
+	int (*reload)(void *arg);
+};
+
+struct api *api_new(struct loop *l, const char *bind_addr, const char *token,
+		    const struct api_hooks *hooks, void *arg, char *err, size_t errlen);
+void api_free(struct api *a);
+
+/* ---- the request parser, separate so that it can be fuzzed ---- */
+
+#define HTTP_MAX_REQUEST 8192
+
+struct http_request {
+	char method[8];
+	char path[256];
+	const char *auth;		/* the Authorization value inside the buffer, or NULL */
+	size_t auth_len;
+	size_t header_len;		/* bytes up to and including the blank line */
+	size_t content_length;
+};
+
+/* Returns 1 when the header block is complete and valid, 0 when more bytes
+ * are needed, or -1 (with a status code in *status: 400, 405, 414, 431, 505)
+ * for a request we refuse. */
+int http_parse_request(const char *buf, size_t len, struct http_request *req, int *status);
+
+#endif

@@ -1,0 +1,675 @@
+/* The client role: one control channel per service, kept up with the
+ * reference's backoff; a data channel per CreateDataChannel, connected to the
+ * local service when the server starts forwarding on it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client_int.h"
+#include "connect.h"
+#include "log.h"
+#include "metrics.h"
+#include "relay.h"
+#include "reload.h"
+#include "roles.h"
+
+#define CONNECT_TIMEOUT_MS	10000	/* resolve + connect + proxy + handshake */
+#define BACKOFF_INITIAL_MS	500	/* the reference's backoff: x3, +-20 %, capped */
+#define BACKOFF_MIN_MS		100	/* even with retry_interval = 0 */
+#define STABLE_MS		3000	/* a channel that lived this long resets the backoff */
+#define DATA_RETRY_MS		100	/* data channel connect: retried this far apart */
+#define DATA_RETRY_FOR_MS	10000	/* ... for at most this long */
+#define LOCAL_CONNECT_MS	10000
+#define MAX_DATA_SETUP		4096	/* data channels being set up, per service */
+
+/* A data channel from CreateDataChannel until forwarding starts. */
+enum dstate { D_CONNECTING, D_WAIT_CMD, D_LOCAL };
+
+struct cdata {
+	struct list link;
+	struct cservice *svc;
+	enum dstate state;
+	struct connector *conn;
+	struct stream *s;
+	struct watcher w;
+	struct timer retry;
+	uint64_t started;
+	uint8_t session_key[PROTO_DIGEST_LEN];
+	uint8_t buf[PROTO_CMD_LEN];
+	size_t have;
+};
+
+static void ctrl_connect(struct cservice *svc);
+static void cdata_free(struct cdata *d);
+
+/* ---- data channels ---- */
+
+static void cdata_free(struct cdata *d)
+{
+	struct loop *l = d->svc->cli->loop;
+
+	list_del(&d->link);
+	connector_cancel(d->conn);
+	loop_unwatch(l, &d->w);
+	timer_stop(l, &d->retry);
+	stream_free(d->s);
+	free(d);
+}
+
+static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *st,
+			  const char *err)
+{
+	struct cservice *svc = arg;
+
+	svc->nactive--;
+	/* [0]: local service -> tunnel, [1]: tunnel -> local service */
+	svc->bytes_out += st->bytes[0];
+	svc->bytes_in += st->bytes[1];
+	if (err)
+		log_debug("service %s: connection ended: %s", svc->cfg->name, err);
+}
+
+static void on_local_connected(void *arg, struct stream *local, const struct net_addr *addr,
+			       const char *err)
+{
+	struct cdata *d = arg;
+	struct cservice *svc = d->svc;
+	struct stream *tunnel;
+	struct relay *r;
+
+	d->conn = NULL;
+	if (!local) {
+		svc->local_failures++;
+		log_warn("service %s: cannot reach the local service %s: %s; closing the visitor's connection",
+			 svc->cfg->name, svc->cfg->local_addr, err);
+		cdata_free(d);
+		return;
+	}
+	net_set_nodelay(local->fd, svc->cfg->nodelay);
+	tunnel = d->s;
+	d->s = NULL;
+	cdata_free(d);
+	r = relay_new(svc->cli->loop, local, tunnel, on_relay_done, svc);
+	if (!r) {
+		log_warn("service %s: out of memory for a connection", svc->cfg->name);
+		return;
+	}
+	list_add_tail(&svc->relays, relay_link(r));
+	svc->nactive++;
+}
+
+static void cdata_start_forward(struct cdata *d, enum data_cmd cmd)
+{
+	struct cservice *svc = d->svc;
+	enum service_type want = cmd == DATA_START_FORWARD_TCP ? SERVICE_TCP : SERVICE_UDP;
+	struct stream *s;
+
+	if (svc->cfg->type != want) {
+		log_error("service %s: the server forwards %s but this service is %s here: "
+			  "make `type` the same in both configs", svc->cfg->name,
+			  service_type_name(want), service_type_name(svc->cfg->type));
+		cdata_free(d);
+		return;
+	}
+	if (want == SERVICE_UDP) {
+		s = d->s;
+		d->s = NULL;
+		cdata_free(d);
+		udp_client_start(svc, s);
+		return;
+	}
+	svc->visitors_total++;
+	loop_unwatch(svc->cli->loop, &d->w);
+	d->state = D_LOCAL;
+	d->conn = connector_start_plain(svc->cli->loop, svc->cfg->local_addr, LOCAL_CONNECT_MS,
+					on_local_connected, d);
+	if (!d->conn)
+		cdata_free(d);
+}
+
+static void on_cdata_event(struct loop *l, struct watcher *w, uint32_t events)
+{
+	struct cdata *d = container_of(w, struct cdata, w);
+	int rc;
+
+	if (stream_flush(d->s) == ST_ERROR) {
+		log_debug("service %s: data channel broke: %s", d->svc->cfg->name, d->s->err);
+		cdata_free(d);
+		return;
+	}
+	rc = stream_read_exact(d->s, d->buf, sizeof d->buf, &d->have);
+	if (rc == 1) {
+		int cmd = proto_decode_enum(d->buf, 2);
+		if (cmd < 0) {
+			log_warn("service %s: unknown data channel command from the server; closing it",
+				 d->svc->cfg->name);
+			cdata_free(d);
+			return;
+		}
+		cdata_start_forward(d, (enum data_cmd)cmd);
+		return;
+	}
+	if (rc == ST_AGAIN) {
+		uint32_t ev = d->s->want | (stream_tx_pending(d->s) ? EPOLLOUT : 0);
+		loop_watch(l, w, ev);
+		return;
+	}
+	/* The server drops pooled channels it no longer needs (e.g. when a new
+	 * control channel replaced the old one): not worth more than debug. */
+	log_debug("service %s: data channel closed before use: %s", d->svc->cfg->name,
+		  rc == 0 ? "closed by the server" : d->s->err);
+	cdata_free(d);
+}
+
+static void cdata_connect(struct cdata *d);
+
+static void on_cdata_retry(struct loop *l, struct timer *t)
+{
+	cdata_connect(container_of(t, struct cdata, retry));
+}
+
+static void on_data_connected(void *arg, struct stream *s, const struct net_addr *addr,
+			      const char *err)
+{
+	struct cdata *d = arg;
+	struct cservice *svc = d->svc;
+	struct loop *l = svc->cli->loop;
+	uint8_t hello[PROTO_HELLO_LEN];
+
+	d->conn = NULL;
+	if (!s) {
+		if (loop_now(l) - d->started + DATA_RETRY_MS > DATA_RETRY_FOR_MS) {
+			log_warn("service %s: cannot open a data channel: %s; giving up on it",
+				 svc->cfg->name, err);
+			cdata_free(d);
+			return;
+		}
+		log_debug("service %s: data channel: %s; retrying", svc->cfg->name, err);
+		timer_start(l, &d->retry, DATA_RETRY_MS);
+		return;
+	}
+	d->s = s;
+	net_set_nodelay(s->fd, svc->cfg->nodelay);
+	proto_encode_hello(hello, HELLO_DATA, d->session_key);
+	if (stream_send(s, hello, sizeof hello) < 0) {
+		log_debug("service %s: data channel broke: %s", svc->cfg->name, s->err);
+		cdata_free(d);
+		return;
+	}
+	d->state = D_WAIT_CMD;
+	watcher_init(&d->w, s->fd, on_cdata_event);
+	loop_watch(l, &d->w, EPOLLIN | (stream_tx_pending(s) ? EPOLLOUT : 0));
+}
+
+static void cdata_connect(struct cdata *d)
+{
+	struct cservice *svc = d->svc;
+
+	d->conn = connector_start(svc->cli->loop, svc->cli->tr,
+				  svc->have_addr ? &svc->server_addr : NULL,
+				  CONNECT_TIMEOUT_MS, on_data_connected, d);
+	if (!d->conn)
+		cdata_free(d);
+}
+
+static void open_data_channel(struct cservice *svc)
+{
+	struct cdata *d;
+	size_t n = 0;
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &svc->datas)
+		n++;
+	if (n >= MAX_DATA_SETUP) {
+		log_warn("service %s: %zu data channels already being opened; ignoring the request",
+			 svc->cfg->name, n);
+		return;
+	}
+	d = calloc(1, sizeof *d);
+	if (!d)
+		return;
+	d->svc = svc;
+	d->state = D_CONNECTING;
+	d->started = loop_now(svc->cli->loop);
+	memcpy(d->session_key, svc->session_key, sizeof d->session_key);
+	watcher_init(&d->w, -1, on_cdata_event);
+	timer_init(&d->retry, on_cdata_retry);
+	list_add_tail(&svc->datas, &d->link);
+	cdata_connect(d);
+}
+
+/* ---- the control channel ---- */
+
+static void ctrl_close(struct cservice *svc)
+{
+	struct loop *l = svc->cli->loop;
+
+	connector_cancel(svc->conn);
+	svc->conn = NULL;
+	loop_unwatch(l, &svc->w);
+	timer_stop(l, &svc->heartbeat);
+	stream_free(svc->s);
+	svc->s = NULL;
+}
+
+static uint32_t next_backoff(struct cservice *svc)
+{
+	uint32_t cap = (uint32_t)svc->cfg->retry_interval * 1000, d, jitter;
+	uint32_t r;
+
+	if (cap < BACKOFF_MIN_MS)
+		cap = BACKOFF_MIN_MS;
+	if (!svc->backoff_ms)
+		svc->backoff_ms = BACKOFF_INITIAL_MS;
+	if (svc->backoff_ms > cap)
+		svc->backoff_ms = cap;
+	d = svc->backoff_ms;
+	/* +-20 % so that many clients do not reconnect in lockstep */
+	if (proto_random(&r, sizeof r) < 0)
+		r = 0;
+	jitter = d / 5;
+	d = d - jitter + (jitter ? r % (2 * jitter + 1) : 0);
+	svc->backoff_ms = svc->backoff_ms > cap / 3 ? cap : svc->backoff_ms * 3;
+	return d;
+}
+
+/* The control channel failed: retry later, like the reference, forever. */
+static void ctrl_failed(struct cservice *svc, const char *why)
+{
+	struct loop *l = svc->cli->loop;
+	uint32_t d;
+
+	ctrl_close(svc);
+	if (loop_now(l) - svc->attempt_at > STABLE_MS)
+		svc->backoff_ms = 0;
+	d = next_backoff(svc);
+	svc->state = CS_BACKOFF;
+	svc->reconnects++;
+	log_error("service %s: %s; retrying in %u ms", svc->cfg->name, why, d);
+	timer_start(l, &svc->retry, d);
+}
+
+static void on_retry(struct loop *l, struct timer *t)
+{
+	ctrl_connect(container_of(t, struct cservice, retry));
+}
+
+static void on_heartbeat_timeout(struct loop *l, struct timer *t)
+{
+	struct cservice *svc = container_of(t, struct cservice, heartbeat);
+	char why[96];
+
+	snprintf(why, sizeof why, "no heartbeat from the server for %d s",
+		 svc->cli->cfg->heartbeat_timeout);
+	ctrl_failed(svc, why);
+}
+
+static void arm_heartbeat_timeout(struct cservice *svc)
+{
+	int secs = svc->cli->cfg->heartbeat_timeout;
+
+	if (secs > 0)
+		timer_start(svc->cli->loop, &svc->heartbeat, (uint64_t)secs * 1000);
+}
+
+static int handle_hello(struct cservice *svc)
+{
+	struct hello h;
+	uint8_t auth[PROTO_AUTH_LEN];
+
+	if (proto_decode_hello(svc->buf, &h) < 0 || h.kind != HELLO_CONTROL) {
+		ctrl_failed(svc, "the server did not answer with a control channel hello");
+		return -1;
+	}
+	if (h.version != PROTO_VERSION) {
+		ctrl_failed(svc, "protocol version mismatched");
+		return -1;
+	}
+	proto_session_key(svc->cfg->token, h.digest, svc->session_key);
+	memcpy(auth, svc->session_key, sizeof auth);
+	if (stream_send(svc->s, auth, sizeof auth) < 0) {
+		ctrl_failed(svc, svc->s->err);
+		return -1;
+	}
+	svc->state = CS_ACK;
+	svc->have = 0;
+	return 0;
+}
+
+static int handle_ack(struct cservice *svc)
+{
+	int a = proto_decode_enum(svc->buf, 3);
+	char why[160];
+
+	if (a == ACK_OK) {
+		svc->state = CS_READY;
+		svc->have = 0;
+		svc->backoff_ms = 0;
+		log_info("service %s: control channel established", svc->cfg->name);
+		arm_heartbeat_timeout(svc);
+		stream_trim(svc->s);
+		return 0;
+	}
+	if (a == ACK_SERVICE_NOT_EXIST)
+		snprintf(why, sizeof why, "the server has no service named \"%s\" "
+			 "(the names in both configs must match)", svc->cfg->name);
+	else if (a == ACK_AUTH_FAILED)
+		snprintf(why, sizeof why, "authentication failed: the token differs from the server's");
+	else
+		snprintf(why, sizeof why, "the server sent an unknown answer to the handshake");
+	ctrl_failed(svc, why);
+	return -1;
+}
+
+static int handle_command(struct cservice *svc)
+{
+	int cmd = proto_decode_enum(svc->buf, 2);
+
+	svc->have = 0;
+	arm_heartbeat_timeout(svc);
+	switch (cmd) {
+	case CMD_CREATE_DATA_CHANNEL:
+		log_trace("service %s: CreateDataChannel", svc->cfg->name);
+		open_data_channel(svc);
+		return 0;
+	case CMD_HEARTBEAT:
+		log_trace("service %s: heartbeat", svc->cfg->name);
+		return 0;
+	}
+	ctrl_failed(svc, "the server sent an unknown command");
+	return -1;
+}
+
+static void on_ctrl_event(struct loop *l, struct watcher *w, uint32_t events)
+{
+	struct cservice *svc = container_of(w, struct cservice, w);
+
+	if (stream_flush(svc->s) == ST_ERROR) {
+		ctrl_failed(svc, svc->s->err);
+		return;
+	}
+	/* bounded: yield after a burst of commands */
+	for (int i = 0; i < 256; i++) {
+		size_t need = svc->state == CS_HELLO ? PROTO_HELLO_LEN : PROTO_CMD_LEN;
+		int rc = stream_read_exact(svc->s, svc->buf, need, &svc->have), res;
+
+		if (rc == ST_AGAIN) {
+			loop_watch(l, w, svc->s->want | (stream_tx_pending(svc->s) ? EPOLLOUT : 0));
+			return;
+		}
+		if (rc == 0) {
+			ctrl_failed(svc, svc->state == CS_READY ? "the server closed the control channel"
+				    : "the server closed the connection during the handshake");
+			return;
+		}
+		if (rc < 0) {
+			ctrl_failed(svc, svc->s->err);
+			return;
+		}
+		if (svc->state == CS_HELLO)
+			res = handle_hello(svc);
+		else if (svc->state == CS_ACK)
+			res = handle_ack(svc);
+		else
+			res = handle_command(svc);
+		if (res < 0)
+			return;
+	}
+	loop_watch(l, w, EPOLLIN | EPOLLOUT);	/* come back soon */
+}
+
+static void on_ctrl_connected(void *arg, struct stream *s, const struct net_addr *addr,
+			      const char *err)
+{
+	struct cservice *svc = arg;
+	uint8_t hello[PROTO_HELLO_LEN];
+
+	svc->conn = NULL;
+	if (!s) {
+		ctrl_failed(svc, err);
+		return;
+	}
+	svc->s = s;
+	svc->server_addr = *addr;
+	svc->have_addr = true;
+	proto_encode_hello(hello, HELLO_CONTROL, svc->digest);
+	if (stream_send(s, hello, sizeof hello) < 0) {
+		ctrl_failed(svc, s->err);
+		return;
+	}
+	svc->state = CS_HELLO;
+	svc->have = 0;
+	watcher_init(&svc->w, s->fd, on_ctrl_event);
+	loop_watch(svc->cli->loop, &svc->w, EPOLLIN | (stream_tx_pending(s) ? EPOLLOUT : 0));
+}
+
+static void ctrl_connect(struct cservice *svc)
+{
+	svc->state = CS_CONNECTING;
+	svc->attempt_at = loop_now(svc->cli->loop);
+	svc->have_addr = false;
+	log_debug("service %s: connecting to %s", svc->cfg->name, svc->cli->cfg->remote_addr);
+	svc->conn = connector_start(svc->cli->loop, svc->cli->tr, NULL, CONNECT_TIMEOUT_MS,
+				    on_ctrl_connected, svc);
+	if (!svc->conn)
+		ctrl_failed(svc, "out of memory");
+}
+
+/* ---- building and freeing ---- */
+
+static struct cservice *service_new(struct client *cli, const struct service_config *cfg)
+{
+	struct cservice *svc = calloc(1, sizeof *svc);
+
+	if (!svc)
+		return NULL;
+	svc->cli = cli;
+	svc->cfg = cfg;
+	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
+	list_init(&svc->datas);
+	list_init(&svc->relays);
+	watcher_init(&svc->w, -1, on_ctrl_event);
+	timer_init(&svc->retry, on_retry);
+	timer_init(&svc->heartbeat, on_heartbeat_timeout);
+	list_add_tail(&cli->services, &svc->link);
+	ctrl_connect(svc);
+	return svc;
+}
+
+static void service_free(struct cservice *svc)
+{
+	ctrl_close(svc);
+	timer_stop(svc->cli->loop, &svc->retry);
+	while (!list_empty(&svc->datas))
+		cdata_free(list_first(&svc->datas, struct cdata, link));
+	while (!list_empty(&svc->relays))
+		relay_free(relay_from_link(svc->relays.next));
+	udp_client_stop(svc);
+	list_del(&svc->link);
+	free(svc);
+}
+
+struct client *client_new(struct loop *l, const struct client_config *cfg,
+			  char *err, size_t errlen)
+{
+	struct client *cli = calloc(1, sizeof *cli);
+
+	if (!cli) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	cli->loop = l;
+	cli->cfg = cfg;
+	list_init(&cli->services);
+	cli->tr = transport_new(&cfg->transport, false, cfg->remote_addr, err, errlen);
+	if (!cli->tr) {
+		free(cli);
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		if (!service_new(cli, &cfg->services[i])) {
+			snprintf(err, errlen, "out of memory");
+			client_free(cli);
+			return NULL;
+		}
+	}
+	return cli;
+}
+
+void client_free(struct client *cli)
+{
+	if (!cli)
+		return;
+	while (!list_empty(&cli->services))
+		service_free(list_first(&cli->services, struct cservice, link));
+	transport_free(cli->tr);
+	free(cli);
+}
+
+static bool service_running(struct client *cli, const struct service_config *sc)
+{
+	struct list *n, *tmp;
+
+	list_for_each_safe(n, tmp, &cli->services)
+		if (container_of(n, struct cservice, link)->cfg == sc)
+			return true;
+	return false;
+}
+
+void client_apply(struct client *cli, const struct client_config *cfg, struct reload_counts *rc)
+{
+	const struct client_config *old = cli->cfg;
+	struct list *n, *tmp;
+
+	memset(rc, 0, sizeof *rc);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+		const struct service_config *nc =
+			config_find_service(cfg->services, cfg->nservices, svc->cfg->name);
+
+		if (nc && service_config_equal(svc->cfg, nc)) {
+			svc->cfg = nc;		/* the old config is about to be freed */
+			rc->unchanged++;
+			continue;
+		}
+		if (nc) {
+			log_info("service %s: changed by the reload; restarting it", nc->name);
+			rc->changed++;
+		} else {
+			log_info("service %s: removed by the reload", svc->cfg->name);
+			rc->removed++;
+		}
+		service_free(svc);
+	}
+	cli->cfg = cfg;
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct service_config *sc = &cfg->services[i];
+
+		if (service_running(cli, sc))
+			continue;
+		if (!config_find_service(old->services, old->nservices, sc->name)) {
+			log_info("service %s: added by the reload", sc->name);
+			rc->added++;
+		}
+		if (!service_new(cli, sc))
+			log_error("service %s: out of memory; not started", sc->name);
+	}
+}
+
+/* ---- metrics and status ---- */
+
+/* dir 0: from the tunnel to the local service (in), 1: back (out) */
+static uint64_t live_bytes(const struct cservice *svc, int dir)
+{
+	uint64_t n = dir == 0 ? svc->bytes_in : svc->bytes_out;
+	const struct list *it;
+
+	for (it = svc->relays.next; it != &svc->relays; it = it->next)
+		n += relay_stats(relay_from_link((struct list *)it))->bytes[dir == 0 ? 1 : 0];
+	return n;
+}
+
+typedef uint64_t (*svc_value)(const struct cservice *svc);
+
+static uint64_t v_up(const struct cservice *s) { return s->state == CS_READY; }
+static uint64_t v_reconnects(const struct cservice *s) { return s->reconnects; }
+static uint64_t v_active(const struct cservice *s) { return s->nactive; }
+static uint64_t v_total(const struct cservice *s) { return s->visitors_total; }
+static uint64_t v_in(const struct cservice *s) { return live_bytes(s, 0); }
+static uint64_t v_out(const struct cservice *s) { return live_bytes(s, 1); }
+static uint64_t v_local_fail(const struct cservice *s) { return s->local_failures; }
+static uint64_t v_udp_sessions(const struct cservice *s) { return udp_client_sessions(s); }
+static uint64_t v_udp_dropped(const struct cservice *s) { return udp_client_dropped(s); }
+
+static void family(struct buf *b, struct client *cli, const char *name, const char *type,
+		   const char *help, svc_value get, const char *extra, bool head)
+{
+	struct list *n, *tmp;
+
+	if (head)
+		metrics_family(b, name, type, help);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+		metrics_sample(b, name, svc->cfg->name, extra, get(svc));
+	}
+}
+
+void client_metrics(struct client *cli, struct buf *b)
+{
+	family(b, cli, "rathole_service_control_channel_up", "gauge",
+	       "Whether the service's control channel is established.", v_up, NULL, true);
+	family(b, cli, "rathole_service_reconnects_total", "counter",
+	       "Control channel failures followed by a reconnection attempt.", v_reconnects, NULL, true);
+	family(b, cli, "rathole_service_connections_active", "gauge",
+	       "Connections being forwarded to the local service.", v_active, NULL, true);
+	family(b, cli, "rathole_service_connections_total", "counter",
+	       "Connections forwarded to the local service.", v_total, NULL, true);
+	family(b, cli, "rathole_service_bytes_total", "counter",
+	       "Bytes forwarded: in = to the local service, out = from it.", v_in, "direction=\"in\"", true);
+	family(b, cli, "rathole_service_bytes_total", "counter", NULL, v_out, "direction=\"out\"", false);
+	family(b, cli, "rathole_service_local_connect_failures_total", "counter",
+	       "Visitors closed because the local service could not be reached.", v_local_fail, NULL, true);
+	family(b, cli, "rathole_service_udp_sessions", "gauge",
+	       "UDP visitors with a local socket.", v_udp_sessions, NULL, true);
+	family(b, cli, "rathole_service_udp_dropped_total", "counter",
+	       "UDP datagrams dropped (queue full, oversized, local errors).", v_udp_dropped, NULL, true);
+	metrics_process(b, "client");
+}
+
+static const char *state_name(enum cstate st)
+{
+	switch (st) {
+	case CS_CONNECTING: return "connecting";
+	case CS_HELLO:
+	case CS_ACK: return "handshake";
+	case CS_READY: return "established";
+	case CS_BACKOFF: return "retrying";
+	}
+	return "unknown";
+}
+
+void client_status(struct client *cli, struct buf *b)
+{
+	struct list *n, *tmp;
+	bool first = true;
+
+	buf_printf(b, "{\"role\": \"client\", \"version\": \"%s\", \"remote_addr\": ", RATHOLE_VERSION);
+	buf_json_string(b, cli->cfg->remote_addr);
+	buf_printf(b, ", \"transport\": \"%s\", \"services\": [", cli->tr->impl->name);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+		buf_printf(b, "%s\n  {\"name\": ", first ? "" : ",");
+		buf_json_string(b, svc->cfg->name);
+		buf_printf(b, ", \"type\": \"%s\", \"local_addr\": ", service_type_name(svc->cfg->type));
+		buf_json_string(b, svc->cfg->local_addr);
+		buf_printf(b, ", \"control_channel\": \"%s\", \"reconnects\": %llu, "
+			   "\"connections_active\": %zu, \"connections_total\": %llu, "
+			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu}",
+			   state_name(svc->state), (unsigned long long)svc->reconnects, svc->nactive,
+			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
+			   (unsigned long long)live_bytes(svc, 1), udp_client_sessions(svc));
+		first = false;
+	}
+	buf_printf(b, "\n]}\n");
+}

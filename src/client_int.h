@@ -1,0 +1,61 @@
+/* The client's internal structures, shared by client.c and udp.c. */
+#ifndef CLIENT_INT_H
+#define CLIENT_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "list.h"
+#include "loop.h"
+#include "net.h"
+#include "protocol.h"
+#include "transport.h"
+
+struct connector;
+struct udp_client;
+
+struct client {
+	struct loop *loop;
+	const struct client_config *cfg;
+	struct transport *tr;
+	struct list services;		/* struct cservice */
+};
+
+enum cstate { CS_CONNECTING, CS_HELLO, CS_ACK, CS_READY, CS_BACKOFF };
+
+struct cservice {
+	struct list link;
+	struct client *cli;
+	const struct service_config *cfg;
+	uint8_t digest[PROTO_DIGEST_LEN];	/* sha256(name) */
+
+	/* the control channel */
+	enum cstate state;
+	struct connector *conn;
+	struct stream *s;
+	struct watcher w;
+	uint8_t buf[PROTO_HELLO_LEN];
+	size_t have;
+	uint8_t session_key[PROTO_DIGEST_LEN];
+	struct net_addr server_addr;		/* resolved by the control channel */
+	bool have_addr;
+	struct timer retry, heartbeat;
+	uint32_t backoff_ms;
+	uint64_t attempt_at;			/* loop time of the last connect attempt */
+
+	struct list datas;			/* data channels being set up */
+	struct list relays;			/* active connections (relay_link) */
+	size_t nactive;
+	struct udp_client *udp;			/* the UDP data channel, if any */
+
+	uint64_t reconnects, visitors_total, bytes_in, bytes_out, local_failures, udp_dropped;
+};
+
+/* UDP services (udp.c). Takes the data channel; replaces any previous one. */
+void udp_client_start(struct cservice *svc, struct stream *s);
+void udp_client_stop(struct cservice *svc);
+size_t udp_client_sessions(const struct cservice *svc);
+uint64_t udp_client_dropped(const struct cservice *svc);
+
+#endif

@@ -1,0 +1,488 @@
+#include "relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define RELAY_PIPE_SIZE	(256 * 1024)	/* asked of the kernel; it may give less */
+#define RELAY_BUF_SIZE	(64 * 1024 + 128) /* headroom + 64 KiB record + tailroom */
+#define POOL_MAX	32
+#define PUMP_BUDGET	16		/* chunks per direction before yielding */
+
+/* ---- pools: pipes and buffers are held only while bytes flow ---- */
+
+struct pipe_pair { int rd, wr; };
+
+static struct pipe_pair pipe_pool[POOL_MAX];
+static int npipes;
+static void *buf_pool[POOL_MAX];
+static int nbufs;
+
+static int pipe_get(struct pipe_pair *p)
+{
+	int fds[2];
+
+	if (npipes) {
+		*p = pipe_pool[--npipes];
+		return 0;
+	}
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	/* A bigger pipe means fewer splice calls per megabyte. */
+	fcntl(fds[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
+	p->rd = fds[0];
+	p->wr = fds[1];
+	return 0;
+}
+
+static void pipe_put(struct pipe_pair *p)
+{
+	if (p->rd < 0)
+		return;
+	if (npipes < POOL_MAX) {
+		pipe_pool[npipes++] = *p;
+	} else {
+		close(p->rd);
+		close(p->wr);
+	}
+	p->rd = p->wr = -1;
+}
+
+/* Only an empty pipe may go back to the pool; one holding bytes is closed. */
+static void pipe_drop(struct pipe_pair *p)
+{
+	if (p->rd < 0)
+		return;
+	close(p->rd);
+	close(p->wr);
+	p->rd = p->wr = -1;
+}
+
+static uint8_t *buf_get(void)
+{
+	return nbufs ? buf_pool[--nbufs] : malloc(RELAY_BUF_SIZE);
+}
+
+static void buf_put(uint8_t **b)
+{
+	if (!*b)
+		return;
+	if (nbufs < POOL_MAX)
+		buf_pool[nbufs++] = *b;
+	else
+		free(*b);
+	*b = NULL;
+}
+
+void relay_pools_free(void)
+{
+	while (npipes) {
+		npipes--;
+		close(pipe_pool[npipes].rd);
+		close(pipe_pool[npipes].wr);
+	}
+	while (nbufs)
+		free(buf_pool[--nbufs]);
+}
+
+/* ---- the relay ---- */
+
+enum pump_result { PUMP_WAIT, PUMP_DONE, PUMP_ERROR };
+
+struct dir {
+	int from, to;			/* endpoint indexes */
+	struct pipe_pair pipe;
+	uint32_t in_pipe;
+	uint8_t *buf;			/* buffered path */
+	uint8_t *wire;			/* sealed bytes not yet written */
+	uint32_t wire_len;
+	uint32_t wait_from, wait_to;	/* events awaited on each endpoint */
+	bool eof, done, no_splice;
+};
+
+struct endpoint {
+	struct watcher w;
+	struct relay *r;
+	int idx;
+};
+
+struct relay {
+	struct list link;		/* the owner's */
+	struct loop *loop;
+	struct stream *s[2];
+	struct endpoint ep[2];
+	struct dir d[2];
+	struct deferred again;
+	bool again_dir[2];
+	struct relay_stats stats;
+	relay_done_cb cb;
+	void *arg;
+	const char *err;		/* a stream's err or a static string */
+};
+
+static bool can_splice(const struct relay *r, const struct dir *d)
+{
+	const struct stream *from = r->s[d->from], *to = r->s[d->to];
+
+	return !d->no_splice && from->plain && to->plain && from->rx_len == 0;
+}
+
+/* The message stays valid until the relay is freed: the streams' own
+ * buffers outlive the done callback, and strerror()'s are static. */
+static enum pump_result fail(struct relay *r, struct stream *s, const char *what)
+{
+	if (!r->err)
+		r->err = s ? s->err : what;
+	return PUMP_ERROR;
+}
+
+static enum pump_result fail_errno(struct relay *r)
+{
+	if (!r->err)
+		r->err = strerror(errno);
+	return PUMP_ERROR;
+}
+
+/* Nothing is in flight in this direction: give back what it borrowed. */
+static void go_idle(struct relay *r, struct dir *d)
+{
+	if (d->in_pipe == 0)
+		pipe_put(&d->pipe);
+	if (d->wire_len == 0)
+		buf_put(&d->buf);
+	stream_trim(r->s[d->from]);
+}
+
+/* Writes what the direction holds (queued messages, sealed bytes, pipe
+ * contents). PUMP_DONE here means "nothing left to write". */
+static enum pump_result drain(struct relay *r, struct dir *d)
+{
+	struct stream *to = r->s[d->to];
+
+	if (stream_tx_pending(to)) {
+		int rc = stream_flush(to);
+		if (rc == ST_AGAIN) {
+			d->wait_to = to->want;
+			return PUMP_WAIT;
+		}
+		if (rc < 0)
+			return fail(r, to, NULL);
+	}
+	while (d->wire_len) {
+		ssize_t n = stream_send_wire(to, d->wire, d->wire_len);
+		if (n == ST_AGAIN) {
+			d->wait_to = to->want;
+			return PUMP_WAIT;
+		}
+		if (n < 0)
+			return fail(r, to, NULL);
+		d->wire += n;
+		d->wire_len -= (uint32_t)n;
+	}
+	while (d->in_pipe) {
+		ssize_t n = splice(d->pipe.rd, NULL, to->fd, NULL, d->in_pipe,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n < 0 && errno == EAGAIN) {
+			d->wait_to = EPOLLOUT;
+			return PUMP_WAIT;
+		}
+		if (n <= 0)
+			return fail_errno(r);
+		d->in_pipe -= (uint32_t)n;
+	}
+	return PUMP_DONE;
+}
+
+/* Reads one chunk into the pipe. */
+static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof)
+{
+	struct stream *from = r->s[d->from];
+	ssize_t n;
+
+	if (d->pipe.rd < 0 && pipe_get(&d->pipe) < 0) {
+		d->no_splice = true;	/* out of fds for pipes: copy instead */
+		return PUMP_DONE;
+	}
+	n = splice(from->fd, NULL, d->pipe.wr, NULL, RELAY_PIPE_SIZE,
+		   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	if (n > 0) {
+		d->in_pipe = (uint32_t)n;
+		r->stats.bytes[d->from] += (uint64_t)n;
+		return PUMP_DONE;
+	}
+	if (n == 0) {
+		*eof = true;
+		return PUMP_DONE;
+	}
+	if (errno == EAGAIN) {
+		d->wait_from = EPOLLIN;
+		return PUMP_WAIT;
+	}
+	if (errno == EINVAL) {		/* not spliceable after all */
+		d->no_splice = true;
+		return PUMP_DONE;
+	}
+	return fail_errno(r);
+}
+
+/* The destination takes plaintext as is (tcp, tls): write it straight from
+ * the source's buffer. */
+static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *eof)
+{
+	struct stream *from = r->s[d->from], *to = r->s[d->to];
+	const uint8_t *p;
+	ssize_t n = stream_peek(from, &p), m;
+
+	if (n == 0) {
+		*eof = true;
+		return PUMP_DONE;
+	}
+	if (n == ST_AGAIN) {
+		d->wait_from = from->want;
+		return PUMP_WAIT;
+	}
+	if (n < 0)
+		return fail(r, from, NULL);
+	if ((size_t)n > to->max_chunk)
+		n = to->max_chunk;
+	m = stream_send_wire(to, p, (size_t)n);
+	if (m == ST_AGAIN) {
+		d->wait_to = to->want;
+		return PUMP_WAIT;
+	}
+	if (m < 0)
+		return fail(r, to, NULL);
+	stream_consume(from, (size_t)m);
+	r->stats.bytes[d->from] += (uint64_t)m;
+	return PUMP_DONE;
+}
+
+/* The destination seals in place (noise, websocket): read plaintext into
+ * our buffer, leaving room for its header and tag. */
+static enum pump_result read_sealed(struct relay *r, struct dir *d, bool *eof)
+{
+	struct stream *from = r->s[d->from], *to = r->s[d->to];
+	size_t cap = to->max_chunk;
+	uint8_t *p;
+	ssize_t n;
+
+	if (to->headroom + cap + to->tailroom > RELAY_BUF_SIZE)
+		cap = RELAY_BUF_SIZE - to->headroom - to->tailroom;
+	if (!d->buf && !(d->buf = buf_get()))
+		return fail(r, NULL, "out of memory");
+	p = d->buf + to->headroom;
+	if (from->plain && from->rx_len == 0) {
+		n = stream_sock_read(from, p, cap);
+	} else {
+		const uint8_t *q;
+		n = stream_peek(from, &q);
+		if (n > 0) {
+			if ((size_t)n > cap)
+				n = (ssize_t)cap;
+			memcpy(p, q, (size_t)n);
+			stream_consume(from, (size_t)n);
+		}
+	}
+	if (n == 0) {
+		*eof = true;
+		return PUMP_DONE;
+	}
+	if (n == ST_AGAIN) {
+		d->wait_from = from->want;
+		return PUMP_WAIT;
+	}
+	if (n < 0)
+		return fail(r, from, NULL);
+	d->wire_len = (uint32_t)stream_seal(to, p, (size_t)n, &d->wire);
+	r->stats.bytes[d->from] += (uint64_t)n;
+	return PUMP_DONE;
+}
+
+static enum pump_result pump(struct relay *r, struct dir *d)
+{
+	struct stream *to = r->s[d->to];
+
+	d->wait_from = d->wait_to = 0;
+	for (int budget = PUMP_BUDGET; budget > 0; budget--) {
+		enum pump_result res = drain(r, d);
+		bool eof = false;
+
+		if (res != PUMP_DONE)
+			return res;
+		if (d->eof) {
+			int rc = stream_shutdown(to);
+			if (rc == ST_AGAIN) {
+				d->wait_to = to->want;
+				return PUMP_WAIT;
+			}
+			d->done = true;
+			go_idle(r, d);
+			/* a peer that already closed is not an error here */
+			return PUMP_DONE;
+		}
+		if (can_splice(r, d))
+			res = read_splice(r, d, &eof);
+		else if (!to->ops->seal)
+			res = read_passthrough(r, d, &eof);
+		else
+			res = read_sealed(r, d, &eof);
+		if (res == PUMP_ERROR)
+			return res;
+		if (res == PUMP_WAIT) {
+			if (d->wait_from)
+				go_idle(r, d);
+			return res;
+		}
+		d->eof = eof;
+	}
+	/* Yield to other connections; come back on the next turn, since the
+	 * source may hold decrypted bytes that epoll will not announce. */
+	r->again_dir[d == &r->d[1]] = true;
+	loop_defer(r->loop, &r->again);
+	return PUMP_WAIT;
+}
+
+static void update_interest(struct relay *r)
+{
+	for (int i = 0; i < 2; i++) {
+		uint32_t ev = 0;
+
+		for (int k = 0; k < 2; k++) {
+			const struct dir *d = &r->d[k];
+			if (d->done)
+				continue;
+			if (d->from == i)
+				ev |= d->wait_from;
+			if (d->to == i)
+				ev |= d->wait_to;
+		}
+		if (loop_watch(r->loop, &r->ep[i].w, ev) < 0 && !r->err)
+			r->err = strerror(errno);
+	}
+}
+
+static void finish(struct relay *r)
+{
+	relay_done_cb cb = r->cb;
+
+	if (cb)
+		cb(r->arg, r, &r->stats, r->err);
+	relay_free(r);
+}
+
+static void run(struct relay *r, bool which[2])
+{
+	for (int k = 0; k < 2; k++) {
+		if (!which[k] || r->d[k].done)
+			continue;
+		if (pump(r, &r->d[k]) == PUMP_ERROR) {
+			finish(r);
+			return;
+		}
+	}
+	if (r->d[0].done && r->d[1].done) {
+		finish(r);
+		return;
+	}
+	update_interest(r);
+	if (r->err)
+		finish(r);
+}
+
+static void on_event(struct loop *l, struct watcher *w, uint32_t events)
+{
+	struct endpoint *e = container_of(w, struct endpoint, w);
+	struct relay *r = e->r;
+	int i = e->idx;
+	bool which[2];
+
+	for (int k = 0; k < 2; k++) {
+		const struct dir *d = &r->d[k];
+		which[k] = (events & (EPOLLERR | EPOLLHUP)) ||
+			   (d->from == i && (d->wait_from & events)) ||
+			   (d->to == i && (d->wait_to & events));
+	}
+	run(r, which);
+}
+
+static void on_again(struct loop *l, struct deferred *df)
+{
+	struct relay *r = container_of(df, struct relay, again);
+	bool which[2] = { r->again_dir[0], r->again_dir[1] };
+
+	r->again_dir[0] = r->again_dir[1] = false;
+	run(r, which);
+}
+
+struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
+			relay_done_cb cb, void *arg)
+{
+	struct relay *r = calloc(1, sizeof *r);
+
+	if (!r) {
+		stream_free(a);
+		stream_free(b);
+		return NULL;
+	}
+	list_init(&r->link);
+	r->loop = l;
+	r->s[0] = a;
+	r->s[1] = b;
+	r->cb = cb;
+	r->arg = arg;
+	for (int i = 0; i < 2; i++) {
+		watcher_init(&r->ep[i].w, r->s[i]->fd, on_event);
+		r->ep[i].r = r;
+		r->ep[i].idx = i;
+		r->d[i].from = i;
+		r->d[i].to = !i;
+		r->d[i].pipe.rd = r->d[i].pipe.wr = -1;
+	}
+	/* Bytes may already wait in either stream's buffer. Start on the next
+	 * turn, so the callback never runs before the caller has the relay. */
+	deferred_init(&r->again, on_again);
+	r->again_dir[0] = r->again_dir[1] = true;
+	loop_defer(l, &r->again);
+	return r;
+}
+
+void relay_free(struct relay *r)
+{
+	if (!r)
+		return;
+	list_del(&r->link);
+	loop_undefer(r->loop, &r->again);
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = &r->d[i];
+		loop_unwatch(r->loop, &r->ep[i].w);
+		if (d->in_pipe)
+			pipe_drop(&d->pipe);
+		else
+			pipe_put(&d->pipe);
+		buf_put(&d->buf);
+		stream_free(r->s[i]);
+	}
+	free(r);
+}
+
+const struct relay_stats *relay_stats(const struct relay *r)
+{
+	return &r->stats;
+}
+
+struct list *relay_link(struct relay *r)
+{
+	return &r->link;
+}
+
+struct relay *relay_from_link(struct list *node)
+{
+	return container_of(node, struct relay, link);
+}

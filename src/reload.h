@@ -1,0 +1,33 @@
+/* Hot reload: noticing that the config file changed, and telling what changed.
+ *
+ * The watcher follows the file through the ways editors and deployment tools
+ * replace it: written in place, replaced by a rename (vim, sed -i, ansible),
+ * or behind a symlink that is swapped (Kubernetes ConfigMaps). It watches the
+ * directories, not the inode, and reports a change only when the file's
+ * content differs from what was last loaded. */
+#ifndef RELOAD_H
+#define RELOAD_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "loop.h"
+
+struct reloader;
+
+typedef void (*reload_cb)(void *arg);
+
+/* Watches path; cb runs (debounced) when its content may have changed. Returns
+ * NULL if inotify is unavailable (SIGHUP still works); errno is set. */
+struct reloader *reloader_new(struct loop *l, const char *path, reload_cb cb, void *arg);
+void reloader_free(struct reloader *r);
+/* After a load: remember the content and re-resolve symlinks. Returns true if
+ * the text differs from the previous one. */
+bool reloader_content_changed(struct reloader *r, const char *text, size_t len);
+
+/* What a reload has to do. */
+bool service_config_equal(const struct service_config *a, const struct service_config *b);
+bool server_settings_equal(const struct server_config *a, const struct server_config *b);
+bool client_settings_equal(const struct client_config *a, const struct client_config *b);
+
+#endif

@@ -1,0 +1,268 @@
+"""Local services and config builders for the integration tests.
+
+Every service runs in a daemon thread on loopback with a bounded lifetime
+(stopped by the fixture that started it), and every socket operation has a
+timeout, so a broken tunnel fails a test instead of hanging it.
+"""
+import hashlib
+import os
+import selectors
+import socket
+import threading
+import time
+
+from conftest import free_port, wait_until
+
+
+class EchoServer:
+    """A TCP echo server on one thread (selectors), for many connections."""
+
+    def __init__(self, host="127.0.0.1", port=0, backlog=4096):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = False
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        self._pending = {}
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _close(self, c):
+        try:
+            self._sel.unregister(c)
+        except (KeyError, ValueError):
+            pass
+        self._pending.pop(c, None)
+        c.close()
+
+    def _run(self):
+        while not self._stop:
+            for key, ev in self._sel.select(0.1):
+                s = key.fileobj
+                if s is self.sock:
+                    for _ in range(64):
+                        try:
+                            c, _ = self.sock.accept()
+                        except BlockingIOError:
+                            break
+                        c.setblocking(False)
+                        self.accepted += 1
+                        self._pending[c] = b""
+                        self._sel.register(c, selectors.EVENT_READ, None)
+                    continue
+                if ev & selectors.EVENT_WRITE and self._pending.get(s):
+                    try:
+                        n = s.send(self._pending[s])
+                        self._pending[s] = self._pending[s][n:]
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError:
+                        self._close(s)
+                        continue
+                if ev & selectors.EVENT_READ and len(self._pending.get(s, b"")) < (1 << 20):
+                    try:
+                        d = s.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        d = None
+                    except OSError:
+                        self._close(s)
+                        continue
+                    if d == b"":
+                        if not self._pending.get(s):
+                            self._close(s)
+                            continue
+                        self._pending[s] += b""
+                    elif d:
+                        self._pending[s] += d
+                if s in self._pending:
+                    want = selectors.EVENT_READ
+                    if self._pending[s]:
+                        want |= selectors.EVENT_WRITE
+                    self._sel.modify(s, want)
+        for c in list(self._pending):
+            self._close(c)
+        self.sock.close()
+
+    def stop(self):
+        self._stop = True
+        self._t.join(5)
+
+
+class UdpEcho:
+    def __init__(self, host="127.0.0.1", port=0):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.peers = set()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                d, a = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self.peers.add(a)
+            try:
+                self.sock.sendto(d, a)
+            except OSError:
+                pass
+        self.sock.close()
+
+    def stop(self):
+        self._stop = True
+        self._t.join(5)
+
+
+def echo_once(port, data, host="127.0.0.1", timeout=10):
+    """Connect, send data, half-close, read everything back."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return recv_all(s)
+
+
+def recv_all(s, limit=1 << 31):
+    out = []
+    n = 0
+    while n < limit:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        out.append(d)
+        n += len(d)
+    return b"".join(out)
+
+
+def tunnel_works(port, host="127.0.0.1"):
+    try:
+        return echo_once(port, b"ping", host=host, timeout=3) == b"ping"
+    except OSError:
+        return False
+
+
+def wait_tunnel(port, host="127.0.0.1", timeout=15):
+    wait_until(lambda: tunnel_works(port, host), timeout, interval=0.1,
+               what=f"the tunnel on {host}:{port} to echo")
+
+
+def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120):
+    """Send nbytes of pseudo-random data through an echo tunnel while reading
+    the echo back; return (sent_sha256, received_sha256, received_bytes)."""
+    block = os.urandom(chunk)
+    sent = hashlib.sha256()
+    got = hashlib.sha256()
+    received = [0]
+    err = []
+    s = socket.create_connection((host, port), timeout=timeout)
+
+    def reader():
+        try:
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                got.update(d)
+                received[0] += len(d)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    left = nbytes
+    i = 0
+    while left > 0:
+        # vary the data so that a misplaced chunk changes the digest
+        piece = block[: min(chunk, left)]
+        piece = bytes([i & 0xFF]) + piece[1:]
+        s.sendall(piece)
+        sent.update(piece)
+        left -= len(piece)
+        i += 1
+    s.shutdown(socket.SHUT_WR)
+    t.join(timeout)
+    s.close()
+    assert not err, err
+    return sent.hexdigest(), got.hexdigest(), received[0]
+
+
+def server_config(bind_port, services, transport="", extra="", host="127.0.0.1"):
+    """services: {name: dict(bind_port=, token=, type=, extra=)}"""
+    out = [f'[server]\nbind_addr = "{host}:{bind_port}"\n{extra}\n{transport}\n']
+    for name, s in services.items():
+        out.append(f'[server.services.{name}]\n')
+        if "type" in s:
+            out.append(f'type = "{s["type"]}"\n')
+        if "token" in s:
+            out.append(f'token = "{s["token"]}"\n')
+        out.append(f'bind_addr = "{s.get("bind_host", "127.0.0.1")}:{s["bind_port"]}"\n')
+        out.append(s.get("extra", "") + "\n")
+    return "".join(out)
+
+
+def client_config(server_port, services, transport="", extra="", host="127.0.0.1"):
+    """services: {name: dict(local_port=, token=, type=, extra=)}"""
+    out = [f'[client]\nremote_addr = "{host}:{server_port}"\n{extra}\n{transport}\n']
+    for name, s in services.items():
+        out.append(f'[client.services.{name}]\n')
+        if "type" in s:
+            out.append(f'type = "{s["type"]}"\n')
+        if "token" in s:
+            out.append(f'token = "{s["token"]}"\n')
+        out.append(f'local_addr = "{s.get("local_host", "127.0.0.1")}:{s["local_port"]}"\n')
+        out.append(s.get("extra", "") + "\n")
+    return "".join(out)
+
+
+class Tunnel:
+    """A server and a client process forwarding one TCP service to an echo server."""
+
+    def __init__(self, procs, name="echo", token="secret-token", service_type="tcp",
+                 transport_server="", transport_client="", server_extra="",
+                 client_extra="", local_port=None, svc_extra_server="", svc_extra_client="",
+                 env=None):
+        self.procs = procs
+        self.name = name
+        self.server_port = free_port()
+        self.service_port = free_port(socket.SOCK_DGRAM if service_type == "udp" else socket.SOCK_STREAM)
+        self.local_port = local_port
+        self.server_text = server_config(
+            self.server_port,
+            {name: dict(bind_port=self.service_port, token=token, type=service_type,
+                        extra=svc_extra_server)},
+            transport=transport_server, extra=server_extra)
+        self.client_text = client_config(
+            self.server_port,
+            {name: dict(local_port=local_port, token=token, type=service_type,
+                        extra=svc_extra_client)},
+            transport=transport_client, extra=client_extra)
+        self.env = env
+        self.server = None
+        self.client = None
+
+    def start_server(self):
+        self.server = self.procs.rathole(self.server_text, name="server.toml", env=self.env)
+        self.server.wait_log("listening on 127.0.0.1:%d" % self.server_port)
+        return self.server
+
+    def start_client(self):
+        self.client = self.procs.rathole(self.client_text, name="client.toml", env=self.env)
+        return self.client
+
+    def start(self):
+        self.start_server()
+        self.start_client()
+        self.server.wait_log(f"service {self.name}: listening on", timeout=15)
+        return self

@@ -1,0 +1,277 @@
+"""Speaking the wire protocol by hand (shared/protocol.md) against our server,
+and playing the server against our client."""
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, port_open, wait_until
+from helpers import EchoServer, UdpEcho, client_config, recv_all, server_config
+
+
+def sha256(b):
+    return hashlib.sha256(b).digest()
+
+
+def u32(v):
+    return struct.pack("<I", v)
+
+
+def read_exact(s, n):
+    b = b""
+    while len(b) < n:
+        d = s.recv(n - len(b))
+        if not d:
+            raise EOFError(f"closed after {len(b)} of {n} bytes")
+        b += d
+    return b
+
+
+def control_hello(digest):
+    return u32(0) + b"\x01" + digest
+
+
+def data_hello(key):
+    return u32(1) + b"\x01" + key
+
+
+# ---- a hand-written client against our server ----
+
+def hand_control_channel(port, name, token, expect_cmds):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(control_hello(sha256(name.encode())))
+    h = read_exact(s, 37)
+    assert h[:5] == u32(0) + b"\x01"
+    key = sha256(token.encode() + h[5:])
+    s.sendall(key)
+    assert read_exact(s, 4) == u32(0)           # Ack::Ok
+    for _ in range(expect_cmds):
+        assert read_exact(s, 4) == u32(0)       # CreateDataChannel
+    return s, key
+
+
+def test_hand_client_tcp(procs):
+    sp, vp = free_port(), free_port()
+    srv = procs.rathole(server_config(sp, {"svc": dict(bind_port=vp, token="tk")},
+                                      extra="heartbeat_interval = 1"), name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    ctl, key = hand_control_channel(sp, "svc", "tk", 8)
+    srv.wait_log("service svc: listening on")
+    # the server asks for one more channel per visitor; we open one data channel
+    dc = socket.create_connection(("127.0.0.1", sp), timeout=10)
+    dc.sendall(data_hello(key))
+    visitor = socket.create_connection(("127.0.0.1", vp), timeout=10)
+    assert read_exact(ctl, 4) == u32(0)         # CreateDataChannel for the visitor
+    assert read_exact(dc, 4) == u32(0)          # StartForwardTcp
+    visitor.sendall(b"from the visitor")
+    assert read_exact(dc, 16) == b"from the visitor"
+    dc.sendall(b"from the service")
+    assert read_exact(visitor, 16) == b"from the service"
+    dc.shutdown(socket.SHUT_WR)
+    assert recv_all(visitor) == b""             # our FIN reached the visitor
+    visitor.close()
+    dc.close()
+    # with nothing else to say, the server sends heartbeats (interval 1 s)
+    ctl.settimeout(5)
+    assert read_exact(ctl, 4) == u32(1)
+    # closing the control channel closes the service port
+    ctl.close()
+    srv.wait_log("service svc: stopped listening")
+    assert not port_open(vp)
+
+
+def test_hand_client_udp(procs):
+    sp, vp = free_port(), free_port(socket.SOCK_DGRAM)
+    srv = procs.rathole(server_config(sp, {"dns": dict(bind_port=vp, token="tk", type="udp")}),
+                        name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    ctl, key = hand_control_channel(sp, "dns", "tk", 2)
+    dc = socket.create_connection(("127.0.0.1", sp), timeout=10)
+    dc.sendall(data_hello(key))
+    assert read_exact(dc, 4) == u32(1)          # StartForwardUdp
+    srv.wait_log("service dns: listening on")
+    v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v.settimeout(5)
+    v.bind(("127.0.0.1", 0))
+    vport = v.getsockname()[1]
+    v.sendto(b"query", ("127.0.0.1", vp))
+    hlen = read_exact(dc, 1)[0]
+    assert hlen == 12
+    hdr = read_exact(dc, hlen)
+    assert hdr[:4] == u32(0) and hdr[4:8] == socket.inet_aton("127.0.0.1")
+    assert struct.unpack("<H", hdr[8:10])[0] == vport
+    n = struct.unpack("<H", hdr[10:12])[0]
+    assert read_exact(dc, n) == b"query"
+    # answer through the channel with the visitor's address in the header
+    reply = b"answer!"
+    dc.sendall(bytes([12]) + hdr[:10] + struct.pack("<H", len(reply)) + reply)
+    assert v.recvfrom(100)[0] == reply
+    # a frame with a lying header length closes this channel only
+    dc.sendall(b"\x0d" + b"\x00" * 13)
+    dc.settimeout(5)
+    assert recv_all(dc) == b""
+    srv.wait_log("UDP data channel lost: malformed frame")
+    assert srv.alive()
+    # the server asks for a replacement channel
+    assert read_exact(ctl, 4) == u32(0)
+    ctl.close()
+    v.close()
+
+
+# ---- a hand-written server against our client ----
+
+class FakeServer:
+    """Accepts our client's connections and runs a script per connection."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.conns = []
+        self.errors = []
+        self.times = []
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            c.settimeout(10)
+            self.conns.append(c)
+            self.times.append(time.monotonic())
+            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+
+    def _handle(self, c):
+        try:
+            self.handler(self, c)
+        except Exception as e:        # recorded for the test to inspect
+            self.errors.append(e)
+
+    def stop(self):
+        self._stop = True
+        self._t.join(5)
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_fake_server_drives_client(procs):
+    echo = EchoServer()
+    state = {"key": None, "forwarded": None}
+    token = "client-token"
+
+    def handler(fs, c):
+        first = read_exact(c, 37)
+        if first[:4] == u32(0):                      # control channel
+            assert first[4] == 1 and first[5:] == sha256(b"nas")
+            nonce = os.urandom(32)
+            c.sendall(control_hello(nonce))
+            auth = read_exact(c, 32)
+            assert auth == sha256(token.encode() + nonce)
+            state["key"] = auth
+            c.sendall(u32(0) + u32(0))               # Ack::Ok, CreateDataChannel
+            time.sleep(5)
+        else:                                        # data channel
+            assert first[:5] == u32(1) + b"\x01" and first[5:] == state["key"]
+            c.sendall(u32(0))                        # StartForwardTcp
+            c.sendall(b"through our client")
+            state["forwarded"] = read_exact(c, 18)
+            c.close()
+
+    fs = FakeServer(handler)
+    try:
+        procs.rathole(client_config(fs.port, {"nas": dict(local_port=echo.port, token=token)}),
+                      name="c.toml")
+        wait_until(lambda: state["forwarded"] or fs.errors, 15, what="forwarding")
+        assert not fs.errors, fs.errors
+        assert state["forwarded"] == b"through our client"
+    finally:
+        fs.stop()
+        echo.stop()
+
+
+def test_client_heartbeat_timeout(procs):
+    """A server that goes silent is given up after heartbeat_timeout."""
+    def handler(fs, c):
+        read_exact(c, 37)
+        nonce = os.urandom(32)
+        c.sendall(control_hello(nonce))
+        read_exact(c, 32)
+        c.sendall(u32(0))
+        time.sleep(6)
+
+    fs = FakeServer(handler)
+    try:
+        cl = procs.rathole(client_config(fs.port, {"a": dict(local_port=1, token="t")},
+                                         extra="heartbeat_timeout = 2"), name="c.toml")
+        cl.wait_log("no heartbeat from the server for 2 s", timeout=10)
+        wait_until(lambda: len(fs.conns) >= 2, 10, what="a reconnection")
+    finally:
+        fs.stop()
+
+
+def test_client_against_garbage_server(procs):
+    """A server speaking garbage: the client keeps retrying at its paced
+    backoff (at most retry_interval apart, never faster than ~0.4 s) and stays up."""
+    def handler(fs, c):
+        c.sendall(os.urandom(64))
+        c.close()
+
+    fs = FakeServer(handler)
+    try:
+        cl = procs.rathole(client_config(fs.port, {"a": dict(local_port=1, token="t")},
+                                         extra="retry_interval = 1"), name="c.toml")
+        wait_until(lambda: len(fs.conns) >= 5, 20, what="five attempts")
+        assert cl.alive()
+        gaps = [b - a for a, b in zip(fs.times, fs.times[1:])]
+        assert all(g >= 0.3 for g in gaps), gaps
+        assert all(g <= 3.0 for g in gaps), gaps
+    finally:
+        fs.stop()
+
+
+def test_client_survives_bad_udp_frame(procs):
+    """A server sending a frame with a lying header length: our client closes
+    that channel, logs it, and keeps its control channel."""
+    echo = UdpEcho()
+    state = {"key": None, "data": 0}
+
+    def handler(fs, c):
+        first = read_exact(c, 37)
+        if first[:4] == u32(0):
+            nonce = os.urandom(32)
+            c.sendall(control_hello(nonce))
+            state["key"] = read_exact(c, 32)
+            c.sendall(u32(0) + u32(0))              # Ok, one CreateDataChannel
+            time.sleep(8)
+        else:
+            state["data"] += 1
+            c.sendall(u32(1))                       # StartForwardUdp
+            c.sendall(b"\x0d" + b"\x00" * 40)       # 13 is no UdpHeader length
+            time.sleep(3)
+
+    fs = FakeServer(handler)
+    try:
+        cl = procs.rathole(client_config(fs.port, {"dns": dict(local_port=echo.port, token="t",
+                                                               type="udp")}), name="c.toml")
+        cl.wait_log("UDP data channel lost: malformed frame from the server", timeout=15)
+        assert cl.alive()
+        assert "control channel established" in cl.stderr
+        assert "retrying" not in cl.stderr
+    finally:
+        fs.stop()
+        echo.stop()

@@ -1,0 +1,228 @@
+"""UDP services through the tunnel."""
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, wait_until
+from helpers import Tunnel, UdpEcho, client_config, server_config
+
+
+def udp_roundtrip(port, payload, host="127.0.0.1", timeout=3, sock=None):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = sock or socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(payload, (host, port))
+        return s.recvfrom(65535)[0]
+    except socket.timeout:
+        return None
+    finally:
+        if sock is None:
+            s.close()
+
+
+def wait_udp(port, host="127.0.0.1", timeout=15):
+    wait_until(lambda: udp_roundtrip(port, b"ping", host, timeout=0.5) == b"ping", timeout,
+               what=f"UDP through {host}:{port}")
+
+
+@pytest.fixture
+def uecho():
+    e = UdpEcho()
+    yield e
+    e.stop()
+
+
+def start_udp(procs, local_port, svc_extra_client="", bind_host="127.0.0.1", local_host="127.0.0.1",
+              server_host="127.0.0.1"):
+    sp = free_port(host=server_host)
+    vp = free_port(socket.SOCK_DGRAM, host=bind_host)
+    srv = procs.rathole(server_config(sp, {"dns": dict(bind_port=vp, bind_host=bind_host if ":" not in bind_host else f"[{bind_host}]",
+                                                       token="u", type="udp")},
+                                      host=server_host if ":" not in server_host else f"[{server_host}]"),
+                        name="s.toml")
+    cl = procs.rathole(client_config(sp, {"dns": dict(local_port=local_port, token="u", type="udp",
+                                                      local_host=local_host if ":" not in local_host else f"[{local_host}]",
+                                                      extra=svc_extra_client)},
+                                     host=server_host if ":" not in server_host else f"[{server_host}]"),
+                       name="c.toml")
+    srv.wait_log("service dns: listening on", timeout=15)
+    wait_udp(vp, bind_host)
+    return srv, cl, vp
+
+
+def test_200_visitors_get_their_own_replies(procs, uecho):
+    srv, cl, vp = start_udp(procs, uecho.port)
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(200)]
+    try:
+        for rnd in range(3):
+            for i, s in enumerate(socks):
+                s.sendto(b"visitor %d round %d" % (i, rnd), ("127.0.0.1", vp))
+            ok = 0
+            for i, s in enumerate(socks):
+                s.settimeout(5)
+                got = set()
+                # each socket must get exactly its own reply (and only it)
+                try:
+                    got.add(s.recvfrom(100)[0])
+                except socket.timeout:
+                    pass
+                ok += got == {b"visitor %d round %d" % (i, rnd)}
+            assert ok == 200, f"round {rnd}: {ok} of 200"
+        # 200 distinct visitor addresses, 200 distinct local sockets at the service
+        assert len(uecho.peers) >= 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_ipv6_visitors(procs):
+    e = UdpEcho(host="::1")
+    try:
+        srv, cl, vp = start_udp(procs, e.port, bind_host="::1", local_host="::1", server_host="::1")
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        for i in range(10):
+            assert udp_roundtrip(vp, b"six %d" % i, "::1", sock=s) == b"six %d" % i
+        s.close()
+    finally:
+        e.stop()
+
+
+def test_largest_datagram_intact(procs, uecho):
+    srv, cl, vp = start_udp(procs, uecho.port)
+    big = os.urandom(65507)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    got = None
+    for _ in range(5):      # UDP may lose one; it must never arrive corrupted
+        got = udp_roundtrip(vp, big, sock=s)
+        if got is not None:
+            break
+    s.close()
+    assert got == big
+    # and the stream of frames is still in sync afterwards
+    assert udp_roundtrip(vp, b"small after big") == b"small after big"
+
+
+def test_idle_expiry(procs, uecho):
+    srv, cl, vp = start_udp(procs, uecho.port, svc_extra_client="udp_idle_timeout = 1")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    assert udp_roundtrip(vp, b"first", sock=s) == b"first"
+    before = set(uecho.peers)
+    cl.wait_log("idle for 1 s; forgetting it", timeout=10)
+    # the same visitor now gets a new local socket (a new source port at the service)
+    assert udp_roundtrip(vp, b"second", sock=s) == b"second"
+    assert len(uecho.peers - before) == 1
+    s.close()
+
+
+def test_session_cap_evicts_oldest(procs, uecho):
+    srv, cl, vp = start_udp(procs, uecho.port, svc_extra_client="udp_max_sessions = 10")
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(30)]
+    for i, s in enumerate(socks):
+        assert udp_roundtrip(vp, b"v%d" % i, sock=s) == b"v%d" % i
+    cl.wait_log("more than 10 UDP visitors at once", timeout=5)
+    for s in socks:
+        s.close()
+
+
+class CuttingRelay:
+    """A TCP relay between client and server that can cut chosen connections."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.pairs = []        # (client side, server side, first bytes from the server)
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.target))
+            rec = [c, s, bytearray()]
+            self.pairs.append(rec)
+            threading.Thread(target=self._pipe, args=(c, s, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, rec[2]), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b, record):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                if record is not None and len(record) < 8:
+                    record.extend(d[:8])
+                b.sendall(d)
+        except OSError:
+            return
+
+    def cut_udp_channels(self):
+        n = 0
+        for c, s, first in self.pairs:
+            if bytes(first[:4]) == b"\x01\x00\x00\x00":   # StartForwardUdp
+                for x in (c, s):
+                    try:
+                        x.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                n += 1
+        return n
+
+    def stop(self):
+        self._stop = True
+        self.ls.close()
+        for c, s, _ in self.pairs:
+            c.close()
+            s.close()
+
+
+def test_data_channel_killed_recovers(procs, uecho):
+    sp = free_port()
+    vp = free_port(socket.SOCK_DGRAM)
+    srv = procs.rathole(server_config(sp, {"dns": dict(bind_port=vp, token="u", type="udp")}),
+                        name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    relay = CuttingRelay(sp)
+    try:
+        procs.rathole(client_config(relay.port, {"dns": dict(local_port=uecho.port, token="u",
+                                                             type="udp")}), name="c.toml")
+        wait_udp(vp)
+        assert relay.cut_udp_channels() == 1
+        srv.wait_log("UDP data channel lost", timeout=10)
+        # datagrams in flight may be lost, but the service comes back
+        wait_udp(vp, timeout=15)
+    finally:
+        relay.stop()
+
+
+def test_type_mismatch_is_reported(procs, uecho):
+    sp, vp = free_port(), free_port()
+    procs.rathole(server_config(sp, {"dns": dict(bind_port=vp, token="u", type="tcp")}), name="s.toml")
+    cl = procs.rathole(client_config(sp, {"dns": dict(local_port=uecho.port, token="u", type="udp")}),
+                       name="c.toml")
+    wait_until(lambda: _poke(vp), 10, what="the service port")
+    cl.wait_log("the server forwards tcp but this service is udp here", timeout=10)
+
+
+def _poke(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
