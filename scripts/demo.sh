@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bin=${RATHOLE:-./rathole}
 cfg=examples/unified/config.toml
 dir=$(mktemp -d)
+mkdir "$dir/www"
 pids=""
 cleanup() {
 	for p in $pids; do kill "$p" 2>/dev/null || true; done
@@ -15,8 +16,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "<h1>Hello from behind the NAT</h1>" > "$dir/index.html"
-python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dir" >/dev/null 2>&1 &
+echo "<h1>Hello from behind the NAT</h1>" > "$dir/www/index.html"
+# configs hold tokens: rathole warns about files others can read
+install -m 600 "$cfg" "$dir/config.toml"
+cfg=$dir/config.toml
+python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dir/www" >/dev/null 2>&1 &
 pids="$pids $!"
 "$bin" --server "$cfg" & pids="$pids $!"
 "$bin" --client "$cfg" & pids="$pids $!"

@@ -10,6 +10,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "log.h"
 #include "loop.h"
 #include "relay.h"
@@ -29,9 +30,11 @@ static struct {
 	struct server *server;
 	struct client *client;
 	struct reloader *reloader;
+	struct api *api;
+	struct deferred api_restart;
 } A = { .sigfd = -1 };
 
-static void reload(bool forced);
+static int reload(bool forced);
 
 void app_exit(int status)
 {
@@ -139,9 +142,72 @@ static bool role_settings_equal(const struct config *a, const struct config *b)
 	return client_settings_equal(a->client, b->client);
 }
 
+/* ---- the admin API ---- */
+
+static void api_metrics(void *arg, struct buf *b)
+{
+	if (A.server)
+		server_metrics(A.server, b);
+	else if (A.client)
+		client_metrics(A.client, b);
+}
+
+static void api_status(void *arg, struct buf *b)
+{
+	if (A.server)
+		server_status(A.server, b);
+	else if (A.client)
+		client_status(A.client, b);
+	else
+		buf_printf(b, "{\"role\": null}\n");
+}
+
+static int api_reload(void *arg)
+{
+	log_info("reload requested through the api");
+	return reload(true);
+}
+
+static const struct api_config *role_api(const struct config *c)
+{
+	return A.role == ROLE_SERVER ? c->server->api : c->client->api;
+}
+
+static bool api_config_equal(const struct api_config *a, const struct api_config *b)
+{
+	if (!a || !b)
+		return a == b;
+	return strcmp(a->bind_addr, b->bind_addr) == 0 &&
+	       (a->token ? b->token && strcmp(a->token, b->token) == 0 : !b->token);
+}
+
+static int start_api(void)
+{
+	static const struct api_hooks hooks = { api_metrics, api_status, api_reload };
+	const struct api_config *ac = role_api(A.cfg);
+	char err[256];
+
+	api_free(A.api);
+	A.api = NULL;
+	if (!ac)
+		return 0;
+	A.api = api_new(A.loop, ac->bind_addr, ac->token, &hooks, NULL, err, sizeof err);
+	if (A.api)
+		return 0;
+	log_error("%s: %s", A.cfg->path, err);
+	return -1;
+}
+
+/* Not from inside a reload: the request that asked for it may be running. */
+static void on_api_restart(struct loop *l, struct deferred *d)
+{
+	start_api();
+}
+
 /* Replaces the running config by the file's, or keeps it if the file is
- * invalid: a reload is never half-applied. */
-static void reload(bool forced)
+ * invalid: a reload is never half-applied. Returns 0 when the file's
+ * configuration is in force, -1 when it was rejected. */
+static int reload(bool forced)
 {
 	struct config_errors errs = { 0 };
 	struct reload_counts rc = { 0 };
@@ -151,10 +217,10 @@ static void reload(bool forced)
 	const char *block = A.role == ROLE_SERVER ? "[server]" : "[client]";
 
 	if (!text)
-		return;
-	if (!reloader_content_changed(A.reloader, text, len) && !forced) {
+		return -1;
+	if (A.reloader && !reloader_content_changed(A.reloader, text, len) && !forced) {
 		free(text);
-		return;
+		return 0;
 	}
 	cfg = config_parse(old->path, text, len, &errs);
 	free(text);
@@ -162,14 +228,16 @@ static void reload(bool forced)
 		for (int i = 0; i < errs.count; i++)
 			log_error("reload rejected: %s", errs.msg[i]);
 		log_error("reload rejected: the running configuration stays in force");
-		return;
+		return -1;
 	}
 	if (A.role == ROLE_SERVER ? !cfg->server : !cfg->client) {
 		log_error("reload rejected: %s has no %s block anymore; the running configuration "
 			  "stays in force", old->path, block);
 		config_free(cfg);
-		return;
+		return -1;
 	}
+	if (!api_config_equal(role_api(old), role_api(cfg)))
+		loop_defer(A.loop, &A.api_restart);
 	if (!role_settings_equal(old, cfg)) {
 		log_info("reload: %s settings or transport changed; restarting the %s", block,
 			 A.role == ROLE_SERVER ? "server" : "client");
@@ -178,16 +246,14 @@ static void reload(bool forced)
 		if (start_role(true) < 0) {
 			log_error("reload rejected: going back to the running configuration");
 			A.cfg = old;
-			if (start_role(true) < 0) {
+			if (start_role(true) < 0)
 				app_exit(1);
-				config_free(cfg);
-				return;
-			}
+			loop_undefer(A.loop, &A.api_restart);
 			config_free(cfg);
-			return;
+			return -1;
 		}
 		config_free(old);
-		return;
+		return 0;
 	}
 	if (A.role == ROLE_SERVER)
 		server_apply(A.server, cfg->server, &rc);
@@ -197,6 +263,7 @@ static void reload(bool forced)
 	config_free(old);
 	log_info("reload: +%d added, -%d removed, ~%d changed, %d unchanged", rc.added, rc.removed,
 		 rc.changed, rc.unchanged);
+	return 0;
 }
 
 static void on_file_changed(void *arg)
@@ -233,7 +300,8 @@ int app_run(struct config *cfg, enum role role)
 		A.status = 1;
 		goto out;
 	}
-	if (start_role(false) < 0) {
+	deferred_init(&A.api_restart, on_api_restart);
+	if (start_role(false) < 0 || start_api() < 0) {
 		A.status = 1;
 		goto out;
 	}
@@ -242,10 +310,16 @@ int app_run(struct config *cfg, enum role role)
 		log_error("event loop failed: %s", strerror(errno));
 		A.status = 1;
 	}
+	api_free(A.api);
+	A.api = NULL;
 	stop_role();
 	if (A.status == 0)
 		log_info("shut down cleanly");
 out:
+	api_free(A.api);
+	A.api = NULL;
+	if (A.loop)
+		loop_undefer(A.loop, &A.api_restart);
 	reloader_free(A.reloader);
 	A.reloader = NULL;
 	resolve_shutdown();

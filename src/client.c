@@ -563,6 +563,7 @@ void client_apply(struct client *cli, const struct client_config *cfg, struct re
 		service_free(svc);
 	}
 	cli->cfg = cfg;
+	transport_rebind(cli->tr, &cfg->transport, cfg->remote_addr);
 	for (size_t i = 0; i < cfg->nservices; i++) {
 		const struct service_config *sc = &cfg->services[i];
 

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "base64.h"
 #include "net.h"
 #include "noise.h"
@@ -51,6 +52,7 @@ enum kind {
 	K_TABLE,	/* a nested struct */
 	K_PTABLE,	/* an optional nested struct, allocated when present */
 	K_SERVICES,	/* a table of services: struct service_config *, size_t count */
+	K_CIDRS,	/* an array of CIDR strings: struct cidr *, size_t count */
 };
 
 #define KEY_REQUIRED	1u	/* "missing ..." when absent */
@@ -70,12 +72,12 @@ struct key {
 	size_t has_off;			/* offset + 1 of a bool set when present; 0: none */
 	long long def;			/* default of K_INT, K_BOOL, K_ENUM */
 	const char *sdef;		/* default of K_STRING (NULL: none) */
-	long long min, max;		/* K_INT: the range (min is 0 unless set) */
+	long long min, max;		/* K_INT: range is min..max */
 	const char *unit;		/* K_INT: "seconds" */
 	const char *const *choices;	/* K_ENUM: names, NULL-terminated, index = value */
 	check_fn check;			/* K_STRING: extra validation */
 	const struct section *sub;	/* K_TABLE, K_PTABLE, K_SERVICES */
-	size_t count_off;		/* K_SERVICES: the size_t count */
+	size_t count_off;		/* K_SERVICES, K_CIDRS: the size_t count */
 	unsigned flags;
 	const char *hint;		/* what to write, for "missing" messages */
 };
@@ -94,6 +96,7 @@ struct section {
 
 static const char *const transport_names[] = { "tcp", "tls", "noise", "websocket", NULL };
 static const char *const service_names[] = { "tcp", "udp", NULL };
+static const char *const proxy_protocol_names[] = { "none", "v1", "v2", NULL };
 
 static int check_addr(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_proxy(struct ctx *c, const char *kpath, int line, const char *value);
@@ -159,6 +162,10 @@ static const struct key server_service_keys[] = {
 	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_addr, .flags = KEY_REQUIRED,
 	  .hint = "where visitors connect, e.g. \"0.0.0.0:5202\"" },
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
+	{ .name = "proxy_protocol", .kind = K_ENUM, .off = OFF(T, proxy_protocol), .def = 0, .choices = proxy_protocol_names },
+	{ .name = "allow", .kind = K_CIDRS, .off = OFF(T, allow), .count_off = OFF(T, nallow) },
+	{ .name = "deny", .kind = K_CIDRS, .off = OFF(T, deny), .count_off = OFF(T, ndeny) },
+	{ .name = "max_connections", .kind = K_INT, .off = OFF(T, max_connections), .def = 0, .max = CONFIG_MAX_CONNECTIONS, .unit = "connections (0: no limit)" },
 };
 static const struct section server_service_section = SECTION(server_service_keys, T, .side = SIDE_SERVER, .service = true);
 
@@ -170,12 +177,25 @@ static const struct key client_service_keys[] = {
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
 	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .has_off = HAS(T, has_retry_interval),
 	  .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
-	{ .name = "udp_idle_timeout", .kind = K_INT, .off = OFF(T, udp_idle_timeout), .def = 60, .min = 1,
-	  .max = CONFIG_MAX_UDP_IDLE, .unit = "seconds" },
-	{ .name = "udp_max_sessions", .kind = K_INT, .off = OFF(T, udp_max_sessions), .def = 1024, .min = 1,
-	  .max = CONFIG_MAX_UDP_SESSIONS, .unit = "sessions" },
+	{ .name = "udp_idle_timeout", .kind = K_INT, .off = OFF(T, udp_idle_timeout), .def = 60, .min = 1, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
+	{ .name = "udp_max_sessions", .kind = K_INT, .off = OFF(T, udp_max_sessions), .def = 1024, .min = 1, .max = CONFIG_MAX_UDP_SESSIONS, .unit = "sessions" },
 };
 static const struct section client_service_section = SECTION(client_service_keys, T, .side = SIDE_CLIENT, .service = true);
+#undef T
+
+static int check_numeric_addr(struct ctx *c, const char *kpath, int line, const char *value);
+
+#define T struct api_config
+static const struct key server_api_keys[] = {
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2334", .check = check_numeric_addr },
+	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+};
+static const struct key client_api_keys[] = {
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2335", .check = check_numeric_addr },
+	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+};
+static const struct section server_api_section = SECTION(server_api_keys, T, .side = SIDE_ANY);
+static const struct section client_api_section = SECTION(client_api_keys, T, .side = SIDE_ANY);
 #undef T
 
 #define T struct server_config
@@ -186,6 +206,7 @@ static const struct key server_keys[] = {
 	{ .name = "heartbeat_interval", .kind = K_INT, .off = OFF(T, heartbeat_interval), .def = 30, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
 	{ .name = "transport", .kind = K_TABLE, .off = OFF(T, transport), .sub = &transport_section },
 	{ .name = "services", .kind = K_SERVICES, .off = OFF(T, services), .count_off = OFF(T, nservices), .sub = &server_service_section },
+	{ .name = "api", .kind = K_PTABLE, .off = OFF(T, api), .sub = &server_api_section },
 };
 static const struct section server_section = SECTION(server_keys, T, .side = SIDE_SERVER);
 #undef T
@@ -199,6 +220,7 @@ static const struct key client_keys[] = {
 	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
 	{ .name = "transport", .kind = K_TABLE, .off = OFF(T, transport), .sub = &transport_section },
 	{ .name = "services", .kind = K_SERVICES, .off = OFF(T, services), .count_off = OFF(T, nservices), .sub = &client_service_section },
+	{ .name = "api", .kind = K_PTABLE, .off = OFF(T, api), .sub = &client_api_section },
 };
 static const struct section client_section = SECTION(client_keys, T, .side = SIDE_CLIENT);
 #undef T
@@ -352,6 +374,8 @@ static const char *expected_phrase(enum kind k)
 		return "an integer";
 	case K_BOOL:
 		return "a boolean (true or false)";
+	case K_CIDRS:
+		return "an array of addresses or CIDR blocks, e.g. [\"10.0.0.0/8\", \"2001:db8::/32\"]";
 	case K_TABLE:
 	case K_PTABLE:
 	case K_SERVICES:
@@ -368,6 +392,8 @@ static enum toml_type toml_type_of(enum kind k)
 		return TOML_INTEGER;
 	case K_BOOL:
 		return TOML_BOOL;
+	case K_CIDRS:
+		return TOML_ARRAY;
 	case K_TABLE:
 	case K_PTABLE:
 	case K_SERVICES:
@@ -470,6 +496,22 @@ static void report_unknown_key(struct ctx *c, const struct section *s,
 
 /* ---- validators ---- */
 
+/* The admin API binds without the resolver: an IP literal and a port. */
+static int check_numeric_addr(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	struct net_addr a;
+	char shown[96];
+	struct sbuf b;
+
+	if (net_parse_numeric(value, &a) == 0)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s must be an IP address and a port, e.g. \"127.0.0.1:2334\"",
+		  kpath, shown);
+	return -1;
+}
+
 static int check_addr(struct ctx *c, const char *kpath, int line, const char *value)
 {
 	char host[NET_HOST_MAX], shown[96];
@@ -548,8 +590,8 @@ static void store_int(struct ctx *c, const struct key *k, const struct toml_kv *
 	int64_t v = kv->val->u.integer;
 
 	if (v < k->min || v > k->max) {
-		add_error(c, kv->line, "%s: expected %lld to %lld %s, found %lld", kpath, k->min, k->max,
-			  k->unit ? k->unit : "", (long long)v);
+		add_error(c, kv->line, "%s: expected %lld to %lld %s, found %lld", kpath, k->min,
+			  k->max, k->unit ? k->unit : "", (long long)v);
 		return;
 	}
 	*(int *)field = (int)v;
@@ -689,6 +731,40 @@ static void parse_services(struct ctx *c, const struct key *k, const struct toml
 	}
 }
 
+static bool store_cidrs(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			void *base, const char *kpath)
+{
+	struct cidr **arr = (void *)((char *)base + k->off);
+	size_t *count = (void *)((char *)base + k->count_off);
+	const struct toml_value *a = kv->val;
+	bool ok = true;
+
+	*count = 0;
+	*arr = calloc(a->u.array.len ? a->u.array.len : 1, sizeof **arr);
+	if (!*arr) {
+		add_oom(c, kv->line);
+		return false;
+	}
+	for (size_t i = 0; i < a->u.array.len; i++) {
+		const struct toml_value *v = a->u.array.items[i];
+		char err[200];
+
+		if (v->type != TOML_STRING || memchr(v->u.str.ptr, '\0', v->u.str.len)) {
+			add_error(c, v->line, "%s[%zu]: expected a string such as \"10.0.0.0/8\", found %s",
+				  kpath, i, toml_type_name(v->type));
+			ok = false;
+			continue;
+		}
+		if (cidr_parse(v->u.str.ptr, &(*arr)[*count], err, sizeof err) < 0) {
+			add_error(c, v->line, "%s[%zu]: %s", kpath, i, err);
+			ok = false;
+			continue;
+		}
+		(*count)++;
+	}
+	return ok;
+}
+
 static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv *kv,
 			void *base, const char *kpath)
 {
@@ -741,6 +817,8 @@ static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv
 	case K_SERVICES:
 		parse_services(c, k, kv->val, base, kpath);
 		return true;
+	case K_CIDRS:
+		return store_cidrs(c, k, kv, base, kpath);
 	}
 	return false;
 }
@@ -843,6 +921,10 @@ static void free_section(const struct section *s, void *base)
 			*(struct service_config **)field = NULL;
 			break;
 		}
+		case K_CIDRS:
+			free(*(struct cidr **)field);
+			*(struct cidr **)field = NULL;
+			break;
 		default:
 			break;
 		}

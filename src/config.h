@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct cidr;
+
 enum transport_type { TRANSPORT_TCP, TRANSPORT_TLS, TRANSPORT_NOISE, TRANSPORT_WEBSOCKET };
 enum service_type { SERVICE_TCP, SERVICE_UDP };
 
@@ -58,14 +60,28 @@ struct service_config {
 	bool nodelay;			/* effective: the service's or transport.tcp.nodelay */
 	int retry_interval;		/* client, effective: the service's or the client's */
 	int line;			/* line of the service's table, for messages */
-	/* ours, client, UDP: visitor sockets forgotten after this many idle
-	 * seconds (default 60, as the reference) and at most this many at once
-	 * (default 1024; the oldest is evicted) */
-	int udp_idle_timeout;
-	int udp_max_sessions;
 	bool token_from_default;	/* token copied from default_token (for --check) */
 	bool has_nodelay;		/* nodelay was set on the service itself */
 	bool has_retry_interval;	/* retry_interval was set on the service itself */
+	/* ours, client, UDP: visitor sockets forgotten after this many idle
+	 * seconds (default 60, as the reference) and at most this many at once
+	 * (default 1024; the least recently used is evicted) */
+	int udp_idle_timeout;
+	int udp_max_sessions;
+	/* ours, server: the PROXY protocol header written first on each
+	 * forwarded TCP stream (0: none, 1: v1 text, 2: v2 binary) */
+	int proxy_protocol;
+	/* ours, server: visitors refused unless in allow (when given) and not
+	 * in deny; at most max_connections at once (0: no limit) */
+	struct cidr *allow, *deny;
+	size_t nallow, ndeny;
+	int max_connections;
+};
+
+/* ours: the admin API ([server.api] / [client.api]) */
+struct api_config {
+	char *bind_addr;		/* default 127.0.0.1:2334 (server), :2335 (client) */
+	char *token;			/* bearer token; NULL: no authentication */
 };
 
 struct server_config {
@@ -75,6 +91,7 @@ struct server_config {
 	struct transport_config transport;
 	struct service_config *services;
 	size_t nservices;
+	struct api_config *api;		/* NULL when there is no [server.api] */
 };
 
 struct client_config {
@@ -85,6 +102,7 @@ struct client_config {
 	struct transport_config transport;
 	struct service_config *services;
 	size_t nservices;
+	struct api_config *api;		/* NULL when there is no [client.api] */
 };
 
 struct config {
@@ -116,9 +134,9 @@ const char *service_type_name(enum service_type t);
 /* Limits of the integer keys (seconds), also quoted in the error messages. */
 #define CONFIG_MAX_HEARTBEAT	86400	/* heartbeat_interval, heartbeat_timeout */
 #define CONFIG_MAX_RETRY	3600	/* retry_interval */
+#define CONFIG_MAX_UDP_SESSIONS	65536	/* udp_max_sessions */
+#define CONFIG_MAX_CONNECTIONS	1000000	/* max_connections */
 #define CONFIG_MAX_KEEPALIVE	32767	/* keepalive_secs/interval: the kernel's limit */
-#define CONFIG_MAX_UDP_IDLE	86400	/* udp_idle_timeout (min 1) */
-#define CONFIG_MAX_UDP_SESSIONS	65536	/* udp_max_sessions (min 1) */
 /* Largest config file read (a config is a few KiB; this bounds memory). */
 #define CONFIG_MAX_FILE_SIZE	(4 * 1024 * 1024)
 

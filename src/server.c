@@ -7,11 +7,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "app.h"
 #include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
+#include "proxy_protocol.h"
 #include "relay.h"
 #include "reload.h"
 #include "resolve.h"
@@ -52,8 +54,8 @@ struct visitor {
 	struct list link;
 	struct sservice *svc;
 	int fd;
+	struct net_addr peer;
 	struct timer expire;
-	char peer[NET_ADDRSTR_MAX];
 };
 
 static void pconn_free(struct pconn *p);
@@ -104,7 +106,9 @@ static void ctrl_lost(struct ctrl *c, const char *why)
 
 static void ctrl_update_interest(struct ctrl *c)
 {
-	watch_stream(c->svc->srv->loop, &c->w, c->s, EPOLLIN);
+	/* EPOLLIN to notice the client leaving; plus whatever the transport's
+	 * last read waited for (TLS may need the socket writable to read) */
+	watch_stream(c->svc->srv->loop, &c->w, c->s, EPOLLIN | c->s->want);
 }
 
 static void ctrl_arm_heartbeat(struct ctrl *c)
@@ -227,16 +231,33 @@ static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *
 			  (unsigned long long)st->bytes[0], (unsigned long long)st->bytes[1]);
 }
 
+/* The PROXY protocol header goes right after StartForwardTcp, so the local
+ * service reads it first, whatever client (ours or the reference) relays it. */
+static int send_proxy_header(struct sservice *svc, int vfd, const struct net_addr *peer,
+			     struct stream *ch)
+{
+	uint8_t hdr[PP_V1_MAX + PP_V2_MAX];
+	struct net_addr dst;
+	size_t n;
+
+	dst.len = sizeof dst.u;
+	if (getsockname(vfd, &dst.u.sa, &dst.len) < 0)
+		memset(&dst, 0, sizeof dst);
+	n = pp_encode(svc->cfg->proxy_protocol, peer, &dst, hdr);
+	return n ? stream_send(ch, hdr, n) : 0;
+}
+
 /* Starts forwarding between a visitor and a data channel. Returns -1 if the
  * data channel turned out to be broken (it is freed; the visitor is not). */
-static int pair(struct sservice *svc, int vfd, struct stream *ch)
+static int pair(struct sservice *svc, int vfd, const struct net_addr *peer, struct stream *ch)
 {
 	uint8_t b[PROTO_CMD_LEN];
 	struct stream *vs;
 	struct relay *r;
 
 	proto_encode_u32(b, DATA_START_FORWARD_TCP);
-	if (stream_send(ch, b, sizeof b) < 0) {
+	if (stream_send(ch, b, sizeof b) < 0 ||
+	    (svc->cfg->proxy_protocol && send_proxy_header(svc, vfd, peer, ch) < 0)) {
 		log_debug("service %s: pooled data channel broken: %s", svc->cfg->name, ch->err);
 		stream_free(ch);
 		return -1;
@@ -274,12 +295,12 @@ struct stream *service_take_pooled(struct sservice *svc)
 
 /* Hands a visitor to a pooled data channel, trying the next one when a
  * channel turns out to be dead. Returns 0 if paired, -1 if the pool ran dry. */
-static int serve_from_pool(struct sservice *svc, int vfd)
+static int serve_from_pool(struct sservice *svc, int vfd, const struct net_addr *peer)
 {
 	struct stream *ch;
 
 	while ((ch = service_take_pooled(svc))) {
-		if (pair(svc, vfd, ch) == 0)
+		if (pair(svc, vfd, peer, ch) == 0)
 			return 0;
 		/* like the reference: replace the broken channel */
 		if (ctrl_request_channels(svc, 1) < 0)
@@ -292,8 +313,10 @@ static void on_visitor_expire(struct loop *l, struct timer *t)
 {
 	struct visitor *v = container_of(t, struct visitor, expire);
 
+	char a[NET_ADDRSTR_MAX];
+
 	log_warn("service %s: no data channel from the client within %d s; closing visitor %s",
-		 v->svc->cfg->name, VISITOR_WAIT_MS / 1000, v->peer);
+		 v->svc->cfg->name, VISITOR_WAIT_MS / 1000, net_addr_str(&v->peer, a, sizeof a));
 	visitor_free(v);
 }
 
@@ -309,17 +332,60 @@ static void visitor_wait(struct sservice *svc, int fd, const struct net_addr *pe
 	}
 	v->svc = svc;
 	v->fd = fd;
-	net_addr_str(peer, v->peer, sizeof v->peer);
+	v->peer = *peer;
 	timer_init(&v->expire, on_visitor_expire);
 	timer_start(svc->srv->loop, &v->expire, VISITOR_WAIT_MS);
 	list_add_tail(&svc->waiting, &v->link);
 	svc->nwaiting++;
 }
 
+/* At most one line per second for events a flood could repeat. */
+static bool ratelimit(uint64_t *last, uint64_t now, unsigned *suppressed, unsigned *report)
+{
+	if (*last && now - *last < 1000) {
+		(*suppressed)++;
+		return false;
+	}
+	*last = now;
+	*report = *suppressed;
+	*suppressed = 0;
+	return true;
+}
+
+/* Access lists and max_connections, before any data channel is spent. */
+static bool visitor_admitted(struct sservice *svc, const struct net_addr *peer)
+{
+	const struct service_config *c = svc->cfg;
+	uint64_t now = loop_now(svc->srv->loop);
+	char a[NET_ADDRSTR_MAX];
+	unsigned more;
+
+	if (!acl_permits(c->allow, c->nallow, c->deny, c->ndeny, peer)) {
+		svc->refused_acl++;
+		if (ratelimit(&svc->refuse_log_at, now, &svc->refuse_suppressed, &more))
+			log_info("service %s: visitor %s refused by allow/deny%s", c->name,
+				 net_addr_str(peer, a, sizeof a), more ? " (and others)" : "");
+		return false;
+	}
+	if (c->max_connections && svc->nactive + svc->nwaiting >= (size_t)c->max_connections) {
+		svc->refused_max++;
+		if (ratelimit(&svc->refuse_log_at, now, &svc->refuse_suppressed, &more))
+			log_warn("service %s: max_connections (%d) reached; refusing visitor %s%s",
+				 c->name, c->max_connections, net_addr_str(peer, a, sizeof a),
+				 more ? " (and others)" : "");
+		return false;
+	}
+	return true;
+}
+
 static void on_new_visitor(struct sservice *svc, int fd, const struct net_addr *peer)
 {
 	char a[NET_ADDRSTR_MAX];
 
+	if (!visitor_admitted(svc, peer)) {
+		close(fd);
+		return;
+	}
 	svc->visitors_total++;
 	log_debug("service %s: new visitor from %s", svc->cfg->name, net_addr_str(peer, a, sizeof a));
 	net_set_nodelay(fd, svc->cfg->nodelay);
@@ -328,7 +394,7 @@ static void on_new_visitor(struct sservice *svc, int fd, const struct net_addr *
 		close(fd);
 		return;
 	}
-	if (serve_from_pool(svc, fd) < 0)
+	if (serve_from_pool(svc, fd, peer) < 0)
 		visitor_wait(svc, fd, peer);
 }
 
@@ -481,15 +547,16 @@ static void service_offer_channel(struct sservice *svc, struct stream *s)
 		udp_server_take_channel(svc, s);
 		return;
 	}
-	while (!list_empty(&svc->waiting)) {
+	if (!list_empty(&svc->waiting)) {
 		struct visitor *v = list_first(&svc->waiting, struct visitor, link);
-		int fd = v->fd;
-		v->fd = -1;
-		visitor_free(v);
-		if (pair(svc, fd, s) == 0)
-			return;
-		/* the channel was broken: keep the visitor for the next one */
-		close(fd);
+
+		if (pair(svc, v->fd, &v->peer, s) == 0) {
+			v->fd = -1;
+			visitor_free(v);
+		} else {
+			/* the channel was broken: the visitor waits for its replacement */
+			ctrl_request_channels(svc, 1);
+		}
 		return;
 	}
 	if (svc->npool >= MAX_POOLED || !(pc = calloc(1, sizeof *pc))) {
@@ -650,12 +717,14 @@ static void handle_auth(struct pconn *p)
 		return;
 	}
 	c->s = pconn_release(p);
+	/* keepalive notices a client that vanished without a FIN */
+	transport_tune_socket(srv->tr, c->s->fd);
+	net_set_nodelay(c->s->fd, true);
 	stream_trim(c->s);
 	watcher_init(&c->w, c->s->fd, on_ctrl_event);
 	timer_init(&c->heartbeat, on_heartbeat);
 	ctrl_arm_heartbeat(c);
 	ctrl_update_interest(c);
-	(void)srv;
 	service_up(svc, c);
 }
 
@@ -1062,6 +1131,7 @@ void server_apply(struct server *srv, const struct server_config *cfg, struct re
 			log_error("service %s: out of memory; not started", sc->name);
 	}
 	srv->cfg = cfg;
+	transport_rebind(srv->tr, &cfg->transport, NULL);
 }
 
 /* ---- metrics and status ---- */
@@ -1089,6 +1159,8 @@ static uint64_t v_waiting(const struct sservice *s) { return s->nwaiting; }
 static uint64_t v_in(const struct sservice *s) { return live_bytes(s, 0); }
 static uint64_t v_out(const struct sservice *s) { return live_bytes(s, 1); }
 static uint64_t v_udp_dropped(const struct sservice *s) { return udp_server_dropped(s); }
+static uint64_t v_refused_acl(const struct sservice *s) { return s->refused_acl; }
+static uint64_t v_refused_max(const struct sservice *s) { return s->refused_max; }
 
 static void family(struct buf *b, struct server *srv, const char *name, const char *type,
 		   const char *help, svc_value get, const char *extra, bool head)
@@ -1124,6 +1196,11 @@ void server_metrics(struct server *srv, struct buf *b)
 	       "Visitors waiting for a data channel.", v_waiting, NULL, true);
 	family(b, srv, "rathole_service_udp_dropped_total", "counter",
 	       "UDP datagrams dropped (queue full or oversized).", v_udp_dropped, NULL, true);
+	family(b, srv, "rathole_service_visitors_refused_total", "counter",
+	       "Visitors (UDP: datagrams) refused: reason = acl (allow/deny) or max_connections.",
+	       v_refused_acl, "reason=\"acl\"", true);
+	family(b, srv, "rathole_service_visitors_refused_total", "counter", NULL, v_refused_max,
+	       "reason=\"max_connections\"", false);
 	metrics_family(b, "rathole_connections_handshaking", "gauge",
 		       "Connections on bind_addr still in their handshake.");
 	metrics_sample(b, "rathole_connections_handshaking", NULL, NULL, srv->npending);

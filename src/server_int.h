@@ -76,6 +76,9 @@ struct sservice {
 	struct udp_server *udp;
 
 	uint64_t visitors_total, bytes_in, bytes_out, auth_failures, ctrl_ups, udp_dropped;
+	uint64_t refused_acl, refused_max;
+	uint64_t refuse_log_at;			/* rate limit of refusal lines */
+	unsigned refuse_suppressed;
 };
 
 /* Asks the client for n more data channels; -1 if the control channel broke. */

@@ -20,8 +20,12 @@ static const struct transport_impl *impl_for(enum transport_type type)
 		return &transport_tcp;
 	case TRANSPORT_NOISE:
 		return &transport_noise;
+#ifndef RATHOLE_NO_TLS
+	/* a TLS=0 build leaves transport_tls.c out: transport_new() then says
+	 * that the tls transport is not available in this build */
 	case TRANSPORT_TLS:
 		return &transport_tls;
+#endif
 	case TRANSPORT_WEBSOCKET:
 		return &transport_websocket;
 	default:
@@ -75,6 +79,13 @@ void transport_free(struct transport *t)
 		t->impl->fini(t);
 	free(t->proxy);
 	free(t);
+}
+
+void transport_rebind(struct transport *t, const struct transport_config *cfg,
+		      const char *remote_addr)
+{
+	t->cfg = cfg;
+	t->remote_addr = remote_addr;
 }
 
 struct stream *transport_wrap(struct transport *t, int fd, bool server)

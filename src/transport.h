@@ -102,6 +102,10 @@ struct transport {
 struct transport *transport_new(const struct transport_config *cfg, bool server,
 				const char *remote_addr, char *err, size_t errlen);
 void transport_free(struct transport *t);
+/* After a reload with equal transport settings: the transport keeps its
+ * state but must read the new config (the old one is about to be freed). */
+void transport_rebind(struct transport *t, const struct transport_config *cfg,
+		      const char *remote_addr);
 struct stream *transport_wrap(struct transport *t, int fd, bool server);
 /* Applies the transport's TCP options (nodelay, keepalive) to a channel socket. */
 void transport_tune_socket(const struct transport *t, int fd);

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "client_int.h"
 #include "log.h"
 #include "resolve.h"
@@ -172,12 +173,15 @@ static void batch_free(struct udp_batch *b)
 
 /* ---- server ---- */
 
+#define FRAME_BUDGET	64	/* frames per turn before yielding to others */
+
 struct udp_server {
 	struct sservice *svc;
 	int fd;
 	struct watcher uw;
 	struct stream *ch;
 	struct watcher cw;
+	struct deferred more;		/* frames left in the stream's buffer */
 	struct udp_framer rx;
 	struct udp_batch batch;
 	uint64_t dropped;
@@ -205,6 +209,7 @@ static void us_free_channel(struct udp_server *u)
 	if (!u->ch)
 		return;
 	loop_unwatch(u->svc->srv->loop, &u->cw);
+	loop_undefer(u->svc->srv->loop, &u->more);
 	stream_free(u->ch);
 	u->ch = NULL;
 	udp_framer_reset(&u->rx);
@@ -235,10 +240,17 @@ static void on_us_channel(struct loop *l, struct watcher *w, uint32_t events)
 		us_channel_lost(u, u->ch->err);
 		return;
 	}
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; ; i++) {
 		const uint8_t *payload;
-		int rc = udp_framer_next(&u->rx, u->ch, &payload);
+		int rc;
 
+		/* Decoded frames may remain in the stream's buffer, which epoll
+		 * does not announce: come back on the next turn. */
+		if (i == FRAME_BUDGET) {
+			loop_defer(l, &u->more);
+			break;
+		}
+		rc = udp_framer_next(&u->rx, u->ch, &payload);
 		if (rc == ST_AGAIN)
 			break;
 		if (rc != 1) {
@@ -268,9 +280,16 @@ static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 		size_t flen;
 		uint8_t *frame;
 
+		const struct service_config *c = u->svc->cfg;
+
 		u->batch.from[i].len = u->batch.msgs[i].msg_hdr.msg_namelen;
 		if (u->batch.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
 			u->dropped++;
+			continue;
+		}
+		if ((c->nallow || c->ndeny) &&
+		    !acl_permits(c->allow, c->nallow, c->deny, c->ndeny, &u->batch.from[i])) {
+			u->svc->refused_acl++;
 			continue;
 		}
 		frame = batch_frame(&u->batch, i, &u->batch.from[i], &flen);
@@ -282,6 +301,14 @@ static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 		return;
 	}
 	us_update(u);
+}
+
+static void on_us_more(struct loop *l, struct deferred *d)
+{
+	struct udp_server *u = container_of(d, struct udp_server, more);
+
+	if (u->ch)
+		on_us_channel(l, &u->cw, EPOLLIN);
 }
 
 void udp_server_init(struct sservice *svc)
@@ -302,6 +329,7 @@ static struct udp_server *us_get(struct sservice *svc)
 	u->fd = -1;
 	watcher_init(&u->uw, -1, on_us_socket);
 	watcher_init(&u->cw, -1, on_us_channel);
+	deferred_init(&u->more, on_us_more);
 	svc->udp = u;
 	return u;
 }
@@ -399,6 +427,7 @@ struct udp_client {
 	struct cservice *svc;
 	struct stream *ch;
 	struct watcher cw;
+	struct deferred more;		/* frames left in the stream's buffer */
 	struct udp_framer rx;
 	struct net_addr local;
 	bool have_local;
@@ -597,10 +626,15 @@ static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 		uc_channel_lost(uc, uc->ch->err);
 		return;
 	}
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; ; i++) {
 		const uint8_t *payload;
-		int rc = udp_framer_next(&uc->rx, uc->ch, &payload);
+		int rc;
 
+		if (i == FRAME_BUDGET) {
+			loop_defer(l, &uc->more);
+			break;
+		}
+		rc = udp_framer_next(&uc->rx, uc->ch, &payload);
 		if (rc == ST_AGAIN)
 			break;
 		if (rc != 1) {
@@ -634,6 +668,11 @@ static void on_local_resolved(void *arg, const char *err, const struct net_addr 
 	uc->have_local = true;
 }
 
+static void on_uc_more(struct loop *l, struct deferred *d)
+{
+	on_uc_channel(l, &container_of(d, struct udp_client, more)->cw, EPOLLIN);
+}
+
 void udp_client_start(struct cservice *svc, struct stream *ch)
 {
 	struct udp_client *uc;
@@ -654,6 +693,7 @@ void udp_client_start(struct cservice *svc, struct stream *ch)
 	list_init(&uc->lru);
 	timer_init(&uc->sweep, on_sweep);
 	watcher_init(&uc->cw, ch->fd, on_uc_channel);
+	deferred_init(&uc->more, on_uc_more);
 	svc->udp = uc;
 	if (net_parse_numeric(svc->cfg->local_addr, &uc->local) == 0)
 		uc->have_local = true;
@@ -682,6 +722,7 @@ void udp_client_stop(struct cservice *svc)
 		sess_free(list_first(&uc->lru, struct usess, lru));
 	timer_stop(l, &uc->sweep);
 	loop_unwatch(l, &uc->cw);
+	loop_undefer(l, &uc->more);
 	stream_free(uc->ch);
 	udp_framer_reset(&uc->rx);
 	batch_free(&uc->batch);

@@ -136,11 +136,25 @@ class Procs:
             p.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
 @pytest.fixture
-def procs(tmp_path):
+def procs(tmp_path, request):
     ps = Procs(tmp_path)
     yield ps
     ps.stop_all()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        # the processes' own words are the first thing to read about a failure
+        for p in ps.all:
+            name = " ".join(os.path.basename(a) for a in p.args[:3])
+            print(f"\n--- stderr of {name} (pid {p.pid}, exit {p.p.returncode}), last 8000 chars ---")
+            print(p.stderr[-8000:])
 
 
 def run_rathole(args, config_text=None, tmp_path=None, name="rathole.toml", env=None, timeout=20):

@@ -158,9 +158,10 @@ def wait_tunnel(port, host="127.0.0.1", timeout=15):
                what=f"the tunnel on {host}:{port} to echo")
 
 
-def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120):
+def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120, pace=0.0):
     """Send nbytes of pseudo-random data through an echo tunnel while reading
-    the echo back; return (sent_sha256, received_sha256, received_bytes)."""
+    the echo back; return (sent_sha256, received_sha256, received_bytes).
+    pace: seconds to sleep between chunks, to make a transfer last."""
     block = os.urandom(chunk)
     sent = hashlib.sha256()
     got = hashlib.sha256()
@@ -191,6 +192,8 @@ def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120)
         sent.update(piece)
         left -= len(piece)
         i += 1
+        if pace:
+            time.sleep(pace)
     s.shutdown(socket.SHUT_WR)
     t.join(timeout)
     s.close()

@@ -3,6 +3,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -62,18 +63,21 @@ def test_add_service_during_transfer(procs, echoes):
     result = {}
 
     def transfer():
-        result["r"] = transfer_checked(p.ports["one"], 96 << 20, chunk=256 << 10)
+        # about 4 s: the reload happens in the middle of it
+        result["r"] = transfer_checked(p.ports["one"], 64 << 20, chunk=256 << 10, pace=0.015)
 
     t = threading.Thread(target=transfer)
     t.start()
+    time.sleep(0.3)
     p.write(["one", "two"])
     p.server.wait_log("reload: +1 added, -0 removed, ~0 changed, 1 unchanged", timeout=10)
     p.client.wait_log("reload: +1 added, -0 removed, ~0 changed, 1 unchanged", timeout=10)
     wait_tunnel(p.ports["two"])
     assert echo_once(p.ports["two"], b"the new one") == b"the new one"
+    assert t.is_alive(), "the transfer should still be running across the reload"
     t.join(120)
     sent, got, n = result["r"]
-    assert n == 96 << 20 and sent == got
+    assert n == 64 << 20 and sent == got
 
 
 def test_remove_service(procs, echoes):

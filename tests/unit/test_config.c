@@ -533,7 +533,7 @@ static void test_unknown_keys(void)
 			  "\"bind_addr\"?)");
 	EXPECT_ONLY_ERROR(SERVER_HEAD "colour = 1\n",
 			  "t.toml:3: unknown key \"colour\" in [server] (expected one of: bind_addr, "
-			  "default_token, heartbeat_interval, transport, services)");
+			  "default_token, heartbeat_interval, transport, services, api)");
 	EXPECT_ONLY_ERROR(CLIENT_HEAD "heartbeat_timout = 5\n",
 			  "t.toml:3: unknown key \"heartbeat_timout\" in [client] (did you mean "
 			  "\"heartbeat_timeout\"?)");
@@ -546,12 +546,12 @@ static void test_unknown_keys(void)
 	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.s]\ntoken = \"t\"\nbind_addr = \"a:1\"\n"
 			  "retry_interval = 1\n",
 			  "t.toml:6: unknown key \"retry_interval\" in [server.services.s] (expected "
-			  "one of: type, token, bind_addr, nodelay)");
+			  "one of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections)");
 	EXPECT_ERROR("[\"we ird\"]\n",
 		     "t.toml:1: unknown key \"we ird\" at the top level (expected one of: server, client)");
 	EXPECT_ERROR("[server]\nbind_addr = \"a:1\"\n\"x\\ny\" = 1\n",
 		     "t.toml:3: unknown key \"x\\u000Ay\" in [server] (expected one of: bind_addr, "
-		     "default_token, heartbeat_interval, transport, services)");
+		     "default_token, heartbeat_interval, transport, services, api)");
 }
 
 static void test_toml_syntax_error(void)
@@ -598,6 +598,56 @@ static void test_many_errors(void)
 	CHECK(parse("[server]\n[server.services.a]\ntoken = \"t\"\n") == NULL);
 	CHECK(errs.count == 2 && strncmp(errs.msg[0], "t.toml:1: missing server.bind_addr", 34) == 0);
 	CHECK(errs.count == 2 && strncmp(errs.msg[1], "t.toml:2: service \"a\": missing bind_addr", 40) == 0);
+}
+
+/* Our keys beyond the reference's. */
+static void test_our_keys(void)
+{
+	struct config *cfg = parse(SERVER_HEAD
+				   "[server.api]\ntoken = \"t\"\n"
+				   "[server.services.web]\ntoken = \"x\"\nbind_addr = \"0.0.0.0:80\"\n"
+				   "proxy_protocol = \"v2\"\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n"
+				   "deny = [\"10.0.0.7\"]\nmax_connections = 100\n");
+
+	CHECK(cfg && cfg->server && cfg->server->api);
+	if (cfg && cfg->server && cfg->server->api) {
+		const struct service_config *s = &cfg->server->services[0];
+		CHECK_STR(cfg->server->api->bind_addr, "127.0.0.1:2334");
+		CHECK_STR(cfg->server->api->token, "t");
+		CHECK(s->proxy_protocol == 2 && s->nallow == 2 && s->ndeny == 1);
+		CHECK(s->max_connections == 100);
+	} else {
+		dump_errors();
+	}
+	config_free(cfg);
+
+	cfg = parse(CLIENT_HEAD "[client.services.dns]\ntype = \"udp\"\ntoken = \"x\"\n"
+		    "local_addr = \"127.0.0.1:53\"\n");
+	CHECK(cfg && cfg->client->services[0].udp_idle_timeout == 60);
+	CHECK(cfg && cfg->client->services[0].udp_max_sessions == 1024);
+	CHECK(cfg && cfg->client->api == NULL);
+	config_free(cfg);
+
+	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.services.dns]\ntoken = \"x\"\nlocal_addr = \"127.0.0.1:53\"\n"
+			  "udp_max_sessions = 0\n",
+			  "t.toml:6: client.services.dns.udp_max_sessions: expected 1 to 65536 sessions, found 0");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.w]\ntoken = \"x\"\nbind_addr = \"0.0.0.0:80\"\n"
+			  "proxy_protocol = \"v3\"\n",
+			  "t.toml:6: server.services.w.proxy_protocol: expected \"none\", \"v1\" or \"v2\", found \"v3\"");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.w]\ntoken = \"x\"\nbind_addr = \"0.0.0.0:80\"\n"
+			  "allow = [\"10.0.0.1/8\"]\n",
+			  "t.toml:6: server.services.w.allow[0]: \"10.0.0.1/8\" has bits set after the prefix "
+			  "(did you mean 10.0.0.0/8?)");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.w]\ntoken = \"x\"\nbind_addr = \"0.0.0.0:80\"\n"
+			  "deny = [\"10.0.0.0/8\", 7]\n",
+			  "t.toml:6: server.services.w.deny[1]: expected a string such as \"10.0.0.0/8\", found integer");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.w]\ntoken = \"x\"\nbind_addr = \"0.0.0.0:80\"\n"
+			  "allow = \"10.0.0.0/8\"\n",
+			  "t.toml:6: server.services.w.allow: expected an array of addresses or CIDR blocks, "
+			  "e.g. [\"10.0.0.0/8\", \"2001:db8::/32\"], found string");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.api]\nbind_addr = \"localhost:9000\"\n",
+			  "t.toml:4: server.api.bind_addr: \"localhost:9000\" must be an IP address and a port, "
+			  "e.g. \"127.0.0.1:2334\"");
 }
 
 static void test_load(void)
@@ -651,6 +701,7 @@ int main(void)
 	test_unknown_keys();
 	test_toml_syntax_error();
 	test_many_errors();
+	test_our_keys();
 	test_load();
 	return check_report("test_config");
 }

@@ -1,0 +1,213 @@
+"""Beyond the reference: the admin API and metrics, access control, the PROXY protocol."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import free_port, wait_port, wait_until
+from helpers import (EchoServer, Tunnel, client_config, echo_once, recv_all, server_config,
+                     transfer_checked, wait_tunnel)
+
+
+@pytest.fixture
+def echo():
+    e = EchoServer()
+    yield e
+    e.stop()
+
+
+def http(url, method="GET", token=None):
+    req = urllib.request.Request(url, method=method)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    raise AssertionError(f"no sample {prefix!r} in:\n{text}")
+
+
+def test_metrics_move_with_traffic(procs, echo):
+    sapi, capi = free_port(), free_port()
+    t = Tunnel(procs, local_port=echo.port,
+               server_extra=f'[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n',
+               client_extra=f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n').start()
+    wait_tunnel(t.service_port)
+    surl, curl_ = f"http://127.0.0.1:{sapi}", f"http://127.0.0.1:{capi}"
+    code, before = http(surl + "/metrics")
+    assert code == 200
+    assert metric(before, "rathole_service_control_channel_up", service="echo") == 1
+    b_in = metric(before, "rathole_service_bytes_total", service="echo", direction="in")
+    total = metric(before, "rathole_service_connections_total", service="echo")
+    sent, got, n = transfer_checked(t.service_port, 3 << 20)
+    assert sent == got
+    code, after = http(surl + "/metrics")
+    assert metric(after, "rathole_service_bytes_total", service="echo", direction="in") >= b_in + (3 << 20)
+    assert metric(after, "rathole_service_bytes_total", service="echo", direction="out") >= 3 << 20
+    assert metric(after, "rathole_service_connections_total", service="echo") == total + 1
+    assert metric(after, "rathole_process_open_fds") > 0
+    assert metric(after, "rathole_process_resident_memory_bytes") > 0
+    code, cm = http(curl_ + "/metrics")
+    assert code == 200
+    assert metric(cm, "rathole_service_control_channel_up", service="echo") == 1
+    assert metric(cm, "rathole_service_bytes_total", service="echo", direction="in") >= 3 << 20
+    code, st = http(surl + "/api/status")
+    status = json.loads(st)
+    assert status["role"] == "server" and status["services"][0]["name"] == "echo"
+    assert status["services"][0]["control_channel"] is True
+    code, st = http(curl_ + "/api/status")
+    assert json.loads(st)["services"][0]["control_channel"] == "established"
+    assert http(surl + "/nothing")[0] == 404
+    assert http(surl + "/metrics", method="POST")[0] == 405
+
+
+def test_api_token_and_reload(procs, echo):
+    api = free_port()
+    t = Tunnel(procs, local_port=echo.port,
+               server_extra=f'[server.api]\nbind_addr = "127.0.0.1:{api}"\ntoken = "api-secret"\n').start()
+    url = f"http://127.0.0.1:{api}"
+    assert http(url + "/metrics")[0] == 401
+    assert http(url + "/metrics", token="wrong")[0] == 401
+    assert http(url + "/metrics", token="api-secret")[0] == 200
+    assert http(url + "/api/reload", method="POST")[0] == 401
+    code, body = http(url + "/api/reload", method="POST", token="api-secret")
+    assert code == 200 and json.loads(body)["reloaded"] is True
+    t.server.wait_log("reload requested through the api")
+    # a broken file: the reload is refused and says so
+    path = procs.tmp / "server.toml"
+    path.write_text(path.read_text() + "\n[server.services.broken\n")
+    code, body = http(url + "/api/reload", method="POST", token="api-secret")
+    assert code == 409 and json.loads(body)["reloaded"] is False
+    assert "api-secret" not in t.server.stderr
+
+
+def test_allow_deny(procs, echo):
+    t = Tunnel(procs, local_port=echo.port,
+               svc_extra_server='allow = ["127.0.0.0/8"]\ndeny = ["127.0.0.66"]').start()
+    wait_tunnel(t.service_port)
+
+    def from_addr(src):
+        s = socket.socket()
+        s.settimeout(5)
+        s.bind((src, 0))
+        s.connect(("127.0.0.1", t.service_port))
+        try:
+            s.sendall(b"hi")
+            s.shutdown(socket.SHUT_WR)
+            return recv_all(s)
+        except OSError:             # refused: closed at once, maybe reset
+            return b""
+        finally:
+            s.close()
+
+    assert from_addr("127.0.0.5") == b"hi"
+    assert from_addr("127.0.0.66") == b""
+    t.server.wait_log("visitor 127.0.0.66")
+    t.server.wait_log("refused by allow/deny")
+
+
+def test_allow_list_excludes_others(procs, echo):
+    t = Tunnel(procs, local_port=echo.port, svc_extra_server='allow = ["10.0.0.0/8"]').start()
+    t.server.wait_log("service echo: listening on")
+    with socket.create_connection(("127.0.0.1", t.service_port), timeout=5) as s:
+        s.sendall(b"x")
+        try:
+            assert recv_all(s) == b""
+        except ConnectionResetError:
+            pass
+    t.server.wait_log("refused by allow/deny")
+    # nothing was spent on the refused visitor: no data channel was asked for
+    assert "new visitor" not in t.server.stderr
+
+
+def test_max_connections(procs, echo):
+    t = Tunnel(procs, local_port=echo.port, svc_extra_server="max_connections = 2").start()
+    wait_tunnel(t.service_port)
+    held = [socket.create_connection(("127.0.0.1", t.service_port), timeout=5) for _ in range(2)]
+    for i, s in enumerate(held):
+        s.sendall(b"held %d" % i)
+        assert s.recv(100) == b"held %d" % i
+    third = socket.create_connection(("127.0.0.1", t.service_port), timeout=5)
+    third.settimeout(5)
+    try:
+        assert third.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    third.close()
+    t.server.wait_log("max_connections (2) reached")
+    for s in held:
+        s.close()
+    wait_tunnel(t.service_port)
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (apt-get install nginx-light)")
+@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_proxy_protocol_with_nginx(procs, tmp_path, version, family):
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    server {{
+        listen 127.0.0.1:{port} proxy_protocol;
+        location / {{ return 200 "visitor=$proxy_protocol_addr:$proxy_protocol_port\\n"; }}
+    }}
+}}
+""")
+    nginx = procs.start([NGINX, "-c", str(conf), "-e", str(tmp_path / "error.log")])
+    wait_port(port)
+    host = "127.0.0.1" if family == "ipv4" else "::1"
+    sp, vp = free_port(), free_port(host=host)
+    procs.rathole(server_config(sp, {"web": dict(bind_port=vp, bind_host=host if family == "ipv4" else "[::1]",
+                                                 token="t", extra=f'proxy_protocol = "{version}"')}),
+                  name="s.toml").wait_log("listening on")
+    procs.rathole(client_config(sp, {"web": dict(local_port=port, token="t")}), name="c.toml")
+
+    def get():
+        fam = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(5)
+        try:
+            s.connect((host, vp))
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            return recv_all(s).decode("latin-1")
+        except OSError:
+            return ""
+        finally:
+            s.close()
+
+    body = wait_until(lambda: (lambda r: r if "visitor=" in r else None)(get()), 15,
+                      what="nginx through the tunnel")
+    assert "200 OK" in body
+    assert f"visitor={host}:" in body, body
+    nginx.stop()

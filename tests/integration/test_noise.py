@@ -1,0 +1,190 @@
+"""The Noise transport through the whole tunnel, and --genkey."""
+import re
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from conftest import RATHOLE, free_port, run_rathole
+from helpers import EchoServer, Tunnel, echo_once, recv_all, transfer_checked, wait_tunnel
+
+
+def genkey():
+    r = subprocess.run([RATHOLE, "--genkey"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(r"Private Key:\n(\S{44})\n\nPublic Key:\n(\S{44})\n", r.stdout)
+    assert m, r.stdout
+    return m.group(1), m.group(2)
+
+
+def noise_block(side, pattern=None, local=None, remote=None):
+    lines = [f"[{side}.transport]", 'type = "noise"', f"[{side}.transport.noise]"]
+    if pattern:
+        lines.append(f'pattern = "{pattern}"')
+    if local:
+        lines.append(f'local_private_key = "{local}"')
+    if remote:
+        lines.append(f'remote_public_key = "{remote}"')
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def echo():
+    e = EchoServer()
+    yield e
+    e.stop()
+
+
+def noise_tunnel(procs, echo, pattern):
+    s_priv, s_pub = genkey()
+    c_priv, c_pub = genkey()
+    if pattern == "Noise_NK_25519_ChaChaPoly_BLAKE2s":
+        server = noise_block("server", None, s_priv)
+        client = noise_block("client", None, None, s_pub)
+    elif pattern.startswith("Noise_XX"):
+        server = noise_block("server", pattern, s_priv)
+        client = noise_block("client", pattern, c_priv)
+    else:  # KK: both know each other
+        server = noise_block("server", pattern, s_priv, c_pub)
+        client = noise_block("client", pattern, c_priv, s_pub)
+    t = Tunnel(procs, local_port=echo.port, transport_server=server, transport_client=client)
+    t.start()
+    wait_tunnel(t.service_port)
+    return t
+
+
+PATTERNS = ["Noise_NK_25519_ChaChaPoly_BLAKE2s", "Noise_XX_25519_ChaChaPoly_BLAKE2s",
+            "Noise_KK_25519_AESGCM_SHA256"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_noise_tunnel(procs, echo, pattern):
+    t = noise_tunnel(procs, echo, pattern)
+    assert echo_once(t.service_port, b"encrypted hello") == b"encrypted hello"
+    sent, got, n = transfer_checked(t.service_port, 64 << 20)
+    assert n == 64 << 20 and sent == got
+    # many connections at once
+    socks = [socket.create_connection(("127.0.0.1", t.service_port), timeout=10) for _ in range(200)]
+    for i, s in enumerate(socks):
+        s.sendall(b"conn %d" % i)
+    for i, s in enumerate(socks):
+        want = b"conn %d" % i
+        got = b""
+        while len(got) < len(want):
+            d = s.recv(100)
+            if not d:
+                break
+            got += d
+        assert got == want
+        s.close()
+
+
+def test_server_generates_key_and_logs_it(procs, echo):
+    sp = free_port()
+    srv = procs.rathole(f'[server]\nbind_addr = "127.0.0.1:{sp}"\n' + noise_block("server") +
+                        f'[server.services.echo]\ntoken = "t"\nbind_addr = "127.0.0.1:{free_port()}"\n',
+                        name="s.toml")
+    srv.wait_log("listening on")
+    m = re.search(r"([A-Za-z0-9+/]{43}=)", srv.stderr)
+    assert m, srv.stderr
+    assert "public key" in srv.stderr.lower()
+
+
+def test_wrong_remote_public_key(procs, echo):
+    s_priv, s_pub = genkey()
+    _, other_pub = genkey()
+    t = Tunnel(procs, local_port=echo.port,
+               transport_server=noise_block("server", None, s_priv),
+               transport_client=noise_block("client", None, None, other_pub))
+    t.start_server()
+    t.start_client()
+    t.client.wait_log("noise handshake failed", timeout=15)
+    t.server.wait_log("noise handshake failed", timeout=15)
+    t.client.wait_log("retrying in", timeout=5)
+    assert t.server.alive() and t.client.alive()
+    assert "service echo: listening on" not in t.server.stderr
+
+
+class TamperRelay:
+    """Relays client <-> server and flips one byte of the first connection
+    that carries more than `after` bytes from the server to the client."""
+
+    def __init__(self, target, after=200_000):
+        self.target, self.after = target, after
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.tampered = False
+        self.socks = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [c, s]
+            threading.Thread(target=self._pipe, args=(c, s, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, True), daemon=True).start()
+
+    def _pipe(self, a, b, may_tamper):
+        seen = 0
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                seen += len(d)
+                if may_tamper and not self.tampered and seen > self.after:
+                    self.tampered = True
+                    d = d[:-1] + bytes([d[-1] ^ 0x40])
+                b.sendall(d)
+        except OSError:
+            return
+
+    def stop(self):
+        self._stop = True
+        self.ls.close()
+        for s in self.socks:
+            s.close()
+
+
+def test_tampered_ciphertext_closes_that_channel(procs, echo):
+    s_priv, s_pub = genkey()
+    sp, vp = free_port(), free_port()
+    srv = procs.rathole(f'[server]\nbind_addr = "127.0.0.1:{sp}"\n' + noise_block("server", None, s_priv) +
+                        f'[server.services.echo]\ntoken = "t"\nbind_addr = "127.0.0.1:{vp}"\n', name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    relay = TamperRelay(sp)
+    try:
+        cl = procs.rathole(f'[client]\nremote_addr = "127.0.0.1:{relay.port}"\n' +
+                           noise_block("client", None, None, s_pub) +
+                           f'[client.services.echo]\ntoken = "t"\nlocal_addr = "127.0.0.1:{echo.port}"\n',
+                           name="c.toml")
+        wait_tunnel(vp)
+        with pytest.raises((AssertionError, OSError)):
+            sent, got, n = transfer_checked(vp, 4 << 20, timeout=20)
+            assert sent == got
+        assert relay.tampered
+        cl.wait_log("noise: message authentication failed", timeout=10)
+        # only that channel died: the tunnel serves the next visitor
+        assert echo_once(vp, b"still encrypted") == b"still encrypted"
+        assert cl.stderr.count("control channel established") == 1
+    finally:
+        relay.stop()
+
+
+def test_genkey_x448_not_supported(tmp_path):
+    r = run_rathole(["--genkey", "x448"])
+    assert r.returncode != 0
+    assert "not supported" in r.stderr
