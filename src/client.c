@@ -190,7 +190,9 @@ static void on_data_connected(void *arg, struct stream *s, const struct net_addr
 		return;
 	}
 	d->s = s;
-	net_set_nodelay(s->fd, svc->cfg->nodelay);
+	/* the connector applied the transport's options */
+	if (svc->cfg->nodelay != svc->cli->tr->cfg->tcp.nodelay)
+		net_set_nodelay(s->fd, svc->cfg->nodelay);
 	proto_encode_hello(hello, HELLO_DATA, d->session_key);
 	if (stream_send(s, hello, sizeof hello) < 0) {
 		log_debug("service %s: data channel broke: %s", svc->cfg->name, s->err);

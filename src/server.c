@@ -90,6 +90,7 @@ static void ctrl_free(struct ctrl *c)
 	if (!c)
 		return;
 	loop_unwatch(c->svc->srv->loop, &c->w);
+	loop_undefer(c->svc->srv->loop, &c->flush);
 	timer_stop(c->svc->srv->loop, &c->heartbeat);
 	stream_free(c->s);
 	free(c);
@@ -135,12 +136,36 @@ static int ctrl_send(struct ctrl *c, enum control_cmd cmd)
 	return 0;
 }
 
+static void on_ctrl_flush(struct loop *l, struct deferred *df)
+{
+	struct ctrl *c = container_of(df, struct ctrl, flush);
+
+	if (stream_flush(c->s) == ST_ERROR) {
+		ctrl_lost(c, c->s->err);
+		return;
+	}
+	ctrl_update_interest(c);
+}
+
+/* The requests of one turn of the loop (a burst of visitors) go out in one
+ * write, flushed after the turn's events: a syscall and a TCP segment per
+ * burst instead of per visitor, on both sides. */
 int ctrl_request_channels(struct sservice *svc, int n)
 {
+	struct ctrl *c = svc->ctrl;
+	uint8_t b[PROTO_CMD_LEN];
+
+	if (!c)
+		return -1;
+	proto_encode_u32(b, CMD_CREATE_DATA_CHANNEL);
 	for (int i = 0; i < n; i++) {
-		if (!svc->ctrl || ctrl_send(svc->ctrl, CMD_CREATE_DATA_CHANNEL) < 0)
+		if (stream_queue(c->s, b, sizeof b) < 0) {
+			ctrl_lost(c, c->s->err);
 			return -1;
+		}
 	}
+	ctrl_arm_heartbeat(c);
+	loop_defer(svc->srv->loop, &c->flush);
 	return 0;
 }
 
@@ -405,7 +430,6 @@ static void on_new_visitor(struct sservice *svc, int fd, const struct net_addr *
 	}
 	svc->visitors_total++;
 	log_debug("service %s: new visitor from %s", svc->cfg->name, net_addr_str(peer, a, sizeof a));
-	net_set_nodelay(fd, svc->cfg->nodelay);
 	/* One more data channel per visitor keeps the pool topped up. */
 	if (ctrl_request_channels(svc, 1) < 0) {
 		close(fd);
@@ -481,8 +505,8 @@ static void bind_service(struct sservice *svc, const struct net_addr *a)
 	svc->bind_addr = *a;
 	if (svc->cfg->type == SERVICE_UDP)
 		fd = net_bind_udp(a);
-	else
-		fd = net_listen_tcp(a, 1024);
+	else if ((fd = net_listen_tcp(a, 1024)) >= 0)
+		net_set_nodelay(fd, svc->cfg->nodelay);	/* inherited by visitors */
 	if (fd < 0) {
 		uint32_t d = backoff_next(&svc->bind_backoff);
 		if (!svc->bind_failed)
@@ -744,12 +768,14 @@ static void handle_auth(struct pconn *p)
 		return;
 	}
 	c->s = pconn_release(p);
-	/* keepalive notices a client that vanished without a FIN */
-	transport_tune_socket(srv->tr, c->s->fd);
-	net_set_nodelay(c->s->fd, true);
+	/* keepalive (notices a client that vanished without a FIN) came with
+	 * the transport's options from the listening socket */
+	if (!srv->tr->cfg->tcp.nodelay)
+		net_set_nodelay(c->s->fd, true);
 	stream_trim(c->s);
 	watcher_init(&c->w, c->s->fd, on_ctrl_event);
 	timer_init(&c->heartbeat, on_heartbeat);
+	deferred_init(&c->flush, on_ctrl_flush);
 	ctrl_arm_heartbeat(c);
 	ctrl_update_interest(c);
 	service_up(svc, c);
@@ -798,8 +824,9 @@ static void handle_data_hello(struct pconn *p, const struct hello *h)
 		return;
 	}
 	log_trace("service %s: data channel from %s", svc->cfg->name, p->peer);
-	transport_tune_socket(p->srv->tr, p->s->fd);
-	net_set_nodelay(p->s->fd, svc->cfg->nodelay);
+	/* the transport's options came from the listening socket */
+	if (svc->cfg->nodelay != p->srv->tr->cfg->tcp.nodelay)
+		net_set_nodelay(p->s->fd, svc->cfg->nodelay);
 	service_offer_channel(svc, pconn_release(p));
 }
 
@@ -1043,6 +1070,11 @@ static void on_main_resolved(void *arg, const char *err, const struct net_addr *
 		main_bind_failed(srv, net_addr_str(&addrs[0], a, sizeof a), strerror(errno));
 		return;
 	}
+	/* Accepted sockets inherit these options (Linux): no setsockopt per
+	 * connection. Every transport's client speaks first, so accept can
+	 * wait for its first bytes: no empty read and epoll round per channel. */
+	transport_tune_socket(srv->tr, srv->lfd);
+	net_set_defer_accept(srv->lfd, HANDSHAKE_MS / 1000);
 	srv->bind_backoff = 0;
 	watcher_init(&srv->lw, srv->lfd, on_main_accept);
 	loop_watch(srv->loop, &srv->lw, EPOLLIN);

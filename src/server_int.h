@@ -39,6 +39,7 @@ struct ctrl {
 	struct stream *s;
 	struct watcher w;
 	struct timer heartbeat;
+	struct deferred flush;		/* commands queued this turn go out together */
 	uint8_t session_key[PROTO_DIGEST_LEN];
 	char peer[NET_ADDRSTR_MAX];
 };
