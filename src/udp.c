@@ -26,6 +26,19 @@
 #define UDP_BATCH	16			/* datagrams per recvmmsg */
 #define UDP_SLOT	(UDP_FRAME_MAX_HDR + UDP_MAX_PAYLOAD)
 #define UDP_SWEEP_MS	1000
+#define UDP_SOCKBUF	(4 * 1024 * 1024)	/* asked; the kernel caps it (net.core.[rw]mem_max) */
+
+/* Room for bursts: at 500 Mb/s the default 208 KiB receive buffer holds
+ * 2 ms of datagrams, and a process that is not scheduled for longer than
+ * that loses the rest. A limit, not an allocation: memory is used only by
+ * datagrams actually waiting. */
+static void udp_sock_buffers(int fd)
+{
+	int size = UDP_SOCKBUF;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
 
 /* ---- frames ---- */
 
@@ -343,6 +356,7 @@ void udp_server_open(struct sservice *svc, int fd)
 		return;
 	}
 	u->fd = fd;
+	udp_sock_buffers(fd);
 	watcher_init(&u->uw, fd, on_us_socket);
 	if (!u->ch) {
 		struct stream *s = service_take_pooled(svc);
@@ -583,6 +597,7 @@ static struct usess *sess_get(struct udp_client *uc, const struct net_addr *visi
 		close(fd);
 		return NULL;
 	}
+	udp_sock_buffers(fd);
 	s->uc = uc;
 	s->visitor = *visitor;
 	s->fd = fd;
