@@ -184,6 +184,78 @@ static void batch_free(struct udp_batch *b)
 	b->slots = NULL;
 }
 
+/* A send batch: the datagrams decoded in one turn go out with sendmmsg, a
+ * syscall per UDP_BATCH instead of one each. Their payloads are copied in:
+ * a decoded payload lives in the stream's buffer only until the next frame. */
+#define UDP_TX_BYTES	(64 * 1024)	/* >= UDP_MAX_PAYLOAD: any datagram fits */
+
+struct udp_txbatch {
+	struct mmsghdr msgs[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct net_addr to[UDP_BATCH];	/* server: each datagram's visitor */
+	uint8_t *buf;
+	size_t used;
+	int n;
+};
+
+/* Adds a datagram (to: NULL on a connected socket). Returns false when the
+ * batch has no room for it (flush first) or no memory. */
+static bool txb_add(struct udp_txbatch *b, const uint8_t *p, size_t len,
+		    const struct net_addr *to)
+{
+	struct msghdr *h;
+
+	if (!b->buf && !(b->buf = malloc(UDP_TX_BYTES)))
+		return false;
+	if (b->n == UDP_BATCH || b->used + len > UDP_TX_BYTES)
+		return false;
+	memcpy(b->buf + b->used, p, len);
+	b->iov[b->n].iov_base = b->buf + b->used;
+	b->iov[b->n].iov_len = len;
+	h = &b->msgs[b->n].msg_hdr;
+	memset(h, 0, sizeof *h);
+	h->msg_iov = &b->iov[b->n];
+	h->msg_iovlen = 1;
+	if (to) {
+		b->to[b->n] = *to;
+		h->msg_name = &b->to[b->n].u;
+		h->msg_namelen = to->len;
+	}
+	b->used += len;
+	b->n++;
+	return true;
+}
+
+/* Sends the batch; returns how many datagrams were dropped. A datagram the
+ * kernel refuses is dropped alone, as sendto() would have done. */
+static uint64_t txb_flush(struct udp_txbatch *b, int fd)
+{
+	uint64_t dropped = 0;
+	int i = 0;
+
+	while (i < b->n) {
+		int r = sendmmsg(fd, b->msgs + i, (unsigned)(b->n - i), MSG_DONTWAIT);
+		if (r < 0 && errno == EINTR)
+			continue;
+		i += r > 0 ? r : 0;
+		if (i < b->n) {		/* message i failed: drop it, go on */
+			dropped++;
+			i++;
+		}
+	}
+	b->n = 0;
+	b->used = 0;
+	return dropped;
+}
+
+static void txb_free(struct udp_txbatch *b)
+{
+	free(b->buf);
+	b->buf = NULL;
+	b->n = 0;
+	b->used = 0;
+}
+
 /* ---- server ---- */
 
 #define FRAME_BUDGET	64	/* frames per turn before yielding to others */
@@ -197,6 +269,7 @@ struct udp_server {
 	struct deferred more;		/* frames left in the stream's buffer */
 	struct udp_framer rx;
 	struct udp_batch batch;
+	struct udp_txbatch tx;		/* datagrams to visitors */
 	uint64_t dropped;
 };
 
@@ -245,6 +318,25 @@ static void us_channel_lost(struct udp_server *u, const char *why)
 		us_update(u);
 }
 
+static void us_send(struct udp_server *u, const uint8_t *payload, size_t len)
+{
+	if (u->fd < 0)
+		return;
+	if (txb_add(&u->tx, payload, len, &u->rx.from))
+		return;
+	u->dropped += txb_flush(&u->tx, u->fd);
+	if (!txb_add(&u->tx, payload, len, &u->rx.from))
+		u->dropped++;
+}
+
+static void us_flush(struct udp_server *u)
+{
+	if (u->tx.n && u->fd >= 0)
+		u->dropped += txb_flush(&u->tx, u->fd);
+	u->tx.n = 0;
+	u->tx.used = 0;
+}
+
 static void on_us_channel(struct loop *l, struct watcher *w, uint32_t events)
 {
 	struct udp_server *u = container_of(w, struct udp_server, cw);
@@ -267,15 +359,15 @@ static void on_us_channel(struct loop *l, struct watcher *w, uint32_t events)
 		if (rc == ST_AGAIN)
 			break;
 		if (rc != 1) {
+			us_flush(u);
 			us_channel_lost(u, rc == 0 ? "closed by the client" :
 					rc == UDP_BAD_FRAME ? "malformed frame from the client" :
 					u->ch->err);
 			return;
 		}
-		if (u->fd >= 0 && sendto(u->fd, payload, u->rx.len, MSG_DONTWAIT,
-					 &u->rx.from.u.sa, u->rx.from.len) < 0)
-			u->dropped++;
+		us_send(u, payload, u->rx.len);
 	}
+	us_flush(u);
 	us_update(u);
 }
 
@@ -382,6 +474,7 @@ void udp_server_close(struct sservice *svc)
 	loop_unwatch(svc->srv->loop, &u->uw);
 	/* the socket itself is the service's listener: server.c closed it */
 	batch_free(&u->batch);
+	txb_free(&u->tx);
 	free(u);
 	svc->udp = NULL;
 }
@@ -451,6 +544,9 @@ struct udp_client {
 	struct list lru;
 	struct timer sweep;
 	struct udp_batch batch;
+	struct udp_txbatch tx;		/* datagrams to one session's local socket */
+	int tx_fd;			/* ... that socket */
+	struct net_addr tx_visitor;	/* ... and its visitor */
 	uint64_t dropped, evicted;
 };
 
@@ -613,6 +709,12 @@ static struct usess *sess_get(struct udp_client *uc, const struct net_addr *visi
 	return s;
 }
 
+static void uc_flush(struct udp_client *uc)
+{
+	if (uc->tx.n)
+		uc->dropped += txb_flush(&uc->tx, uc->tx_fd);
+}
+
 static void uc_deliver(struct udp_client *uc, const uint8_t *payload, size_t len)
 {
 	struct usess *s;
@@ -621,6 +723,10 @@ static void uc_deliver(struct udp_client *uc, const uint8_t *payload, size_t len
 		uc->dropped++;		/* local_addr is still being resolved */
 		return;
 	}
+	/* a batch holds one session's datagrams; flushed before sess_get()
+	 * may evict (close) the session it is for */
+	if (uc->tx.n && !net_addr_equal(&uc->tx_visitor, &uc->rx.from))
+		uc_flush(uc);
 	s = sess_get(uc, &uc->rx.from);
 	if (!s) {
 		uc->dropped++;
@@ -629,8 +735,15 @@ static void uc_deliver(struct udp_client *uc, const uint8_t *payload, size_t len
 	s->last = loop_now(uc->svc->cli->loop);
 	list_del(&s->lru);
 	list_add_tail(&uc->lru, &s->lru);
-	if (send(s->fd, payload, len, MSG_DONTWAIT) < 0)
-		uc->dropped++;
+	if (!txb_add(&uc->tx, payload, len, NULL)) {
+		uc_flush(uc);
+		if (!txb_add(&uc->tx, payload, len, NULL)) {
+			uc->dropped++;
+			return;
+		}
+	}
+	uc->tx_fd = s->fd;
+	uc->tx_visitor = s->visitor;
 }
 
 static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
@@ -653,6 +766,7 @@ static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 		if (rc == ST_AGAIN)
 			break;
 		if (rc != 1) {
+			uc_flush(uc);
 			uc_channel_lost(uc, rc == 0 ? "closed by the server" :
 					rc == UDP_BAD_FRAME ? "malformed frame from the server" :
 					uc->ch->err);
@@ -660,6 +774,7 @@ static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 		}
 		uc_deliver(uc, payload, uc->rx.len);
 	}
+	uc_flush(uc);
 	uc_update(uc);
 }
 
@@ -741,6 +856,7 @@ void udp_client_stop(struct cservice *svc)
 	stream_free(uc->ch);
 	udp_framer_reset(&uc->rx);
 	batch_free(&uc->batch);
+	txb_free(&uc->tx);
 	free(uc->table);
 	free(uc);
 	svc->udp = NULL;
