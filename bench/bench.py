@@ -20,6 +20,7 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -107,9 +108,11 @@ def binary_sizes(rathole, workdir):
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(tree, name))
     r = subprocess.run(["make", "-C", tree, "-j2", "TLS=0"], capture_output=True, text=True,
                        timeout=600)
-    built = os.path.join(tree, "rathole")
+    m = re.search(r"^built (\S+)", r.stdout, re.M)
+    built = os.path.join(tree, m.group(1)) if m else os.path.join(tree, "rathole")
     if r.returncode != 0 or not os.path.exists(built):
-        out["tls0_note"] = "make TLS=0 failed: " + (r.stderr or r.stdout)[-200:]
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
+        out["tls0_note"] = "make TLS=0 failed: " + tail[0][:120]
         return out
     subprocess.run(["strip", built], check=True, timeout=60)
     out["tls0_stripped_kib"] = os.path.getsize(built) / 1024
@@ -177,11 +180,65 @@ def tunnel_probe(name, port):
     return True
 
 
+def resident_pages(pid):
+    """Physical frames of the process's resident pages (/proc/PID/pagemap;
+    frame numbers read as 0 without CAP_SYS_ADMIN: then None)."""
+    frames = set()
+    try:
+        with open("/proc/%d/maps" % pid) as m, open("/proc/%d/pagemap" % pid, "rb") as pm:
+            for line in m:
+                parts = line.split()
+                if parts[-1] == "[vsyscall]":
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                pm.seek(lo // 4096 * 8)
+                for (e,) in struct.iter_unpack("<Q", pm.read((hi - lo) // 4096 * 8)):
+                    if e >> 63:
+                        frames.add(e & ((1 << 55) - 1))
+    except OSError:
+        return None
+    return None if frames <= {0} else frames
+
+
 def idle_memory(t):
+    """RSS of server and client; RssAnon (private); and the pair's distinct
+    resident pages: what both use together, libc and OpenSSL pages shared
+    by the two counted once."""
     s, c = t.server.memory_kib(), t.client.memory_kib()
-    return {"server_kib": s["VmRSS"], "client_kib": c["VmRSS"],
-            "total_kib": s["VmRSS"] + c["VmRSS"], "anon_kib": s["RssAnon"] + c["RssAnon"],
-            "server_fds": t.server.nfds(), "client_fds": t.client.nfds()}
+    out = {"server_kib": s["VmRSS"], "client_kib": c["VmRSS"],
+           "total_kib": s["VmRSS"] + c["VmRSS"], "anon_kib": s["RssAnon"] + c["RssAnon"],
+           "server_fds": t.server.nfds(), "client_fds": t.client.nfds()}
+    fs, fc = resident_pages(t.server.pid), resident_pages(t.client.pid)
+    if fs is not None and fc is not None:
+        out["pair_kib"] = len(fs | fc) * 4
+    return out
+
+
+def static_idle(workdir, logdir, echo_port, keys):
+    """Idle memory of a `make static` build (no shared libraries to map and
+    relocate), for comparison; None when the Makefile has no static target."""
+    tree = os.path.join(workdir, "static")
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        if not re.search(r"^static:", f.read(), re.M):
+            return None
+    shutil.copytree(os.path.join(ROOT, "src"), os.path.join(tree, "src"))
+    shutil.copy(os.path.join(ROOT, "Makefile"), tree)
+    r = subprocess.run(["make", "-C", tree, "-j2", "static"], capture_output=True, text=True,
+                       timeout=900)
+    built = os.path.join(tree, "rathole-static")
+    if r.returncode != 0 or not os.path.exists(built):
+        return {"note": "make static failed: " + ((r.stderr or r.stdout).strip().splitlines()
+                                                  or ["?"])[-1][:120]}
+    t = Tunnel(built, "tcp", {"echo": ("tcp", echo_port)}, keys, workdir, logdir, tag="-static")
+    t.start()
+    try:
+        t.wait_ready(tunnel_probe)
+        time.sleep(1.0)
+        m = idle_memory(t)
+        m["stripped_kib"] = os.path.getsize(built) / 1024
+        return m
+    finally:
+        t.stop()
 
 
 def held_count(quick):
@@ -343,6 +400,11 @@ def run(opts, workdir, logdir):
                                                      h["client_fds"], h["kib_per_conn"],
                                                      h["server_kib_per_conn"], h["client_kib_per_conn"]))
 
+    if opts.static and not opts.quick:
+        say("\nidle memory of a `make static` build (building it)")
+        st = static_idle(workdir, logdir, echo.port, keys)
+        if st:
+            idle["tcp (make static)"] = st
     meta["background_cores"] = background
     summary = report.summarize(loads, results, opts.duration)
     checks = report.check_targets(summary, held, idle, binary)
@@ -375,6 +437,8 @@ def parse(argv):
     ap.add_argument("--held-others", type=int, default=2000,
                     help="held connections for the transports other than tcp")
     ap.add_argument("--no-socat", dest="socat", action="store_false")
+    ap.add_argument("--no-static", dest="static", action="store_false",
+                    help="skip the idle memory of a `make static` build")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                     help="also measure another rathole binary (targets named TRANSPORT:NAME), "
                     "alternated with the main one in every round: a before/after comparison")

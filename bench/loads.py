@@ -44,8 +44,9 @@ def iperf_tcp(port, duration, reverse=False, streams=1):
             "retransmits": e["sum_sent"].get("retransmits", 0)}
 
 
-def iperf_udp(port, duration, mbps, length=1400):
-    d = _iperf3(port, duration, ["-u", "-b", "%dM" % mbps, "-l", str(length)])
+def iperf_udp(port, duration, mbps, length=1400, reverse=False):
+    d = _iperf3(port, duration, ["-u", "-b", "%dM" % mbps, "-l", str(length)] +
+                (["-R"] if reverse else []))
     r = d["end"]["sum_received"] if "sum_received" in d["end"] else d["end"]["sum"]
     sent = d["end"].get("sum_sent", r)
     packets = r.get("packets") or sent.get("packets") or 0
@@ -171,5 +172,12 @@ def catalogue(udp_rates):
         loads.append(Load("udp_%d" % rate, "UDP %d Mb/s offered (iperf3 -u, 1400 B)" % rate,
                           "iperf", "loss_pct", "% lost",
                           (lambda r: lambda p, t: iperf_udp(p, t, r))(rate),
+                          higher_better=False, extra=("recv_mbps",), socat=False))
+    if udp_rates:
+        # the other direction: the server sends to the visitor
+        rate = max(udp_rates)
+        loads.append(Load("udp_%d_reverse" % rate,
+                          "UDP %d Mb/s offered, reverse (iperf3 -u -R)" % rate, "iperf",
+                          "loss_pct", "% lost", lambda p, t: iperf_udp(p, t, rate, reverse=True),
                           higher_better=False, extra=("recv_mbps",), socat=False))
     return loads
