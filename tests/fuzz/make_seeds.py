@@ -120,6 +120,15 @@ udp_idle_timeout = 60
         put("noise", "records-%d" % p, bytes([p, 2]) + struct.pack("<H", 20) + b"x" * 20 + struct.pack("<H", 3) + b"abc")
         put("noise", "answer-%d" % p, bytes([p, 1]) + b"\x00" * 48)
 
+    # noise_stream: byte 0 = side / raw / XX / answer bits, then records
+    for mode in range(16):
+        if mode & 2:
+            put("noise_stream", "raw-%d" % mode, bytes([mode]) + struct.pack("<H", 48) + b"\x01" * 48)
+        else:
+            put("noise_stream", "records-%d" % mode,
+                bytes([mode]) + b"\x00" + struct.pack("<H", 5) + b"hello" + b"\x00" + struct.pack("<H", 0)
+                + b"\x02" + struct.pack("<H", 3) + b"abc")
+
 
 if __name__ == "__main__":
     sys.exit(main())
