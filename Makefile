@@ -6,7 +6,13 @@
 #   make fuzz            libFuzzer targets (clang), FUZZ_SECONDS each (default 30)
 #   make fuzz-regress    replays the fuzz corpora without libFuzzer (part of make test)
 #   make valgrind        a tunnel session under valgrind (fails on errors and leaks)
-#   make install PREFIX=/usr/local DESTDIR=
+#   make TLS=0           without TLS (no tls transport, websocket over TCP only, no -lssl)
+#   make static          fully static binary (glibc), stripped copy in ./rathole-static
+#   make CC=aarch64-linux-gnu-gcc   cross build (the build directory names the target)
+#   make cross-test ARCH=aarch64|armhf   cross build + unit tests under qemu-user
+#   make install PREFIX=/usr/local DESTDIR=   (and make uninstall)
+#   make deb             Debian package in build/deb/ (dpkg-buildpackage)
+#   make check-packaging man pages (mandoc), systemd units, install/uninstall (part of make test)
 #   make clean
 
 CC       ?= cc
@@ -31,30 +37,72 @@ OPT      ?= -O2 -g
 LDSAN    :=
 endif
 
+# Build switches: TLS=0 leaves out the TLS code and libssl (a websocket
+# transport with tls = true then fails with "not available in this build");
+# STATIC=1 links everything statically (see "make static").
+TLS      ?= 1
+STATIC   ?= 0
+ifeq ($(STATIC),1)
+VARIANT  := static
+# unused functions of libcrypto.a and libssl.a stay out
+LDSTATIC := -static -Wl,--gc-sections
+endif
+ifneq ($(TLS),1)
+VARIANT  := $(VARIANT)-notls
+CPPFLAGS += -DRATHOLE_NO_TLS
+endif
+
+# The target, from the compiler: builds for different targets or compilers
+# never share a directory. The native gcc keeps the short names (build/release,
+# build/asan) that the docs and the tests use.
+TRIPLET  := $(shell $(CC) -dumpmachine 2>/dev/null)
+NATIVE   := $(shell cc -dumpmachine 2>/dev/null)
+STRIP    ?= $(if $(shell command -v $(TRIPLET)-strip 2>/dev/null),$(TRIPLET)-strip,strip)
+
 CFLAGS   ?= $(OPT)
 CFLAGS   += $(CSTD) $(WARN)
 LDLIBS   += -lssl -lcrypto -lpthread
-LDFLAGS  += $(LDSAN)
+LDFLAGS  += $(LDSAN) $(LDSTATIC)
+ifneq ($(TLS),1)
+LDLIBS   := $(filter-out -lssl,$(LDLIBS))
+endif
 
+ifeq ($(TRIPLET),$(NATIVE))
 B        := build/$(VARIANT)
+else
+B        := build/$(TRIPLET)-$(VARIANT)
+endif
 SRCS     := $(wildcard src/*.c)
+ifneq ($(TLS),1)
+# tls_none.c stands in for the TLS session layer that websocket uses
+SRCS     := $(filter-out src/transport_tls.c,$(SRCS))
+else
+SRCS     := $(filter-out src/tls_none.c,$(SRCS))
+endif
 LIBSRCS  := $(filter-out src/main.c,$(SRCS))
 OBJS     := $(SRCS:src/%.c=$(B)/%.o)
 LIBOBJS  := $(LIBSRCS:src/%.c=$(B)/%.o)
 UNITSRCS := $(wildcard tests/unit/test_*.c)
 UNITHELP := $(filter-out $(UNITSRCS),$(wildcard tests/unit/*.c))
+ifneq ($(TLS),1)
+UNITSRCS := $(filter-out tests/unit/test_tls.c tests/unit/test_ws.c,$(UNITSRCS))
+endif
 UNITBINS := $(UNITSRCS:tests/unit/%.c=$(B)/tests/%)
 UNITHOBJ := $(UNITHELP:tests/unit/%.c=$(B)/tests/%.o)
 BIN      := $(B)/rathole
 
-.PHONY: all clean test unit integration install check-warnings fuzz fuzz-regress valgrind
+.PHONY: all clean test unit integration install uninstall check-warnings lint-man \
+	check-systemd check-install check-packaging static static-strip cross-build cross-test deb unit-bins \
+	fuzz fuzz-regress valgrind
 
-ifeq ($(VARIANT),release)
+# ./rathole is the native release build; other builds stay in their directory.
+ifeq ($(VARIANT)|$(firstword $(subst -, ,$(TRIPLET))),release|$(shell uname -m))
 all: rathole
 rathole: $(BIN)
 	cp $(BIN) rathole
 else
 all: $(BIN)
+	@echo "built $(BIN)"
 endif
 
 $(BIN): $(OBJS)
@@ -87,7 +135,7 @@ unit: $(UNITBINS)
 integration: $(BIN)
 	RATHOLE_BIN=$(abspath $(BIN)) TESTDATA=$(TESTDATA) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
-test: $(BIN) $(UNITBINS) fuzz-regress
+test: $(BIN) $(UNITBINS) check-packaging fuzz-regress
 	@TESTDATA=$(TESTDATA) RATHOLE_BIN=$(abspath $(BIN)) PYTHON=$(PYTHON) \
 		tests/run-all.sh $(UNITBINS)
 
@@ -144,9 +192,106 @@ valgrind: $(BIN)
 	RATHOLE_BIN=$(abspath $(BIN)) TESTDATA=$(TESTDATA) RATHOLE_VALGRIND=1 \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_valgrind.py
 
-install: rathole
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 rathole $(DESTDIR)$(PREFIX)/bin/rathole
+# ---- installation (packaging: debian/rules runs "make install PREFIX=/usr") ----
+#
+# Installs the binary of the selected build (TLS=0, STATIC=1, SANITIZE=1 and CC
+# choose it), the man pages, the examples and the systemd units; the units'
+# /usr/bin/rathole is rewritten to $(PREFIX)/bin/rathole.
+
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+DOCDIR   ?= $(PREFIX)/share/doc/rathole
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+MANPAGES := man/rathole.1 man/rathole.toml.5
+UNITS    := $(wildcard examples/systemd/*.service)
+EXAMPLES := $(sort $(wildcard examples/*/*))
+
+install: $(BIN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/rathole
+	install -m 0644 man/rathole.1 $(DESTDIR)$(MANDIR)/man1/rathole.1
+	install -m 0644 man/rathole.toml.5 $(DESTDIR)$(MANDIR)/man5/rathole.toml.5
+	for f in $(EXAMPLES); do \
+		install -d $(DESTDIR)$(DOCDIR)/$$(dirname $$f) && \
+		if [ -x $$f ]; then m=0755; else m=0644; fi && \
+		install -m $$m $$f $(DESTDIR)$(DOCDIR)/$$f || exit 1; \
+	done
+	for f in $(UNITS); do \
+		sed 's|/usr/bin/rathole|$(BINDIR)/rathole|g' $$f > $(DESTDIR)$(UNITDIR)/$$(basename $$f) && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$f) || exit 1; \
+	done
+	install -m 0644 examples/systemd/rathole.sysusers $(DESTDIR)$(SYSUSERSDIR)/rathole.conf
+	install -m 0644 examples/systemd/rathole.tmpfiles $(DESTDIR)$(TMPFILESDIR)/rathole.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/rathole $(DESTDIR)$(MANDIR)/man1/rathole.1 \
+		$(DESTDIR)$(MANDIR)/man5/rathole.toml.5 \
+		$(DESTDIR)$(SYSUSERSDIR)/rathole.conf $(DESTDIR)$(TMPFILESDIR)/rathole.conf \
+		$(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# ---- checks of the packaging (part of "make test") ----
+
+lint-man:
+	@if ! command -v mandoc >/dev/null 2>&1; then \
+		echo "lint-man: SKIPPED: mandoc is not installed (apt-get install mandoc)"; exit 0; fi; \
+	mandoc -T lint -W warning $(MANPAGES) && echo "lint-man: $(words $(MANPAGES)) man pages clean"
+
+check-systemd: $(BIN)
+	@tests/check-systemd.sh $(abspath $(BIN))
+
+check-install: $(BIN)
+	@tests/check-install.sh "$(MAKE)" $(abspath $(BIN))
+
+check-packaging: lint-man check-systemd check-install
+
+# ---- a fully static binary (routers); see README "Building small" ----
+
+# glibc's static getaddrinfo still loads the NSS modules of its own version at
+# run time for anything but DNS and /etc/hosts (the link warns about it).
+static:
+	$(MAKE) STATIC=1 static-strip
+
+static-strip: $(BIN)
+	$(STRIP) -o $(BIN)-stripped $(BIN)
+ifeq ($(TRIPLET),$(NATIVE))
+	cp $(BIN)-stripped rathole-static
+endif
+	@ls -l $(BIN)-stripped
+
+# ---- cross builds, unit tests under qemu-user (scripts/cross-test.sh installs the tools) ----
+
+ARCH     ?= aarch64
+XTRIPLET_aarch64 := aarch64-linux-gnu
+XTRIPLET_armhf   := arm-linux-gnueabihf
+XQEMU_aarch64    := qemu-aarch64
+XQEMU_armhf      := qemu-arm
+XTRIPLET := $(XTRIPLET_$(ARCH))
+XQEMU    := $(XQEMU_$(ARCH))
+
+unit-bins: $(BIN) $(UNITBINS)
+
+cross-build:
+	@test -n "$(XTRIPLET)" || { echo "ARCH=$(ARCH): use ARCH=aarch64 or ARCH=armhf"; exit 2; }
+	$(MAKE) CC=$(XTRIPLET)-gcc unit-bins
+
+# The target's loader and libraries come from the multiarch packages (libc6:arm64
+# and libssl3:arm64 are in /lib/aarch64-linux-gnu, the loader in /lib), not
+# from /usr/aarch64-linux-gnu: that one's ld.so is the cross toolchain's glibc
+# build, and mixed with the multiarch libc.so.6 that it finds first, threads
+# hang (aarch64) or crash (armhf) under qemu.
+XLDPREFIX ?= /
+cross-test: cross-build
+	@TESTDATA=$(TESTDATA) QEMU_LD_PREFIX=$(XLDPREFIX) \
+		tests/run-unit-qemu.sh $(XQEMU) build/$(XTRIPLET)-$(VARIANT)
+
+# ---- the Debian package, built from a copy of the tree ----
+
+deb:
+	@scripts/build-deb.sh build/deb
 
 clean:
-	rm -rf build rathole
+	rm -rf build rathole rathole-static

@@ -58,6 +58,7 @@ enum kind {
 #define KEY_REQUIRED	1u	/* "missing ..." when absent */
 #define KEY_CLIENT_ONLY	2u	/* an error inside [server] */
 #define KEY_SECRET	4u	/* wiped when freed; never printed anyway */
+#define KEY_WHEN_USED	8u	/* value checked only when its transport is selected */
 
 struct section;
 
@@ -125,9 +126,12 @@ static const struct section tls_section = SECTION(tls_keys, T, .side = SIDE_ANY)
 
 #define T struct noise_config
 static const struct key noise_keys[] = {
-	{ .name = "pattern", .kind = K_STRING, .off = OFF(T, pattern), .sdef = "Noise_NK_25519_ChaChaPoly_BLAKE2s", .check = check_noise_pattern },
-	{ .name = "local_private_key", .kind = K_KEY32, .off = OFF(T, local_private_key), .has_off = HAS(T, has_local_private_key), .flags = KEY_SECRET },
-	{ .name = "remote_public_key", .kind = K_KEY32, .off = OFF(T, remote_public_key), .has_off = HAS(T, has_remote_public_key) },
+	{ .name = "pattern", .kind = K_STRING, .off = OFF(T, pattern), .sdef = "Noise_NK_25519_ChaChaPoly_BLAKE2s",
+	  .check = check_noise_pattern, .flags = KEY_WHEN_USED },
+	{ .name = "local_private_key", .kind = K_KEY32, .off = OFF(T, local_private_key),
+	  .has_off = HAS(T, has_local_private_key), .flags = KEY_SECRET | KEY_WHEN_USED },
+	{ .name = "remote_public_key", .kind = K_KEY32, .off = OFF(T, remote_public_key),
+	  .has_off = HAS(T, has_remote_public_key), .flags = KEY_WHEN_USED },
 };
 static const struct section noise_section = SECTION(noise_keys, T, .side = SIDE_ANY);
 #undef T
@@ -576,7 +580,7 @@ static void store_string(struct ctx *c, const struct key *k, const struct toml_k
 	}
 	free(*slot);
 	*slot = dup;
-	if (k->check)
+	if (k->check && !(k->flags & KEY_WHEN_USED))
 		k->check(c, kpath, kv->line, dup);
 }
 
@@ -792,6 +796,8 @@ static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv
 		store_enum(c, k, kv, field, kpath);
 		return true;
 	case K_KEY32:
+		if (k->flags & KEY_WHEN_USED)
+			return false;	/* decoded by check_when_used() */
 		return store_key32(c, kv, field, kpath);
 	case K_TABLE:
 		parse_section(c, k->sub, kv->val, field, kpath, value_line(kv));
@@ -927,6 +933,29 @@ static void free_section(const struct section *s, void *base)
 
 /* ---- effective values and cross-key rules ---- */
 
+/* The reference checks Noise settings only in the Noise transport: a [noise]
+ * block beside type = "tcp" may hold placeholders (its own full.toml does).
+ * So these values are checked, and keys decoded, once the block is in use. */
+static void check_when_used(struct ctx *c, const struct section *s, const struct toml_value *tbl,
+			    void *base, const char *path)
+{
+	for (size_t i = 0; tbl && tbl->type == TOML_TABLE && i < tbl->u.table.len; i++) {
+		const struct toml_kv *kv = &tbl->u.table.items[i];
+		const struct key *k = find_key(s, kv->key, kv->keylen);
+		void *field;
+		char kpath[PATH_LEN];
+
+		if (!k || !(k->flags & KEY_WHEN_USED) || kv->val->type != TOML_STRING)
+			continue;	/* unknown or mistyped: already reported */
+		field = (char *)base + k->off;
+		path_join(kpath, sizeof kpath, path, k->name, strlen(k->name));
+		if (k->kind == K_STRING && k->check && *(char **)field)
+			k->check(c, kpath, kv->line, *(char **)field);
+		if (k->kind == K_KEY32 && store_key32(c, kv, field, kpath) && k->has_off)
+			*(bool *)((char *)base + k->has_off - 1) = true;
+	}
+}
+
 static const struct toml_value *child(const struct toml_value *t, const char *key)
 {
 	return t && t->type == TOML_TABLE ? toml_get(t, key) : NULL;
@@ -991,19 +1020,21 @@ static void require_server_identity(struct ctx *c, const struct transport_config
 			  "archive)", tpath);
 }
 
-/* The static keys the pattern needs on this side. A server without
- * local_private_key generates one at start and logs its public key (as the
- * reference does), so only keys that cannot be generated are required. */
-static void require_noise_keys(struct ctx *c, const struct transport_config *t,
-			       const struct toml_value *tnode, const char *tpath, bool server,
-			       int line)
+/* The Noise block in use: its pattern, its keys, and the static keys the
+ * pattern needs on this side. A server without local_private_key generates
+ * one at start and logs its public key (as the reference does), so only keys
+ * that cannot be generated are required. */
+static void check_noise(struct ctx *c, struct transport_config *t,
+			const struct toml_value *tnode, const char *tpath, bool server, int line)
 {
 	const struct toml_value *nn = child(tnode, "noise");
 	struct noise_requirements req;
-	char why[256];
+	char why[256], npath[48];
 	int nl = line_of(nn, line);
 	bool need_remote, need_local;
 
+	snprintf(npath, sizeof npath, "%s.noise", tpath);
+	check_when_used(c, &noise_section, nn, &t->noise, npath);
 	if (!t->noise.pattern || noise_check_protocol(t->noise.pattern, &req, why, sizeof why) < 0)
 		return;		/* reported where the pattern was read */
 	need_remote = server ? req.responder_knows_remote : req.initiator_knows_remote;
@@ -1018,7 +1049,7 @@ static void require_noise_keys(struct ctx *c, const struct transport_config *t,
 			  tpath, t->noise.pattern);
 }
 
-static void resolve_transport(struct ctx *c, const struct transport_config *t,
+static void resolve_transport(struct ctx *c, struct transport_config *t,
 			      const struct toml_value *role_node, const char *role, bool server)
 {
 	const struct toml_value *tnode = child(role_node, "transport");
@@ -1044,7 +1075,7 @@ static void resolve_transport(struct ctx *c, const struct transport_config *t,
 				  tpath, server ? " (with local_private_key)" :
 				  " (with the server's remote_public_key)");
 		else
-			require_noise_keys(c, t, tnode, tpath, server, tl);
+			check_noise(c, t, tnode, tpath, server, tl);
 		break;
 	case TRANSPORT_WEBSOCKET:
 		if (!t->has_websocket) {

@@ -26,7 +26,8 @@
 #define HANDSHAKE_MS		5000	/* from accept to an authenticated channel */
 #define MAX_PENDING		1024	/* connections still in their handshake */
 #define MAX_POOLED		64	/* idle data channels kept per service */
-#define MAX_WAITING		1024	/* visitors waiting for a data channel, per service */
+#define MAX_WAITING		1024	/* visitors waiting for a data channel, per service;
+					 * beyond, the port is not read for a while */
 #define VISITOR_WAIT_MS		10000
 #define ACCEPT_BATCH		64
 #define BACKOFF_MAX_MS		1000
@@ -193,6 +194,7 @@ static void close_listener(struct sservice *svc)
 	}
 	timer_stop(l, &svc->bind_retry);
 	timer_stop(l, &svc->accept_retry);
+	svc->accept_held = false;
 	if (svc->lfd >= 0) {
 		loop_unwatch(l, &svc->lw);
 		close(svc->lfd);
@@ -201,6 +203,22 @@ static void close_listener(struct sservice *svc)
 	}
 	if (svc->cfg->type == SERVICE_UDP)
 		udp_server_close(svc);
+}
+
+/* While too many visitors wait for data channels the service port is not
+ * read: the kernel's backlog holds the next ones (backpressure, not refusal). */
+static bool waiting_full(const struct sservice *svc)
+{
+	return svc->nwaiting >= MAX_WAITING;
+}
+
+static void accepting_resume(struct sservice *svc)
+{
+	if (svc->accept_held && svc->nwaiting < MAX_WAITING / 2) {
+		svc->accept_held = false;
+		if (svc->lfd >= 0 && !timer_armed(&svc->accept_retry))
+			loop_watch(svc->srv->loop, &svc->lw, EPOLLIN);
+	}
 }
 
 static void visitor_free(struct visitor *v)
@@ -213,6 +231,7 @@ static void visitor_free(struct visitor *v)
 	if (v->fd >= 0)
 		close(v->fd);
 	free(v);
+	accepting_resume(svc);
 }
 
 static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *st,
@@ -324,9 +343,7 @@ static void visitor_wait(struct sservice *svc, int fd, const struct net_addr *pe
 {
 	struct visitor *v;
 
-	if (svc->nwaiting >= MAX_WAITING || !(v = calloc(1, sizeof *v))) {
-		log_warn("service %s: too many visitors waiting for data channels; closing %s",
-			 svc->cfg->name, net_addr_str(peer, (char[NET_ADDRSTR_MAX]){ 0 }, NET_ADDRSTR_MAX));
+	if (!(v = calloc(1, sizeof *v))) {
 		close(fd);
 		return;
 	}
@@ -402,7 +419,7 @@ static void on_accept_retry(struct loop *l, struct timer *t)
 {
 	struct sservice *svc = container_of(t, struct sservice, accept_retry);
 
-	if (svc->lfd >= 0)
+	if (svc->lfd >= 0 && !svc->accept_held)
 		loop_watch(l, &svc->lw, EPOLLIN);
 }
 
@@ -423,8 +440,18 @@ static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events
 
 	for (int i = 0; i < ACCEPT_BATCH && svc->lfd >= 0; i++) {
 		struct net_addr peer;
-		int fd = net_accept(svc->lfd, &peer);
+		int fd;
 
+		if (waiting_full(svc)) {
+			if (!svc->accept_held)
+				log_warn("service %s: %d visitors are waiting for data channels; "
+					 "holding new ones until the client catches up", svc->cfg->name,
+					 MAX_WAITING);
+			svc->accept_held = true;
+			loop_watch(l, &svc->lw, 0);
+			return;
+		}
+		fd = net_accept(svc->lfd, &peer);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
@@ -717,12 +744,14 @@ static void handle_auth(struct pconn *p)
 		return;
 	}
 	c->s = pconn_release(p);
+	/* keepalive notices a client that vanished without a FIN */
+	transport_tune_socket(srv->tr, c->s->fd);
+	net_set_nodelay(c->s->fd, true);
 	stream_trim(c->s);
 	watcher_init(&c->w, c->s->fd, on_ctrl_event);
 	timer_init(&c->heartbeat, on_heartbeat);
 	ctrl_arm_heartbeat(c);
 	ctrl_update_interest(c);
-	(void)srv;
 	service_up(svc, c);
 }
 

@@ -66,6 +66,7 @@ struct sservice {
 	struct timer bind_retry, accept_retry;
 	uint32_t bind_backoff, accept_backoff;
 	bool bind_failed;
+	bool accept_held;			/* too many visitors waiting */
 
 	struct list pool;			/* struct pooled */
 	size_t npool;

@@ -20,8 +20,12 @@ static const struct transport_impl *impl_for(enum transport_type type)
 		return &transport_tcp;
 	case TRANSPORT_NOISE:
 		return &transport_noise;
+#ifndef RATHOLE_NO_TLS
+	/* a TLS=0 build leaves transport_tls.c out: transport_new() then says
+	 * that the tls transport is not available in this build */
 	case TRANSPORT_TLS:
 		return &transport_tls;
+#endif
 	case TRANSPORT_WEBSOCKET:
 		return &transport_websocket;
 	default:

@@ -249,14 +249,14 @@ ERROR_CASES = [
      4, "server.transport.tcp.proxy: proxy is a client setting"),
     ('[client]\nremote_addr = "a:1"\n[client.transport.tcp]\nproxy = "gopher://127.0.0.1:70"\n',
      4, 'client.transport.tcp.proxy: unknown proxy scheme "gopher"'),
-    ('[client]\nremote_addr = "a:1"\n[client.transport.noise]\nremote_public_key = "AAAA"\n',
-     4, "client.transport.noise.remote_public_key: decodes to 3 bytes, expected 32"),
-    ('[client]\nremote_addr = "a:1"\n[client.transport.noise]\nlocal_private_key = "%%%"\n',
-     4, "client.transport.noise.local_private_key: not valid base64"),
+    ('[client]\nremote_addr = "a:1"\n[client.transport]\ntype = "noise"\n[client.transport.noise]\nremote_public_key = "AAAA"\n',
+     6, "client.transport.noise.remote_public_key: decodes to 3 bytes, expected 32"),
+    ('[server]\nbind_addr = "a:1"\n[server.transport]\ntype = "noise"\n[server.transport.noise]\nlocal_private_key = "%%%"\n',
+     6, "server.transport.noise.local_private_key: not valid base64"),
     ('[client]\nremote_addr = "a:1"\n[client.transport]\ntype = "noise"\n[client.transport.noise]\n',
      5, "missing client.transport.noise.remote_public_key (pattern Noise_NK_25519_ChaChaPoly_BLAKE2s needs the server's public key on the client)"),
-    ('[client]\nremote_addr = "a:1"\n[client.transport.noise]\npattern = "Noise_QQ_25519_ChaChaPoly_BLAKE2s"\n',
-     4, "client.transport.noise.pattern: "),
+    ('[server]\nbind_addr = "a:1"\n[server.transport]\ntype = "noise"\n[server.transport.noise]\npattern = "Noise_QQ_25519_ChaChaPoly_BLAKE2s"\n',
+     6, "server.transport.noise.pattern: "),
     ('[client]\nremote_addr = "a:1"\nretry_interval = -1\n',
      3, "client.retry_interval: expected 0 to 3600 seconds, found -1"),
     ('[server]\nbind_addr = "a:1"\nheartbeat_interval = 30\n[client]\nremote_addr = "a:1"\nheartbeat_timeout = 20\n',
@@ -375,6 +375,71 @@ pkcs12_password = "pfx-password"
     assert r.returncode == 0, r.stderr
     assert "websocket (tls true: pkcs12 identity.pfx)" in r.stdout
     assert "pfx-password" not in r.stdout
+
+
+def example_files():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "examples")
+    out = []
+    for d, _, files in os.walk(root):
+        out += [os.path.join(d, f) for f in files if f.endswith(".toml")]
+    return sorted(out)
+
+
+@pytest.mark.parametrize("path", example_files() or ["(none)"])
+def test_examples_are_valid(path):
+    if path == "(none)":
+        pytest.skip("no examples/ in this tree")
+    r = run_rathole(["--check", path], env=QUIET)
+    assert r.returncode == 0, r.stderr
+
+
+def test_reference_style_full_file(tmp_path):
+    """Every key, both roles, and placeholders in Noise blocks that the
+    selected transport does not use: the reference accepts such a file."""
+    text = """
+[client]
+remote_addr = "example.com:2333"
+default_token = "default_token_if_not_specify"
+[client.transport]
+type = "tcp"
+[client.transport.tls]
+trusted_root = "ca.pem"
+hostname = "example.com"
+[client.transport.noise]
+pattern = "Noise_NK_25519_ChaChaPoly_BLAKE2s"
+local_private_key = "placeholder_not_base64"
+remote_public_key = "placeholder_not_base64"
+[client.services.service1]
+type = "tcp"
+token = "whatever"
+local_addr = "127.0.0.1:1081"
+[client.services.service2]
+local_addr = "127.0.0.1:1082"
+
+[server]
+bind_addr = "0.0.0.0:2333"
+default_token = "default_token_if_not_specify"
+[server.transport]
+type = "tcp"
+[server.transport.tls]
+pkcs12 = "identify.pfx"
+pkcs12_password = "password"
+[server.transport.noise]
+pattern = "Noise_NK_25519_ChaChaPoly_BLAKE2s"
+local_private_key = "placeholder_not_base64"
+remote_public_key = "placeholder_not_base64"
+[server.services.service1]
+type = "tcp"
+token = "whatever"
+bind_addr = "0.0.0.0:8081"
+[server.services.service2]
+bind_addr = "0.0.0.1:8082"
+"""
+    r = check(text, tmp_path, env=QUIET)
+    assert r.returncode == 0, r.stderr
+    assert "service2: tcp, local_addr 127.0.0.1:1082, nodelay true, retry_interval 1s, token: default_token" in r.stdout
+    assert "whatever" not in r.stdout and "default_token_if_not_specify" not in r.stdout
 
 
 def test_check_warns_no_services(tmp_path):

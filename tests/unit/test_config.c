@@ -125,6 +125,8 @@ static void test_client_defaults(void)
 	CHECK(cfg->client->services[0].retry_interval == 1);
 	CHECK(cfg->client->services[0].nodelay == true);
 	CHECK(cfg->client->services[0].line == 3);
+	CHECK(cfg->client->services[0].udp_idle_timeout == 60);
+	CHECK(cfg->client->services[0].udp_max_sessions == 1024);
 	config_free(cfg);
 }
 
@@ -317,6 +319,14 @@ static void test_types_and_ranges(void)
 			  "local_addr = \"a:1\"\nretry_interval = 3601\n",
 			  "t.toml:6: client.services.s.retry_interval: expected 0 to 3600 seconds, "
 			  "found 3601");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = \"a:1\"\n[client.services.s]\ntoken = \"t\"\n"
+			  "local_addr = \"a:1\"\nudp_idle_timeout = 0\n",
+			  "t.toml:6: client.services.s.udp_idle_timeout: expected 1 to 86400 seconds, "
+			  "found 0");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = \"a:1\"\n[client.services.s]\ntoken = \"t\"\n"
+			  "local_addr = \"a:1\"\nudp_max_sessions = 65537\n",
+			  "t.toml:6: client.services.s.udp_max_sessions: expected 1 to 65536 sessions, "
+			  "found 65537");
 	EXPECT_ONLY_ERROR("[client]\nremote_addr = \"a:1\"\n[client.transport.tcp]\nnodelay = 1\n",
 			  "t.toml:4: client.transport.tcp.nodelay: expected a boolean (true or false), "
 			  "found integer");
@@ -420,56 +430,77 @@ static void test_proxy(void)
 	EXPECT_OK(CLIENT_HEAD "[client.transport.tcp]\nproxy = \"socks5://u:p@[::1]:1080\"\n");
 }
 
+#define NOISE_CLIENT CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n[client.transport.noise]\n"
+
 static void test_noise(void)
 {
 	char text[1024];
 
-	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport.noise]\nremote_public_key = \"not base64!\"\n",
-			  "t.toml:4: client.transport.noise.remote_public_key: not valid base64 "
+	/* (a malformed key is not "missing" too) */
+	EXPECT_ONLY_ERROR(NOISE_CLIENT "remote_public_key = \"not base64!\"\n",
+			  "t.toml:6: client.transport.noise.remote_public_key: not valid base64 "
 			  "(expected a 32-byte X25519 key in base64, 44 characters, as printed by "
 			  "rathole --genkey)");
-	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport.noise]\nlocal_private_key = \"AAECAwQFBgcICQoLDA0ODw==\"\n",
-			  "t.toml:4: client.transport.noise.local_private_key: decodes to 16 bytes, "
-			  "expected 32 (an X25519 key in base64, as printed by rathole --genkey)");
-	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport.noise]\nlocal_private_key = 5\n",
-			  "t.toml:4: client.transport.noise.local_private_key: expected a string, "
-			  "found integer");
+	snprintf(text, sizeof text, NOISE_CLIENT "remote_public_key = \"%s\"\n"
+		 "local_private_key = \"AAECAwQFBgcICQoLDA0ODw==\"\n", KEY_B64);
+	EXPECT_ONLY_ERROR(text, "t.toml:7: client.transport.noise.local_private_key: decodes to "
+			  "16 bytes, expected 32 (an X25519 key in base64, as printed by rathole "
+			  "--genkey)");
+	EXPECT_ERROR(NOISE_CLIENT "local_private_key = 5\n",
+		     "t.toml:6: client.transport.noise.local_private_key: expected a string, "
+		     "found integer");
 	/* the key's value never appears in a message */
-	EXPECT_ERROR(CLIENT_HEAD "[client.transport.noise]\nlocal_private_key = \"c2VjcmV0\"\n",
-		     "t.toml:4: client.transport.noise.local_private_key: decodes to 6 bytes, "
-		     "expected 32 (an X25519 key in base64, as printed by rathole --genkey)");
+	snprintf(text, sizeof text, NOISE_CLIENT "remote_public_key = \"%s\"\n"
+		 "local_private_key = \"c2VjcmV0\"\n", KEY_B64);
+	EXPECT_ONLY_ERROR(text, "t.toml:7: client.transport.noise.local_private_key: decodes to 6 "
+			  "bytes, expected 32 (an X25519 key in base64, as printed by rathole "
+			  "--genkey)");
 	CHECK(strstr(errs.msg[0], "c2VjcmV0") == NULL);
 
 	/* the reason comes from noise_check_protocol(); the prefix is ours */
-	CHECK(parse(CLIENT_HEAD "[client.transport.noise]\npattern = \"Noise_ZZ_25519_ChaChaPoly_BLAKE2s\"\n") == NULL);
-	CHECK(errs.count == 1 && strncmp(errs.msg[0], "t.toml:4: client.transport.noise.pattern: \"Noise_ZZ", 51) == 0);
-	CHECK(parse(CLIENT_HEAD "[client.transport.noise]\npattern = \"Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s\"\n") == NULL);
+	CHECK(parse(NOISE_CLIENT "pattern = \"Noise_ZZ_25519_ChaChaPoly_BLAKE2s\"\n") == NULL);
+	CHECK(errs.count == 1 && strncmp(errs.msg[0], "t.toml:6: client.transport.noise.pattern: \"Noise_ZZ", 51) == 0);
+	CHECK(parse(NOISE_CLIENT "pattern = \"Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s\"\n") == NULL);
 	CHECK(errs.count == 1 && strstr(errs.msg[0], "client.transport.noise.pattern: ") != NULL);
 
+	/* as in the reference, an unused noise block is not checked beyond key names
+	 * and types (its own full.toml has placeholders there) */
+	EXPECT_OK(CLIENT_HEAD "[client.transport.noise]\npattern = \"whatever\"\n"
+		  "local_private_key = \"key_encoded_in_base64\"\n"
+		  "remote_public_key = \"key_encoded_in_base64\"\n");
+	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport.noise]\nlocal_private_key = 1\n",
+			  "t.toml:4: client.transport.noise.local_private_key: expected a string, "
+			  "found integer");
+	{
+		struct config *cfg = parse(CLIENT_HEAD "[client.transport.noise]\n"
+					   "remote_public_key = \"junk\"\n");
+
+		CHECK(cfg && cfg->client->transport.has_noise &&
+		      !cfg->client->transport.noise.has_remote_public_key);
+		config_free(cfg);
+	}
+
 	/* NK: the client needs the server's public key */
-	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n[client.transport.noise]\n",
+	EXPECT_ONLY_ERROR(NOISE_CLIENT,
 			  "t.toml:5: missing client.transport.noise.remote_public_key (pattern "
 			  "Noise_NK_25519_ChaChaPoly_BLAKE2s needs the server's public key on the "
 			  "client)");
 	/* NK server without a key: generated at start, as the reference does */
 	EXPECT_OK(SERVER_HEAD "[server.transport]\ntype = \"noise\"\n[server.transport.noise]\n");
 	/* XX needs no key known in advance */
-	EXPECT_OK(CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n[client.transport.noise]\n"
-		  "pattern = \"Noise_XX_25519_ChaChaPoly_BLAKE2s\"\n");
+	EXPECT_OK(NOISE_CLIENT "pattern = \"Noise_XX_25519_ChaChaPoly_BLAKE2s\"\n");
 	/* KK: both sides know each other's key */
 	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.transport]\ntype = \"noise\"\n[server.transport.noise]\n"
 			  "pattern = \"Noise_KK_25519_ChaChaPoly_BLAKE2s\"\n",
 			  "t.toml:5: missing server.transport.noise.remote_public_key (pattern "
 			  "Noise_KK_25519_ChaChaPoly_BLAKE2s needs the client's public key on the "
 			  "server)");
-	snprintf(text, sizeof text, CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n"
-		 "[client.transport.noise]\npattern = \"Noise_KK_25519_ChaChaPoly_BLAKE2s\"\n"
+	snprintf(text, sizeof text, NOISE_CLIENT "pattern = \"Noise_KK_25519_ChaChaPoly_BLAKE2s\"\n"
 		 "remote_public_key = \"%s\"\n", KEY_B64);
 	EXPECT_ONLY_ERROR(text, "t.toml:5: missing client.transport.noise.local_private_key "
 			  "(pattern Noise_KK_25519_ChaChaPoly_BLAKE2s: the server knows the client's "
 			  "public key in advance; make a pair with rathole --genkey)");
-	snprintf(text, sizeof text, CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n"
-		 "[client.transport.noise]\nremote_public_key = \"%s\"\n", KEY_B64);
+	snprintf(text, sizeof text, NOISE_CLIENT "remote_public_key = \"%s\"\n", KEY_B64);
 	EXPECT_OK(text);
 }
 
