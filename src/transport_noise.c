@@ -44,7 +44,7 @@
 
 /* Shared by all streams of a transport. */
 struct noise_shared {
-	const char *pattern;
+	char *pattern;			/* our copy: a reload frees the config's */
 	struct noise_requirements req;
 	uint8_t local_private[NOISE_KEY_LEN];
 	uint8_t remote_public[NOISE_KEY_LEN];
@@ -540,7 +540,13 @@ static int noise_init(struct transport *t, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	sh->pattern = nc->pattern ? nc->pattern : NOISE_DEFAULT_PATTERN;
+	/* A copy, not the config's string: after a reload with the same
+	 * settings the transport lives on and the old config is freed. */
+	sh->pattern = strdup(nc->pattern ? nc->pattern : NOISE_DEFAULT_PATTERN);
+	if (!sh->pattern) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (check_pattern(sh, err, errlen) < 0)
 		goto fail;
 	need_remote = t->server ? sh->req.responder_knows_remote : sh->req.initiator_knows_remote;
@@ -561,6 +567,7 @@ static int noise_init(struct transport *t, char *err, size_t errlen)
 	t->priv = sh;
 	return 0;
 fail:
+	free(sh->pattern);
 	OPENSSL_cleanse(sh, sizeof *sh);
 	free(sh);
 	return -1;
@@ -570,6 +577,7 @@ static void noise_fini(struct transport *t)
 {
 	if (!t->priv)
 		return;
+	free(((struct noise_shared *)t->priv)->pattern);
 	OPENSSL_cleanse(t->priv, sizeof(struct noise_shared));
 	free(t->priv);
 	t->priv = NULL;

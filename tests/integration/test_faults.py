@@ -274,3 +274,38 @@ def test_link_down_heartbeat_reconnect(procs, tmp_path):
             p.stop()
         for ns in (ns_s, ns_c):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+# ---- a reload, then new connections (found by the sanitized suite) ----
+
+@pytest.mark.parametrize("pattern", [None, "Noise_XX_25519_ChaChaPoly_BLAKE2s"])
+def test_noise_after_unchanged_reload(procs, echo, pattern):
+    """A reload with unchanged transport settings keeps the transport but
+    frees the old config: the Noise transport used the config's pattern
+    string for every new handshake (a use after free, seen by ASan). New
+    control and data channels after the reload must still work."""
+    r = subprocess.run([RATHOLE, "--genkey"], capture_output=True, text=True, timeout=10)
+    priv, pub = r.stdout.split()[2], r.stdout.split()[5]
+    cpriv = subprocess.run([RATHOLE, "--genkey"], capture_output=True, text=True,
+                           timeout=10).stdout.split()[2]
+    pat = f'pattern = "{pattern}"\n' if pattern else ""
+    server = ('[server.transport]\ntype = "noise"\n[server.transport.noise]\n'
+              f'{pat}local_private_key = "{priv}"\n')
+    client = ('[client.transport]\ntype = "noise"\n[client.transport.noise]\n'
+              f'{pat}' + (f'local_private_key = "{cpriv}"\n' if pattern else
+                          f'remote_public_key = "{pub}"\n'))
+    t = Tunnel(procs, local_port=echo.port, transport_server=server, transport_client=client,
+               env={"RATHOLE_LOG": "info"}).start()
+    wait_tunnel(t.service_port)
+    for side in (t.server, t.client):
+        side.signal(signal.SIGHUP)
+        side.wait_log("reload: +0 added, -0 removed, ~0 changed, 1 unchanged")
+    # fresh data channels (the pool is used up and refilled) and a fresh
+    # control channel (the client restarts) both handshake after the reload
+    for i in range(12):
+        assert echo_once(t.service_port, b"after reload %d" % i) == b"after reload %d" % i
+    t.client.stop()
+    t.start_client()
+    t.server.wait_log("service echo: control channel established", count=2, timeout=15)
+    wait_tunnel(t.service_port)
+    assert t.server.alive()
