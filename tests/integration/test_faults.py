@@ -14,7 +14,7 @@ import pytest
 
 from conftest import RATHOLE, free_port, wait_until
 from helpers import EchoServer, Tunnel, echo_once, transfer_checked, wait_tunnel
-from proc_stats import Stopwatch, cpu_seconds, fd_count, is_asan, raise_nofile, wait_fds_at_most
+from proc_stats import cpu_seconds, fd_count, is_asan, raise_nofile, wait_fds_at_most
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import RATHOLE, free_port, port_open, wait_until
+from conftest import RATHOLE, free_port, wait_until
 from helpers import EchoServer, Tunnel, client_config, echo_once, recv_all, server_config, wait_tunnel
 from proc_stats import Stopwatch, fd_count, is_asan, raise_nofile, rss_kib, wait_fds_at_most
 from test_protocol_peer import FakeServer, control_hello, data_hello, hand_control_channel, read_exact, u32
