@@ -9,29 +9,99 @@ import socket
 import threading
 import time
 
+from conftest import wait_until
 from helpers import EchoServer, echo_once, recv_all, transfer_checked, wait_tunnel
 
+# half_close=False: the visitor never half-closes; it reads the echo back up to
+# the length it sent, then closes. Needed through proxies (tinyproxy,
+# microsocks) that end both directions of a tunnel at the first EOF.
 
-def check_echo(start):
+
+def echo_exact(port, data, timeout=10):
+    """Send data, read len(data) bytes back, then close (no half-close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += d
+        return got
+
+
+def wait_tunnel_exact(port, timeout=20):
+    def works():
+        try:
+            return echo_exact(port, b"ping", timeout=3) == b"ping"
+        except OSError:
+            return False
+    wait_until(works, timeout, interval=0.1, what=f"the tunnel on 127.0.0.1:{port} to echo")
+
+
+def check_echo(start, half_close=True):
     e = EchoServer()
     try:
         t = start(e.port)
-        wait_tunnel(t.service_port, timeout=20)
         msg = b"hello through the tunnel\n" * 100
-        assert echo_once(t.service_port, msg) == msg
+        if half_close:
+            wait_tunnel(t.service_port, timeout=20)
+            assert echo_once(t.service_port, msg) == msg
+        else:
+            wait_tunnel_exact(t.service_port)
+            assert echo_exact(t.service_port, msg) == msg
         return t
     finally:
         e.stop()
 
 
-def check_echo_bulk(start, size=64 << 20):
+def transfer_exact(port, nbytes, chunk=1 << 20, timeout=180):
+    """Like helpers.transfer_checked, without the half-close: the reader
+    stops after nbytes. Returns (sent_sha256, received_sha256, received)."""
+    block = os.urandom(chunk)
+    sent, got = hashlib.sha256(), hashlib.sha256()
+    received = [0]
+    err = []
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    def reader():
+        try:
+            while received[0] < nbytes:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                got.update(d)
+                received[0] += len(d)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    left, i = nbytes, 0
+    while left > 0:
+        piece = bytes([i & 0xFF]) + block[1:min(chunk, left)]
+        s.sendall(piece)
+        sent.update(piece)
+        left -= len(piece)
+        i += 1
+    t.join(timeout)
+    s.close()
+    assert not err, err
+    return sent.hexdigest(), got.hexdigest(), received[0]
+
+
+def check_echo_bulk(start, size=64 << 20, half_close=True):
     """size bytes visitor -> service -> visitor at once (both directions of
     the tunnel busy), SHA-256 checked."""
     e = EchoServer()
     try:
         t = start(e.port)
-        wait_tunnel(t.service_port, timeout=20)
-        sent, got, n = transfer_checked(t.service_port, size, timeout=180)
+        if half_close:
+            wait_tunnel(t.service_port, timeout=20)
+            sent, got, n = transfer_checked(t.service_port, size, timeout=180)
+        else:
+            wait_tunnel_exact(t.service_port)
+            sent, got, n = transfer_exact(t.service_port, size)
         assert n == size
         assert sent == got
     finally:
@@ -139,7 +209,7 @@ def check_concurrent(start, n=200):
     e = EchoServer()
     try:
         t = start(e.port)
-        wait_tunnel(t.service_port, timeout=20)
+        wait_tunnel_exact(t.service_port)
         assert concurrent_echo(t.service_port, n) == n
     finally:
         e.stop()
