@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "base64.h"
@@ -166,17 +167,21 @@ static bool has_tokens(const struct config *cfg)
 	       (cfg->client && (cfg->client->default_token || cfg->client->nservices));
 }
 
-/* Tokens are secrets: the file holding them should be private. */
+/* Tokens are secrets: the file holding them should be private. Readable by
+ * its group is fine when that group is our own (root:rathole 0640, the
+ * service's setup); readable by anyone else is worth a warning. */
 static void warn_if_readable(const struct config *cfg)
 {
 	struct stat st;
+	bool other, group;
 
 	if (!has_tokens(cfg) || stat(cfg->path, &st) < 0 || !S_ISREG(st.st_mode))
 		return;
-	if (st.st_mode & (S_IRGRP | S_IROTH))
+	other = st.st_mode & S_IROTH;
+	group = (st.st_mode & S_IRGRP) && st.st_gid != getegid();
+	if (other || group)
 		log_warn("%s holds tokens but is readable by %s (mode %03o); tokens are secrets: "
-			 "chmod 600 %s", cfg->path,
-			 st.st_mode & S_IROTH ? "other users" : "its group",
+			 "chmod 600 %s", cfg->path, other ? "other users" : "its group",
 			 (unsigned)(st.st_mode & 0777), cfg->path);
 }
 
