@@ -179,6 +179,7 @@ def test_forged_data_channel_keys(procs):
                         name="s.toml", env={"RATHOLE_LOG": "info"})
     srv.wait_log("listening on 127.0.0.1:%d" % sp)
     ctl, key = hand_control_channel(sp, "svc", "tk", 8)
+    srv.wait_log("service svc: listening on")
     forged = [
         os.urandom(32),
         bytes([key[0] ^ 1]) + key[1:],               # one bit off
