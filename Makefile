@@ -2,7 +2,10 @@
 #
 #   make                 release build, leaves ./rathole
 #   make SANITIZE=1      ASan+UBSan build in build/asan/rathole (tests use it)
-#   make test            unit tests, then integration tests (pytest)
+#   make test            unit tests, fuzz regression inputs, then integration tests (pytest)
+#   make fuzz            libFuzzer targets (clang), FUZZ_SECONDS each (default 30)
+#   make fuzz-regress    replays the fuzz corpora without libFuzzer (part of make test)
+#   make valgrind        a tunnel session under valgrind (fails on errors and leaks)
 #   make TLS=0           without TLS (no tls transport, websocket over TCP only, no -lssl)
 #   make static          fully static binary (glibc), stripped copy in ./rathole-static
 #   make CC=aarch64-linux-gnu-gcc   cross build (the build directory names the target)
@@ -90,7 +93,8 @@ UNITHOBJ := $(UNITHELP:tests/unit/%.c=$(B)/tests/%.o)
 BIN      := $(B)/rathole
 
 .PHONY: all clean test unit integration install uninstall check-warnings lint-man \
-	check-systemd check-install check-packaging static static-strip cross-build cross-test deb unit-bins bench
+	check-systemd check-install check-packaging static static-strip cross-build cross-test deb unit-bins \
+	fuzz fuzz-regress valgrind bench
 
 # ./rathole is the native release build; other builds stay in their directory.
 ifeq ($(VARIANT)|$(firstword $(subst -, ,$(TRIPLET))),release|$(shell uname -m))
@@ -132,9 +136,62 @@ unit: $(UNITBINS)
 integration: $(BIN)
 	RATHOLE_BIN=$(abspath $(BIN)) TESTDATA=$(TESTDATA) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
-test: $(BIN) $(UNITBINS) check-packaging
+test: $(BIN) $(UNITBINS) check-packaging fuzz-regress
 	@TESTDATA=$(TESTDATA) RATHOLE_BIN=$(abspath $(BIN)) PYTHON=$(PYTHON) \
 		tests/run-all.sh $(UNITBINS)
+
+# ---- fuzzing (tests/fuzz/, docs/security.md) ----
+# fuzz-regress: each target with a replaying main(), built like the unit tests
+# (so SANITIZE=1 replays under ASan+UBSan), over the seeds and regression inputs.
+FUZZSRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZNAME := $(FUZZSRCS:tests/fuzz/fuzz_%.c=%)
+REPLAYS  := $(FUZZNAME:%=$(B)/fuzz/fuzz_%)
+
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz.h $(B)/librathole.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c \
+		$(B)/librathole.a $(LDLIBS)
+
+fuzz-regress: $(REPLAYS)
+	@for t in $(FUZZNAME); do \
+		$(B)/fuzz/fuzz_$$t tests/fuzz/corpus/$$t tests/fuzz/regress/$$t \
+			2>$(B)/fuzz/$$t.log || { tail -40 $(B)/fuzz/$$t.log; \
+			echo "fuzz-regress: $$t FAILED (log: $(B)/fuzz/$$t.log)"; exit 1; }; \
+	done
+
+# fuzz: the libFuzzer build in build/fuzz/ (clang, ASan+UBSan, coverage on the
+# library too), then tests/fuzz/run.sh runs each target for FUZZ_SECONDS.
+FUZZCC   ?= clang
+FUZZ_SECONDS ?= 30
+FB       := build/fuzz
+FUZZOPT  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+            -fno-sanitize-recover=undefined
+FUZZLIBO := $(LIBSRCS:src/%.c=$(FB)/obj/%.o)
+FUZZBINS := $(FUZZNAME:%=$(FB)/fuzz_%)
+
+$(FB)/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(FUZZCC) $(CPPFLAGS) $(CSTD) $(WARN) $(FUZZOPT) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+$(FB)/librathole.a: $(FUZZLIBO)
+	rm -f $@
+	$(AR) rcs $@ $(FUZZLIBO)
+
+$(FB)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FB)/librathole.a
+	$(FUZZCC) $(CPPFLAGS) -Itests/fuzz $(CSTD) $(WARN) $(FUZZOPT) -fsanitize=fuzzer \
+		-o $@ $< $(FB)/librathole.a $(LDLIBS)
+
+-include $(FUZZLIBO:.o=.d)
+
+fuzz: $(FUZZBINS)
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) TESTDATA=$(TESTDATA) tests/fuzz/run.sh $(FUZZBINS)
+
+# valgrind: a whole tunnel session (tcp echo, a few MB, UDP, SIGTERM) with
+# server and client under valgrind; the release build (valgrind and ASan
+# do not mix). Skipped with a message when valgrind is not installed.
+valgrind: $(BIN)
+	RATHOLE_BIN=$(abspath $(BIN)) TESTDATA=$(TESTDATA) RATHOLE_VALGRIND=1 \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_valgrind.py
 
 # Performance is measured here, never asserted in `make test` (see docs/benchmarks.md).
 bench: rathole

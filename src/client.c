@@ -280,8 +280,12 @@ static uint32_t next_backoff(struct cservice *svc)
 static void ctrl_failed(struct cservice *svc, const char *why)
 {
 	struct loop *l = svc->cli->loop;
+	char msg[512];
 	uint32_t d;
 
+	/* why may be the stream's own err, which ctrl_close() frees */
+	snprintf(msg, sizeof msg, "%s", why);
+	why = msg;
 	ctrl_close(svc);
 	if (loop_now(l) - svc->attempt_at > STABLE_MS)
 		svc->backoff_ms = 0;

@@ -911,6 +911,11 @@ static void pconn_advance(struct pconn *p)
 			return;
 		}
 		if (rc == ST_AGAIN) {
+			/* A partial hello or auth is kept in p->buf: an idle
+			 * half-open connection need not hold a receive buffer
+			 * (16 KiB for tcp) while it waits for the rest. */
+			if (p->state != P_HANDSHAKE)
+				stream_trim(p->s);
 			watch_stream(l, &p->w, p->s, p->s->want);
 			return;
 		}

@@ -17,8 +17,6 @@
 
 /* The largest plaintext of one TLS record: one write of it is one record. */
 #define TLS_RECORD_MAX 16384
-/* What one read() of a session may take (read-ahead: several records). */
-#define TLS_READ_BUFFER (64 * 1024)
 
 struct tls_ctx;
 

@@ -37,10 +37,14 @@
 #define HS_OUT_MAX		(RECORD_HDR + 256)
 /* A handshake payload from the peer is read and ignored; the reference sends none. */
 #define HS_PAYLOAD_MAX		1024
+/* The receive buffer during the handshake: the largest handshake record we
+ * accept. It grows to RECORD_MAX only once the peer is authenticated, so a
+ * flood of unauthenticated connections cannot make each hold 64 KiB. */
+#define HS_RECORD_MAX		(RECORD_HDR + HS_PAYLOAD_MAX + HS_OUT_MAX)
 
 /* Shared by all streams of a transport. */
 struct noise_shared {
-	const char *pattern;
+	char *pattern;			/* our copy: a reload frees the config's */
 	struct noise_requirements req;
 	uint8_t local_private[NOISE_KEY_LEN];
 	uint8_t remote_public[NOISE_KEY_LEN];
@@ -53,7 +57,8 @@ struct noise_stream {
 	struct noise_cipher *send, *recv;
 	bool failed;			/* after ST_ERROR, every call fails again */
 
-	uint8_t *buf;			/* RECORD_MAX bytes when allocated */
+	uint8_t *buf;			/* buf_cap bytes when allocated */
+	uint32_t buf_cap;		/* HS_RECORD_MAX, then RECORD_MAX */
 	uint32_t wire_off, wire_len;	/* received bytes not yet decrypted */
 
 	uint8_t out[HS_OUT_MAX];	/* the handshake message being written */
@@ -95,8 +100,10 @@ static int ns_socket_error(struct noise_stream *ns, const char *what)
 static void rxbuf_reclaim(struct noise_stream *ns)
 {
 	/* Published with no wire bytes pending and now gone: stream_trim() freed it. */
-	if (ns->buf && ns->s.rx != ns->buf && ns->wire_len == 0)
+	if (ns->buf && ns->s.rx != ns->buf && ns->wire_len == 0) {
 		ns->buf = NULL;
+		ns->buf_cap = 0;
+	}
 }
 
 static void rxbuf_publish(struct noise_stream *ns)
@@ -105,7 +112,7 @@ static void rxbuf_publish(struct noise_stream *ns)
 
 	if (s->rx_len > 0 || ns->wire_len == 0) {
 		s->rx = ns->buf;
-		s->rx_cap = ns->buf ? RECORD_MAX : 0;
+		s->rx_cap = ns->buf ? ns->buf_cap : 0;
 	} else {
 		s->rx = NULL;	/* hidden from stream_trim(): a record is half read */
 		s->rx_cap = 0;
@@ -140,19 +147,28 @@ static void rxbuf_drop_record(struct noise_stream *ns, size_t mlen)
  * count read, 0 at end of stream, ST_AGAIN or ST_ERROR. */
 static ssize_t rxbuf_read(struct noise_stream *ns)
 {
+	size_t cap = ns->hs ? HS_RECORD_MAX : RECORD_MAX;
 	ssize_t n;
 
-	if (!ns->buf) {
-		ns->buf = malloc(RECORD_MAX);
-		if (!ns->buf)
+	if (ns->buf_cap < cap) {
+		bool published = ns->buf && ns->s.rx == ns->buf;
+		uint8_t *p = realloc(ns->buf, cap);	/* keeps pending wire bytes */
+
+		if (!p)
 			return ns_error(ns, "noise: out of memory");
+		ns->buf = p;
+		ns->buf_cap = (uint32_t)cap;
+		if (published) {
+			ns->s.rx = p;
+			ns->s.rx_cap = ns->buf_cap;
+		}
 	}
 	if (ns->wire_off) {
 		memmove(ns->buf, ns->buf + ns->wire_off, ns->wire_len);
 		ns->wire_off = 0;
 	}
 	/* A full buffer always holds a complete record: this never reads 0 bytes. */
-	n = stream_sock_read(&ns->s, ns->buf + ns->wire_len, RECORD_MAX - ns->wire_len);
+	n = stream_sock_read(&ns->s, ns->buf + ns->wire_len, ns->buf_cap - ns->wire_len);
 	if (n > 0)
 		ns->wire_len += (uint32_t)n;
 	else if (n == ST_ERROR)
@@ -521,7 +537,13 @@ static int noise_init(struct transport *t, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	sh->pattern = nc->pattern ? nc->pattern : NOISE_DEFAULT_PATTERN;
+	/* A copy, not the config's string: after a reload with the same
+	 * settings the transport lives on and the old config is freed. */
+	sh->pattern = strdup(nc->pattern ? nc->pattern : NOISE_DEFAULT_PATTERN);
+	if (!sh->pattern) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (check_pattern(sh, err, errlen) < 0)
 		goto fail;
 	need_remote = t->server ? sh->req.responder_knows_remote : sh->req.initiator_knows_remote;
@@ -542,6 +564,7 @@ static int noise_init(struct transport *t, char *err, size_t errlen)
 	t->priv = sh;
 	return 0;
 fail:
+	free(sh->pattern);
 	OPENSSL_cleanse(sh, sizeof *sh);
 	free(sh);
 	return -1;
@@ -551,6 +574,7 @@ static void noise_fini(struct transport *t)
 {
 	if (!t->priv)
 		return;
+	free(((struct noise_shared *)t->priv)->pattern);
 	OPENSSL_cleanse(t->priv, sizeof(struct noise_shared));
 	free(t->priv);
 	t->priv = NULL;

@@ -5,7 +5,8 @@ here=$(dirname "$0")
 start=$(date +%s)
 "$here/run-unit.sh" "$@"
 unit_rc=$?
-${PYTHON:-/usr/bin/python3} -m pytest -q -p no:cacheprovider "$here/integration" $PYTEST_ARGS
+# --durations: the slowest tests are listed with their time on every run
+${PYTHON:-/usr/bin/python3} -m pytest -q -p no:cacheprovider --durations=12 "$here/integration" $PYTEST_ARGS
 int_rc=$?
 secs=$(( $(date +%s) - start ))
 if [ $unit_rc -eq 0 ] && [ $int_rc -eq 0 ]; then

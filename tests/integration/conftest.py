@@ -168,3 +168,22 @@ def run_rathole(args, config_text=None, tmp_path=None, name="rathole.toml", env=
     if env:
         full_env.update(env)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def need_binary(name, package):
+    """The path of an external program the test needs, or skip with the reason."""
+    import shutil
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}")
+                                       if os.access(p, os.X_OK)), None)
+    if not path:
+        pytest.skip(f"{name} is not installed (apt-get install {package}; .ci/run installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A CA, server identities (modern, legacy, expired PKCS#12) and a foreign
+    CA, generated once per session with the openssl command (see pki.py)."""
+    need_binary("openssl", "openssl")
+    from pki import Pki
+    return Pki(tmp_path_factory.mktemp("pki"))

@@ -174,16 +174,17 @@ class CuttingRelay:
             return
 
     def cut_udp_channels(self):
-        n = 0
-        for c, s, first in self.pairs:
-            if bytes(first[:4]) == b"\x01\x00\x00\x00":   # StartForwardUdp
-                for x in (c, s):
-                    try:
-                        x.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                n += 1
-        return n
+        # chosen before cutting: the replacement the server takes at once
+        # must survive
+        targets = [(c, s) for c, s, first in list(self.pairs)
+                   if bytes(first[:4]) == b"\x01\x00\x00\x00"]   # StartForwardUdp
+        for pair in targets:
+            for x in pair:
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        return len(targets)
 
     def stop(self):
         self._stop = True

@@ -1,0 +1,144 @@
+/* WebSocket transport (no TLS): the server's upgrade request parser, the
+ * client's answer parser, and frames received through fill(), all read from
+ * a socketpair fed with the input.
+ *
+ * Byte 0 picks the mode:
+ *   0  server: the input is the upgrade request (and frames after it)
+ *   1  server: a valid request, then the input as the client's frames
+ *   2  client: the input is the server's answer (and frames)
+ *   3  client: a valid 101 answer, then the input as the server's frames */
+#include <stdio.h>
+
+#include <openssl/evp.h>
+
+#include "base64.h"
+#include "fuzz.h"
+#include "transport.h"
+
+#define MAX_STEPS 100000	/* far more than any input needs: more is a hang */
+
+static const char valid_request[] =
+	"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	fuzz_quiet_logs();
+	return 0;
+}
+
+/* The answer to the client's request (read from the far end). */
+static size_t answer_for(int far, char *out, size_t cap)
+{
+	char req[2048], acc[64], buf[128];
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	ssize_t n = recv(far, req, sizeof req - 1, MSG_DONTWAIT);
+	const char *k, *e;
+
+	if (n <= 0)
+		abort();	/* the client writes its request at once */
+	req[n] = '\0';
+	k = strstr(req, "Sec-WebSocket-Key: ");
+	e = k ? strstr(k, "\r\n") : NULL;
+	if (!e || e - k - 19 != 24)
+		abort();
+	snprintf(buf, sizeof buf, "%.24s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", k + 19);
+	EVP_Digest(buf, strlen(buf), md, &mdlen, EVP_sha1(), NULL);
+	base64_encode(md, 20, acc);
+	return (size_t)snprintf(out, cap, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", acc);
+}
+
+/* Drives the handshake, then reads (and sometimes answers) until the end. */
+static void drive(struct stream *s, struct fuzz_feeder *f, uint8_t flags)
+{
+	bool open = false;
+	uint8_t msg[64 + 16];
+	int steps;
+
+	for (steps = 0; steps < MAX_STEPS; steps++) {
+		const uint8_t *p;
+		ssize_t n;
+
+		fuzz_feeder_pump(f);
+		if (!open) {
+			int rc = stream_handshake(s);
+
+			if (rc == ST_ERROR)
+				break;
+			if (rc == 0)
+				open = true;
+			continue;
+		}
+		n = stream_peek(s, &p);
+		if (n == ST_AGAIN)
+			continue;
+		if (n <= 0)
+			break;
+		/* consume all or part of it: partial consumption is legal */
+		stream_consume(s, flags & 1 ? 1 : (size_t)n);
+		if (flags & 2) {
+			/* a reply in between (masks, the control queue, boundaries) */
+			memset(msg + s->headroom, 'r', 16);
+			if (stream_send(s, msg + s->headroom, 16) == ST_ERROR)
+				break;
+		}
+	}
+	if (steps == MAX_STEPS)
+		abort();	/* the stream neither ended nor failed: a busy loop */
+	if (open && flags & 4)
+		stream_shutdown(s);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct transport_config cfg;
+	struct transport t;
+	struct fuzz_feeder f;
+	struct stream *s;
+	uint8_t mode, flags, *input = NULL;
+	size_t len = 0;
+	char head[512];
+
+	if (size < 2)
+		return 0;
+	mode = data[0] % 4;
+	flags = data[1];
+	data += 2;
+	size -= 2;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.type = TRANSPORT_WEBSOCKET;
+	memset(&t, 0, sizeof t);
+	t.impl = &transport_websocket;
+	t.cfg = &cfg;
+	t.server = mode < 2;
+	t.remote_addr = "fuzz.example:2333";
+
+	fuzz_feeder_open(&f, NULL, 0);
+	s = transport_websocket.wrap(&t, f.ours, t.server);
+	if (!s)
+		abort();
+	f.ours = -1;	/* the stream owns it now */
+	if (mode == 3) {
+		/* let the client write its request, answer it, then the input */
+		if (stream_handshake(s) != ST_AGAIN)
+			abort();
+		len = answer_for(f.far, head, sizeof head);
+	} else if (mode == 1) {
+		len = sizeof valid_request - 1;
+		memcpy(head, valid_request, len);
+	}
+	input = malloc(len + size + 1);
+	if (!input)
+		abort();
+	memcpy(input, head, len);
+	memcpy(input + len, data, size);
+	f.data = input;
+	f.len = len + size;
+	drive(s, &f, flags);
+	stream_free(s);
+	fuzz_feeder_close(&f);
+	free(input);
+	return 0;
+}

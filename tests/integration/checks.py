@@ -1,0 +1,259 @@
+"""Checks that every transport's tunnel must pass (used by test_tls.py,
+test_websocket.py and test_proxy.py). Each takes a `start(local_port)` that
+returns a started Tunnel forwarding to local_port, so the same check runs
+over tls, websocket, websocket over tls, nginx or a proxy."""
+import hashlib
+import os
+import selectors
+import socket
+import threading
+import time
+
+from conftest import wait_until
+from helpers import EchoServer, echo_once, recv_all, transfer_checked, wait_tunnel
+
+# half_close=False: the visitor never half-closes; it reads the echo back up to
+# the length it sent, then closes. Needed through proxies (tinyproxy,
+# microsocks) that end both directions of a tunnel at the first EOF.
+
+
+def echo_exact(port, data, timeout=10):
+    """Send data, read len(data) bytes back, then close (no half-close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += d
+        return got
+
+
+def wait_tunnel_exact(port, timeout=20):
+    def works():
+        try:
+            return echo_exact(port, b"ping", timeout=3) == b"ping"
+        except OSError:
+            return False
+    wait_until(works, timeout, interval=0.1, what=f"the tunnel on 127.0.0.1:{port} to echo")
+
+
+def check_echo(start, half_close=True):
+    e = EchoServer()
+    try:
+        t = start(e.port)
+        msg = b"hello through the tunnel\n" * 100
+        if half_close:
+            wait_tunnel(t.service_port, timeout=20)
+            assert echo_once(t.service_port, msg) == msg
+        else:
+            wait_tunnel_exact(t.service_port)
+            assert echo_exact(t.service_port, msg) == msg
+        return t
+    finally:
+        e.stop()
+
+
+def transfer_exact(port, nbytes, chunk=1 << 20, timeout=180):
+    """Like helpers.transfer_checked, without the half-close: the reader
+    stops after nbytes. Returns (sent_sha256, received_sha256, received)."""
+    block = os.urandom(chunk)
+    sent, got = hashlib.sha256(), hashlib.sha256()
+    received = [0]
+    err = []
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    def reader():
+        try:
+            while received[0] < nbytes:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                got.update(d)
+                received[0] += len(d)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    left, i = nbytes, 0
+    while left > 0:
+        piece = bytes([i & 0xFF]) + block[1:min(chunk, left)]
+        s.sendall(piece)
+        sent.update(piece)
+        left -= len(piece)
+        i += 1
+    t.join(timeout)
+    s.close()
+    assert not err, err
+    return sent.hexdigest(), got.hexdigest(), received[0]
+
+
+def check_echo_bulk(start, size=64 << 20, half_close=True):
+    """size bytes visitor -> service -> visitor at once (both directions of
+    the tunnel busy), SHA-256 checked."""
+    e = EchoServer()
+    try:
+        t = start(e.port)
+        if half_close:
+            wait_tunnel(t.service_port, timeout=20)
+            sent, got, n = transfer_checked(t.service_port, size, timeout=180)
+        else:
+            wait_tunnel_exact(t.service_port)
+            sent, got, n = transfer_exact(t.service_port, size)
+        assert n == size
+        assert sent == got
+    finally:
+        e.stop()
+
+
+def check_download(start, size=64 << 20):
+    """The local service streams size bytes after a request; the visitor
+    only reads (the server -> visitor direction alone), SHA-256 checked."""
+    block = os.urandom(1 << 20)
+    chunks = size >> 20
+    want = hashlib.sha256()
+    for i in range(chunks):
+        want.update(bytes([i & 0xFF]) + block[1:])
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    ls.settimeout(1)
+    stop = []
+
+    def source():
+        while not stop:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            c.settimeout(60)
+            try:
+                if c.recv(4) == b"size":
+                    for i in range(chunks):
+                        c.sendall(bytes([i & 0xFF]) + block[1:])
+                else:               # wait_tunnel's ping
+                    c.sendall(b"ping")
+            except OSError:
+                pass
+            c.close()
+
+    th = threading.Thread(target=source, daemon=True)
+    th.start()
+    try:
+        t = start(ls.getsockname()[1])
+        wait_tunnel(t.service_port, timeout=20)
+        with socket.create_connection(("127.0.0.1", t.service_port), timeout=60) as s:
+            s.sendall(b"size")
+            h = hashlib.sha256()
+            n = 0
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                h.update(d)
+                n += len(d)
+        assert n == size
+        assert h.hexdigest() == want.hexdigest()
+    finally:
+        stop.append(1)
+        th.join(5)
+        ls.close()
+
+
+def concurrent_echo(port, n, timeout=60):
+    """n visitors connected at once, each sending its own bytes and reading
+    them back; returns how many got exactly their bytes."""
+    sel = selectors.DefaultSelector()
+    socks, expect, got = [], {}, {}
+    for i in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+        expect[s] = ("visitor %05d " % i).encode() * 50
+        got[s] = b""
+        sel.register(s, selectors.EVENT_WRITE)
+    pending_send = set(socks)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and any(len(got[s]) < len(expect[s]) for s in socks):
+            for key, ev in sel.select(0.5):
+                s = key.fileobj
+                if ev & selectors.EVENT_WRITE and s in pending_send:
+                    try:
+                        s.send(expect[s])
+                    except OSError:
+                        continue
+                    pending_send.discard(s)
+                    sel.modify(s, selectors.EVENT_READ)
+                elif ev & selectors.EVENT_READ:
+                    try:
+                        d = s.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        d = b""
+                    got[s] += d
+                    if not d or len(got[s]) >= len(expect[s]):
+                        sel.unregister(s)
+        return sum(1 for s in socks if got[s] == expect[s])
+    finally:
+        for s in socks:
+            s.close()
+        sel.close()
+
+
+def check_concurrent(start, n=200):
+    e = EchoServer()
+    try:
+        t = start(e.port)
+        wait_tunnel_exact(t.service_port)
+        assert concurrent_echo(t.service_port, n) == n
+    finally:
+        e.stop()
+
+
+def check_half_close(start, size=3 << 20):
+    """The visitor sends, shuts down its write side, and still receives the
+    whole reply, which the service sends only after seeing that end."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(1)
+    stop = []
+
+    def service():
+        while not stop:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            c.settimeout(30)
+            try:
+                data = recv_all(c)          # until the visitor's end arrives
+                if data == b"ping":         # wait_tunnel
+                    c.sendall(data)
+                else:
+                    time.sleep(0.2)
+                    c.sendall(b"got %d bytes;" % len(data) + data[::-1])
+            except OSError:
+                pass
+            c.close()
+
+    th = threading.Thread(target=service, daemon=True)
+    th.start()
+    try:
+        t = start(ls.getsockname()[1])
+        wait_tunnel(t.service_port, timeout=20)
+        payload = os.urandom(size)
+        with socket.create_connection(("127.0.0.1", t.service_port), timeout=30) as s:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            reply = recv_all(s)
+        assert reply == b"got %d bytes;" % len(payload) + payload[::-1]
+    finally:
+        stop.append(1)
+        th.join(5)
+        ls.close()

@@ -1,0 +1,92 @@
+"""A whole tunnel session with server and client under valgrind: TCP echo,
+a few MB each way, UDP datagrams, then SIGTERM. Fails on any memory error or
+leak (valgrind exits 99). Runs only where valgrind is installed and the
+binary is not built with ASan (the two do not mix); `make valgrind` runs it
+on the release build (it is also part of `make test` there). No suppressions
+are needed: at exit every heap block is freed, OpenSSL's included."""
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import RATHOLE, free_port
+from helpers import (EchoServer, UdpEcho, client_config, echo_once, server_config,
+                     transfer_checked, wait_tunnel)
+from proc_stats import built_by_clang, is_asan
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("valgrind") is None or is_asan(RATHOLE),
+                       reason="needs valgrind and a build without ASan (make valgrind)"),
+    pytest.mark.skipif(built_by_clang(RATHOLE),
+                       reason="valgrind 3.19 cannot read clang's DWARF 5: use the gcc build"),
+]
+
+VALGRIND = ["valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
+            "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99",
+            "--track-fds=no", "--num-callers=30"]
+
+
+def noise_blocks():
+    r = subprocess.run([RATHOLE, "--genkey"], capture_output=True, text=True, timeout=10)
+    m = re.fullmatch(r"Private Key:\n(\S{44})\n\nPublic Key:\n(\S{44})\n", r.stdout)
+    assert m, r.stdout
+    return ('[server.transport]\ntype = "noise"\n[server.transport.noise]\n'
+            f'local_private_key = "{m.group(1)}"\n',
+            '[client.transport]\ntype = "noise"\n[client.transport.noise]\n'
+            f'remote_public_key = "{m.group(2)}"\n')
+
+
+@pytest.mark.parametrize("transport", ["tcp", "noise"])
+def test_tunnel_session_under_valgrind(procs, tmp_path, transport):
+    echo, uecho = EchoServer(), UdpEcho()
+    ts, tc = noise_blocks() if transport == "noise" else ("", "")
+    sp = free_port()
+    tp, up = free_port(), free_port(socket.SOCK_DGRAM)
+    try:
+        srv_cfg = server_config(sp, {"echo": dict(bind_port=tp, token="vg-tcp"),
+                                     "dns": dict(bind_port=up, token="vg-udp", type="udp")},
+                                transport=ts)
+        cli_cfg = client_config(sp, {"echo": dict(local_port=echo.port, token="vg-tcp"),
+                                     "dns": dict(local_port=uecho.port, token="vg-udp", type="udp")},
+                                transport=tc)
+        for name, text in (("s.toml", srv_cfg), ("c.toml", cli_cfg)):
+            (tmp_path / name).write_text(text)
+            (tmp_path / name).chmod(0o600)
+        env = {"RATHOLE_LOG": "info"}
+        srv = procs.start([*VALGRIND, RATHOLE, str(tmp_path / "s.toml")], env=env)
+        srv.wait_log("listening on 127.0.0.1:%d" % sp, timeout=60)
+        cli = procs.start([*VALGRIND, RATHOLE, str(tmp_path / "c.toml")], env=env)
+        srv.wait_log("service echo: listening on", timeout=60)
+        wait_tunnel(tp, timeout=60)
+        for i in range(10):
+            msg = b"valgrind round %d" % i
+            assert echo_once(tp, msg, timeout=30) == msg
+        a, b, n = transfer_checked(tp, 4 << 20, chunk=256 << 10, timeout=120)
+        assert a == b and n == 4 << 20
+        srv.wait_log("service dns: listening on", timeout=60)
+        v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v.settimeout(2)
+        got = 0
+        deadline = time.monotonic() + 60
+        while got < 5 and time.monotonic() < deadline:
+            v.sendto(b"udp %d" % got, ("127.0.0.1", up))
+            try:
+                if v.recvfrom(100)[0] == b"udp %d" % got:
+                    got += 1
+            except socket.timeout:
+                pass
+        v.close()
+        assert got == 5, "UDP through the tunnel under valgrind"
+        rc_c = cli.stop(signal.SIGTERM, timeout=60)
+        rc_s = srv.stop(signal.SIGTERM, timeout=60)
+        for name, p, rc in (("client", cli, rc_c), ("server", srv, rc_s)):
+            assert rc == 0, f"{name} under valgrind exited {rc}:\n{p.stderr[-6000:]}"
+            assert "ERROR SUMMARY: 0 errors" in p.stderr, p.stderr[-6000:]
+            assert "All heap blocks were freed" in p.stderr, p.stderr[-6000:]
+    finally:
+        echo.stop()
+        uecho.stop()
