@@ -191,11 +191,6 @@ void net_set_nodelay(int fd, bool on)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v);
 }
 
-void net_set_defer_accept(int fd, int secs)
-{
-	setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
-}
-
 void net_set_keepalive(int fd, int idle_secs, int interval_secs)
 {
 	int one = 1;

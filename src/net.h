@@ -42,8 +42,6 @@ int net_accept(int lfd, struct net_addr *peer);
 
 void net_set_nodelay(int fd, bool on);
 void net_set_keepalive(int fd, int idle_secs, int interval_secs);
-/* A listening socket wakes accept only once the peer has sent its first
- * bytes (or after secs): for protocols where the client speaks first. */
-void net_set_defer_accept(int fd, int secs);
+
 
 #endif

@@ -1076,10 +1076,9 @@ static void on_main_resolved(void *arg, const char *err, const struct net_addr *
 		return;
 	}
 	/* Accepted sockets inherit these options (Linux): no setsockopt per
-	 * connection. Every transport's client speaks first, so accept can
-	 * wait for its first bytes: no empty read and epoll round per channel. */
+	 * connection. (Not TCP_DEFER_ACCEPT: connections that never speak must
+	 * still count against MAX_PENDING and meet the handshake deadline.) */
 	transport_tune_socket(srv->tr, srv->lfd);
-	net_set_defer_accept(srv->lfd, HANDSHAKE_MS / 1000);
 	srv->bind_backoff = 0;
 	watcher_init(&srv->lw, srv->lfd, on_main_accept);
 	loop_watch(srv->loop, &srv->lw, EPOLLIN);
