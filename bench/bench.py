@@ -296,7 +296,13 @@ def held_test(rathole, transport, count, keys, echo_port, workdir, logdir):
         n = max(held, 1)
         grow_s = after_check["server_kib"] - idle["server_kib"]
         grow_c = after_check["client_kib"] - idle["client_kib"]
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        fixed = max(idle["server_fds"], idle["client_fds"])
         return {"asked": count, "held": held, "echoed": echoed, "open_seconds": open_s,
+                "nofile": hard, "fixed_fds": fixed,
+                # 2 fds per connection in each process, beside its fixed ones and
+                # a pipe pool of up to 64 fds while bytes move
+                "fits_at_most": (hard - fixed - 64) // 2,
                 "idle": idle, "loaded": loaded, "after_check": after_check,
                 "server_fds": after_check["server_fds"], "client_fds": after_check["client_fds"],
                 "server_kib_per_conn": grow_s / n, "client_kib_per_conn": grow_c / n,

@@ -239,11 +239,13 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
         for t, h in held.items():
             rows.append([t, h["asked"], h["held"], h["echoed"],
                          "%d / %d" % (h["server_fds"], h["client_fds"]),
+                         "%s / %s" % (h.get("fixed_fds", "-"), h.get("fits_at_most", "-")),
                          "%.2f" % h["kib_per_conn"], "%.2f" % h["server_kib_per_conn"],
                          "%.2f" % h["client_kib_per_conn"], "%.1f" % h["open_seconds"]])
         parts.append(("## Held idle connections\n\n" if md else "Held idle connections\n") +
                      tbl(["transport", "asked", "held", "echoing", "fds server / client",
-                          "KiB/conn total", "server", "client", "open time, s"], rows))
+                          "fixed fds / fits at most", "KiB/conn total", "server", "client",
+                          "open time, s"], rows))
     if binary:
         rows = [["every feature", "%.1f" % binary["stripped_kib"], "%.1f" % binary["unstripped_kib"]]]
         if binary.get("tls0_stripped_kib") is not None:
