@@ -25,7 +25,7 @@
 #define UDP_POOL_SIZE		2
 #define HANDSHAKE_MS		5000	/* from accept to an authenticated channel */
 #define MAX_PENDING		1024	/* connections still in their handshake */
-#define MAX_POOLED		64	/* idle data channels kept per service */
+#define MAX_POOLED		(2 * TCP_POOL_SIZE) /* idle data channels kept per service */
 #define MAX_WAITING		1024	/* visitors waiting for a data channel, per service;
 					 * beyond, the port is not read for a while */
 #define VISITOR_WAIT_MS		10000
@@ -434,6 +434,26 @@ void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
 	timer_start(l, retry, d);
 }
 
+static void drop_pool(struct sservice *svc);
+
+/* Out of file descriptors: idle pooled data channels are only a cache, and
+ * with a low limit they may hold every fd while no visitor can be accepted
+ * to use them. Give them back (and the relay's idle pipes). */
+static void shed_idle_fds(struct server *srv)
+{
+	struct list *n, *tmp;
+	size_t shed = 0;
+
+	list_for_each_safe(n, tmp, &srv->services) {
+		struct sservice *svc = container_of(n, struct sservice, link);
+		shed += svc->npool;
+		drop_pool(svc);
+	}
+	relay_pools_free();
+	if (shed)
+		log_warn("out of file descriptors: closed %zu idle data channels", shed);
+}
+
 static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events)
 {
 	struct sservice *svc = container_of(w, struct sservice, lw);
@@ -455,6 +475,11 @@ static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
+			if (errno == EMFILE || errno == ENFILE) {
+				int e = errno;
+				shed_idle_fds(svc->srv);
+				errno = e;
+			}
 			pause_accepting(l, &svc->lw, &svc->accept_retry, &svc->accept_backoff,
 					svc->cfg->name);
 			return;
@@ -943,9 +968,15 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 		int fd = net_accept(srv->lfd, &peer);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pause_accepting(l, &srv->lw, &srv->accept_retry, &srv->accept_backoff,
-						"bind_addr");
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				return;
+			if (errno == EMFILE || errno == ENFILE) {
+				int e = errno;
+				shed_idle_fds(srv);
+				errno = e;
+			}
+			pause_accepting(l, &srv->lw, &srv->accept_retry, &srv->accept_backoff,
+					"bind_addr");
 			return;
 		}
 		srv->accept_backoff = 0;
