@@ -1146,55 +1146,37 @@ void server_free(struct server *srv)
 	free(srv);
 }
 
-static bool service_running(struct server *srv, const struct service_config *sc)
+static const struct service_config *sservice_config(struct list *n)
 {
-	struct list *n, *tmp;
+	return container_of(n, struct sservice, link)->cfg;
+}
 
-	list_for_each_safe(n, tmp, &srv->services)
-		if (container_of(n, struct sservice, link)->cfg == sc)
-			return true;
-	return false;
+static void sservice_set_config(struct list *n, const struct service_config *sc)
+{
+	container_of(n, struct sservice, link)->cfg = sc;
+}
+
+static void sservice_stop(struct list *n)
+{
+	service_free(container_of(n, struct sservice, link));
+}
+
+static bool sservice_start(void *srv, const struct service_config *sc)
+{
+	return service_new(srv, sc) != NULL;
 }
 
 void server_apply(struct server *srv, const struct server_config *cfg, struct reload_counts *rc)
 {
+	static const struct service_ops ops = {
+		sservice_config, sservice_set_config, sservice_stop, sservice_start
+	};
 	const struct server_config *old = srv->cfg;
-	struct list *n, *tmp;
 
-	memset(rc, 0, sizeof *rc);
-	list_for_each_safe(n, tmp, &srv->services) {
-		struct sservice *svc = container_of(n, struct sservice, link);
-		const struct service_config *nc =
-			config_find_service(cfg->services, cfg->nservices, svc->cfg->name);
-
-		if (nc && service_config_equal(svc->cfg, nc)) {
-			svc->cfg = nc;		/* the old config is about to be freed */
-			rc->unchanged++;
-			continue;
-		}
-		if (nc) {
-			log_info("service %s: changed by the reload; restarting it", nc->name);
-			rc->changed++;
-		} else {
-			log_info("service %s: removed by the reload", svc->cfg->name);
-			rc->removed++;
-		}
-		service_free(svc);
-	}
-	for (size_t i = 0; i < cfg->nservices; i++) {
-		const struct service_config *sc = &cfg->services[i];
-
-		if (service_running(srv, sc))
-			continue;
-		if (!config_find_service(old->services, old->nservices, sc->name)) {
-			log_info("service %s: added by the reload", sc->name);
-			rc->added++;
-		}
-		if (!service_new(srv, sc))
-			log_error("service %s: out of memory; not started", sc->name);
-	}
 	srv->cfg = cfg;
 	transport_rebind(srv->tr, &cfg->transport, NULL);
+	services_apply(&srv->services, &ops, srv, old->services, old->nservices,
+		       cfg->services, cfg->nservices, rc);
 }
 
 /* ---- metrics and status ---- */
