@@ -533,55 +533,37 @@ void client_free(struct client *cli)
 	free(cli);
 }
 
-static bool service_running(struct client *cli, const struct service_config *sc)
+static const struct service_config *cservice_config(struct list *n)
 {
-	struct list *n, *tmp;
+	return container_of(n, struct cservice, link)->cfg;
+}
 
-	list_for_each_safe(n, tmp, &cli->services)
-		if (container_of(n, struct cservice, link)->cfg == sc)
-			return true;
-	return false;
+static void cservice_set_config(struct list *n, const struct service_config *sc)
+{
+	container_of(n, struct cservice, link)->cfg = sc;
+}
+
+static void cservice_stop(struct list *n)
+{
+	service_free(container_of(n, struct cservice, link));
+}
+
+static bool cservice_start(void *cli, const struct service_config *sc)
+{
+	return service_new(cli, sc) != NULL;
 }
 
 void client_apply(struct client *cli, const struct client_config *cfg, struct reload_counts *rc)
 {
+	static const struct service_ops ops = {
+		cservice_config, cservice_set_config, cservice_stop, cservice_start
+	};
 	const struct client_config *old = cli->cfg;
-	struct list *n, *tmp;
 
-	memset(rc, 0, sizeof *rc);
-	list_for_each_safe(n, tmp, &cli->services) {
-		struct cservice *svc = container_of(n, struct cservice, link);
-		const struct service_config *nc =
-			config_find_service(cfg->services, cfg->nservices, svc->cfg->name);
-
-		if (nc && service_config_equal(svc->cfg, nc)) {
-			svc->cfg = nc;		/* the old config is about to be freed */
-			rc->unchanged++;
-			continue;
-		}
-		if (nc) {
-			log_info("service %s: changed by the reload; restarting it", nc->name);
-			rc->changed++;
-		} else {
-			log_info("service %s: removed by the reload", svc->cfg->name);
-			rc->removed++;
-		}
-		service_free(svc);
-	}
 	cli->cfg = cfg;
 	transport_rebind(cli->tr, &cfg->transport, cfg->remote_addr);
-	for (size_t i = 0; i < cfg->nservices; i++) {
-		const struct service_config *sc = &cfg->services[i];
-
-		if (service_running(cli, sc))
-			continue;
-		if (!config_find_service(old->services, old->nservices, sc->name)) {
-			log_info("service %s: added by the reload", sc->name);
-			rc->added++;
-		}
-		if (!service_new(cli, sc))
-			log_error("service %s: out of memory; not started", sc->name);
-	}
+	services_apply(&cli->services, &ops, cli, old->services, old->nservices,
+		       cfg->services, cfg->nservices, rc);
 }
 
 /* ---- metrics and status ---- */

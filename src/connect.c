@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "relay.h"
 #include "resolve.h"
 
 enum cstate { C_RESOLVING, C_CONNECTING, C_PROXY, C_HANDSHAKE };
@@ -186,17 +187,24 @@ static void on_event(struct loop *l, struct watcher *w, uint32_t events)
 static void try_next_address(struct connector *c)
 {
 	while (c->cur < c->naddrs) {
+		int e;
+
 		c->fd = net_connect_tcp(&c->addrs[c->cur]);
 		if (c->fd >= 0) {
 			c->state = C_CONNECTING;
 			watcher_init(&c->w, c->fd, on_event);
 			if (loop_watch(c->loop, &c->w, EPOLLOUT) == 0)
 				return;
+			e = errno;
 			close(c->fd);
 			c->fd = -1;
+		} else {
+			e = errno;
 		}
+		if (e == EMFILE || e == ENFILE)
+			relay_pools_free();	/* idle pipes hold fds */
 		snprintf(c->last_err, sizeof c->last_err, "cannot connect to %s: %s",
-			 c->target, strerror(errno));
+			 c->target, strerror(e));
 		c->cur++;
 	}
 	c->cur = c->naddrs ? c->naddrs - 1 : 0;

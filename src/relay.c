@@ -13,16 +13,17 @@
 
 #define RELAY_PIPE_SIZE	(256 * 1024)	/* asked of the kernel; it may give less */
 #define RELAY_BUF_SIZE	(64 * 1024 + 128) /* headroom + 64 KiB record + tailroom */
-#define POOL_MAX	32
+#define PIPES_MAX	8		/* idle pipes kept: 16 fds at most */
+#define BUFS_MAX	16		/* idle 64 KiB buffers kept */
 #define PUMP_BUDGET	16		/* chunks per direction before yielding */
 
 /* ---- pools: pipes and buffers are held only while bytes flow ---- */
 
 struct pipe_pair { int rd, wr, size; };
 
-static struct pipe_pair pipe_pool[POOL_MAX];
+static struct pipe_pair pipe_pool[PIPES_MAX];
 static int npipes;
-static void *buf_pool[POOL_MAX];
+static void *buf_pool[BUFS_MAX];
 static int nbufs;
 
 static int pipe_get(struct pipe_pair *p)
@@ -50,7 +51,7 @@ static void pipe_put(struct pipe_pair *p)
 {
 	if (p->rd < 0)
 		return;
-	if (npipes < POOL_MAX) {
+	if (npipes < PIPES_MAX) {
 		pipe_pool[npipes++] = *p;
 	} else {
 		close(p->rd);
@@ -78,7 +79,7 @@ static void buf_put(uint8_t **b)
 {
 	if (!*b)
 		return;
-	if (nbufs < POOL_MAX)
+	if (nbufs < BUFS_MAX)
 		buf_pool[nbufs++] = *b;
 	else
 		free(*b);

@@ -41,7 +41,8 @@ const struct relay_stats *relay_stats(const struct relay *r);
 struct list *relay_link(struct relay *r);
 struct relay *relay_from_link(struct list *node);
 
-/* Frees the pooled pipes and buffers (at exit, so leak checkers stay quiet). */
+/* Frees the pooled pipes and buffers: at exit (leak checkers stay quiet),
+ * and when the process runs out of file descriptors (idle pipes hold some). */
 void relay_pools_free(void);
 
 #endif

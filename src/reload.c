@@ -143,6 +143,58 @@ bool reloader_content_changed(struct reloader *r, const char *text, size_t len)
 	return changed;
 }
 
+/* ---- applying it ---- */
+
+static bool service_running(struct list *running, const struct service_ops *ops,
+			    const struct service_config *sc)
+{
+	struct list *n, *tmp;
+
+	list_for_each_safe(n, tmp, running)
+		if (ops->config_of(n) == sc)
+			return true;
+	return false;
+}
+
+void services_apply(struct list *running, const struct service_ops *ops, void *role,
+		    const struct service_config *old, size_t nold,
+		    const struct service_config *cfg, size_t ncfg, struct reload_counts *rc)
+{
+	struct list *n, *tmp;
+
+	memset(rc, 0, sizeof *rc);
+	list_for_each_safe(n, tmp, running) {
+		const struct service_config *oc = ops->config_of(n);
+		const struct service_config *nc = config_find_service(cfg, ncfg, oc->name);
+
+		if (nc && service_config_equal(oc, nc)) {
+			ops->set_config(n, nc);	/* the old config is about to be freed */
+			rc->unchanged++;
+			continue;
+		}
+		if (nc) {
+			log_info("service %s: changed by the reload; restarting it", nc->name);
+			rc->changed++;
+		} else {
+			log_info("service %s: removed by the reload", oc->name);
+			rc->removed++;
+		}
+		ops->stop(n);
+	}
+	for (size_t i = 0; i < ncfg; i++) {
+		const struct service_config *sc = &cfg[i];
+
+		if (service_running(running, ops, sc))
+			continue;
+		if (!config_find_service(old, nold, sc->name)) {
+			log_info("service %s: added by the reload", sc->name);
+			rc->added++;
+		}
+		if (!ops->start(role, sc))
+			log_error("service %s: out of memory; not started", sc->name);
+	}
+}
+
 /* ---- what changed ---- */
 
 static bool str_eq(const char *a, const char *b)

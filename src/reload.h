@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "list.h"
 #include "loop.h"
 
 struct reloader;
@@ -24,6 +25,22 @@ void reloader_free(struct reloader *r);
 /* After a load: remember the content and re-resolve symlinks. Returns true if
  * the text differs from the previous one. */
 bool reloader_content_changed(struct reloader *r, const char *text, size_t len);
+
+/* Applying a reload to a role's running services (a list of the role's own
+ * service structs): those whose config is unchanged get the new config's
+ * copy, removed and changed ones are stopped, added and changed ones started. */
+struct reload_counts { int added, removed, changed, unchanged; };
+
+struct service_ops {
+	const struct service_config *(*config_of)(struct list *node);
+	void (*set_config)(struct list *node, const struct service_config *sc);
+	void (*stop)(struct list *node);
+	bool (*start)(void *role, const struct service_config *sc);
+};
+
+void services_apply(struct list *running, const struct service_ops *ops, void *role,
+		    const struct service_config *old, size_t nold,
+		    const struct service_config *cfg, size_t ncfg, struct reload_counts *rc);
 
 /* What a reload has to do. */
 bool service_config_equal(const struct service_config *a, const struct service_config *b);

@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "config.h"
 #include "loop.h"
+#include "reload.h"
 
 struct server;
 struct client;
@@ -29,7 +30,6 @@ void client_free(struct client *c);
  * removed ones stop (port and connections closed), changed ones restart, and
  * unchanged ones keep every connection. cfg replaces the role's config (the
  * caller frees the old one afterwards). */
-struct reload_counts { int added, removed, changed, unchanged; };
 void server_apply(struct server *s, const struct server_config *cfg, struct reload_counts *rc);
 void client_apply(struct client *c, const struct client_config *cfg, struct reload_counts *rc);
 

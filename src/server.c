@@ -25,7 +25,7 @@
 #define UDP_POOL_SIZE		2
 #define HANDSHAKE_MS		5000	/* from accept to an authenticated channel */
 #define MAX_PENDING		1024	/* connections still in their handshake */
-#define MAX_POOLED		64	/* idle data channels kept per service */
+#define MAX_POOLED		(2 * TCP_POOL_SIZE) /* idle data channels kept per service */
 #define MAX_WAITING		1024	/* visitors waiting for a data channel, per service;
 					 * beyond, the port is not read for a while */
 #define VISITOR_WAIT_MS		10000
@@ -458,6 +458,26 @@ void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
 	timer_start(l, retry, d);
 }
 
+static void drop_pool(struct sservice *svc);
+
+/* Out of file descriptors: idle pooled data channels are only a cache, and
+ * with a low limit they may hold every fd while no visitor can be accepted
+ * to use them. Give them back (and the relay's idle pipes). */
+static void shed_idle_fds(struct server *srv)
+{
+	struct list *n, *tmp;
+	size_t shed = 0;
+
+	list_for_each_safe(n, tmp, &srv->services) {
+		struct sservice *svc = container_of(n, struct sservice, link);
+		shed += svc->npool;
+		drop_pool(svc);
+	}
+	relay_pools_free();
+	if (shed)
+		log_warn("out of file descriptors: closed %zu idle data channels", shed);
+}
+
 static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events)
 {
 	struct sservice *svc = container_of(w, struct sservice, lw);
@@ -479,6 +499,11 @@ static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
+			if (errno == EMFILE || errno == ENFILE) {
+				int e = errno;
+				shed_idle_fds(svc->srv);
+				errno = e;
+			}
 			pause_accepting(l, &svc->lw, &svc->accept_retry, &svc->accept_backoff,
 					svc->cfg->name);
 			return;
@@ -970,9 +995,15 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 		int fd = net_accept(srv->lfd, &peer);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pause_accepting(l, &srv->lw, &srv->accept_retry, &srv->accept_backoff,
-						"bind_addr");
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				return;
+			if (errno == EMFILE || errno == ENFILE) {
+				int e = errno;
+				shed_idle_fds(srv);
+				errno = e;
+			}
+			pause_accepting(l, &srv->lw, &srv->accept_retry, &srv->accept_backoff,
+					"bind_addr");
 			return;
 		}
 		srv->accept_backoff = 0;
@@ -1146,55 +1177,37 @@ void server_free(struct server *srv)
 	free(srv);
 }
 
-static bool service_running(struct server *srv, const struct service_config *sc)
+static const struct service_config *sservice_config(struct list *n)
 {
-	struct list *n, *tmp;
+	return container_of(n, struct sservice, link)->cfg;
+}
 
-	list_for_each_safe(n, tmp, &srv->services)
-		if (container_of(n, struct sservice, link)->cfg == sc)
-			return true;
-	return false;
+static void sservice_set_config(struct list *n, const struct service_config *sc)
+{
+	container_of(n, struct sservice, link)->cfg = sc;
+}
+
+static void sservice_stop(struct list *n)
+{
+	service_free(container_of(n, struct sservice, link));
+}
+
+static bool sservice_start(void *srv, const struct service_config *sc)
+{
+	return service_new(srv, sc) != NULL;
 }
 
 void server_apply(struct server *srv, const struct server_config *cfg, struct reload_counts *rc)
 {
+	static const struct service_ops ops = {
+		sservice_config, sservice_set_config, sservice_stop, sservice_start
+	};
 	const struct server_config *old = srv->cfg;
-	struct list *n, *tmp;
 
-	memset(rc, 0, sizeof *rc);
-	list_for_each_safe(n, tmp, &srv->services) {
-		struct sservice *svc = container_of(n, struct sservice, link);
-		const struct service_config *nc =
-			config_find_service(cfg->services, cfg->nservices, svc->cfg->name);
-
-		if (nc && service_config_equal(svc->cfg, nc)) {
-			svc->cfg = nc;		/* the old config is about to be freed */
-			rc->unchanged++;
-			continue;
-		}
-		if (nc) {
-			log_info("service %s: changed by the reload; restarting it", nc->name);
-			rc->changed++;
-		} else {
-			log_info("service %s: removed by the reload", svc->cfg->name);
-			rc->removed++;
-		}
-		service_free(svc);
-	}
-	for (size_t i = 0; i < cfg->nservices; i++) {
-		const struct service_config *sc = &cfg->services[i];
-
-		if (service_running(srv, sc))
-			continue;
-		if (!config_find_service(old->services, old->nservices, sc->name)) {
-			log_info("service %s: added by the reload", sc->name);
-			rc->added++;
-		}
-		if (!service_new(srv, sc))
-			log_error("service %s: out of memory; not started", sc->name);
-	}
 	srv->cfg = cfg;
 	transport_rebind(srv->tr, &cfg->transport, NULL);
+	services_apply(&srv->services, &ops, srv, old->services, old->nservices,
+		       cfg->services, cfg->nservices, rc);
 }
 
 /* ---- metrics and status ---- */

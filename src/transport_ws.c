@@ -419,10 +419,13 @@ static int check_response(struct ws_stream *ws, const struct http_head *h)
 		return stream_set_error(&ws->s, "websocket: the server did not answer in HTTP "
 					"(is remote_addr a websocket server?)");
 	if (code != 101) {
-		reason = line + 12 < end ? line + 13 : "";
+		/* "HTTP/1.1 404 Not Found": the reason starts at offset 13, if any */
+		size_t rlen = end - line > 13 ? (size_t)(end - line) - 13 : 0;
+
+		reason = line + (rlen ? 13 : 0);
 		return stream_set_error(&ws->s, "websocket: the server answered HTTP %d %.*s "
 					"instead of 101 Switching Protocols", code,
-					(int)(end - reason > 60 ? 60 : end - reason), reason);
+					(int)(rlen > 60 ? 60 : rlen), reason);
 	}
 	if (!h->upgrade_websocket || !h->connection_upgrade)
 		return stream_set_error(&ws->s, "websocket: the server's 101 answer lacks "

@@ -150,7 +150,12 @@ class TamperRelay:
                     d = d[:-1] + bytes([d[-1] ^ 0x40])
                 b.sendall(d)
         except OSError:
-            return
+            # one side is gone: end both, like a real network path would
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def stop(self):
         self._stop = True
