@@ -43,5 +43,4 @@ int net_accept(int lfd, struct net_addr *peer);
 void net_set_nodelay(int fd, bool on);
 void net_set_keepalive(int fd, int idle_secs, int interval_secs);
 
-
 #endif
