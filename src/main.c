@@ -17,6 +17,7 @@
 #include "log.h"
 #include "noise.h"
 #include "proxy.h"
+#include "transport.h"
 
 struct options {
 	bool server, client, check, genkey, help, version;
@@ -377,13 +378,46 @@ static void print_summary(const struct config *cfg, bool server, bool client)
 	fflush(stdout);
 }
 
+/* Builds the role's transport as a start would and frees it again: that is
+ * where the PKCS#12 archive and trusted_root are read and the Noise pattern
+ * is matched with the keys, so --check finds what would stop a start. */
+static bool transport_ok(const struct config *cfg, const struct transport_config *tc,
+			 bool server, const char *remote_addr)
+{
+	enum log_level level = log_level;
+	struct transport *t;
+	char err[512];
+
+	/* its info lines ("generated a key for this run") describe a start */
+	if (log_level > LOG_WARN)
+		log_level = LOG_WARN;
+	t = transport_new(tc, server, remote_addr, err, sizeof err);
+	log_level = level;
+	if (!t) {
+		fprintf(stderr, "%s: [%s.transport]: %s\n", cfg->path,
+			server ? "server" : "client", err);
+		return false;
+	}
+	transport_free(t);
+	return true;
+}
+
 /* --check without a role flag summarizes every role in the file. */
 static int check_config(struct config *cfg, const struct options *o)
 {
 	bool server = cfg->server && !o->client, client = cfg->client && !o->server;
+	bool ok = true;
 	enum role role;
 
 	if ((o->server || o->client) && choose_role(cfg, o, &role) != 0) {
+		config_free(cfg);
+		return 1;
+	}
+	if (server)
+		ok = transport_ok(cfg, &cfg->server->transport, true, NULL);
+	if (client)
+		ok = transport_ok(cfg, &cfg->client->transport, false, cfg->client->remote_addr) && ok;
+	if (!ok) {
 		config_free(cfg);
 		return 1;
 	}

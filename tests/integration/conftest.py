@@ -157,7 +157,8 @@ def procs(tmp_path, request):
             print(p.stderr[-8000:])
 
 
-def run_rathole(args, config_text=None, tmp_path=None, name="rathole.toml", env=None, timeout=20):
+def run_rathole(args, config_text=None, tmp_path=None, name="rathole.toml", env=None, timeout=20,
+                cwd=None):
     """Run rathole to completion (for --check, --help, config errors)."""
     argv = [RATHOLE, *args]
     if config_text is not None:
@@ -167,7 +168,8 @@ def run_rathole(args, config_text=None, tmp_path=None, name="rathole.toml", env=
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
+                          cwd=cwd)
 
 
 def need_binary(name, package):

@@ -360,38 +360,34 @@ local_private_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
     assert "proxy socks5://127.0.0.1:1080 (with credentials)" in r.stdout
     # neither the private key nor the proxy password is shown
     assert "pa55word" not in r.stdout and "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" not in r.stdout
-    text = """
-[server]
-bind_addr = "0.0.0.0:2333"
-[server.transport]
-type = "websocket"
-[server.transport.websocket]
-tls = true
-[server.transport.tls]
-pkcs12 = "identity.pfx"
-pkcs12_password = "pfx-password"
-"""
-    r = check(text, tmp_path, env=QUIET)
+
+
+def test_check_opens_tls_files(tmp_path, pki):
+    """--check reads the PKCS#12 archive and trusted_root as a start would:
+    a missing file or a wrong password fails the check, not the restart."""
+    server = "[server]\nbind_addr = \"0.0.0.0:2333\"\n" + pki.tls_server(kind="websocket", ws_tls=True)
+    r = check(server, tmp_path, env=QUIET)
     assert r.returncode == 0, r.stderr
-    assert "websocket (tls true: pkcs12 identity.pfx)" in r.stdout
-    assert "pfx-password" not in r.stdout
-
-
-def example_files():
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "examples")
-    out = []
-    for d, _, files in os.walk(root):
-        out += [os.path.join(d, f) for f in files if f.endswith(".toml")]
-    return sorted(out)
-
-
-@pytest.mark.parametrize("path", example_files() or ["(none)"])
-def test_examples_are_valid(path):
-    if path == "(none)":
-        pytest.skip("no examples/ in this tree")
-    r = run_rathole(["--check", path], env=QUIET)
+    assert f"websocket (tls true: pkcs12 {pki.path('identity.p12')})" in r.stdout
+    assert "p12 pass-word" not in r.stdout + r.stderr
+    r = check(server.replace("identity.p12", "missing.p12"), tmp_path, env=QUIET)
+    assert r.returncode == 1 and "valid" not in r.stdout
+    assert "[server.transport]: cannot read the pkcs12 file" in r.stderr, r.stderr
+    assert "missing.p12: No such file or directory" in r.stderr, r.stderr
+    r = check(server.replace("p12 pass-word", "wrong"), tmp_path, env=QUIET)
+    assert r.returncode == 1
+    assert "pkcs12_password does not decrypt" in r.stderr, r.stderr
+    client = "[client]\nremote_addr = \"localhost:2333\"\n" + pki.tls_client()
+    r = check(client, tmp_path, env=QUIET)
     assert r.returncode == 0, r.stderr
+    r = check(client.replace("ca.pem", "no-such-ca.pem"), tmp_path, env=QUIET)
+    assert r.returncode == 1
+    assert "[client.transport]: " in r.stderr and "no-such-ca.pem" in r.stderr, r.stderr
+    # a generated Noise key is a start's business: --check does not log one
+    r = check("[server]\nbind_addr = \"0.0.0.0:2333\"\n[server.transport]\ntype = \"noise\"\n"
+              "[server.transport.noise]\n", tmp_path, env={"RATHOLE_LOG": "info"})
+    assert r.returncode == 0, r.stderr
+    assert "generated" not in r.stderr, r.stderr
 
 
 def test_reference_style_full_file(tmp_path):

@@ -62,10 +62,25 @@ def test_examples_exist():
     assert all(_roles(p) for p in FILES), "an example has neither [server] nor [client]"
 
 
+@pytest.fixture(scope="module")
+def example_certs(tmp_path_factory):
+    """A directory with the files examples/tls/create_self_signed_cert.sh makes
+    (identity.pfx, rootCA.crt): the tls example's relative paths resolve there."""
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("example-certs")
+    script = os.path.join(EXAMPLES, "tls", "create_self_signed_cert.sh")
+    r = subprocess.run(["sh", script], cwd=d, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d
+
+
 @pytest.mark.parametrize("path,role", CHECKS, ids=[f"{_rel(p)}:{r}" for p, r in CHECKS])
-def test_check(path, role):
+def test_check(path, role, request):
     flag = [f"--{role}"] if len(_roles(path)) > 1 else []
-    r = run_rathole(["--check", *flag, path])
+    # --check reads the TLS files, as a start would
+    cwd = request.getfixturevalue("example_certs") if "/tls/" in path else None
+    r = run_rathole(["--check", *flag, path], cwd=cwd)
     assert r.returncode == 0, f"rathole --check {_rel(path)} failed:\n{r.stdout}{r.stderr}"
     assert f"role: {role}" in r.stdout, r.stdout
     for secret in _tokens(path):
