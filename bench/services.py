@@ -505,6 +505,9 @@ class SshTunnel:
         d = os.path.join(self.workdir, "ssh-" + self.name)
         os.makedirs(d, exist_ok=True)
         for key in ("host_key", "client_key"):
+            for old in (key, key + ".pub"):	# ssh-keygen would ask before overwriting
+                if os.path.exists(os.path.join(d, old)):
+                    os.unlink(os.path.join(d, old))
             r = subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", "bench",
                                 "-f", os.path.join(d, key)], capture_output=True, timeout=30)
             if r.returncode != 0:
@@ -540,7 +543,13 @@ class SshTunnel:
                 "\n".join(r.stderr.splitlines()[-5:]), self.sshd.log_tail(5)))
         for line in r.stderr.splitlines():
             if "kex: server->client cipher:" in line:
-                self.cipher = line.split("cipher:", 1)[1].strip()
+                # "chacha20-poly1305@openssh.com MAC: <implicit> compression: none"
+                words = line.split("cipher:", 1)[1].split()
+                self.cipher = words[0] if words else None
+                if "MAC:" in words and "compression:" in words:
+                    mac = " ".join(words[words.index("MAC:") + 1:words.index("compression:")])
+                    if mac != "<implicit>":	# an AEAD cipher has no separate MAC
+                        self.cipher += " + " + mac
             elif "kex: algorithm:" in line:
                 self.kex = line.split("algorithm:", 1)[1].strip()
         # registered before the client: on an abnormal exit Proc.stop_all()
