@@ -3,13 +3,15 @@
 
 Starts local services (iperf3 -s, nginx serving a small file, an echo
 service), a rathole server and client per transport (tcp, noise, tls,
-websocket) and a two-hop socat relay, then runs every load directly (client ->
-service) and through each of them, alternating the order in every round. Prints
+websocket), a two-hop socat relay and an OpenSSH `ssh -R` tunnel (sshd and ssh
+on loopback), then runs every load directly (client -> service) and through
+each of them, alternating the order in every round. Prints
 medians and ratios tunnel/direct, and writes JSON and markdown under
 bench/results/. BENCH_QUICK=1 (or --quick): one short round, a smoke run.
 
 Usage: bench.py [--rathole PATH] [--quick] [--rounds N] [--duration S]
-                [--only LOAD,...] [--transports T,...] [--no-held] [--out DIR]
+                [--only LOAD,...] [--transports T,...] [--no-held] [--no-socat]
+                [--no-ssh] [--out DIR]
 """
 import argparse
 import json
@@ -30,19 +32,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import loads as L  # noqa: E402
 import report  # noqa: E402
-from services import (BenchError, Proc, TRANSPORTS, Tunnel, make_noise_keys,  # noqa: E402
-                      make_tls_identity, need_tools, port_listening, start_echo, start_iperf3,
-                      start_nginx, start_socat_chain)
+from services import (BenchError, Proc, SshTunnel, TRANSPORTS, Tunnel,  # noqa: E402
+                      make_noise_keys, make_tls_identity, need_tools, port_listening,
+                      start_echo, start_iperf3, start_nginx, start_socat_chain)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
 class Target:
-    """Where a load is sent: direct to the service, a tunnel, or socat."""
+    """Where a load is sent: direct to the service, a tunnel, socat or ssh -R.
+    tcp_only: the TCP loads only (the references carry no UDP)."""
 
-    def __init__(self, name, ports, procs=()):
+    def __init__(self, name, ports, procs=(), tcp_only=False):
         self.name, self.ports, self.procs = name, ports, list(procs)
+        self.tcp_only = tcp_only
 
 
 def say(msg=""):
@@ -66,7 +70,8 @@ def machine_info():
 
 def tool_versions():
     out = []
-    for args in (["iperf3", "--version"], ["nginx", "-v"], ["socat", "-V"], ["wrk", "-v"]):
+    for args in (["iperf3", "--version"], ["nginx", "-v"], ["socat", "-V"], ["wrk", "-v"],
+                 ["ssh", "-V"]):
         try:
             r = subprocess.run(args, capture_output=True, text=True, timeout=10)
             text = (r.stdout + r.stderr).strip().splitlines()
@@ -200,17 +205,27 @@ def resident_pages(pid):
     return None if frames <= {0} else frames
 
 
+def pids_of(p):
+    """A Proc's PID; the PIDs of an SshdSession (the sshd processes of a session)."""
+    return p.pids() if hasattr(p, "pids") else [p.pid]
+
+
 def idle_memory(t):
     """RSS of server and client; RssAnon (private); and the pair's distinct
     resident pages: what both use together, libc and OpenSSL pages shared
-    by the two counted once."""
+    by the two counted once. For ssh -R the "server" is the sshd processes
+    serving the session (the listening sshd is reported apart)."""
     s, c = t.server.memory_kib(), t.client.memory_kib()
     out = {"server_kib": s["VmRSS"], "client_kib": c["VmRSS"],
            "total_kib": s["VmRSS"] + c["VmRSS"], "anon_kib": s["RssAnon"] + c["RssAnon"],
            "server_fds": t.server.nfds(), "client_fds": t.client.nfds()}
-    fs, fc = resident_pages(t.server.pid), resident_pages(t.client.pid)
-    if fs is not None and fc is not None:
-        out["pair_kib"] = len(fs | fc) * 4
+    pids = pids_of(t.server) + pids_of(t.client)
+    frames = [resident_pages(pid) for pid in pids]
+    if frames and all(f is not None for f in frames):
+        out["pair_kib"] = len(set().union(*frames)) * 4
+    if isinstance(t, SshTunnel):
+        out["server_processes"] = len(pids_of(t.server))
+        out["listener_kib"] = t.sshd.memory_kib()["VmRSS"]
     return out
 
 
@@ -253,11 +268,9 @@ def held_count(quick):
     return (hard - reserve) // 2 // 100 * 100, hard
 
 
-def held_test(rathole, transport, count, keys, echo_port, workdir, logdir):
-    """A fresh server and client carrying only the echo service: idle RSS,
-    then count idle connections held open, each echoing; RSS growth."""
-    t = Tunnel(rathole, transport, {"echo": ("tcp", echo_port)}, keys, workdir, logdir,
-               tag="-held")
+def held_test(t, transport, count):
+    """t: a fresh tunnel (not started) carrying only the echo service: idle
+    RSS, then count idle connections held open, each echoing; RSS growth."""
     t.start()
     holder = None
     try:
@@ -298,11 +311,12 @@ def held_test(rathole, transport, count, keys, echo_port, workdir, logdir):
         grow_c = after_check["client_kib"] - idle["client_kib"]
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         fixed = max(idle["server_fds"], idle["client_fds"])
+        # rathole: 2 fds per connection in each process, beside its fixed ones
+        # and a pipe pool of up to 64 fds while bytes move; ssh -R: 1 fd
+        per, reserve = getattr(t, "fds_per_conn", 2), getattr(t, "fd_reserve", 64)
         return {"asked": count, "held": held, "echoed": echoed, "open_seconds": open_s,
                 "nofile": hard, "fixed_fds": fixed,
-                # 2 fds per connection in each process, beside its fixed ones and
-                # a pipe pool of up to 64 fds while bytes move
-                "fits_at_most": (hard - fixed - 64) // 2,
+                "fits_at_most": (hard - fixed - reserve) // per,
                 "idle": idle, "loaded": loaded, "after_check": after_check,
                 "server_fds": after_check["server_fds"], "client_fds": after_check["client_fds"],
                 "server_kib_per_conn": grow_s / n, "client_kib_per_conn": grow_c / n,
@@ -312,6 +326,31 @@ def held_test(rathole, transport, count, keys, echo_port, workdir, logdir):
             holder.kill()
             holder.wait(10)
         t.stop()
+
+
+def say_held(h):
+    say("  held %d, %d echoing; fds server %d, client %d; %.2f KiB per connection "
+        "(server %.2f + client %.2f)" % (h["held"], h["echoed"], h["server_fds"],
+                                         h["client_fds"], h["kib_per_conn"],
+                                         h["server_kib_per_conn"], h["client_kib_per_conn"]))
+
+
+def start_ssh(services, workdir, logdir, meta):
+    """The ssh -R reference (OpenSSH's sshd and ssh on loopback), or None
+    with the reason said when it cannot run (sshd not installed, ...)."""
+    t = SshTunnel(services, workdir, logdir)
+    try:
+        t.start()
+        t.wait_ready(tunnel_probe)
+    except BenchError as e:
+        say("ssh -R reference skipped: %s" % e)
+        t.stop()
+        return None
+    r = subprocess.run([t.ssh, "-V"], capture_output=True, text=True, timeout=10)
+    meta["ssh"] = {"version": (r.stderr or r.stdout).strip(), "cipher": t.cipher,
+                   "kex": t.kex, "user": t.user}
+    say("ssh -R reference: %s; cipher %s" % (meta["ssh"]["version"].split(",")[0], t.cipher))
+    return t
 
 
 # ---- the run ----
@@ -352,12 +391,17 @@ def run(opts, workdir, logdir):
     for name, t in tunnels.items():
         t.wait_ready(tunnel_probe)
         targets.append(Target(name, t.ports, t.procs()))
+    ssh = start_ssh(services, workdir, logdir, meta) if opts.ssh else None
     time.sleep(1.0)
     idle = {name: idle_memory(t) for name, t in tunnels.items()}
+    if ssh:
+        idle["ssh"] = idle_memory(ssh)
     if opts.socat:
         sp_iperf, procs1 = start_socat_chain("iperf", iperf.port, logdir)
         sp_http, procs2 = start_socat_chain("http", nginx.port, logdir)
-        targets.append(Target("socat", {"iperf": sp_iperf, "http": sp_http}))
+        targets.append(Target("socat", {"iperf": sp_iperf, "http": sp_http}, tcp_only=True))
+    if ssh:
+        targets.append(Target("ssh", ssh.ports, ssh.procs(), tcp_only=True))
     present = [t.name for t in targets]
 
     loads = [l for l in L.catalogue(opts.udp_rates) if not opts.only or l.name in opts.only]
@@ -371,7 +415,7 @@ def run(opts, workdir, logdir):
             rnd + 1, opts.rounds, " -> ".join(t.name for t in order), bg))
         for load in loads:
             for target in order:
-                if load.service not in target.ports or (target.name == "socat" and not load.socat):
+                if load.service not in target.ports or (target.tcp_only and not load.tcp):
                     continue
                 res = measure(load, target, opts.duration)
                 results[load.name].setdefault(target.name, []).append(res)
@@ -390,6 +434,9 @@ def run(opts, workdir, logdir):
         idle[name]["after_loads_total_kib"] = idle_memory(t)["total_kib"]
     for t in tunnels.values():
         t.stop()
+    if ssh:
+        idle["ssh"]["after_loads_total_kib"] = idle_memory(ssh)["total_kib"]
+        ssh.stop()
 
     held = {}
     if opts.held:
@@ -400,11 +447,19 @@ def run(opts, workdir, logdir):
                 name = tr + (":" + vname if vname else "")
                 n = count if tr == "tcp" else min(count, opts.held_others)
                 say("\nheld connections through %s: asking for %d (hard fd limit %d)" % (name, n, hard))
-                held[name] = h = held_test(binary_path, tr, n, keys, echo.port, workdir, logdir)
-                say("  held %d, %d echoing; fds server %d, client %d; %.2f KiB per connection "
-                    "(server %.2f + client %.2f)" % (h["held"], h["echoed"], h["server_fds"],
-                                                     h["client_fds"], h["kib_per_conn"],
-                                                     h["server_kib_per_conn"], h["client_kib_per_conn"]))
+                t = Tunnel(binary_path, tr, {"echo": ("tcp", echo.port)}, keys, workdir, logdir,
+                           tag="-held" + ("-" + vname if vname else ""))
+                held[name] = h = held_test(t, tr, n)
+                say_held(h)
+        if ssh:
+            n = min(count, opts.held_others)
+            say("\nheld connections through ssh -R: asking for %d (hard fd limit %d)" % (n, hard))
+            try:
+                held["ssh"] = h = held_test(SshTunnel({"echo": ("tcp", echo.port)}, workdir,
+                                                      logdir, tag="-held"), "ssh", n)
+                say_held(h)
+            except BenchError as e:
+                say("  ssh -R held test failed: %s" % e)
 
     if opts.static and not opts.quick:
         say("\nidle memory of a `make static` build (building it)")
@@ -443,6 +498,8 @@ def parse(argv):
     ap.add_argument("--held-others", type=int, default=2000,
                     help="held connections for the transports other than tcp")
     ap.add_argument("--no-socat", dest="socat", action="store_false")
+    ap.add_argument("--no-ssh", dest="ssh", action="store_false",
+                    help="skip the ssh -R reference (OpenSSH sshd + ssh on loopback)")
     ap.add_argument("--no-static", dest="static", action="store_false",
                     help="skip the idle memory of a `make static` build")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",

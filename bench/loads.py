@@ -126,12 +126,12 @@ def echo_ok(port):
 
 class Load:
     def __init__(self, name, title, service, metric, unit, run, higher_better=True,
-                 extra=(), socat=True):
+                 extra=(), tcp=True):
         self.name, self.title, self.service = name, title, service
         self.metric, self.unit, self.run = metric, unit, run
         self.higher_better = higher_better
         self.extra = extra		# further metrics worth a median
-        self.socat = socat		# does the socat reference take part
+        self.tcp = tcp			# a TCP load: the socat and ssh -R references take part
 
     def cost(self, res, duration):
         """CPU time of the tunnel processes per unit of work: robust where
@@ -172,12 +172,12 @@ def catalogue(udp_rates):
         loads.append(Load("udp_%d" % rate, "UDP %d Mb/s offered (iperf3 -u, 1400 B)" % rate,
                           "iperf", "loss_pct", "% lost",
                           (lambda r: lambda p, t: iperf_udp(p, t, r))(rate),
-                          higher_better=False, extra=("recv_mbps",), socat=False))
+                          higher_better=False, extra=("recv_mbps",), tcp=False))
     if udp_rates:
         # the other direction: the server sends to the visitor
         rate = max(udp_rates)
         loads.append(Load("udp_%d_reverse" % rate,
                           "UDP %d Mb/s offered, reverse (iperf3 -u -R)" % rate, "iperf",
                           "loss_pct", "% lost", lambda p, t: iperf_udp(p, t, rate, reverse=True),
-                          higher_better=False, extra=("recv_mbps",), socat=False))
+                          higher_better=False, extra=("recv_mbps",), tcp=False))
     return loads

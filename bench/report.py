@@ -6,6 +6,28 @@ import statistics
 
 
 
+LABELS = {"ssh": "ssh -R (OpenSSH)"}
+
+
+def label(target):
+    """The column heading of a target: ssh is OpenSSH's ssh -R, not rathole."""
+    return LABELS.get(target, target)
+
+
+def ssh_note(meta, md):
+    """What the ssh -R column is, or "" when it is not in this run."""
+    s = meta.get("ssh")
+    if not s:
+        return ""
+    text = ("%s: OpenSSH's `ssh -R` through an sshd on loopback (%s; cipher %s, key exchange "
+            "%s): an encrypted tunnel, to compare with the noise and tls columns, not with "
+            "plain tcp. Its CPU is the sshd process(es) serving the session + the ssh client; "
+            "TCP loads only (ssh -R carries no UDP)." % (
+                label("ssh"), s.get("version", "?").split(",")[0], s.get("cipher") or "?",
+                s.get("kex") or "?"))
+    return text if md else text.replace("`", "")
+
+
 def tunnel_targets(present):
     return [t for t in present if t not in ("direct", "socat")]
 
@@ -204,9 +226,11 @@ def md_table(header, rows):
 def render(meta, loads, summary, targets_present, held, idle, binary, checks, md=False):
     tbl = md_table if md else text_table
     parts = []
-    header = ["load"] + list(targets_present)
+    header = ["load"] + [label(t) for t in targets_present]
+    note = ssh_note(meta, md) if "ssh" in targets_present else ""
     parts.append(("## Medians (ratio to direct)\n\n" if md else "Medians of %d rounds (ratio to direct)\n"
-                  % meta["rounds"]) + tbl(header, table_rows(loads, summary, targets_present)))
+                  % meta["rounds"]) + tbl(header, table_rows(loads, summary, targets_present)) +
+                 ("\n\n" + note if note else ""))
     tunnels = tunnel_targets(targets_present)
     parts.append(("## CPU of the tunnel processes\n\nPer run: CPU seconds of server + client "
                   "(utime + stime); then the same per unit of work; then the ratio a CPU-bound "
@@ -215,7 +239,7 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
                   "run, direct / through tcp.\n\n" if md else
                   "CPU per run: server + client seconds; per unit of work; CPU-bound ceiling "
                   "of the ratio (last column: cores busy, direct / tcp)\n")
-                 + tbl(["load (unit of the cost)"] + tunnels + ["cores busy"],
+                 + tbl(["load (unit of the cost)"] + [label(t) for t in tunnels] + ["cores busy"],
                        cpu_rows(loads, summary, tunnels)))
     if idle:
         rows = []
@@ -223,21 +247,25 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
             if "server_kib" not in m:
                 rows.append([t, m.get("note", "-"), "", "", "", "", ""])
                 continue
-            rows.append([t, m["server_kib"], m["client_kib"], m["total_kib"],
+            rows.append([label(t), m["server_kib"], m["client_kib"], m["total_kib"],
                          m.get("pair_kib", "-"), m["anon_kib"],
                          m.get("after_loads_total_kib", "")])
         parts.append(("## Memory at idle (KiB)\n\n"
                       "RSS of each process; their sum; the pair's distinct resident pages "
                       "(libc and OpenSSL pages that both map counted once: what the two use "
                       "together); private memory (RssAnon); the RSS sum again after the loads "
-                      "(pools and freed buffers).\n\n" if md else "Memory at idle, KiB\n") +
+                      "(pools and freed buffers).%s\n\n" % (
+                          " For ssh -R: server = the sshd process(es) serving the session "
+                          "(the listening sshd, %s KiB, not counted), client = ssh."
+                          % idle["ssh"].get("listener_kib", "?") if "ssh" in idle else "")
+                      if md else "Memory at idle, KiB\n") +
                      tbl(["transport", "server RSS", "client RSS", "RSS sum",
                           "pair, distinct pages", "private (RssAnon)", "RSS sum after the loads"],
                          rows))
     if held:
         rows = []
         for t, h in held.items():
-            rows.append([t, h["asked"], h["held"], h["echoed"],
+            rows.append([label(t), h["asked"], h["held"], h["echoed"],
                          "%d / %d" % (h["server_fds"], h["client_fds"]),
                          "%s / %s" % (h.get("fixed_fds", "-"), h.get("fits_at_most", "-")),
                          "%.2f" % h["kib_per_conn"], "%.2f" % h["server_kib_per_conn"],

@@ -351,3 +351,238 @@ class Tunnel:
         for p in (self.client, self.server):
             if p:
                 p.stop()
+
+
+# ---- the ssh -R reference ----
+
+SSHD = "/usr/sbin/sshd"
+
+SSHD_CONF = """# written by bench/services.py for one benchmark run
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {dir}/host_key
+AuthorizedKeysFile {dir}/client_key.pub
+PidFile none
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthenticationMethods publickey
+AllowTcpForwarding yes
+GatewayPorts no
+X11Forwarding no
+PrintMotd no
+UseDNS no
+"""
+
+
+def _stat_fields(pid):
+    """Fields 3.. of /proc/PID/stat (after the command name), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid):
+    """Every live descendant of pid, found through the parent PIDs in /proc."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        f = _stat_fields(int(name))
+        if f:
+            children.setdefault(int(f[1]), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+class SshdSession:
+    """The sshd processes that serve the tunnel's ssh connection: every
+    descendant of the listening sshd (for a root login OpenSSH keeps one
+    process per connection, `sshd: root`, the monitor and the session in one).
+    Quacks like Proc for the CPU and memory accounting."""
+
+    def __init__(self, listener):
+        self.listener = listener
+        self.name = listener.name + "-session"
+
+    def pids(self):
+        return descendants(self.listener.pid)
+
+    def cpu_seconds(self):
+        """utime + stime, plus cutime + cstime (the CPU of children already
+        reaped, so a process that exits mid-run is not lost)."""
+        total = 0
+        for pid in self.pids():
+            f = _stat_fields(pid)
+            if f:
+                total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        return total / CLK_TCK
+
+    def memory_kib(self):
+        out = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+        for pid in self.pids():
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    for line in f:
+                        k, _, v = line.partition(":")
+                        if k in out:
+                            out[k] += int(v.split()[0])
+            except OSError:
+                pass
+        return out
+
+    def nfds(self):
+        n = 0
+        for pid in self.pids():
+            try:
+                n += len(os.listdir("/proc/%d/fd" % pid))
+            except OSError:
+                pass
+        return n
+
+    def stop(self, timeout=5.0):
+        """Once the ssh client is gone the session ends by itself; what is
+        left is terminated by PID (they are still children of our sshd)."""
+        try:
+            wait_until(lambda: not self.pids(), timeout, "the sshd session to end")
+        except BenchError:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in self.pids():
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    wait_until(lambda: not self.pids(), timeout, "the sshd session to end")
+                    break
+                except BenchError:
+                    continue
+        if self in Proc.registry:
+            Proc.registry.remove(self)
+
+
+class SshTunnel:
+    """OpenSSH as a reference: an sshd on loopback (the "server") and one
+    `ssh -N -R` client carrying every TCP service, the same shape as the
+    rathole tunnel: visitors connect to a port on the sshd side and reach the
+    service through the ssh client. No UDP (ssh -R carries TCP only)."""
+
+    fds_per_conn = 1		# the visitor in sshd, the local connection in ssh
+    fd_reserve = 0
+
+    def __init__(self, targets, workdir, logdir, tag=""):
+        self.name = "ssh" + tag
+        self.targets = {n: lport for n, (kind, lport) in targets.items() if kind == "tcp"}
+        self.workdir, self.logdir = workdir, logdir
+        self.ports = {n: free_port() for n in self.targets}
+        self.sshd_port = free_port()
+        self.sshd = self.client = self.session = None
+        self.cipher = self.kex = None
+        self.ssh = shutil.which("ssh") or "/usr/bin/ssh"
+
+    def ssh_args(self, key):
+        return [self.ssh, "-F", "none", "-T", "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+                "-i", key, "-p", str(self.sshd_port), self.user + "@127.0.0.1"]
+
+    def start(self):
+        if not os.access(SSHD, os.X_OK):
+            raise BenchError("%s not found (apt-get install -y openssh-server)" % SSHD)
+        if not os.access(self.ssh, os.X_OK):
+            raise BenchError("no ssh client (apt-get install -y openssh-client)")
+        import pwd
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        d = os.path.join(self.workdir, "ssh-" + self.name)
+        os.makedirs(d, exist_ok=True)
+        for key in ("host_key", "client_key"):
+            for old in (key, key + ".pub"):	# ssh-keygen would ask before overwriting
+                if os.path.exists(os.path.join(d, old)):
+                    os.unlink(os.path.join(d, old))
+            r = subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", "bench",
+                                "-f", os.path.join(d, key)], capture_output=True, timeout=30)
+            if r.returncode != 0:
+                raise BenchError("ssh-keygen failed: %s" % r.stderr.decode(errors="replace"))
+        try:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)	# privilege separation dir
+        except OSError as e:
+            raise BenchError("cannot create /run/sshd: %s" % e)
+        conf = os.path.join(d, "sshd_config")
+        with open(conf, "w") as f:
+            f.write(SSHD_CONF.format(port=self.sshd_port, dir=d))
+        r = subprocess.run([SSHD, "-t", "-f", conf], capture_output=True, timeout=30)
+        if r.returncode != 0:
+            raise BenchError("sshd -t rejects the configuration: %s"
+                             % r.stderr.decode(errors="replace").strip())
+        self.sshd = Proc("sshd-" + self.name, [SSHD, "-D", "-e", "-f", conf], self.logdir)
+        wait_until(lambda: port_listening(self.sshd_port) or not self.sshd.alive(), 15,
+                   "sshd to listen")
+        if not self.sshd.alive():
+            raise BenchError("sshd exited:\n%s" % self.sshd.log_tail())
+        key = os.path.join(d, "client_key")
+        # One short verbose login: does the key work, and which algorithms
+        # does OpenSSH negotiate by default (the tunnel's client is not
+        # verbose: its debug output would cost CPU on every connection).
+        args = self.ssh_args(key)
+        args[args.index("LogLevel=ERROR")] = "LogLevel=DEBUG1"
+        try:
+            r = subprocess.run(args + ["true"], capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            raise BenchError("a test login to sshd did not finish within 30 s")
+        if r.returncode != 0:
+            raise BenchError("a test login to sshd failed:\n%s\n%s" % (
+                "\n".join(r.stderr.splitlines()[-5:]), self.sshd.log_tail(5)))
+        for line in r.stderr.splitlines():
+            if "kex: server->client cipher:" in line:
+                # "chacha20-poly1305@openssh.com MAC: <implicit> compression: none"
+                words = line.split("cipher:", 1)[1].split()
+                self.cipher = words[0] if words else None
+                if "MAC:" in words and "compression:" in words:
+                    mac = " ".join(words[words.index("MAC:") + 1:words.index("compression:")])
+                    if mac != "<implicit>":	# an AEAD cipher has no separate MAC
+                        self.cipher += " + " + mac
+            elif "kex: algorithm:" in line:
+                self.kex = line.split("algorithm:", 1)[1].strip()
+        # registered before the client: on an abnormal exit Proc.stop_all()
+        # stops the client first, then the session (which ends with it)
+        self.session = SshdSession(self.sshd)
+        Proc.registry.append(self.session)
+        args = self.ssh_args(key)
+        for n, lport in self.targets.items():
+            args[1:1] = ["-R", "127.0.0.1:%d:127.0.0.1:%d" % (self.ports[n], lport)]
+        args[1:1] = ["-N", "-o", "ExitOnForwardFailure=yes"]
+        self.client = Proc("ssh-" + self.name, args, self.logdir)
+
+    def wait_ready(self, probe, timeout=20):
+        def ok():
+            if not (self.sshd.alive() and self.client.alive()):
+                raise BenchError("sshd or the ssh client exited:\n%s\n%s" % (
+                    self.sshd.log_tail(), self.client.log_tail()))
+            return all(probe(n, p) for n, p in self.ports.items())
+        wait_until(ok, timeout, "ssh -R to carry every service")
+        wait_until(lambda: len(self.session.pids()) > 0, 5, "the sshd session process")
+
+    # the pair measured, like a rathole server and client
+    @property
+    def server(self):
+        return self.session
+
+    def procs(self):
+        return [self.session, self.client]
+
+    def stop(self):
+        if self.client:
+            self.client.stop()
+        if self.session:
+            self.session.stop()
+        if self.sshd:
+            self.sshd.stop()
