@@ -115,9 +115,10 @@ def test_server_identity_errors(tmp_path, pki, case):
     # one error, not a cascade, and no listening socket was ever opened
     assert r.stderr.count(" ERROR ") == 1, r.stderr
     assert "listening on" not in r.stderr
-    # --check validates the configuration only (it does not open the files)
+    # --check reads the archive as a start does: the same error, before a restart
     r = run_rathole(["--check"], text, tmp_path, name="server.toml")
-    assert r.returncode == 0 and "transport           tls (pkcs12 %s)" % p12 in r.stdout
+    assert r.returncode == 1 and "valid" not in r.stdout, r.stdout
+    assert "server.toml: [server.transport]: " in r.stderr and expect in r.stderr, r.stderr
 
 
 def test_plain_client_to_tls_server(procs, pki):
