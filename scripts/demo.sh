@@ -20,20 +20,25 @@ echo "<h1>Hello from behind the NAT</h1>" > "$dir/www/index.html"
 # configs hold tokens: rathole warns about files others can read
 install -m 600 "$cfg" "$dir/config.toml"
 cfg=$dir/config.toml
-python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dir/www" >/dev/null 2>&1 &
-pids="$pids $!"
-"$bin" --server "$cfg" & pids="$pids $!"
-"$bin" --client "$cfg" & pids="$pids $!"
-
 fetch() {
 	python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().strip())' "$1"
 }
-i=0
-until page=$(fetch http://127.0.0.1:5202/ 2>/dev/null); do
-	i=$((i + 1))
-	[ $i -lt 50 ] || { echo "demo: the tunnel did not come up" >&2; exit 1; }
-	sleep 0.2
-done
+# wait up to 10 s for each of: the local web server, then the tunnel
+wait_for() {
+	i=0
+	until page=$(fetch "$1" 2>/dev/null); do
+		i=$((i + 1))
+		[ $i -lt 50 ] || { echo "demo: $2" >&2; exit 1; }
+		sleep 0.2
+	done
+}
+
+python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dir/www" >/dev/null 2>&1 &
+pids="$pids $!"
+wait_for http://127.0.0.1:8080/ "the local web server did not start (is 127.0.0.1:8080 taken?)"
+"$bin" --server "$cfg" & pids="$pids $!"
+"$bin" --client "$cfg" & pids="$pids $!"
+wait_for http://127.0.0.1:5202/ "the tunnel did not come up"
 echo
 echo "demo: http://127.0.0.1:5202/ (the server's service port) answered through the tunnel:"
 echo "  $page"
