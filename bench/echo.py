@@ -10,7 +10,6 @@ commands from stdin: "check" (every held connection must echo again), "close".
 Every wait is bounded; nothing here runs longer than its caller allows.
 """
 import json
-import os
 import resource
 import select
 import socket

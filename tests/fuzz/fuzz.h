@@ -156,6 +156,51 @@ static inline void fuzz_feeder_pump(struct fuzz_feeder *f)
 	}
 }
 
+/* Drives a stream fed by f: its handshake (unless open already), then reads
+ * until the end or an error, consuming one byte at a time (consume_one) or
+ * all, and sending a reply of reply_len bytes (<= 64) after each read when
+ * asked. Aborts if the stream neither ends nor fails in far more steps than
+ * any input needs: that is a busy loop. Returns whether it opened. */
+#define FUZZ_DRIVE_MAX_STEPS 100000
+
+static inline bool fuzz_drive_stream(struct stream *s, struct fuzz_feeder *f, bool open,
+				     bool consume_one, size_t reply_len)
+{
+	uint8_t msg[256];
+	int steps;
+
+	for (steps = 0; steps < FUZZ_DRIVE_MAX_STEPS; steps++) {
+		const uint8_t *p;
+		ssize_t n;
+
+		fuzz_feeder_pump(f);
+		if (!open) {
+			int rc = stream_handshake(s);
+
+			if (rc == ST_ERROR)
+				break;
+			open = rc == 0;
+			continue;
+		}
+		n = stream_peek(s, &p);
+		if (n == ST_AGAIN)
+			continue;
+		if (n <= 0)
+			break;
+		/* partial consumption is legal */
+		stream_consume(s, consume_one ? 1 : (size_t)n);
+		if (reply_len) {
+			/* a reply in between (masks, the control queue, boundaries) */
+			memset(msg + s->headroom, 'r', reply_len);
+			if (stream_send(s, msg + s->headroom, reply_len) == ST_ERROR)
+				break;
+		}
+	}
+	if (steps == FUZZ_DRIVE_MAX_STEPS)
+		abort();
+	return open;
+}
+
 static inline void fuzz_feeder_close(struct fuzz_feeder *f)
 {
 	if (f->ours >= 0)

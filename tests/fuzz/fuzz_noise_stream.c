@@ -18,8 +18,6 @@
 #include "noise.h"
 #include "transport.h"
 
-#define MAX_STEPS 100000
-
 static uint8_t spriv[32], spub[32], cpriv[32], cpub[32];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -178,40 +176,6 @@ static uint8_t *build_wire(struct noise_cipher *tx, const uint8_t *d, size_t n, 
 	return wire;
 }
 
-static void drive(struct stream *s, struct fuzz_feeder *f, bool open, bool answer)
-{
-	uint8_t msg[64];
-	int steps;
-
-	for (steps = 0; steps < MAX_STEPS; steps++) {
-		const uint8_t *p;
-		ssize_t n;
-
-		fuzz_feeder_pump(f);
-		if (!open) {
-			int rc = stream_handshake(s);
-
-			if (rc == ST_ERROR)
-				break;
-			open = rc == 0;
-			continue;
-		}
-		n = stream_peek(s, &p);
-		if (n == ST_AGAIN)
-			continue;
-		if (n <= 0)
-			break;
-		stream_consume(s, (size_t)n);
-		if (answer) {
-			memset(msg + s->headroom, 'a', 8);
-			if (stream_send(s, msg + s->headroom, 8) == ST_ERROR)
-				break;
-		}
-	}
-	if (steps == MAX_STEPS)
-		abort();	/* neither ended nor failed: a busy loop */
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct transport_config cfg;
@@ -245,7 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		f.data = data + 1;
 		f.len = size - 1;
 	}
-	drive(s, &f, !raw, data[0] & 8);
+	fuzz_drive_stream(s, &f, !raw, false, data[0] & 8 ? 8 : 0);
 	stream_free(s);
 	fuzz_feeder_close(&f);
 	noise_cipher_free(tx);

@@ -15,8 +15,6 @@
 #include "fuzz.h"
 #include "transport.h"
 
-#define MAX_STEPS 100000	/* far more than any input needs: more is a hang */
-
 static const char valid_request[] =
 	"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -48,47 +46,6 @@ static size_t answer_for(int far, char *out, size_t cap)
 	base64_encode(md, 20, acc);
 	return (size_t)snprintf(out, cap, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 				"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", acc);
-}
-
-/* Drives the handshake, then reads (and sometimes answers) until the end. */
-static void drive(struct stream *s, struct fuzz_feeder *f, uint8_t flags)
-{
-	bool open = false;
-	uint8_t msg[64 + 16];
-	int steps;
-
-	for (steps = 0; steps < MAX_STEPS; steps++) {
-		const uint8_t *p;
-		ssize_t n;
-
-		fuzz_feeder_pump(f);
-		if (!open) {
-			int rc = stream_handshake(s);
-
-			if (rc == ST_ERROR)
-				break;
-			if (rc == 0)
-				open = true;
-			continue;
-		}
-		n = stream_peek(s, &p);
-		if (n == ST_AGAIN)
-			continue;
-		if (n <= 0)
-			break;
-		/* consume all or part of it: partial consumption is legal */
-		stream_consume(s, flags & 1 ? 1 : (size_t)n);
-		if (flags & 2) {
-			/* a reply in between (masks, the control queue, boundaries) */
-			memset(msg + s->headroom, 'r', 16);
-			if (stream_send(s, msg + s->headroom, 16) == ST_ERROR)
-				break;
-		}
-	}
-	if (steps == MAX_STEPS)
-		abort();	/* the stream neither ended nor failed: a busy loop */
-	if (open && flags & 4)
-		stream_shutdown(s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -136,7 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(input + len, data, size);
 	f.data = input;
 	f.len = len + size;
-	drive(s, &f, flags);
+	if (fuzz_drive_stream(s, &f, false, flags & 1, flags & 2 ? 16 : 0) && flags & 4)
+		stream_shutdown(s);
 	stream_free(s);
 	fuzz_feeder_close(&f);
 	free(input);

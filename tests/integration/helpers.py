@@ -126,6 +126,81 @@ class UdpEcho:
         self._t.join(5)
 
 
+class PathPair:
+    """One connection through a PathRelay: the client's side, the server's
+    side, and what came from the server so far (its first bytes, its count)."""
+
+    def __init__(self, client, server):
+        self.client, self.server = client, server
+        self.first = bytearray()
+        self.from_server = 0
+
+    def cut(self):
+        for x in (self.client, self.server):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class PathRelay:
+    """The network path between a rathole client and server: a TCP relay on
+    loopback that tests can watch (pairs), alter (override alter()) or cut.
+    The client connects to .port; the relay connects on to target."""
+
+    def __init__(self, target):
+        self.target = target
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.pairs = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def alter(self, pair, from_server, data):
+        """The bytes to pass on for data read from one side (as is here)."""
+        return data
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pair = PathPair(c, socket.create_connection(("127.0.0.1", self.target)))
+            self.pairs.append(pair)
+            threading.Thread(target=self._pipe, args=(pair, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(pair, True), daemon=True).start()
+
+    def _pipe(self, pair, from_server):
+        a, b = (pair.server, pair.client) if from_server else (pair.client, pair.server)
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                if from_server:
+                    if len(pair.first) < 8:
+                        pair.first.extend(d[:8 - len(pair.first)])
+                    pair.from_server += len(d)
+                b.sendall(self.alter(pair, from_server, d))
+        except OSError:
+            pair.cut()	# one side is gone: end both, like a real network path
+
+    def stop(self):
+        self._stop = True
+        self.ls.close()
+        for pair in self.pairs:
+            pair.client.close()
+            pair.server.close()
+
+
 def echo_once(port, data, host="127.0.0.1", timeout=10):
     """Connect, send data, half-close, read everything back."""
     with socket.create_connection((host, port), timeout=timeout) as s:

@@ -2,17 +2,14 @@
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from conftest import free_port, wait_port, wait_until
-from helpers import (EchoServer, Tunnel, client_config, echo_once, recv_all, server_config,
+from helpers import (EchoServer, Tunnel, client_config, recv_all, server_config,
                      transfer_checked, wait_tunnel)
 
 

@@ -2,12 +2,11 @@
 import re
 import socket
 import subprocess
-import threading
 
 import pytest
 
 from conftest import RATHOLE, free_port, run_rathole
-from helpers import EchoServer, Tunnel, echo_once, recv_all, transfer_checked, wait_tunnel
+from helpers import EchoServer, PathRelay, Tunnel, echo_once, transfer_checked, wait_tunnel
 
 
 def genkey():
@@ -106,62 +105,20 @@ def test_wrong_remote_public_key(procs, echo):
     assert "service echo: listening on" not in t.server.stderr
 
 
-class TamperRelay:
-    """Relays client <-> server and flips one byte of the first connection
-    that carries more than `after` bytes from the server to the client."""
+class TamperRelay(PathRelay):
+    """Flips one byte of the first connection that carries more than `after`
+    bytes from the server to the client."""
 
     def __init__(self, target, after=200_000):
-        self.target, self.after = target, after
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(64)
-        self.ls.settimeout(0.2)
-        self.port = self.ls.getsockname()[1]
+        self.after = after
         self.tampered = False
-        self.socks = []
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target)
 
-    def _accept(self):
-        while not self._stop:
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s = socket.create_connection(("127.0.0.1", self.target))
-            self.socks += [c, s]
-            threading.Thread(target=self._pipe, args=(c, s, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(s, c, True), daemon=True).start()
-
-    def _pipe(self, a, b, may_tamper):
-        seen = 0
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    b.shutdown(socket.SHUT_WR)
-                    return
-                seen += len(d)
-                if may_tamper and not self.tampered and seen > self.after:
-                    self.tampered = True
-                    d = d[:-1] + bytes([d[-1] ^ 0x40])
-                b.sendall(d)
-        except OSError:
-            # one side is gone: end both, like a real network path would
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self):
-        self._stop = True
-        self.ls.close()
-        for s in self.socks:
-            s.close()
+    def alter(self, pair, from_server, data):
+        if from_server and not self.tampered and pair.from_server > self.after:
+            self.tampered = True
+            data = data[:-1] + bytes([data[-1] ^ 0x40])
+        return data
 
 
 def test_tampered_ciphertext_closes_that_channel(procs, echo):

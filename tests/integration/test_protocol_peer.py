@@ -7,8 +7,6 @@ import struct
 import threading
 import time
 
-import pytest
-
 from conftest import free_port, port_open, wait_until
 from helpers import EchoServer, UdpEcho, client_config, recv_all, server_config
 

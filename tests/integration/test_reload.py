@@ -1,13 +1,12 @@
 """Hot reload: services added, removed and changed while running."""
 import os
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import RATHOLE, free_port, port_open, wait_port_closed, wait_until
+from conftest import RATHOLE, free_port, port_open, wait_port_closed
 from helpers import EchoServer, client_config, echo_once, server_config, transfer_checked, wait_tunnel
 
 

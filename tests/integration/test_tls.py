@@ -1,12 +1,10 @@
 """The tls transport through the whole tunnel: real server and client
 processes on loopback, certificates made at run time (the `pki` fixture)."""
-import time
-
 import pytest
 
 from checks import (check_concurrent, check_download, check_echo, check_echo_bulk,
                     check_half_close)
-from conftest import free_port, port_open, run_rathole, wait_until
+from conftest import free_port, port_open, run_rathole
 from helpers import Tunnel, server_config
 from pki import PASSWORD
 

@@ -1,13 +1,12 @@
 """UDP services through the tunnel."""
 import os
 import socket
-import threading
 import time
 
 import pytest
 
 from conftest import free_port, wait_until
-from helpers import Tunnel, UdpEcho, client_config, server_config
+from helpers import PathRelay, UdpEcho, client_config, server_config
 
 
 def udp_roundtrip(port, payload, host="127.0.0.1", timeout=3, sock=None):
@@ -130,68 +129,14 @@ def test_session_cap_evicts_oldest(procs, uecho):
         s.close()
 
 
-class CuttingRelay:
-    """A TCP relay between client and server that can cut chosen connections."""
-
-    def __init__(self, target_port):
-        self.target = target_port
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(64)
-        self.ls.settimeout(0.2)
-        self.port = self.ls.getsockname()[1]
-        self.pairs = []        # (client side, server side, first bytes from the server)
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self._stop:
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s = socket.create_connection(("127.0.0.1", self.target))
-            rec = [c, s, bytearray()]
-            self.pairs.append(rec)
-            threading.Thread(target=self._pipe, args=(c, s, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(s, c, rec[2]), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b, record):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    b.shutdown(socket.SHUT_WR)
-                    return
-                if record is not None and len(record) < 8:
-                    record.extend(d[:8])
-                b.sendall(d)
-        except OSError:
-            return
-
-    def cut_udp_channels(self):
-        # chosen before cutting: the replacement the server takes at once
-        # must survive
-        targets = [(c, s) for c, s, first in list(self.pairs)
-                   if bytes(first[:4]) == b"\x01\x00\x00\x00"]   # StartForwardUdp
-        for pair in targets:
-            for x in pair:
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        return len(targets)
-
-    def stop(self):
-        self._stop = True
-        self.ls.close()
-        for c, s, _ in self.pairs:
-            c.close()
-            s.close()
+def cut_udp_channels(relay):
+    """Cuts every connection whose server side began with StartForwardUdp,
+    chosen before cutting: the replacement the server takes at once must
+    survive. Returns how many."""
+    targets = [p for p in list(relay.pairs) if bytes(p.first[:4]) == b"\x01\x00\x00\x00"]
+    for pair in targets:
+        pair.cut()
+    return len(targets)
 
 
 def test_data_channel_killed_recovers(procs, uecho):
@@ -200,12 +145,12 @@ def test_data_channel_killed_recovers(procs, uecho):
     srv = procs.rathole(server_config(sp, {"dns": dict(bind_port=vp, token="u", type="udp")}),
                         name="s.toml")
     srv.wait_log("listening on 127.0.0.1:%d" % sp)
-    relay = CuttingRelay(sp)
+    relay = PathRelay(sp)
     try:
         procs.rathole(client_config(relay.port, {"dns": dict(local_port=uecho.port, token="u",
                                                              type="udp")}), name="c.toml")
         wait_udp(vp)
-        assert relay.cut_udp_channels() == 1
+        assert cut_udp_channels(relay) == 1
         srv.wait_log("UDP data channel lost", timeout=10)
         # datagrams in flight may be lost, but the service comes back
         wait_udp(vp, timeout=15)

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from checks import check_concurrent, check_echo, check_echo_bulk, check_half_close
-from conftest import free_port, port_open, wait_port
+from conftest import free_port
 from external import start_nginx
 from helpers import Tunnel, recv_all
 
