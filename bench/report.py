@@ -96,19 +96,18 @@ def check_targets(summary, held, idle, binary):
         r, c = get(load, target, "ratio"), get(load, target, "ceiling")
         return fmt_ratio(r) + (" (CPU-bound ceiling %.2fx)" % c if r is not None and c else "")
 
-    r = get("tcp_bulk", "tcp", "ratio")
-    add("TCP bulk (tcp, 1 stream)", ">= 0.55x direct", r, r is not None and r >= 0.55,
-        ratio_shown("tcp_bulk", "tcp"))
-    r = get("http_keepalive", "tcp", "ratio")
-    add("HTTP keep-alive requests/s", ">= 0.60x direct", r, r is not None and r >= 0.60,
-        ratio_shown("http_keepalive", "tcp"))
+    def ratio_target(name, load, target, least):
+        r = get(load, target, "ratio")
+        add(name, ">= %.2fx direct" % least, r, r is not None and r >= least,
+            ratio_shown(load, target))
+
+    ratio_target("TCP bulk (tcp, 1 stream)", "tcp_bulk", "tcp", 0.55)
+    ratio_target("HTTP keep-alive requests/s", "http_keepalive", "tcp", 0.60)
     p, d = get("http_keepalive", "tcp", "p99_ms"), get("http_keepalive", "direct", "p99_ms")
     r = p / d if p and d else None
     add("HTTP keep-alive p99 latency", "<= 2x direct", r, r is not None and r <= 2.0,
         "%s (%.2f ms vs %.2f ms)" % (fmt_ratio(r), p, d) if r else "-")
-    r = get("http_close", "tcp", "ratio")
-    add("New connections/s (Connection: close)", ">= 0.45x direct", r,
-        r is not None and r >= 0.45, ratio_shown("http_close", "tcp"))
+    ratio_target("New connections/s (Connection: close)", "http_close", "tcp", 0.45)
     udp = [k for k in summary if k.startswith("udp_") and k[4:].isdigit()]
     top = max(udp, key=lambda k: int(k[4:])) if udp else None
     if top:
@@ -129,12 +128,8 @@ def check_targets(summary, held, idle, binary):
         pair = ", distinct pages %.2f MiB" % (t["pair_kib"] / 1024) if "pair_kib" in t else ""
         add("RSS at idle, server+client (tcp)", "<= 4 MiB", v, v <= 4.0,
             "%.2f MiB (private %.2f MiB%s)" % (v, t["anon_kib"] / 1024, pair))
-    r = get("tcp_bulk", "noise", "ratio")
-    add("Noise bulk", ">= 0.25x direct", r, r is not None and r >= 0.25,
-        ratio_shown("tcp_bulk", "noise"))
-    r = get("tcp_bulk", "tls", "ratio")
-    add("TLS bulk", ">= 0.30x direct", r, r is not None and r >= 0.30,
-        ratio_shown("tcp_bulk", "tls"))
+    ratio_target("Noise bulk", "tcp_bulk", "noise", 0.25)
+    ratio_target("TLS bulk", "tcp_bulk", "tls", 0.30)
     if binary:
         v = binary["stripped_kib"]
         add("Stripped binary, every feature", "<= 250 KiB", v, v <= 250, "%.1f KiB" % v)

@@ -10,7 +10,7 @@ import threading
 import time
 
 from conftest import wait_until
-from helpers import EchoServer, echo_once, recv_all, transfer_checked, wait_tunnel
+from helpers import EchoServer, echo_once, recv_all, recv_digest, transfer_checked, wait_tunnel
 
 # half_close=False: the visitor never half-closes; it reads the echo back up to
 # the length it sent, then closes. Needed through proxies (tinyproxy,
@@ -55,41 +55,6 @@ def check_echo(start, half_close=True):
         e.stop()
 
 
-def transfer_exact(port, nbytes, chunk=1 << 20, timeout=180):
-    """Like helpers.transfer_checked, without the half-close: the reader
-    stops after nbytes. Returns (sent_sha256, received_sha256, received)."""
-    block = os.urandom(chunk)
-    sent, got = hashlib.sha256(), hashlib.sha256()
-    received = [0]
-    err = []
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-
-    def reader():
-        try:
-            while received[0] < nbytes:
-                d = s.recv(1 << 20)
-                if not d:
-                    break
-                got.update(d)
-                received[0] += len(d)
-        except OSError as e:
-            err.append(e)
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    left, i = nbytes, 0
-    while left > 0:
-        piece = bytes([i & 0xFF]) + block[1:min(chunk, left)]
-        s.sendall(piece)
-        sent.update(piece)
-        left -= len(piece)
-        i += 1
-    t.join(timeout)
-    s.close()
-    assert not err, err
-    return sent.hexdigest(), got.hexdigest(), received[0]
-
-
 def check_echo_bulk(start, size=64 << 20, half_close=True):
     """size bytes visitor -> service -> visitor at once (both directions of
     the tunnel busy), SHA-256 checked."""
@@ -101,7 +66,7 @@ def check_echo_bulk(start, size=64 << 20, half_close=True):
             sent, got, n = transfer_checked(t.service_port, size, timeout=180)
         else:
             wait_tunnel_exact(t.service_port)
-            sent, got, n = transfer_exact(t.service_port, size)
+            sent, got, n = transfer_checked(t.service_port, size, timeout=180, half_close=False)
         assert n == size
         assert sent == got
     finally:
@@ -146,16 +111,9 @@ def check_download(start, size=64 << 20):
         wait_tunnel(t.service_port, timeout=20)
         with socket.create_connection(("127.0.0.1", t.service_port), timeout=60) as s:
             s.sendall(b"size")
-            h = hashlib.sha256()
-            n = 0
-            while True:
-                d = s.recv(1 << 20)
-                if not d:
-                    break
-                h.update(d)
-                n += len(d)
+            n, digest = recv_digest(s)
         assert n == size
-        assert h.hexdigest() == want.hexdigest()
+        assert digest == want.hexdigest()
     finally:
         stop.append(1)
         th.join(5)

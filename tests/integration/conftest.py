@@ -182,6 +182,15 @@ def need_binary(name, package):
     return path
 
 
+@pytest.fixture
+def echo():
+    """A TCP echo service on loopback (helpers.EchoServer), stopped after the test."""
+    from helpers import EchoServer	# helpers imports this module
+    e = EchoServer()
+    yield e
+    e.stop()
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
     """A CA, server identities (modern, legacy, expired PKCS#12) and a foreign

@@ -221,6 +221,18 @@ def recv_all(s, limit=1 << 31):
     return b"".join(out)
 
 
+def recv_digest(s):
+    """Reads s to its end without keeping the bytes: (count, SHA-256 hex)."""
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            return n, h.hexdigest()
+        h.update(d)
+        n += len(d)
+
+
 def tunnel_works(port, host="127.0.0.1"):
     try:
         return echo_once(port, b"ping", host=host, timeout=3) == b"ping"
@@ -233,10 +245,13 @@ def wait_tunnel(port, host="127.0.0.1", timeout=15):
                what=f"the tunnel on {host}:{port} to echo")
 
 
-def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120, pace=0.0):
+def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120, pace=0.0,
+                     half_close=True):
     """Send nbytes of pseudo-random data through an echo tunnel while reading
     the echo back; return (sent_sha256, received_sha256, received_bytes).
-    pace: seconds to sleep between chunks, to make a transfer last."""
+    pace: seconds to sleep between chunks, to make a transfer last.
+    half_close=False: never half-close; the reader stops after nbytes (for
+    paths that end both directions at the first EOF, like some proxies)."""
     block = os.urandom(chunk)
     sent = hashlib.sha256()
     got = hashlib.sha256()
@@ -246,7 +261,7 @@ def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120,
 
     def reader():
         try:
-            while True:
+            while half_close or received[0] < nbytes:
                 d = s.recv(1 << 20)
                 if not d:
                     break
@@ -269,7 +284,8 @@ def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120,
         i += 1
         if pace:
             time.sleep(pace)
-    s.shutdown(socket.SHUT_WR)
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
     t.join(timeout)
     s.close()
     assert not err, err

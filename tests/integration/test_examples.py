@@ -17,7 +17,7 @@ import tomllib
 import pytest
 
 from conftest import RATHOLE, REPO, free_port, run_rathole, wait_until
-from helpers import EchoServer, UdpEcho, wait_tunnel
+from helpers import UdpEcho, wait_tunnel
 
 EXAMPLES = os.path.join(REPO, "examples")
 FILES = sorted(glob.glob(os.path.join(EXAMPLES, "**", "*.toml"), recursive=True))
@@ -117,13 +117,6 @@ def _start_pair(procs, tmp_path, example, service_addr, local_addr, udp=False):
     s = procs.start([RATHOLE, _write(tmp_path, "server.toml", server)], cwd=str(tmp_path))
     c = procs.start([RATHOLE, _write(tmp_path, "client.toml", client)], cwd=str(tmp_path))
     return s, c, svc
-
-
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.stop()
 
 
 @pytest.mark.parametrize("example,service_addr,local_addr", [

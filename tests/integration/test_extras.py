@@ -9,15 +9,8 @@ import urllib.request
 import pytest
 
 from conftest import free_port, wait_port, wait_until
-from helpers import (EchoServer, Tunnel, client_config, recv_all, server_config,
+from helpers import (Tunnel, client_config, recv_all, server_config,
                      transfer_checked, wait_tunnel)
-
-
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.stop()
 
 
 def http(url, method="GET", token=None):

@@ -17,13 +17,6 @@ from helpers import EchoServer, Tunnel, echo_once, transfer_checked, wait_tunnel
 from proc_stats import cpu_seconds, fd_count, is_asan, raise_nofile, wait_fds_at_most
 
 
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.stop()
-
-
 def start_transfers(port, n=4, nbytes=64 << 20):
     """n paced transfers in the background; errors are expected (a side dies)."""
     def one():

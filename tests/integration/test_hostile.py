@@ -28,13 +28,6 @@ def sha256(b):
 
 
 @pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
 def tunnel(procs, echo):
     t = Tunnel(procs, local_port=echo.port, env={"RATHOLE_LOG": "info"}).start()
     wait_tunnel(t.service_port)

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from conftest import RATHOLE, free_port, run_rathole
-from helpers import EchoServer, PathRelay, Tunnel, echo_once, transfer_checked, wait_tunnel
+from helpers import PathRelay, Tunnel, echo_once, transfer_checked, wait_tunnel
 
 
 def genkey():
@@ -26,13 +26,6 @@ def noise_block(side, pattern=None, local=None, remote=None):
     if remote:
         lines.append(f'remote_public_key = "{remote}"')
     return "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.stop()
 
 
 def noise_tunnel(procs, echo, pattern):

@@ -11,14 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port, port_open, wait_port_closed, wait_until
-from helpers import EchoServer, Tunnel, echo_once, recv_all, transfer_checked, wait_tunnel
-
-
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.stop()
+from helpers import EchoServer, Tunnel, echo_once, recv_all, recv_digest, transfer_checked, wait_tunnel
 
 
 @pytest.fixture
@@ -110,17 +103,10 @@ def test_256mib_checksum(procs, direction):
     t = Tunnel(procs, local_port=ls.getsockname()[1]).start()
     with socket.create_connection(("127.0.0.1", t.service_port), timeout=60) as s:
         s.sendall(b"size")
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            d = s.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
+        n, got = recv_digest(s)
     ls.close()
     assert n == size
-    assert h.hexdigest() == digest.hexdigest()
+    assert got == digest.hexdigest()
 
 
 def test_half_close(procs):
