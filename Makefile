@@ -8,6 +8,7 @@
 #   make valgrind        a tunnel session under valgrind (fails on errors and leaks)
 #   make TLS=0           without TLS (no tls transport, websocket over TCP only, no -lssl)
 #   make static          fully static binary (glibc), stripped copy in ./rathole-static
+#   make OSSL_DLOPEN=0   OpenSSL linked instead of loaded on demand (build/release-linked)
 #   make CC=aarch64-linux-gnu-gcc   cross build (the build directory names the target)
 #   make cross-test ARCH=aarch64|armhf   cross build + unit tests under qemu-user
 #   make install PREFIX=/usr/local DESTDIR=   (and make uninstall)
@@ -66,6 +67,18 @@ LDLIBS   += -lssl -lcrypto -lpthread
 LDFLAGS  += $(LDSAN) $(LDSTATIC)
 ifneq ($(TLS),1)
 LDLIBS   := $(filter-out -lssl,$(LDLIBS))
+endif
+# OpenSSL is loaded at run time when a transport needs it (src/ossl.h): a
+# process on the tcp transport never maps it. A static build links it.
+ifeq ($(STATIC),1)
+OSSL_DLOPEN := 0
+endif
+OSSL_DLOPEN ?= 1
+ifeq ($(OSSL_DLOPEN),1)
+CPPFLAGS += -DRATHOLE_OSSL_DLOPEN
+LDLIBS   := $(filter-out -lssl -lcrypto,$(LDLIBS))
+else ifneq ($(STATIC),1)
+VARIANT  := $(VARIANT)-linked
 endif
 
 ifeq ($(TRIPLET),$(NATIVE))

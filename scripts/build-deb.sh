@@ -41,6 +41,9 @@ want=$(cd "$tmp/rathole" && dpkg-parsechangelog -S Version)
 	{ echo "build-deb: the binary says \"$version\", debian/changelog says $want"; fail=1; }
 grep -q "^ExecStart=/usr/bin/rathole " "$tmp/root/lib/systemd/system/ratholes.service" ||
 	{ echo "build-deb: ratholes.service does not run /usr/bin/rathole"; fail=1; }
+# OpenSSL is dlopen()ed, so the dependency on it is ours to declare
+dpkg-deb -f "$deb" Depends | grep -q "libssl3" ||
+	{ echo "build-deb: the package does not depend on OpenSSL (libssl3)"; fail=1; }
 [ $fail -eq 0 ] || exit 1
 echo "== $(basename "$deb"): $(wc -l < "$tmp/files") entries, $(du -k "$deb" | cut -f1) KiB; packaged binary: $version"
 echo "   Depends: $(dpkg-deb -f "$deb" Depends)"

@@ -8,11 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
 #include "list.h"
 #include "log.h"
 #include "net.h"
+#include "secmem.h"
 
 #define API_MAX_CONNS	64
 #define API_TIMEOUT_MS	5000
@@ -223,7 +222,7 @@ static bool authorized(const struct api *a, const struct http_request *req)
 	tlen = strlen(a->token);
 	if (!req->auth || req->auth_len != 7 + tlen || strncasecmp(req->auth, "Bearer ", 7) != 0)
 		return false;
-	return CRYPTO_memcmp(req->auth + 7, a->token, tlen) == 0;
+	return secure_equal(req->auth + 7, a->token, tlen);
 }
 
 static void route(struct apiconn *c, const struct http_request *req)
@@ -446,7 +445,7 @@ void api_free(struct api *a)
 	loop_unwatch(a->loop, &a->lw);
 	close(a->lfd);
 	if (a->token)
-		OPENSSL_cleanse(a->token, strlen(a->token));
+		explicit_bzero(a->token, strlen(a->token));
 	free(a->token);
 	free(a);
 }

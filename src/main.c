@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "noise.h"
+#include "ossl.h"
 #include "proxy.h"
 #include "transport.h"
 
@@ -134,9 +135,14 @@ static int genkey(const char *curve)
 {
 	uint8_t priv[NOISE_KEY_LEN], pub[NOISE_KEY_LEN];
 	char bpriv[BASE64_ENCODED_LEN(NOISE_KEY_LEN) + 1], bpub[BASE64_ENCODED_LEN(NOISE_KEY_LEN) + 1];
+	char err[256];
 
 	if (curve && strcmp(curve, "x25519") != 0) {
 		fprintf(stderr, "rathole: curve %s is not supported: use x25519\n", curve);
+		return 1;
+	}
+	if (ossl_load(err, sizeof err) < 0) {
+		fprintf(stderr, "rathole: --genkey: %s\n", err);
 		return 1;
 	}
 	if (noise_generate_keypair(priv, pub) < 0) {

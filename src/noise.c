@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -364,7 +363,7 @@ static int cipher_set_key(struct noise_cipher *c, const struct cipher_def *def,
 static void cipher_wipe(struct noise_cipher *c)
 {
 	EVP_CIPHER_CTX_free(c->ctx);
-	OPENSSL_cleanse(c, sizeof *c);
+	explicit_bzero(c, sizeof *c);
 }
 
 /* One AEAD operation with nonce n. in and out may be the same buffer (not
@@ -437,7 +436,7 @@ static long cipher_decrypt_ad(struct noise_cipher *c, const uint8_t *ad, size_t 
 	plen = len - NOISE_TAG_LEN;
 	memcpy(tag, in + plen, NOISE_TAG_LEN);
 	if (aead(c, 0, c->n, ad, adlen, in, out, plen, tag) < 0) {
-		OPENSSL_cleanse(out, plen);
+		explicit_bzero(out, plen);
 		return -1;
 	}
 	c->n++;
@@ -472,7 +471,7 @@ int noise_cipher_rekey(struct noise_cipher *c)
 		c->n = n;	/* REKEY keeps the nonce (section 4.2) */
 		rc = 0;
 	}
-	OPENSSL_cleanse(k, sizeof k);
+	explicit_bzero(k, sizeof k);
 	return rc;
 }
 
@@ -539,8 +538,8 @@ static int hmac(struct hasher *hs, const uint8_t *key, size_t keylen,
 	if (rc == 0)
 		rc = hash_chunks(hs, (struct chunk[]){ { pad, block },
 				 { inner, hs->def->len } }, 2, out);
-	OPENSSL_cleanse(pad, sizeof pad);
-	OPENSSL_cleanse(inner, sizeof inner);
+	explicit_bzero(pad, sizeof pad);
+	explicit_bzero(inner, sizeof inner);
 	return rc;
 }
 
@@ -560,7 +559,7 @@ static int hkdf(struct hasher *hs, const uint8_t *ck, const uint8_t *ikm, size_t
 		rc = hmac(hs, temp, hl, out1, hl, &two, 1, out2);
 	if (rc == 0 && out3)
 		rc = hmac(hs, temp, hl, out2, hl, &three, 1, out3);
-	OPENSSL_cleanse(temp, sizeof temp);
+	explicit_bzero(temp, sizeof temp);
 	return rc;
 }
 
@@ -595,14 +594,14 @@ static int keypair_generate(struct keypair *kp)
 
 	if (RAND_priv_bytes(priv, sizeof priv) == 1)
 		rc = keypair_from_private(kp, priv);
-	OPENSSL_cleanse(priv, sizeof priv);
+	explicit_bzero(priv, sizeof priv);
 	return rc;
 }
 
 static void keypair_wipe(struct keypair *kp)
 {
 	EVP_PKEY_free(kp->pkey);
-	OPENSSL_cleanse(kp, sizeof *kp);
+	explicit_bzero(kp, sizeof *kp);
 }
 
 /* DH(kp, pub). An all-zero result (a low-order peer key) is rejected, as
@@ -622,7 +621,7 @@ static int dh(const struct keypair *kp, const uint8_t pub[DH_LEN], uint8_t out[D
 		rc = acc ? 0 : -1;
 	}
 	if (rc < 0)
-		OPENSSL_cleanse(out, DH_LEN);
+		explicit_bzero(out, DH_LEN);
 	EVP_PKEY_CTX_free(ctx);
 	EVP_PKEY_free(peer);
 	return rc;
@@ -633,7 +632,7 @@ int noise_generate_keypair(uint8_t priv[NOISE_KEY_LEN], uint8_t pub[NOISE_KEY_LE
 	if (RAND_priv_bytes(priv, NOISE_KEY_LEN) != 1)
 		return -1;
 	if (noise_public_key(priv, pub) < 0) {
-		OPENSSL_cleanse(priv, NOISE_KEY_LEN);
+		explicit_bzero(priv, NOISE_KEY_LEN);
 		return -1;
 	}
 	return 0;
@@ -687,7 +686,7 @@ static int mix_key(struct noise_hs *hs, const uint8_t *ikm, size_t len)
 	rc = hkdf(&hs->hasher, hs->ck, ikm, len, hs->ck, temp_k, NULL);
 	if (rc == 0)	/* only the first 32 bytes of a 64-byte output are a key */
 		rc = cipher_set_key(&hs->cs, hs->proto.cipher, temp_k);
-	OPENSSL_cleanse(temp_k, sizeof temp_k);
+	explicit_bzero(temp_k, sizeof temp_k);
 	return rc;
 }
 
@@ -709,7 +708,7 @@ static long decrypt_and_hash(struct noise_hs *hs, const uint8_t *in, size_t len,
 	if (n < 0)
 		return -1;
 	if (mix_hash(hs, in, len) < 0) {
-		OPENSSL_cleanse(out, (size_t)n);
+		explicit_bzero(out, (size_t)n);
 		return -1;
 	}
 	return n;
@@ -748,7 +747,7 @@ static int mix_dh_token(struct noise_hs *hs, int tok)
 	rc = dh(mine, theirs, out);
 	if (rc == 0)
 		rc = mix_key(hs, out, DH_LEN);
-	OPENSSL_cleanse(out, sizeof out);
+	explicit_bzero(out, sizeof out);
 	return rc;
 }
 
@@ -999,9 +998,9 @@ int noise_hs_split(struct noise_hs *hs, struct noise_cipher **send,
 		noise_cipher_free(c2);
 	}
 	/* Nothing secret is needed any more: only h stays, for noise_hs_hash. */
-	OPENSSL_cleanse(k1, sizeof k1);
-	OPENSSL_cleanse(k2, sizeof k2);
-	OPENSSL_cleanse(hs->ck, sizeof hs->ck);
+	explicit_bzero(k1, sizeof k1);
+	explicit_bzero(k2, sizeof k2);
+	explicit_bzero(hs->ck, sizeof hs->ck);
 	cipher_wipe(&hs->cs);
 	keypair_wipe(&hs->e);
 	keypair_wipe(&hs->s);
@@ -1029,6 +1028,6 @@ void noise_hs_free(struct noise_hs *hs)
 	keypair_wipe(&hs->s);
 	keypair_wipe(&hs->e);
 	EVP_MD_CTX_free(hs->hasher.ctx);
-	OPENSSL_cleanse(hs, sizeof *hs);
+	explicit_bzero(hs, sizeof *hs);
 	free(hs);
 }

@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
-#include <openssl/crypto.h>
 
+#include "secmem.h"
 #include "sha256.h"
 
 static void put_u32le(uint8_t *p, uint32_t v)
@@ -83,7 +83,7 @@ void proto_session_key(const char *token, const uint8_t nonce[PROTO_DIGEST_LEN],
 
 bool proto_digest_equal(const uint8_t *a, const uint8_t *b)
 {
-	return CRYPTO_memcmp(a, b, PROTO_DIGEST_LEN) == 0;
+	return secure_equal(a, b, PROTO_DIGEST_LEN);
 }
 
 int proto_random(void *buf, size_t len)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "ossl.h"
 #include "proxy.h"
 
 /* ---- the transport factory ---- */
@@ -62,6 +63,8 @@ struct transport *transport_new(const struct transport_config *cfg, bool server,
 		if (proxy_parse_url(cfg->tcp.proxy, t->proxy, err, errlen) < 0)
 			goto fail;
 	}
+	if (impl->openssl && ossl_load(err, errlen) < 0)
+		goto fail;
 	if (impl->init && impl->init(t, err, errlen) < 0)
 		goto fail;
 	return t;

@@ -85,6 +85,7 @@ struct stream {
 
 struct transport_impl {
 	const char *name;
+	bool openssl;	/* calls OpenSSL: transport_new() loads it first (ossl.h) */
 	/* Prepares shared state (contexts, keys). Returns 0 or -1 with err. */
 	int (*init)(struct transport *t, char *err, size_t errlen);
 	void (*fini)(struct transport *t);

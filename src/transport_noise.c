@@ -24,11 +24,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include <openssl/crypto.h>
-
 #include "base64.h"
 #include "log.h"
 #include "noise.h"
+#include "secmem.h"
 
 #define NOISE_DEFAULT_PATTERN	"Noise_NK_25519_ChaChaPoly_BLAKE2s"
 #define RECORD_HDR		2
@@ -231,7 +230,7 @@ static int hs_check_pinned_key(struct noise_stream *ns)
 	const struct noise_shared *sh = ns->s.t->priv;
 	const uint8_t *rs = noise_hs_remote_static(ns->hs);
 
-	if (!sh->has_remote || !rs || CRYPTO_memcmp(rs, sh->remote_public, NOISE_KEY_LEN) == 0)
+	if (!sh->has_remote || !rs || secure_equal(rs, sh->remote_public, NOISE_KEY_LEN))
 		return 0;
 	return ns_error(ns, "noise handshake failed: the %s's static key does not match "
 			"remote_public_key", peer_name(&ns->s));
@@ -264,11 +263,11 @@ static int hs_read_message(struct noise_stream *ns)
 	}
 	if (noise_hs_read(ns->hs, ns->buf + ns->wire_off + RECORD_HDR, (size_t)mlen,
 			  payload, sizeof payload) < 0) {
-		OPENSSL_cleanse(payload, sizeof payload);
+		explicit_bzero(payload, sizeof payload);
 		return ns_error(ns, "noise handshake failed: the %s's handshake message is "
 				"malformed or does not authenticate (%s)", peer_name(&ns->s), hs_hint(&ns->s));
 	}
-	OPENSSL_cleanse(payload, sizeof payload);
+	explicit_bzero(payload, sizeof payload);
 	rxbuf_drop_record(ns, (size_t)mlen);
 	return hs_check_pinned_key(ns);
 }
@@ -565,7 +564,7 @@ static int noise_init(struct transport *t, char *err, size_t errlen)
 	return 0;
 fail:
 	free(sh->pattern);
-	OPENSSL_cleanse(sh, sizeof *sh);
+	explicit_bzero(sh, sizeof *sh);
 	free(sh);
 	return -1;
 }
@@ -575,13 +574,14 @@ static void noise_fini(struct transport *t)
 	if (!t->priv)
 		return;
 	free(((struct noise_shared *)t->priv)->pattern);
-	OPENSSL_cleanse(t->priv, sizeof(struct noise_shared));
+	explicit_bzero(t->priv, sizeof(struct noise_shared));
 	free(t->priv);
 	t->priv = NULL;
 }
 
 const struct transport_impl transport_noise = {
 	.name = "noise",
+	.openssl = true,
 	.init = noise_init,
 	.fini = noise_fini,
 	.wrap = noise_wrap,

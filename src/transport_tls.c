@@ -705,6 +705,7 @@ static struct stream *tls_wrap(struct transport *t, int fd, bool server)
 
 const struct transport_impl transport_tls = {
 	.name = "tls",
+	.openssl = true,
 	.init = tls_init,
 	.fini = tls_fini,
 	.wrap = tls_wrap,

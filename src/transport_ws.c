@@ -1012,6 +1012,7 @@ fail:
 
 const struct transport_impl transport_websocket = {
 	.name = "websocket",
+	.openssl = true,
 	.init = ws_init,
 	.fini = ws_fini,
 	.wrap = ws_wrap,

@@ -19,12 +19,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "ossl.h"
 #include "transport.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,6 +34,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* Logging is off while fuzzing (speed); FUZZ_LOG=trace turns it on, and the
  * replay main() turns it on so format strings see every regression input. */
+/* For targets that call the noise or websocket code directly: OpenSSL is
+ * loaded first, as transport_new() does (src/ossl.h). */
+static inline void fuzz_load_openssl(void)
+{
+	char err[256];
+
+	if (ossl_load(err, sizeof err) < 0) {
+		fprintf(stderr, "%s\n", err);
+		abort();
+	}
+}
+
 static inline void fuzz_quiet_logs(void)
 {
 	const char *v = getenv("FUZZ_LOG");

@@ -24,6 +24,7 @@ static uint8_t priv[2][NOISE_KEY_LEN], pub[2][NOISE_KEY_LEN], eph[2][NOISE_KEY_L
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_quiet_logs();
+	fuzz_load_openssl();
 	for (int i = 0; i < 2; i++) {
 		memset(priv[i], 0x41 + i, NOISE_KEY_LEN);
 		memset(eph[i], 0x61 + i, NOISE_KEY_LEN);

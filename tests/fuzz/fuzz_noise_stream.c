@@ -23,6 +23,7 @@ static uint8_t spriv[32], spub[32], cpriv[32], cpub[32];
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_quiet_logs();
+	fuzz_load_openssl();
 	memset(spriv, 0x53, sizeof spriv);
 	memset(cpriv, 0x43, sizeof cpriv);
 	if (noise_public_key(spriv, spub) < 0 || noise_public_key(cpriv, cpub) < 0)

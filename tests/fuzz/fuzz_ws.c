@@ -22,6 +22,7 @@ static const char valid_request[] =
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_quiet_logs();
+	fuzz_load_openssl();
 	return 0;
 }
 

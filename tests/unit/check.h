@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ossl.h"
+
 static int check_failures;
 static int check_count;
 
@@ -35,6 +37,18 @@ static inline int check_report(const char *name)
 {
 	printf("%-16s %d checks, %d failed\n", name, check_count, check_failures);
 	return check_failures ? 1 : 0;
+}
+
+/* For tests that call the noise, TLS or websocket code directly: OpenSSL
+ * is loaded first, as transport_new() and --genkey do (src/ossl.h). */
+static inline void load_openssl(void)
+{
+	char err[256];
+
+	if (ossl_load(err, sizeof err) < 0) {
+		fprintf(stderr, "%s\n", err);
+		exit(1);
+	}
 }
 
 /* Directory of the shared conformance data (../shared/testdata by default). */

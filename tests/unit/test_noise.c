@@ -605,6 +605,7 @@ static void test_keys(void)
 
 int main(void)
 {
+	load_openssl();
 	test_vectors();
 	test_tampering();
 	test_wrong_keys();

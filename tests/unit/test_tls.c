@@ -280,6 +280,7 @@ static void test_eof_without_close_notify(void)
 
 int main(void)
 {
+	load_openssl();
 	signal(SIGPIPE, SIG_IGN);
 	log_level = LOG_WARN;
 	dir = sp_tmpdir();

@@ -628,6 +628,7 @@ out:
 
 int main(void)
 {
+	load_openssl();
 	test_patterns();
 	test_server_generates_key();
 	test_config_errors();

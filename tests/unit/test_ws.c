@@ -693,6 +693,7 @@ static void test_client_side(void)
 
 int main(void)
 {
+	load_openssl();
 	signal(SIGPIPE, SIG_IGN);
 	log_level = LOG_WARN;
 	dir = sp_tmpdir();
