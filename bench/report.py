@@ -169,7 +169,7 @@ def table_rows(loads, summary, targets):
                 continue
             txt = fmt_value(c.get(load.metric), load.unit)
             if t != "direct" and c.get("ratio") is not None:
-                txt += " (%.2fx)" % c["ratio"]
+                txt += " (%s)" % fmt_ratio(c["ratio"])
             cells.append(txt)
         rows.append(["%s, %s" % (load.title, load.unit)] + cells)
         for key, label in (("p50_ms", "p50 latency, ms"), ("p99_ms", "p99 latency, ms"),

@@ -10,7 +10,8 @@ import threading
 import time
 
 from conftest import wait_until
-from helpers import EchoServer, echo_once, recv_all, recv_digest, transfer_checked, wait_tunnel
+from helpers import (EchoServer, echo_once, listen_tcp, recv_all, recv_digest, transfer_checked,
+                     wait_tunnel)
 
 # half_close=False: the visitor never half-closes; it reads the echo back up to
 # the length it sent, then closes. Needed through proxies (tinyproxy,
@@ -81,10 +82,7 @@ def check_download(start, size=64 << 20):
     want = hashlib.sha256()
     for i in range(chunks):
         want.update(bytes([i & 0xFF]) + block[1:])
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(16)
-    ls.settimeout(1)
+    ls = listen_tcp(backlog=16, timeout=1)
     stop = []
 
     def source():
@@ -176,10 +174,7 @@ def check_concurrent(start, n=200):
 def check_half_close(start, size=3 << 20):
     """The visitor sends, shuts down its write side, and still receives the
     whole reply, which the service sends only after seeing that end."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(8)
-    ls.settimeout(1)
+    ls = listen_tcp(backlog=8, timeout=1)
     stop = []
 
     def service():

@@ -14,16 +14,39 @@ import time
 from conftest import free_port, wait_until
 
 
+def listen_tcp(host="127.0.0.1", port=0, backlog=64, timeout=0.2):
+    """A listening TCP socket on host:port (port 0: a free one) with an
+    accept timeout (None: non-blocking)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(backlog)
+    if timeout is None:
+        s.setblocking(False)
+    else:
+        s.settimeout(timeout)
+    return s
+
+
+def accepted(ls, stopping):
+    """The connections accepted on ls (made by listen_tcp) until stopping()
+    says so or ls is closed."""
+    while not stopping():
+        try:
+            c, _ = ls.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        yield c
+
+
 class EchoServer:
     """A TCP echo server on one thread (selectors), for many connections."""
 
     def __init__(self, host="127.0.0.1", port=0, backlog=4096):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(backlog)
-        self.sock.setblocking(False)
+        self.sock = listen_tcp(host, port, backlog, timeout=None)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self._stop = False
@@ -150,11 +173,7 @@ class PathRelay:
 
     def __init__(self, target):
         self.target = target
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(64)
-        self.ls.settimeout(0.2)
+        self.ls = listen_tcp()
         self.port = self.ls.getsockname()[1]
         self.pairs = []
         self._stop = False
@@ -165,13 +184,7 @@ class PathRelay:
         return data
 
     def _accept(self):
-        while not self._stop:
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
+        for c in accepted(self.ls, lambda: self._stop):
             pair = PathPair(c, socket.create_connection(("127.0.0.1", self.target)))
             self.pairs.append(pair)
             threading.Thread(target=self._pipe, args=(pair, False), daemon=True).start()

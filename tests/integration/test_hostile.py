@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import RATHOLE, free_port, wait_until
-from helpers import EchoServer, Tunnel, client_config, echo_once, recv_all, server_config, wait_tunnel
+from helpers import (EchoServer, Tunnel, accepted, client_config, echo_once, listen_tcp, recv_all,
+                     server_config, wait_tunnel)
 from proc_stats import Stopwatch, fd_count, is_asan, raise_nofile, rss_kib, wait_fds_at_most
 from test_protocol_peer import FakeServer, control_hello, data_hello, hand_control_channel, read_exact, u32
 
@@ -320,10 +321,7 @@ class Firehose:
     """A local service that writes to each connection as fast as it can."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
+        self.sock = listen_tcp(backlog=16)
         self.port = self.sock.getsockname()[1]
         self.sent = 0
         self._stop = False
@@ -360,24 +358,16 @@ class Sink:
     """A local service that accepts and never reads."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock = listen_tcp(backlog=16)
         self.port = self.sock.getsockname()[1]
-        self.sock.settimeout(0.2)
         self.conns = []
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
     def _run(self):
-        while not self._stop:
-            try:
-                self.conns.append(self.sock.accept()[0])
-            except socket.timeout:
-                continue
-            except OSError:
-                break
+        for c in accepted(self.sock, lambda: self._stop):
+            self.conns.append(c)
         close_all(self.conns)
         self.sock.close()
 

@@ -8,7 +8,8 @@ import threading
 import time
 
 from conftest import free_port, port_open, wait_until
-from helpers import EchoServer, UdpEcho, client_config, recv_all, server_config
+from helpers import (EchoServer, UdpEcho, accepted, client_config, listen_tcp, recv_all,
+                     server_config)
 
 
 def sha256(b):
@@ -126,11 +127,7 @@ class FakeServer:
     """Accepts our client's connections and runs a script per connection."""
 
     def __init__(self, handler):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
+        self.sock = listen_tcp()
         self.port = self.sock.getsockname()[1]
         self.handler = handler
         self.conns = []
@@ -141,13 +138,7 @@ class FakeServer:
         self._t.start()
 
     def _run(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
+        for c in accepted(self.sock, lambda: self._stop):
             c.settimeout(10)
             self.conns.append(c)
             self.times.append(time.monotonic())
