@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import loads as L  # noqa: E402
 import report  # noqa: E402
-from services import (BenchError, Proc, SshTunnel, TRANSPORTS, Tunnel,  # noqa: E402
-                      make_noise_keys, make_tls_identity, need_tools, port_listening,
-                      start_echo, start_iperf3, start_nginx, start_socat_chain)
+from services import (BenchError, DEFAULT_TRANSPORTS, Proc, SshTunnel,  # noqa: E402
+                      TLS_TRANSPORTS, TRANSPORTS, Tunnel, make_noise_keys,
+                      make_tls_identity, need_tools, port_listening, start_echo, start_iperf3, start_nginx, start_socat_chain)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -372,7 +372,7 @@ def run(opts, workdir, logdir):
     say("binary: %.1f KiB stripped" % binary["stripped_kib"])
 
     keys = {"noise": make_noise_keys(rathole)}
-    if "tls" in opts.transports:
+    if any(t in TLS_TRANSPORTS for t in opts.transports):
         keys["tls"] = make_tls_identity(workdir)
     iperf = start_iperf3(logdir)
     nginx = start_nginx(workdir, logdir)
@@ -490,7 +490,9 @@ def parse(argv):
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=int, help="seconds per run")
     ap.add_argument("--only", help="comma-separated load names")
-    ap.add_argument("--transports", default=",".join(TRANSPORTS))
+    ap.add_argument("--transports", default=",".join(DEFAULT_TRANSPORTS),
+                    help="comma-separated, of %s (default: %s)" % (
+                        ",".join(TRANSPORTS), ",".join(DEFAULT_TRANSPORTS)))
     ap.add_argument("--udp-rates", default="100,300,500")
     ap.add_argument("--no-held", dest="held", action="store_false")
     ap.add_argument("--held", type=int, dest="held_n",

@@ -253,26 +253,30 @@ def make_noise_keys(rathole):
 
 # ---- the tunnel ----
 
-TRANSPORTS = ("tcp", "noise", "tls", "websocket")
+TRANSPORTS = ("tcp", "noise", "tls", "websocket", "wss")	# wss: websocket over TLS
+DEFAULT_TRANSPORTS = TRANSPORTS[:4]	# wss on request (--transports), like the rest
+TLS_TRANSPORTS = ("tls", "wss")		# need the test certificate
 
 
 def transport_sections(role, transport, keys):
     if transport == "tcp":
         return ""
-    s = '[%s.transport]\ntype = "%s"\n' % (role, transport)
+    s = '[%s.transport]\ntype = "%s"\n' % (role, "websocket" if transport == "wss" else transport)
     if transport == "noise":
         if role == "server":
             s += '[server.transport.noise]\nlocal_private_key = "%s"\n' % keys["noise"]["private"]
         else:
             s += '[client.transport.noise]\nremote_public_key = "%s"\n' % keys["noise"]["public"]
-    elif transport == "tls":
+    if transport == "wss":
+        s += "[%s.transport.websocket]\ntls = true\n" % role
+    if transport in TLS_TRANSPORTS:
         if role == "server":
             s += ('[server.transport.tls]\npkcs12 = "%s"\npkcs12_password = "%s"\n'
                   % (keys["tls"]["pkcs12"], keys["tls"]["password"]))
         else:
             s += ('[client.transport.tls]\ntrusted_root = "%s"\nhostname = "localhost"\n'
                   % keys["tls"]["ca"])
-    elif transport == "websocket":
+    if transport == "websocket":
         s += "[%s.transport.websocket]\ntls = false\n" % role
     return s
 

@@ -43,10 +43,23 @@ int ossl_load(char *err, size_t errlen)
  * function missing here fails the link. */
 #define LIBCRYPTO_FUNCTIONS(F, V) \
 	F(int, ASN1_TIME_print, (BIO *bp, const ASN1_TIME *tm), (bp, tm)) \
+	V(BIO_clear_flags, (BIO *b, int flags), (b, flags)) \
 	F(int, BIO_free, (BIO *a), (a)) \
+	F(void *, BIO_get_data, (BIO *a), (a)) \
+	F(int, BIO_get_new_index, (void), ()) \
+	V(BIO_meth_free, (BIO_METHOD *biom), (biom)) \
+	F(BIO_METHOD *, BIO_meth_new, (int type, const char *name), (type, name)) \
+	F(int, BIO_meth_set_ctrl, (BIO_METHOD *biom, long (*ctrl)(BIO *, int, long, void *)), \
+	  (biom, ctrl)) \
+	F(int, BIO_meth_set_write, (BIO_METHOD *biom, int (*write)(BIO *, const char *, int)), \
+	  (biom, write)) \
 	F(BIO *, BIO_new, (const BIO_METHOD *type), (type)) \
+	F(BIO *, BIO_new_socket, (int sock, int close_flag), (sock, close_flag)) \
 	F(int, BIO_read, (BIO *b, void *data, int dlen), (b, data, dlen)) \
 	F(const BIO_METHOD *, BIO_s_mem, (void), ()) \
+	V(BIO_set_data, (BIO *a, void *ptr), (a, ptr)) \
+	V(BIO_set_flags, (BIO *b, int flags), (b, flags)) \
+	V(BIO_set_init, (BIO *a, int init), (a, init)) \
 	V(ERR_clear_error, (void), ()) \
 	F(unsigned long, ERR_get_error, (void), ()) \
 	F(unsigned long, ERR_peek_last_error, (void), ()) \
@@ -134,6 +147,7 @@ int ossl_load(char *err, size_t errlen)
 	F(long, SSL_ctrl, (SSL *ssl, int cmd, long larg, void *parg), (ssl, cmd, larg, parg)) \
 	F(int, SSL_do_handshake, (SSL *s), (s)) \
 	V(SSL_free, (SSL *ssl), (ssl)) \
+	F(int, SSL_has_pending, (const SSL *s), (s)) \
 	F(X509_VERIFY_PARAM *, SSL_get0_param, (SSL *ssl), (ssl)) \
 	F(const SSL_CIPHER *, SSL_get_current_cipher, (const SSL *s), (s)) \
 	F(int, SSL_get_error, (const SSL *s, int ret_code), (s, ret_code)) \
@@ -143,9 +157,9 @@ int ossl_load(char *err, size_t errlen)
 	F(int, SSL_read_ex, (SSL *ssl, void *buf, size_t num, size_t *readbytes), \
 	  (ssl, buf, num, readbytes)) \
 	F(int, SSL_set1_host, (SSL *s, const char *hostname), (s, hostname)) \
+	V(SSL_set_bio, (SSL *s, BIO *rbio, BIO *wbio), (s, rbio, wbio)) \
 	V(SSL_set_accept_state, (SSL *s), (s)) \
 	V(SSL_set_connect_state, (SSL *s), (s)) \
-	F(int, SSL_set_fd, (SSL *s, int fd), (s, fd)) \
 	V(SSL_set_hostflags, (SSL *s, unsigned int flags), (s, flags)) \
 	F(int, SSL_shutdown, (SSL *s), (s)) \
 	F(int, SSL_write_ex, (SSL *s, const void *buf, size_t num, size_t *written), \

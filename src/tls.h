@@ -23,6 +23,11 @@ struct tls_ctx;
 struct tls_session {
 	struct ssl_st *ssl;
 	const struct tls_ctx *ctx;
+	uint8_t *wbuf;		/* records of one large write, not yet sent (or NULL) */
+	uint32_t woff, wlen;	/* wbuf[woff, wlen) is still to send */
+	uint32_t taken;		/* plaintext written whose records wait in wbuf */
+	int fd;
+	bool batching;		/* collect records in wbuf instead of sending each */
 	bool done;		/* handshake finished */
 	bool fatal;		/* the session failed: no close_notify may follow */
 	bool sent_close;	/* our close_notify is out */
@@ -45,8 +50,10 @@ int tls_session_handshake(struct tls_session *ts, struct stream *s);
 /* Plaintext in: > 0 bytes, 0 at the end of the peer's stream (close_notify,
  * or an EOF without it, logged at debug), ST_AGAIN, ST_ERROR. */
 ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len);
-/* Plaintext out: > 0 bytes taken (at most one record per call), ST_AGAIN,
- * ST_ERROR. A retry after ST_AGAIN must offer the same bytes again. */
+/* Plaintext out: > 0 bytes taken (as many records as the socket takes;
+ * those of one call leave in one send), ST_AGAIN, ST_ERROR. A retry after
+ * ST_AGAIN must offer the same bytes again (at least as many): some of them
+ * may be encrypted already and waiting to be sent. */
 ssize_t tls_session_write(struct tls_session *ts, struct stream *s, const void *buf,
 			  size_t len);
 /* Sends close_notify once, then shuts the TCP write side: 0, ST_AGAIN, ST_ERROR.

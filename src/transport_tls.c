@@ -1,9 +1,9 @@
 /* The tls transport and the TLS sessions it shares with websocket-over-TLS.
  *
- * OpenSSL drives the socket itself (a socket BIO on the stream's fd), so the
- * non-blocking states map directly: SSL_ERROR_WANT_READ/WRITE become ST_AGAIN
- * with s->want = EPOLLIN/EPOLLOUT. Note that OpenSSL writes with write(), not
- * send(MSG_NOSIGNAL): the process must ignore SIGPIPE. */
+ * OpenSSL drives the socket itself (a socket BIO on the stream's fd for
+ * reading, wbio_write() for writing), so the non-blocking states map
+ * directly: SSL_ERROR_WANT_READ/WRITE become ST_AGAIN with s->want =
+ * EPOLLIN/EPOLLOUT. */
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -27,9 +27,12 @@
 
 #define PKCS12_FILE_MAX (1024 * 1024)	/* far above any real identity */
 #define TLS_READ_AHEAD (64 * 1024 + 512)	/* 4 full records with their overhead */
+#define TLS_CHUNK (64 * 1024)		/* plaintext moved per read or write: 4 records */
+#define TLS_WRITE_BUF (TLS_CHUNK + 4 * 256)	/* the records of TLS_CHUNK */
 
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
+	BIO_METHOD *write_method;	/* the sessions' write side (see wbio_write) */
 	bool server;
 	bool name_is_ip;	/* client: verify an IP address, send no SNI */
 	char name[NET_HOST_MAX];	/* client: the name to verify */
@@ -371,6 +374,110 @@ static int setup_common(SSL_CTX *ctx, bool server)
 	return 0;
 }
 
+/* ---- the write side of a session ----
+ *
+ * OpenSSL hands its write BIO one record at a time, at most 16 KiB of
+ * plaintext each. Sent one by one, every record costs a send and a wakeup
+ * of the receiver: while tls_session_write() encrypts more than a record,
+ * the records collect in ts->wbuf and leave in one send (bulk TLS 11-15 %
+ * less CPU per byte, docs/benchmarks.md, change 11). Everything else (handshake, small
+ * writes, alerts) is sent at once, without a copy. wbuf exists only while
+ * it holds bytes, so an idle session keeps no buffer. */
+
+/* Sends what wbuf holds: 0 when all is out (wbuf freed), -1 with errno. */
+static int send_collected(struct tls_session *ts)
+{
+	while (ts->woff < ts->wlen) {
+		ssize_t n = send(ts->fd, ts->wbuf + ts->woff, ts->wlen - ts->woff, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		ts->woff += (uint32_t)n;
+	}
+	free(ts->wbuf);
+	ts->wbuf = NULL;
+	ts->woff = ts->wlen = 0;
+	return 0;
+}
+
+static int write_failed(BIO *b)
+{
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		BIO_set_flags(b, BIO_FLAGS_WRITE | BIO_FLAGS_SHOULD_RETRY);
+	return -1;
+}
+
+static int wbio_write(BIO *b, const char *data, int len)
+{
+	struct tls_session *ts = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_flags(b, BIO_FLAGS_RWS | BIO_FLAGS_SHOULD_RETRY);
+	if (len <= 0)
+		return 0;
+	/* collected bytes go first; a full buffer makes room by sending */
+	if (ts->wlen && (!ts->batching || ts->wlen + (size_t)len > TLS_WRITE_BUF) &&
+	    send_collected(ts) < 0)
+		return write_failed(b);
+	if (ts->batching && (size_t)len <= TLS_WRITE_BUF) {
+		if (!ts->wbuf && !(ts->wbuf = malloc(TLS_WRITE_BUF))) {
+			errno = ENOMEM;
+			return -1;
+		}
+		memcpy(ts->wbuf + ts->wlen, data, (size_t)len);
+		ts->wlen += (uint32_t)len;
+		return len;
+	}
+	n = send(ts->fd, data, (size_t)len, MSG_NOSIGNAL);
+	return n >= 0 ? (int)n : write_failed(b);
+}
+
+static long wbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_session *ts = BIO_get_data(b);
+
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		BIO_clear_flags(b, BIO_FLAGS_RWS | BIO_FLAGS_SHOULD_RETRY);
+		if (send_collected(ts) == 0)
+			return 1;
+		write_failed(b);
+		return 0;
+	case BIO_CTRL_WPENDING:
+		return (long)(ts->wlen - ts->woff);
+	default:
+		return 0;
+	}
+}
+
+static BIO_METHOD *new_write_method(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "rathole tls");
+
+	if (m && (BIO_meth_set_write(m, wbio_write) != 1 || BIO_meth_set_ctrl(m, wbio_ctrl) != 1)) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	return m;
+}
+
+/* Sends the records collected by a write: 0 when all are out, ST_AGAIN
+ * (s->want set), ST_ERROR. */
+static int flush_records(struct tls_session *ts, struct stream *s)
+{
+	if (ts->wlen == 0 || send_collected(ts) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		s->want = EPOLLOUT;
+		return ST_AGAIN;
+	}
+	ts->fatal = true;
+	return stream_set_error(s, "TLS write: %s", strerror(errno));
+}
+
 struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, bool server,
 			    const char *remote_addr, char *err, size_t errlen)
 {
@@ -382,7 +489,8 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, bool server,
 	}
 	c->server = server;
 	c->ssl_ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-	if (!c->ssl_ctx || setup_common(c->ssl_ctx, server) < 0) {
+	c->write_method = new_write_method();
+	if (!c->ssl_ctx || !c->write_method || setup_common(c->ssl_ctx, server) < 0) {
 		snprintf(err, errlen, "cannot set up OpenSSL: %s", openssl_reason(NULL));
 		goto fail;
 	}
@@ -406,10 +514,28 @@ void tls_ctx_free(struct tls_ctx *c)
 	if (!c)
 		return;
 	SSL_CTX_free(c->ssl_ctx);
+	BIO_meth_free(c->write_method);
 	free(c);
 }
 
 /* ---- sessions ---- */
+
+/* Reads from the socket (OpenSSL reads ahead by itself); writes through
+ * wbio_write(). */
+static int set_bios(struct tls_session *ts, SSL *ssl)
+{
+	BIO *rb = BIO_new_socket(ts->fd, BIO_NOCLOSE), *wb = BIO_new(ts->ctx->write_method);
+
+	if (!rb || !wb) {
+		BIO_free(rb);
+		BIO_free(wb);
+		return -1;
+	}
+	BIO_set_data(wb, ts);
+	BIO_set_init(wb, 1);
+	SSL_set_bio(ssl, rb, wb);
+	return 0;
+}
 
 int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct stream *s)
 {
@@ -417,8 +543,9 @@ int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct str
 
 	memset(ts, 0, sizeof *ts);
 	ts->ctx = c;
+	ts->fd = s->fd;
 	ssl = SSL_new(c->ssl_ctx);
-	if (!ssl || SSL_set_fd(ssl, s->fd) != 1)
+	if (!ssl || set_bios(ts, ssl) < 0)
 		goto fail;
 	ts->ssl = ssl;
 	if (c->server) {
@@ -448,6 +575,8 @@ void tls_session_free(struct tls_session *ts)
 {
 	SSL_free(ts->ssl);
 	ts->ssl = NULL;
+	free(ts->wbuf);
+	ts->wbuf = NULL;
 }
 
 /* The client refused the server's certificate: one message per cause, with
@@ -582,20 +711,51 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 ssize_t tls_session_write(struct tls_session *ts, struct stream *s, const void *buf,
 			  size_t len)
 {
-	size_t n = 0;
+	size_t done = 0;
 	int rc;
 
 	if (ts->fatal)
 		return stream_set_error(s, "TLS write: the session has failed");
-	if (len > TLS_RECORD_MAX)
-		len = TLS_RECORD_MAX;
-	ERR_clear_error();
-	errno = 0;
-	rc = SSL_write_ex(ts->ssl, buf, len, &n);
-	if (rc == 1)
-		return (ssize_t)n;
-	rc = ssl_failure(ts, s, rc, errno, "write");
-	return rc == 0 ? stream_set_error(s, "TLS write: the session is closed") : rc;
+	/* Plaintext is reported written only once its records are out of the
+	 * buffer: until then the caller offers the same bytes again, as after
+	 * any ST_AGAIN. */
+	if (ts->taken) {
+		rc = flush_records(ts, s);
+		if (rc < 0)
+			return rc;
+		done = ts->taken;
+		ts->taken = 0;
+		return (ssize_t)done;
+	}
+	/* With SSL_MODE_ENABLE_PARTIAL_WRITE each call writes one record:
+	 * go on while the buffer takes them. A record refused with WANT_WRITE
+	 * stays pending inside OpenSSL; the caller offers the same bytes
+	 * again. */
+	ts->batching = len > TLS_RECORD_MAX;
+	for (;;) {
+		size_t n = 0;
+
+		ERR_clear_error();
+		errno = 0;
+		rc = SSL_write_ex(ts->ssl, (const uint8_t *)buf + done, len - done, &n);
+		if (rc != 1)
+			break;
+		done += n;
+		if (done == len)
+			break;
+	}
+	ts->batching = false;
+	if (done < len) {
+		rc = ssl_failure(ts, s, rc, errno, "write");
+		if (rc == 0)
+			return stream_set_error(s, "TLS write: the session is closed");
+		if (done == 0 || rc != ST_AGAIN)
+			return rc;
+	}
+	rc = flush_records(ts, s);
+	if (rc == ST_AGAIN)
+		ts->taken = done;
+	return rc < 0 ? rc : (ssize_t)done;
 }
 
 int tls_session_shutdown(struct tls_session *ts, struct stream *s)
@@ -618,6 +778,8 @@ int tls_session_shutdown(struct tls_session *ts, struct stream *s)
 		}
 	}
 	ts->sent_close = true;
+	if (!ts->fatal && flush_records(ts, s) == ST_AGAIN)
+		return ST_AGAIN;
 	shutdown(s->fd, SHUT_WR);
 	return 0;
 }
@@ -627,6 +789,7 @@ int tls_session_shutdown(struct tls_session *ts, struct stream *s)
 struct tls_stream {
 	struct stream s;
 	struct tls_session ts;
+	bool held_error;	/* fill() has an error to report after its plaintext */
 };
 
 #define TS(s) (&((struct tls_stream *)(s))->ts)
@@ -636,20 +799,33 @@ static int tls_handshake(struct stream *s)
 	return tls_session_handshake(TS(s), s);
 }
 
-/* One record per call; the relay peeks until ST_AGAIN, which also drains
- * plaintext that OpenSSL holds after the socket is empty. */
+/* Plaintext of the records OpenSSL has read ahead, up to TLS_CHUNK: the
+ * relay then writes it on with one send instead of one per 16 KiB record.
+ * An error after some plaintext is held for the next call, so that the
+ * plaintext is delivered and the error still reported (not taken for the
+ * end of the stream). */
 static ssize_t tls_fill(struct stream *s)
 {
+	struct tls_stream *t = (struct tls_stream *)s;
+	size_t got = 0;
 	ssize_t n;
 
-	if (stream_rx_reserve(s, TLS_RECORD_MAX) < 0)
+	if (t->held_error)
 		return ST_ERROR;
-	n = tls_session_read(TS(s), s, s->rx, s->rx_cap);
-	if (n > 0) {
-		s->rx_off = 0;
-		s->rx_len = (uint32_t)n;
-	}
-	return n;
+	if (stream_rx_reserve(s, TLS_CHUNK) < 0)
+		return ST_ERROR;
+	do {
+		n = tls_session_read(&t->ts, s, s->rx + got, s->rx_cap - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	} while (got < s->rx_cap && SSL_has_pending(t->ts.ssl));
+	if (got == 0)
+		return n;
+	t->held_error = n == ST_ERROR;
+	s->rx_off = 0;
+	s->rx_len = (uint32_t)got;
+	return (ssize_t)got;
 }
 
 static ssize_t tls_send_wire(struct stream *s, const uint8_t *p, size_t n)
@@ -693,7 +869,7 @@ static struct stream *tls_wrap(struct transport *t, int fd, bool server)
 
 	if (!s)
 		return NULL;
-	s->max_chunk = TLS_RECORD_MAX;
+	s->max_chunk = TLS_CHUNK;
 	if (tls_session_init(TS(s), t->priv, s) < 0) {
 		log_error("%s", s->err);
 		s->fd = -1;	/* transport_wrap() closes it */

@@ -333,6 +333,22 @@ def client_config(server_port, services, transport="", extra="", host="127.0.0.1
     return "".join(out)
 
 
+class TamperRelay(PathRelay):
+    """Flips one byte of the first connection that carries more than `after`
+    bytes from the server to the client."""
+
+    def __init__(self, target, after=200_000):
+        self.after = after
+        self.tampered = False
+        super().__init__(target)
+
+    def alter(self, pair, from_server, data):
+        if from_server and not self.tampered and pair.from_server > self.after:
+            self.tampered = True
+            data = data[:-1] + bytes([data[-1] ^ 0x40])
+        return data
+
+
 class Tunnel:
     """A server and a client process forwarding one TCP service to an echo server."""
 

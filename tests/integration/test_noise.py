@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from conftest import RATHOLE, free_port, run_rathole
-from helpers import PathRelay, Tunnel, echo_once, transfer_checked, wait_tunnel
+from helpers import TamperRelay, Tunnel, echo_once, transfer_checked, wait_tunnel
 
 
 def genkey():
@@ -96,22 +96,6 @@ def test_wrong_remote_public_key(procs, echo):
     t.client.wait_log("retrying in", timeout=5)
     assert t.server.alive() and t.client.alive()
     assert "service echo: listening on" not in t.server.stderr
-
-
-class TamperRelay(PathRelay):
-    """Flips one byte of the first connection that carries more than `after`
-    bytes from the server to the client."""
-
-    def __init__(self, target, after=200_000):
-        self.after = after
-        self.tampered = False
-        super().__init__(target)
-
-    def alter(self, pair, from_server, data):
-        if from_server and not self.tampered and pair.from_server > self.after:
-            self.tampered = True
-            data = data[:-1] + bytes([data[-1] ^ 0x40])
-        return data
 
 
 def test_tampered_ciphertext_closes_that_channel(procs, echo):

@@ -1,11 +1,13 @@
 """The tls transport through the whole tunnel: real server and client
 processes on loopback, certificates made at run time (the `pki` fixture)."""
+import time
+
 import pytest
 
 from checks import (check_concurrent, check_download, check_echo, check_echo_bulk,
                     check_half_close)
 from conftest import free_port, port_open, run_rathole
-from helpers import Tunnel, server_config
+from helpers import TamperRelay, Tunnel, echo_once, server_config, transfer_checked, wait_tunnel
 from pki import PASSWORD
 
 
@@ -49,6 +51,63 @@ def test_200_concurrent_connections(procs, pki):
 
 def test_half_close(procs, pki):
     check_half_close(lambda port: tls_tunnel(procs, pki, port).start())
+
+
+class RecordTamperRelay(TamperRelay):
+    """Passes the server's TLS records on whole; past `after` bytes on one
+    connection, holds two records, flips the last byte of the second (its
+    authentication tag), waits for the client to have read everything
+    before, and sends both at once: the client reads a good record and a
+    bad one in the same read."""
+
+    def __init__(self, target, after):
+        self.partial = {}		# id(pair) -> bytes of a record not yet whole
+        self.held = []
+        super().__init__(target, after)
+
+    def alter(self, pair, from_server, data):
+        if not from_server or self.tampered:
+            return data
+        buf = self.partial.get(id(pair), b"") + data
+        records = []
+        while len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[3:5], "big"):
+            n = 5 + int.from_bytes(buf[3:5], "big")
+            records.append(buf[:n])
+            buf = buf[n:]
+        self.partial[id(pair)] = buf
+        if pair.from_server <= self.after:
+            return b"".join(records)
+        self.held += records
+        if len(self.held) < 2:
+            return b""
+        good, bad = self.held[0], self.held[1]
+        self.tampered = True
+        time.sleep(0.3)
+        return good + bad[:-1] + bytes([bad[-1] ^ 0x40]) + b"".join(self.held[2:]) + buf
+
+
+def test_tampered_record_closes_that_channel(procs, pki, echo):
+    """A flipped byte in a record fails its authentication: the channel it
+    came on ends with the error (plaintext read ahead before the bad record
+    is delivered, then the error is reported, not taken for an end of
+    stream), and the tunnel serves the next visitor."""
+    t = tls_tunnel(procs, pki, echo.port)
+    t.start_server()
+    relay = RecordTamperRelay(t.server_port, after=1_000_000)
+    try:
+        t.client_text = t.client_text.replace(":%d\"" % t.server_port, ":%d\"" % relay.port)
+        t.start_client()
+        t.server.wait_log("service echo: listening on", timeout=15)
+        wait_tunnel(t.service_port)
+        with pytest.raises((AssertionError, OSError)):
+            sent, got, n = transfer_checked(t.service_port, 8 << 20, timeout=20)
+            assert sent == got
+        assert relay.tampered
+        t.client.wait_log("TLS read failed: decryption failed or bad record mac", timeout=10)
+        assert echo_once(t.service_port, b"still encrypted") == b"still encrypted"
+        assert t.client.stderr.count("control channel established") == 1
+    finally:
+        relay.stop()
 
 
 # ---- the client refuses the server: one clear line per attempt, retrying ----

@@ -262,8 +262,10 @@ static int dir_check(const struct dir *d)
 	if (d->failed)
 		return -1;
 	if (!d->shut || !d->eof) {
-		fprintf(stderr, "%s: timed out (%zu of %zu bytes received)\n", d->name, d->recvd,
-			d->total);
+		fprintf(stderr, "%s: timed out (%zu of %zu bytes received; %zu sealed, %zu of them "
+			"not yet sent; waiting for %s to write, %s to read)\n", d->name, d->recvd,
+			d->total, d->sent, d->wire_left, d->wwant == EPOLLOUT ? "EPOLLOUT" : "EPOLLIN",
+			d->rwant == EPOLLOUT ? "EPOLLOUT" : "EPOLLIN");
 		return -1;
 	}
 	if (d->recvd != d->total || d->wsum != d->rsum) {
