@@ -22,6 +22,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -227,6 +228,55 @@ def idle_memory(t):
         out["server_processes"] = len(pids_of(t.server))
         out["listener_kib"] = t.sshd.memory_kib()["VmRSS"]
     return out
+
+
+# What the protocol sends per visitor beside the visitor's own bytes
+# (shared/protocol.md): CreateDataChannel on the control channel, then on the
+# new data channel DataChannelHello and StartForwardTcp.
+CMD_BYTES, HELLO_BYTES, START_BYTES = 4, 37, 4
+
+
+def floor_costs(workdir, http_port, quick):
+    """The kernel's least CPU per request for the TCP work a tunnel adds
+    (bench/floor.c: both ends in one thread, no waiting, no epoll, no user
+    space). Keep-alive: the request and the response cross two more TCP
+    connections. Connection: close: two more TCP connections live and die
+    (the data channel, with its hello and command; and the visitor's and
+    the service's connections, of which the direct path has one), and the
+    control channel carries a command."""
+    exe = os.path.join(workdir, "floor")
+    r = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-O2", "-o", exe,
+                        os.path.join(HERE, "floor.c")], capture_output=True, text=True)
+    if r.returncode:
+        raise BenchError("cannot build bench/floor.c: %s" % r.stderr[-500:])
+    n_hop, n_conn = (20000, 4000) if quick else (100000, 20000)
+
+    def median_us(*args):
+        vals = []
+        for _ in range(3):
+            out = subprocess.run([exe] + [str(a) for a in args], capture_output=True, text=True,
+                                 timeout=300)
+            if out.returncode:
+                raise BenchError("floor %s: %s" % (" ".join(map(str, args)), out.stderr.strip()))
+            vals.append(float(out.stdout))
+        return statistics.median(vals)
+
+    ka_req, ka_resp = L.http_exchange_sizes(http_port)
+    cl_req, cl_resp = L.http_exchange_sizes(http_port, close=True)
+    hop = median_us("hop", ka_req, ka_resp, n_hop)
+    cmd = median_us("hop", CMD_BYTES, 0, n_hop)
+    conn = median_us("conn", cl_req, cl_resp, n_conn)
+    dc = median_us("conn", cl_req, cl_resp, n_conn, HELLO_BYTES, START_BYTES)
+    return {
+        "http_keepalive": {
+            "us": 2 * hop,
+            "how": "2 TCP hops carrying %d + %d bytes, %.1f us each" % (ka_req, ka_resp, hop)},
+        "http_close": {
+            "us": conn + dc + cmd,
+            "how": "2 TCP connection lives carrying %d + %d bytes (%.1f us; the data channel "
+                   "with its %d + %d protocol bytes, %.1f us) and a %d-byte command (%.1f us)"
+                   % (cl_req, cl_resp, conn, HELLO_BYTES, START_BYTES, dc, CMD_BYTES, cmd)},
+    }
 
 
 def static_idle(workdir, logdir, echo_port, keys):
@@ -466,19 +516,27 @@ def run(opts, workdir, logdir):
         st = static_idle(workdir, logdir, echo.port, keys)
         if st:
             idle["tcp (make static)"] = st
+    floor = {}
+    if any(l.name in ("http_keepalive", "http_close") for l in loads):
+        say("\nfloor: the kernel's least work for the tunnel's extra TCP hops (bench/floor.c)")
+        floor = floor_costs(workdir, nginx.port, opts.quick)
+        for name, f in floor.items():
+            say("  %-18s %.1f us per request: %s" % (name, f["us"], f["how"]))
     meta["background_cores"] = background
     summary = report.summarize(loads, results, opts.duration)
-    checks = report.check_targets(summary, held, idle, binary)
+    report.floor_ceilings(loads, results, floor)
+    checks = report.check_targets(summary, held, idle, binary, floor)
     say("")
-    say(report.render(meta, loads, summary, present, held, idle, binary, checks))
+    say(report.render(meta, loads, summary, present, held, idle, binary, checks, floor=floor))
 
     os.makedirs(opts.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if opts.quick else "")
     base = os.path.join(opts.out, "bench-" + stamp)
     report.write_json(base + ".json", {"meta": meta, "binary": binary, "idle": idle, "held": held,
-                                       "summary": summary, "targets": checks, "raw": results})
+                                       "summary": summary, "targets": checks, "raw": results,
+                                       "floor": floor})
     with open(base + ".md", "w") as f:
-        f.write(report.markdown(meta, loads, summary, present, held, idle, binary, checks))
+        f.write(report.markdown(meta, loads, summary, present, held, idle, binary, checks, floor))
     say("written: %s.json and %s.md" % (base, base))
     return 0
 

@@ -96,6 +96,33 @@ def wrk(port, duration, path="/small", close=False, threads=2, conns=64):
     return parse_wrk(r.stdout)
 
 
+def http_exchange_sizes(port, close=False, path="/small"):
+    """Bytes of the request wrk sends (its default headers) and of nginx's
+    answer: what the floor measurement moves per request."""
+    req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n"
+           % (path, port, "Connection: close\r\n" if close else "")).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(5)
+        s.sendall(req)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"content-length:\s*(\d+)", head, re.I)
+        if not m:
+            raise BenchError("nginx's answer has no Content-Length: %r" % head[:200])
+        need = int(m.group(1))
+        while len(body) < need:
+            d = s.recv(65536)
+            if not d:
+                break
+            body += d
+    return len(req), len(head) + 4 + need
+
+
 # ---- probes: does a service answer through this port? ----
 
 def http_ok(port, path="/small"):

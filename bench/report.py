@@ -37,24 +37,40 @@ def median_of(rounds, key):
     return statistics.median(vals) if vals else None
 
 
-def ceiling(load, direct_rounds, tunnel_cost):
-    """The ratio a CPU-bound machine allows: the direct run keeps the cores
-    busy for D per unit of work (load generator, service, kernel); through
-    the tunnel each unit costs D plus the tunnel's T, so at best the ratio
-    is D / (D + T)."""
-    if not load.higher_better or tunnel_cost is None or not direct_rounds:
+def machine_cost(load, direct_rounds):
+    """D: the machine's CPU per unit of work in the direct run (load
+    generator, service, kernel), where that run is CPU-bound (a single
+    iperf3 stream is bound by its two threads instead: then None)."""
+    if not load.higher_better or not direct_rounds:
         return None
     busy = median_of(direct_rounds, "cores_busy")
     rate = median_of(direct_rounds, load.metric)
-    # only where the direct run is CPU-bound (a single iperf3 stream is
-    # bound by its two threads instead: then the model says nothing)
     if not busy or not rate or busy < 0.9 * (os.cpu_count() or 1):
         return None
     if load.metric == "gbps":
-        d = busy * 8 / rate * 1e3		# CPU ms per GB
-    else:
-        d = busy / rate * 1e6			# CPU us per request
+        return busy * 8 / rate * 1e3		# CPU ms per GB
+    return busy / rate * 1e6			# CPU us per request
+
+
+def ceiling(load, direct_rounds, tunnel_cost):
+    """The ratio a CPU-bound machine allows: the direct run keeps the cores
+    busy for D per unit of work; through the tunnel each unit costs D plus
+    the tunnel's T, so at best the ratio is D / (D + T)."""
+    d = machine_cost(load, direct_rounds)
+    if d is None or tunnel_cost is None:
+        return None
     return d / (d + tunnel_cost)
+
+
+def floor_ceilings(loads, results, floor):
+    """With T the floor (the kernel's least work for the tunnel's extra TCP
+    hops), D / (D + T) bounds what any tunnel speaking this protocol can
+    reach on this machine."""
+    for load in loads:
+        f = floor.get(load.name)
+        if f:
+            f["d_us"] = machine_cost(load, results.get(load.name, {}).get("direct", []))
+            f["ceiling"] = ceiling(load, results.get(load.name, {}).get("direct", []), f["us"])
 
 
 def summarize(loads, results, duration):
@@ -81,25 +97,32 @@ def summarize(loads, results, duration):
     return summary
 
 
-def check_targets(summary, held, idle, binary):
-    """The issue's targets, each with the value measured in this run."""
+def check_targets(summary, held, idle, binary, floor=None):
+    """The issue's targets, each with the value measured in this run. A
+    ratio that even the floor does not allow is marked out of reach."""
     out = []
+    floor = floor or {}
 
     def get(load, target, key):
         return summary.get(load, {}).get(target, {}).get(key)
 
-    def add(name, goal, value, ok, shown):
+    def add(name, goal, value, ok, shown, out_of_reach=False):
         out.append({"target": name, "goal": goal, "value": value,
-                    "ok": None if value is None else bool(ok), "shown": shown})
+                    "ok": None if value is None else bool(ok), "shown": shown,
+                    "out_of_reach": out_of_reach})
 
     def ratio_shown(load, target):
         r, c = get(load, target, "ratio"), get(load, target, "ceiling")
-        return fmt_ratio(r) + (" (CPU-bound ceiling %.2fx)" % c if r is not None and c else "")
+        f = floor.get(load, {}).get("ceiling") if target == "tcp" else None
+        notes = (["CPU-bound ceiling %.2fx" % c] if r is not None and c else []) + (
+            ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else [])
+        return fmt_ratio(r) + (" (%s)" % "; ".join(notes) if notes else "")
 
     def ratio_target(name, load, target, least):
         r = get(load, target, "ratio")
+        f = floor.get(load, {}).get("ceiling") if target == "tcp" else None
         add(name, ">= %.2fx direct" % least, r, r is not None and r >= least,
-            ratio_shown(load, target))
+            ratio_shown(load, target), out_of_reach=f is not None and f < least)
 
     ratio_target("TCP bulk (tcp, 1 stream)", "tcp_bulk", "tcp", 0.55)
     ratio_target("HTTP keep-alive requests/s", "http_keepalive", "tcp", 0.60)
@@ -218,7 +241,21 @@ def md_table(header, rows):
     return "\n".join(out)
 
 
-def render(meta, loads, summary, targets_present, held, idle, binary, checks, md=False):
+def floor_rows(loads, summary, floor):
+    rows = []
+    for load in loads:
+        f = floor.get(load.name)
+        if not f:
+            continue
+        t = summary.get(load.name, {}).get("tcp", {}).get("cost")
+        rows.append([load.title, "%.1f" % f["us"], "%.1f" % t if t else "-",
+                     "%.1f" % f["d_us"] if f.get("d_us") else "-",
+                     fmt_ratio(f.get("ceiling")), f["how"]])
+    return rows
+
+
+def render(meta, loads, summary, targets_present, held, idle, binary, checks, md=False,
+           floor=None):
     tbl = md_table if md else text_table
     parts = []
     header = ["load"] + [label(t) for t in targets_present]
@@ -236,6 +273,17 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
                   "of the ratio (last column: cores busy, direct / tcp)\n")
                  + tbl(["load (unit of the cost)"] + [label(t) for t in tunnels] + ["cores busy"],
                        cpu_rows(loads, summary, tunnels)))
+    if floor:
+        parts.append(("## Floor: the least the tunnel's TCP work can cost\n\nThe kernel's CPU, "
+                      "per request, for the TCP hops and connections that a tunnel speaking this "
+                      "protocol adds (bench/floor.c: both ends in one thread, no waiting, no "
+                      "epoll, nothing in user space), beside what the tcp tunnel spent (T) and "
+                      "what the machine spends per request in the direct run (D); D / (D + "
+                      "floor) bounds the ratio of any such tunnel on this machine.\n\n" if md else
+                      "Floor: the kernel's least CPU per request for the tunnel's extra TCP work "
+                      "(us), and the best ratio it leaves\n") +
+                     tbl(["load", "floor", "T (tcp)", "D (direct)", "best possible", "what"],
+                         floor_rows(loads, summary, floor)))
     if idle:
         rows = []
         for t, m in idle.items():
@@ -278,13 +326,14 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
         parts.append(("## Binary size (KiB)\n\n" if md else "Binary size, KiB\n") +
                      tbl(["build", "stripped", "unstripped"], rows))
     rows = [[c["target"], c["goal"], c["shown"],
+             "NO (out of reach)" if c["ok"] is False and c.get("out_of_reach") else
              {True: "yes", False: "NO", None: "-"}[c["ok"]]] for c in checks]
     parts.append(("## Targets\n\n" if md else "Targets\n") +
                  tbl(["target", "goal", "measured", "met"], rows))
     return "\n\n".join(parts) + "\n"
 
 
-def markdown(meta, loads, summary, targets_present, held, idle, binary, checks):
+def markdown(meta, loads, summary, targets_present, held, idle, binary, checks, floor=None):
     head = ["# rathole benchmark, %s" % meta["date"], "",
             "- machine: %s, %d CPUs, %s, Linux %s" % (meta["cpu"], meta["ncpu"],
                                                        meta["memory"], meta["kernel"]),
@@ -297,7 +346,7 @@ def markdown(meta, loads, summary, targets_present, held, idle, binary, checks):
             "- tools: %s" % ", ".join(meta["tools"]),
             ""]
     return "\n".join(head) + "\n" + render(meta, loads, summary, targets_present, held, idle,
-                                          binary, checks, md=True)
+                                          binary, checks, md=True, floor=floor)
 
 
 def write_json(path, doc):
