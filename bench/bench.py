@@ -35,7 +35,8 @@ import loads as L  # noqa: E402
 import report  # noqa: E402
 from services import (BenchError, DEFAULT_TRANSPORTS, Proc, SshTunnel,  # noqa: E402
                       TLS_TRANSPORTS, TRANSPORTS, Tunnel, make_noise_keys,
-                      make_tls_identity, need_tools, port_listening, start_echo, start_iperf3, start_nginx, start_socat_chain)
+                      make_tls_identity, need_tools, port_listening, start_echo,
+                      start_iperf3, start_nginx, start_socat_chain)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
