@@ -157,14 +157,15 @@ static size_t size_arg(const char *s)
 
 int main(int argc, char **argv)
 {
-	long n;
+	int is_hop = argc == 5 && !strcmp(argv[1], "hop");
+	int is_conn = (argc == 5 || argc == 7) && !strcmp(argv[1], "conn");
+	long n = argc >= 5 ? atol(argv[4]) : 0;
 
-	if (argc < 5 || (strcmp(argv[1], "hop") && strcmp(argv[1], "conn")) ||
-	    (argc != 5 && !(argc == 7 && !strcmp(argv[1], "conn"))) || (n = atol(argv[4])) <= 0) {
+	if ((!is_hop && !is_conn) || n <= 0) {
 		fprintf(stderr, "usage: floor hop REQ RESP N | floor conn REQ RESP N [UP DOWN]\n");
 		return 2;
 	}
-	if (!strcmp(argv[1], "hop"))
+	if (is_hop)
 		printf("%.3f\n", hop(size_arg(argv[2]), size_arg(argv[3]), n));
 	else
 		printf("%.3f\n", conn(size_arg(argv[2]), size_arg(argv[3]),

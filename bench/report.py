@@ -111,21 +111,17 @@ def check_targets(summary, held, idle, binary, floor=None):
                     "ok": None if value is None else bool(ok), "shown": shown,
                     "out_of_reach": out_of_reach})
 
-    def ratio_shown(load, target, least=None):
+    def ratio_target(name, load, target, least):
         r, c = get(load, target, "ratio"), get(load, target, "ceiling")
-        # a miss that two decimals would round up to the goal shows three
-        shown = ("%.3fx" % r if r is not None and least is not None and r < least
-                 and round(r, 2) >= least else fmt_ratio(r))
         f = floor.get(load, {}).get("ceiling") if target == "tcp" else None
+        # a miss that two decimals would round up to the goal shows three
+        shown = ("%.3fx" % r if r is not None and r < least and round(r, 2) >= least
+                 else fmt_ratio(r))
         notes = (["CPU-bound ceiling %.2fx" % c] if r is not None and c else []) + (
             ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else [])
-        return shown + (" (%s)" % "; ".join(notes) if notes else "")
-
-    def ratio_target(name, load, target, least):
-        r = get(load, target, "ratio")
-        f = floor.get(load, {}).get("ceiling") if target == "tcp" else None
         add(name, ">= %.2fx direct" % least, r, r is not None and r >= least,
-            ratio_shown(load, target, least), out_of_reach=f is not None and f < least)
+            shown + (" (%s)" % "; ".join(notes) if notes else ""),
+            out_of_reach=f is not None and f < least)
 
     ratio_target("TCP bulk (tcp, 1 stream)", "tcp_bulk", "tcp", 0.55)
     ratio_target("HTTP keep-alive requests/s", "http_keepalive", "tcp", 0.60)
