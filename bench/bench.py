@@ -307,6 +307,26 @@ def static_idle(workdir, logdir, echo_port, keys):
         t.stop()
 
 
+def idle_starts(binary_path, services, keys, workdir, logdir, n, tag):
+    """The RSS sum of n fresh tcp pairs carrying the same services as the
+    main tunnels, each measured like them (ready, then 1 s). One start is one
+    draw: where the kernel maps a library moves with address space layout
+    randomization, and with it how many of libc's pages are mapped around
+    the ones touched (fault-around), by +-5 % from start to start."""
+    sums = []
+    for i in range(n):
+        t = Tunnel(binary_path, "tcp", services, keys, workdir, logdir,
+                   tag="-idle%s-%d" % (tag, i))
+        t.start()
+        try:
+            t.wait_ready(tunnel_probe)
+            time.sleep(1.0)
+            sums.append(idle_memory(t)["total_kib"])
+        finally:
+            t.stop()
+    return sums
+
+
 def held_count(quick):
     """The largest count whose fds fit in each rathole process: 2 fds per
     forwarded connection (visitor + data channel on the server; data channel +
@@ -489,6 +509,17 @@ def run(opts, workdir, logdir):
         idle["ssh"]["after_loads_total_kib"] = idle_memory(ssh)["total_kib"]
         ssh.stop()
 
+    if opts.idle_starts:
+        for vname, binary_path in [("", rathole)] + opts.variants:
+            name = "tcp" + (":" + vname if vname else "")
+            if name not in idle:
+                continue
+            sums = idle_starts(binary_path, services, keys, workdir, logdir, opts.idle_starts,
+                               "-" + vname if vname else "")
+            idle[name]["starts_kib"] = sums
+            say("idle RSS sum of %s over %d fresh starts: median %d KiB (%d to %d)" % (
+                name, len(sums), statistics.median(sums), min(sums), max(sums)))
+
     held = {}
     if opts.held:
         count, hard = held_count(opts.quick)
@@ -556,6 +587,9 @@ def parse(argv):
     ap.add_argument("--no-held", dest="held", action="store_false")
     ap.add_argument("--held", type=int, dest="held_n",
                     help="held connections through tcp (default: as many as the fd limit allows)")
+    ap.add_argument("--idle-starts", type=int, metavar="N",
+                    help="fresh tcp pairs whose idle RSS is measured after the rounds "
+                         "(default 8, quick 2; 0: none)")
     ap.add_argument("--held-others", type=int, default=2000,
                     help="held connections for the transports other than tcp")
     ap.add_argument("--no-socat", dest="socat", action="store_false")
@@ -576,6 +610,8 @@ def parse(argv):
     o.only = set(o.only.split(",")) if o.only else None
     if o.quiet_wait is None:
         o.quiet_wait = 0 if o.quick else 60
+    if o.idle_starts is None:
+        o.idle_starts = 2 if o.quick else 8
     o.transports = [t for t in o.transports.split(",") if t]
     bad = [t for t in o.transports if t not in TRANSPORTS]
     if bad:

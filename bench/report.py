@@ -148,8 +148,16 @@ def check_targets(summary, held, idle, binary, floor=None):
     if t:
         v = t["total_kib"] / 1024
         pair = ", distinct pages %.2f MiB" % (t["pair_kib"] / 1024) if "pair_kib" in t else ""
-        add("RSS at idle, server+client (tcp)", "<= 4 MiB", v, v <= 4.0,
-            "%.2f MiB (private %.2f MiB%s)" % (v, t["anon_kib"] / 1024, pair))
+        starts = t.get("starts_kib")
+        if starts:
+            # every fresh start must fit, not just the one the rounds used
+            v = max(starts + [t["total_kib"]]) / 1024
+            shown = "%.2f MiB at most over %d starts (median %.2f MiB; private %.2f MiB%s)" % (
+                v, len(starts) + 1, statistics.median(starts + [t["total_kib"]]) / 1024,
+                t["anon_kib"] / 1024, pair)
+        else:
+            shown = "%.2f MiB (private %.2f MiB%s)" % (v, t["anon_kib"] / 1024, pair)
+        add("RSS at idle, server+client (tcp)", "<= 4 MiB", v, v <= 4.0, shown)
     ratio_target("Noise bulk", "tcp_bulk", "noise", 0.25)
     ratio_target("TLS bulk", "tcp_bulk", "tls", 0.30)
     if binary:
@@ -289,7 +297,12 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
             if "server_kib" not in m:
                 rows.append([t, m.get("note", "-"), "", "", "", "", ""])
                 continue
-            rows.append([label(t), m["server_kib"], m["client_kib"], m["total_kib"],
+            total = str(m["total_kib"])
+            if m.get("starts_kib"):
+                st = m["starts_kib"]
+                total += " (%d more starts: median %d, %d to %d)" % (
+                    len(st), statistics.median(st), min(st), max(st))
+            rows.append([label(t), m["server_kib"], m["client_kib"], total,
                          m.get("pair_kib", "-"), m["anon_kib"],
                          m.get("after_loads_total_kib", "")])
         parts.append(("## Memory at idle (KiB)\n\n"

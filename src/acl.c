@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net.h"
+
 int cidr_parse(const char *s, struct cidr *out, char *err, size_t errlen)
 {
 	char ip[INET6_ADDRSTRLEN + 1];
@@ -31,9 +33,8 @@ int cidr_parse(const char *s, struct cidr *out, char *err, size_t errlen)
 	}
 	out->prefix = max;
 	if (slash) {
-		char *end;
-		long p = strtol(slash + 1, &end, 10);
-		if (!slash[1] || *end || p < 0 || p > max || slash[1] == '+' || slash[1] == '-') {
+		unsigned p;
+		if (net_parse_uint(slash + 1, (unsigned)max, &p) < 0) {
 			snprintf(err, errlen, "\"%s\": the prefix length must be 0..%d", s, max);
 			return -1;
 		}

@@ -18,8 +18,6 @@
 #include "resolve.h"
 #include "roles.h"
 
-#define CONFIG_MAX_BYTES	(16 << 20)
-
 static struct {
 	struct loop *loop;
 	int status;
@@ -117,22 +115,20 @@ static void stop_role(void)
 /* The whole file, bounded; NULL with a message on error. */
 static char *read_config(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf;
+	char err[512];
+	char *text = config_read_file(path, len, err, sizeof err);
 
-	if (!f) {
-		log_error("reload of %s rejected: cannot read it: %s", path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(CONFIG_MAX_BYTES + 1);
-	*len = buf ? fread(buf, 1, CONFIG_MAX_BYTES + 1, f) : 0;
-	fclose(f);
-	if (buf && *len > CONFIG_MAX_BYTES) {
-		log_error("reload of %s rejected: larger than %d MiB", path, CONFIG_MAX_BYTES >> 20);
-		free(buf);
-		return NULL;
-	}
-	return buf;
+	if (!text)
+		log_error("reload rejected: %s", err);
+	return text;
+}
+
+/* The text holds the services' tokens. */
+static void free_config_text(char *text, size_t len)
+{
+	if (text)
+		explicit_bzero(text, len);
+	free(text);
 }
 
 static bool role_settings_equal(const struct config *a, const struct config *b)
@@ -209,7 +205,7 @@ static void on_api_restart(struct loop *l, struct deferred *d)
  * configuration is in force, -1 when it was rejected. */
 static int reload(bool forced)
 {
-	struct config_errors errs = { 0 };
+	struct config_errors errs;
 	struct reload_counts rc = { 0 };
 	struct config *cfg, *old = A.cfg;
 	size_t len;
@@ -219,11 +215,11 @@ static int reload(bool forced)
 	if (!text)
 		return -1;
 	if (A.reloader && !reloader_content_changed(A.reloader, text, len) && !forced) {
-		free(text);
+		free_config_text(text, len);
 		return 0;
 	}
 	cfg = config_parse(old->path, text, len, &errs);
-	free(text);
+	free_config_text(text, len);
 	if (!cfg) {
 		for (int i = 0; i < errs.count; i++)
 			log_error("reload rejected: %s", errs.msg[i]);
@@ -285,7 +281,7 @@ static void start_reloader(void)
 	text = read_config(A.cfg->path, &len);
 	if (text)
 		reloader_content_changed(A.reloader, text, len);
-	free(text);
+	free_config_text(text, len);
 }
 
 int app_run(struct config *cfg, enum role role)

@@ -1154,7 +1154,8 @@ struct config *config_parse(const char *path, const char *text, size_t len,
 	struct toml_value *root;
 	struct config *cfg;
 
-	memset(errs, 0, sizeof *errs);
+	/* only the counts: the 8 KiB of messages are written as errors occur */
+	errs->count = errs->omitted = 0;
 	memset(&terr, 0, sizeof terr);
 	root = toml_parse(text, len, &terr);
 	if (!root) {
@@ -1192,8 +1193,7 @@ done:
 	return cfg;
 }
 
-/* Reads a whole file of bounded size; NULL with a message in errs. */
-static char *read_file(const char *path, size_t *len, struct config_errors *errs)
+char *config_read_file(const char *path, size_t *len, char *err_msg, size_t errlen)
 {
 	size_t have = 0, cap;
 	char *buf = NULL;
@@ -1248,12 +1248,10 @@ static char *read_file(const char *path, size_t *len, struct config_errors *errs
 	return buf;
 fail:
 	if (err == EFBIG)
-		snprintf(errs->msg[0], sizeof errs->msg[0], "%s: cannot read: the file is larger "
-			 "than %d bytes; is it really a config file?", path, CONFIG_MAX_FILE_SIZE);
+		snprintf(err_msg, errlen, "%s: cannot read: the file is larger than %d bytes; "
+			 "is it really a config file?", path, CONFIG_MAX_FILE_SIZE);
 	else
-		snprintf(errs->msg[0], sizeof errs->msg[0], "%s: cannot read: %s", path,
-			 strerror(err));
-	errs->count = 1;
+		snprintf(err_msg, errlen, "%s: cannot read: %s", path, strerror(err));
 	if (buf) {
 		explicit_bzero(buf, have);
 		free(buf);
@@ -1269,10 +1267,12 @@ struct config *config_load(const char *path, struct config_errors *errs)
 	size_t len = 0;
 	char *text;
 
-	memset(errs, 0, sizeof *errs);
-	text = read_file(path, &len, errs);
-	if (!text)
+	errs->count = errs->omitted = 0;
+	text = config_read_file(path, &len, errs->msg[0], sizeof errs->msg[0]);
+	if (!text) {
+		errs->count = 1;
 		return NULL;
+	}
 	cfg = config_parse(path, text, len, errs);
 	explicit_bzero(text, len);	/* it holds the tokens */
 	free(text);

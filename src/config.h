@@ -122,6 +122,10 @@ struct config_errors {
 /* Parses and validates text read from path. Returns NULL and fills errs on error. */
 struct config *config_parse(const char *path, const char *text, size_t len,
 			    struct config_errors *errs);
+/* Reads a whole file of at most CONFIG_MAX_FILE_SIZE bytes; NULL with a
+ * message naming the file in err_msg. The text holds tokens: wipe it
+ * (explicit_bzero) before freeing it. */
+char *config_read_file(const char *path, size_t *len, char *err_msg, size_t errlen);
 /* Reads the file and parses it; errors (unreadable file too) go to errs. */
 struct config *config_load(const char *path, struct config_errors *errs);
 void config_free(struct config *cfg);

@@ -86,19 +86,44 @@ int log_init_from_env(void)
 	return 0;
 }
 
+/* Done here rather than with gmtime_r(), which first loads the time zone
+ * rules (TZ, /etc/localtime) that a UTC timestamp never needs. */
+struct log_utc log_utc(int64_t t)
+{
+	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+	int64_t secs = t - days * 86400;
+	/* Count from 0000-03-01 in 400-year eras of 146,097 days, so that
+	 * the leap day is the last day of a year. */
+	int64_t z = days + 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;					/* 0..146096 */
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;	/* 0..399 */
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);		/* 0..365 */
+	int64_t mp = (5 * doy + 2) / 153;				/* 0 = March */
+	struct log_utc u;
+
+	u.day = (int)(doy - (153 * mp + 2) / 5 + 1);
+	u.month = (int)(mp < 10 ? mp + 3 : mp - 9);
+	u.year = (int)(yoe + era * 400 + (u.month <= 2));
+	u.hour = (int)(secs / 3600);
+	u.min = (int)(secs / 60 % 60);
+	u.sec = (int)(secs % 60);
+	return u;
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	char line[1024];
 	struct timespec ts;
-	struct tm tm;
+	struct log_utc u;
 	va_list ap;
 	int n, m;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
+	u = log_utc(ts.tv_sec);
 	n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_tags[lvl]);
+		     u.year, u.month, u.day, u.hour, u.min, u.sec, ts.tv_nsec / 1000000,
+		     level_tags[lvl]);
 	va_start(ap, fmt);
 	m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
 	va_end(ap);

@@ -4,6 +4,8 @@
 #ifndef LOG_H
 #define LOG_H
 
+#include <stdint.h>
+
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
 extern enum log_level log_level;
@@ -12,6 +14,11 @@ extern enum log_level log_level;
  * is not understood, so the caller can warn once. */
 int log_init_from_env(void);
 int log_parse_level(const char *spec, enum log_level *out);
+
+/* A time in seconds since the epoch, in the proleptic Gregorian calendar
+ * (UTC): the timestamp of every log line. */
+struct log_utc { int year, month, day, hour, min, sec; };
+struct log_utc log_utc(int64_t t);
 
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

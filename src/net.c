@@ -9,12 +9,28 @@
 #include <string.h>
 #include <unistd.h>
 
+int net_parse_uint(const char *s, unsigned max, unsigned *out)
+{
+	unsigned long v = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (unsigned)(*s - '0');
+		if (v > max)
+			return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
 int net_split_hostport(const char *s, char *host, size_t hostcap,
 		       unsigned *port, const char **err)
 {
 	const char *colon, *h = s, *hend;
-	char *end;
-	unsigned long p;
+	unsigned p;
 
 	if (*s == '[') {
 		hend = strchr(s, ']');
@@ -44,15 +60,13 @@ int net_split_hostport(const char *s, char *host, size_t hostcap,
 		*err = "the host name is too long";
 		return -1;
 	}
-	errno = 0;
-	p = strtoul(colon + 1, &end, 10);
-	if (!colon[1] || *end || errno || p > 65535 || colon[1] == '-' || colon[1] == '+') {
+	if (net_parse_uint(colon + 1, 65535, &p) < 0) {
 		*err = "the port must be a number from 0 to 65535";
 		return -1;
 	}
 	memcpy(host, h, (size_t)(hend - h));
 	host[hend - h] = '\0';
-	*port = (unsigned)p;
+	*port = p;
 	return 0;
 }
 

@@ -20,6 +20,8 @@ struct net_addr {
 #define NET_HOST_MAX 256
 #define NET_ADDRSTR_MAX (INET6_ADDRSTRLEN + 8)
 
+/* A decimal number of digits only (no sign, no spaces), at most max. */
+int net_parse_uint(const char *s, unsigned max, unsigned *out);
 /* Splits "host:port" / "[v6]:port" into host and port strings.
  * Returns 0, or -1 with a reason in err. */
 int net_split_hostport(const char *s, char *host, size_t hostcap,

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <libgen.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +22,28 @@ struct reloader {
 	struct watcher w;
 	struct timer debounce;
 	int wd[MAX_WATCHES];
-	char dirs[MAX_WATCHES][PATH_MAX];
+	char *dirs[MAX_WATCHES];		/* watched directories, NULL: none */
 	uint8_t digest[PROTO_DIGEST_LEN];
 	bool have_digest;
 	reload_cb cb;
 	void *arg;
 };
 
-static void dir_of(const char *path, char *out)
+/* The directory part of a path, allocated; NULL when out of memory. */
+static char *dir_of(const char *path)
 {
-	char tmp[PATH_MAX];
+	char *tmp = strdup(path), *dir;
 
-	snprintf(tmp, sizeof tmp, "%s", path);
-	snprintf(out, PATH_MAX, "%s", dirname(tmp));
+	if (!tmp)
+		return NULL;
+	dir = strdup(dirname(tmp));
+	free(tmp);
+	return dir;
+}
+
+static bool same_dir(const char *a, const char *b)
+{
+	return a && b ? strcmp(a, b) == 0 : a == b;
 }
 
 /* Watch the directory holding the path, and the one holding its final
@@ -43,24 +51,29 @@ static void dir_of(const char *path, char *out)
  * symlink may now point elsewhere. */
 static void update_watches(struct reloader *r)
 {
-	char want[MAX_WATCHES][PATH_MAX] = { { 0 } };
-	char real[PATH_MAX];
 	const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
 			      IN_MOVED_FROM | IN_ATTRIB | IN_DONT_FOLLOW;
+	char *want[MAX_WATCHES] = { dir_of(r->path), NULL };
+	char *real = realpath(r->path, NULL);
 
-	dir_of(r->path, want[0]);
-	if (realpath(r->path, real))
-		dir_of(real, want[1]);
-	if (strcmp(want[0], want[1]) == 0)
-		want[1][0] = '\0';
+	if (real)
+		want[1] = dir_of(real);
+	free(real);
+	if (same_dir(want[0], want[1])) {
+		free(want[1]);
+		want[1] = NULL;
+	}
 	for (int i = 0; i < MAX_WATCHES; i++) {
-		if (strcmp(want[i], r->dirs[i]) == 0)
+		if (same_dir(want[i], r->dirs[i])) {
+			free(want[i]);
 			continue;
+		}
 		if (r->wd[i] >= 0)
 			inotify_rm_watch(r->fd, r->wd[i]);
 		r->wd[i] = -1;
-		memcpy(r->dirs[i], want[i], PATH_MAX);
-		if (!want[i][0])
+		free(r->dirs[i]);
+		r->dirs[i] = want[i];
+		if (!want[i])
 			continue;
 		r->wd[i] = inotify_add_watch(r->fd, want[i], mask);
 		if (r->wd[i] < 0)
@@ -126,6 +139,8 @@ void reloader_free(struct reloader *r)
 	loop_unwatch(r->loop, &r->w);
 	timer_stop(r->loop, &r->debounce);
 	close(r->fd);
+	for (int i = 0; i < MAX_WATCHES; i++)
+		free(r->dirs[i]);
 	free(r->path);
 	free(r);
 }

@@ -1,4 +1,4 @@
-/* CIDR access lists and PROXY protocol headers. */
+/* Addresses, CIDR access lists and PROXY protocol headers. */
 #include <string.h>
 
 #include "acl.h"
@@ -12,6 +12,27 @@ static struct net_addr addr(const char *s)
 	if (net_parse_numeric(s, &a) < 0)
 		memset(&a, 0, sizeof a);
 	return a;
+}
+
+static void test_hostport(void)
+{
+	static const char *const bad[] = {
+		"h:", "h: 80", "h:+80", "h:-0", "h:80 ", "h:8a", "h:65536", "h:99999999999999999999",
+		"[::1]80", "::1:80", ":80",
+	};
+	char host[NET_HOST_MAX];
+	unsigned port = 1, v;
+	const char *err;
+
+	CHECK(net_split_hostport("example.com:0", host, sizeof host, &port, &err) == 0 &&
+	      port == 0 && strcmp(host, "example.com") == 0);
+	CHECK(net_split_hostport("[2001:db8::1]:65535", host, sizeof host, &port, &err) == 0 &&
+	      port == 65535 && strcmp(host, "2001:db8::1") == 0);
+	CHECK(net_split_hostport("h:007", host, sizeof host, &port, &err) == 0 && port == 7);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		CHECKF(net_split_hostport(bad[i], host, sizeof host, &port, &err) < 0, "%s", bad[i]);
+	CHECK(net_parse_uint("128", 128, &v) == 0 && v == 128);
+	CHECK(net_parse_uint("129", 128, &v) < 0 && net_parse_uint("", 128, &v) < 0);
 }
 
 static void test_cidr(void)
@@ -33,6 +54,8 @@ static void test_cidr(void)
 	CHECKF(strstr(err, "did you mean 10.0.0.0/8?") != NULL, "%s", err);
 	CHECK(cidr_parse("10.0.0.0/33", &c, err, sizeof err) < 0);
 	CHECK(cidr_parse("10.0.0.0/", &c, err, sizeof err) < 0);
+	CHECK(cidr_parse("10.0.0.0/ 8", &c, err, sizeof err) < 0);
+	CHECK(cidr_parse("10.0.0.0/+8", &c, err, sizeof err) < 0);
 	CHECK(cidr_parse("example.com/8", &c, err, sizeof err) < 0);
 	CHECK(cidr_parse("::/0", &c, err, sizeof err) == 0 && cidr_match(&c, &v6));
 	CHECK(cidr_parse("2001:db8:0:0:0:0:0:1/127", &c, err, sizeof err) < 0);
@@ -88,6 +111,7 @@ static void test_proxy_protocol(void)
 
 int main(void)
 {
+	test_hostport();
 	test_cidr();
 	test_acl();
 	test_proxy_protocol();

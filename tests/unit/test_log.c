@@ -1,0 +1,64 @@
+/* Logging: the level specs of RATHOLE_LOG / RUST_LOG, and the UTC timestamp
+ * of each line against the C library's gmtime_r(). */
+#include <stdint.h>
+#include <time.h>
+
+#include "check.h"
+#include "log.h"
+
+static void check_utc(int64_t t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	struct log_utc u = log_utc(t);
+
+	if (!gmtime_r(&tt, &tm)) {
+		CHECKF(0, "gmtime_r(%lld) failed", (long long)t);
+		return;
+	}
+	CHECKF(u.year == tm.tm_year + 1900 && u.month == tm.tm_mon + 1 && u.day == tm.tm_mday &&
+	       u.hour == tm.tm_hour && u.min == tm.tm_min && u.sec == tm.tm_sec,
+	       "%lld: %04d-%02d-%02d %02d:%02d:%02d, gmtime_r %04d-%02d-%02d %02d:%02d:%02d",
+	       (long long)t, u.year, u.month, u.day, u.hour, u.min, u.sec, tm.tm_year + 1900,
+	       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static void test_utc(void)
+{
+	static const int64_t fixed[] = {
+		0, -1, 59, 60, 86399, 86400, -86400, -86401,
+		951782400,	/* 2000-02-29: a leap day of a year divisible by 400 */
+		951868800,	/* 2000-03-01 */
+		1709164800,	/* 2024-02-29 */
+		4107542400LL,	/* 2100-03-01: 2100 is no leap year */
+		-2208988800LL,	/* 1900-01-01 */
+		253402300799LL,	/* 9999-12-31 23:59:59 */
+	};
+	struct log_utc u = log_utc(1796124245);	/* the moment this test was written */
+
+	CHECK(u.year == 2026 && u.month == 12 && u.day == 1);
+	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+		check_utc(fixed[i]);
+	/* every day from 1800 to 2300, at a time of day that moves */
+	for (int64_t t = -5364662400LL, k = 0; t < 10413792000LL; t += 86400, k++)
+		check_utc(t + k * 7919 % 86400);
+}
+
+static void test_levels(void)
+{
+	enum log_level l = LOG_INFO;
+
+	CHECK(log_parse_level("debug", &l) == 0 && l == LOG_DEBUG);
+	CHECK(log_parse_level("WARN", &l) == 0 && l == LOG_WARN);
+	CHECK(log_parse_level("rathole=trace", &l) == 0 && l == LOG_TRACE);
+	CHECK(log_parse_level("warn,rathole=debug", &l) == 0 && l == LOG_DEBUG);
+	l = LOG_INFO;
+	CHECK(log_parse_level("loud", &l) == -1 && l == LOG_INFO);
+}
+
+int main(void)
+{
+	test_utc();
+	test_levels();
+	return check_report("test_log");
+}
