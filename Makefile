@@ -39,7 +39,7 @@ VARIANT  := release
 # OpenSSL's, and -Os measured no slower than -O2 (docs/benchmarks.md,
 # change 12) while a smaller binary is fewer pages resident in every process.
 # No .eh_frame: C needs no unwinding; -g still emits .debug_frame.
-OPT      ?= -Os -g -fno-asynchronous-unwind-tables
+OPT      ?= -Os -g -fno-asynchronous-unwind-tables -fno-unwind-tables
 LDSAN    :=
 endif
 

@@ -3,7 +3,8 @@
 
 Starts local services (iperf3 -s, nginx serving a small file, an echo
 service), a rathole server and client per transport (tcp, noise, tls,
-websocket), a two-hop socat relay and an OpenSSH `ssh -R` tunnel (sshd and ssh
+websocket), a two-hop socat relay, two hops of the least relay (bench/minrelay.c:
+splice and epoll, no protocol) and an OpenSSH `ssh -R` tunnel (sshd and ssh
 on loopback), then runs every load directly (client -> service) and through
 each of them, alternating the order in every round. Prints
 medians and ratios tunnel/direct, and writes JSON and markdown under
@@ -11,7 +12,7 @@ bench/results/. BENCH_QUICK=1 (or --quick): one short round, a smoke run.
 
 Usage: bench.py [--rathole PATH] [--quick] [--rounds N] [--duration S]
                 [--only LOAD,...] [--transports T,...] [--no-held] [--no-socat]
-                [--no-ssh] [--out DIR]
+                [--no-relay] [--no-ssh] [--out DIR]
 """
 import argparse
 import json
@@ -36,7 +37,7 @@ import report  # noqa: E402
 from services import (BenchError, DEFAULT_TRANSPORTS, Proc, SshTunnel,  # noqa: E402
                       TLS_TRANSPORTS, TRANSPORTS, Tunnel, make_noise_keys,
                       make_tls_identity, need_tools, port_listening, start_echo,
-                      start_iperf3, start_nginx, start_socat_chain)
+                      start_iperf3, start_minrelay_chain, start_nginx, start_socat_chain)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -49,6 +50,18 @@ class Target:
     def __init__(self, name, ports, procs=(), tcp_only=False):
         self.name, self.ports, self.procs = name, ports, list(procs)
         self.tcp_only = tcp_only
+
+
+class RelayTarget(Target):
+    """The least relay (bench/minrelay.c): a chain of two per service, whose
+    processes' CPU is measured for the load that uses that service."""
+
+    def __init__(self, name, chains):
+        super().__init__(name, {k: port for k, (port, _) in chains.items()}, tcp_only=True)
+        self.chains = chains
+
+    def procs_for(self, service):
+        return self.chains[service][1]
 
 
 def say(msg=""):
@@ -139,13 +152,14 @@ def measure(load, target, duration):
     """One run of a load against a target, with the CPU time of the target's
     processes and how many cores the whole machine kept busy."""
     port = target.ports[load.service]
-    cpu0 = [p.cpu_seconds() for p in target.procs]
+    procs = target.procs_for(load.service) if hasattr(target, "procs_for") else target.procs
+    cpu0 = [p.cpu_seconds() for p in procs]
     b0, t0 = read_cpu_busy()
     w0 = time.monotonic()
     res = load.run(port, duration)
     res["seconds"] = time.monotonic() - w0
     b1, t1 = read_cpu_busy()
-    cpu1 = [p.cpu_seconds() for p in target.procs]
+    cpu1 = [p.cpu_seconds() for p in procs]
     res["cores_busy"] = (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else None
     if len(cpu0) == 2:
         res["cpu_server_s"] = cpu1[0] - cpu0[0]
@@ -237,6 +251,17 @@ def idle_memory(t):
 CMD_BYTES, HELLO_BYTES, START_BYTES = 4, 37, 4
 
 
+def build_helper(workdir, name):
+    """bench/NAME.c compiled into the work directory."""
+    exe = os.path.join(workdir, name)
+    r = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-O2", "-D_GNU_SOURCE",
+                        "-o", exe, os.path.join(HERE, name + ".c")],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise BenchError("cannot build bench/%s.c: %s" % (name, r.stderr[-500:]))
+    return exe
+
+
 def floor_costs(workdir, http_port, quick):
     """The kernel's least CPU per request for the TCP work a tunnel adds
     (bench/floor.c: both ends in one thread, no waiting, no epoll, no user
@@ -245,11 +270,7 @@ def floor_costs(workdir, http_port, quick):
     (the data channel, with its hello and command; and the visitor's and
     the service's connections, of which the direct path has one), and the
     control channel carries a command."""
-    exe = os.path.join(workdir, "floor")
-    r = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-O2", "-o", exe,
-                        os.path.join(HERE, "floor.c")], capture_output=True, text=True)
-    if r.returncode:
-        raise BenchError("cannot build bench/floor.c: %s" % r.stderr[-500:])
+    exe = build_helper(workdir, "floor")
     n_hop, n_conn = (20000, 4000) if quick else (100000, 20000)
 
     def median_us(*args):
@@ -278,6 +299,54 @@ def floor_costs(workdir, http_port, quick):
                    "with its %d + %d protocol bytes, %.1f us) and a %d-byte command (%.1f us)"
                    % (cl_req, cl_resp, conn, HELLO_BYTES, START_BYTES, dc, CMD_BYTES, cmd)},
     }
+
+
+# The AEAD each encrypted transport runs in this bench: noise's default
+# pattern (Noise_NK_25519_ChaChaPoly_BLAKE2s), and what TLS 1.3 between two
+# OpenSSL 3 peers settles on with rathole's settings (TLS_AES_256_GCM_SHA384,
+# the first of OpenSSL's default suites; the server's order wins).
+BULK_CIPHERS = {"noise": "chacha20-poly1305", "tls": "aes-256-gcm"}
+
+
+def openssl_speed_ms_per_gb(cipher, decrypt, seconds):
+    """CPU ms per GB for OpenSSL's own AEAD on 64 KiB messages, one core."""
+    args = ["openssl", "speed", "-evp", cipher, "-bytes", "65536", "-seconds", str(seconds)]
+    r = subprocess.run(args + (["-decrypt"] if decrypt else []), capture_output=True,
+                       text=True, timeout=60)
+    m = re.search(r"^\S.*?\s([0-9.]+)k\s*$", r.stdout.strip().splitlines()[-1] if r.stdout.strip()
+                  else "", re.M)
+    if r.returncode or not m:
+        raise BenchError("%s: cannot read its result: %s" % (" ".join(args), r.stderr[-300:]))
+    return 1e9 / float(m.group(1))	# m: thousands of bytes per second
+
+
+def crypto_floor(workdir, transports, quick):
+    """The least CPU per GB of an encrypted tunnel: the bytes are encrypted
+    once and decrypted once (OpenSSL's speed for the transport's AEAD), and
+    cross two more TCP hops, copied through user space (encryption needs
+    them there). The hops cost what the copying least relay spent in the
+    rounds (report.floor_ceilings), or, without it, the kernel's least for
+    two copying hops (bench/floor.c, 64 KiB messages)."""
+    exe = build_helper(workdir, "floor")
+    n = 5000 if quick else 20000
+    hops = []
+    for _ in range(3):
+        out = subprocess.run([exe, "hop", "65536", "0", str(n)], capture_output=True, text=True,
+                             timeout=300)
+        if out.returncode:
+            raise BenchError("floor hop 65536 0: %s" % out.stderr.strip())
+        hops.append(float(out.stdout))
+    hop_ms = statistics.median(hops) * 1e9 / 65536 / 1e3	# us per 64 KiB -> ms per GB
+    out = {}
+    for tr in transports:
+        cipher = BULK_CIPHERS.get(tr)
+        if not cipher:
+            continue
+        enc = openssl_speed_ms_per_gb(cipher, False, 1 if quick else 2)
+        dec = openssl_speed_ms_per_gb(cipher, True, 1 if quick else 2)
+        out["tcp_bulk:" + tr] = {"hop_ms_gb": hop_ms, "cipher": cipher, "enc_ms_gb": enc,
+                                 "dec_ms_gb": dec}
+    return out
 
 
 def static_idle(workdir, logdir, echo_port, keys):
@@ -471,6 +540,17 @@ def run(opts, workdir, logdir):
         sp_iperf, procs1 = start_socat_chain("iperf", iperf.port, logdir)
         sp_http, procs2 = start_socat_chain("http", nginx.port, logdir)
         targets.append(Target("socat", {"iperf": sp_iperf, "http": sp_http}, tcp_only=True))
+    if opts.relay:
+        exe = build_helper(workdir, "minrelay")
+        mr_iperf, procs1 = start_minrelay_chain("iperf", iperf.port, logdir, exe)
+        mr_http, procs2 = start_minrelay_chain("http", nginx.port, logdir, exe)
+        # one pair's CPU per load: the iperf chain for bulk, the http chain for wrk
+        targets.append(RelayTarget("relay", {"iperf": (mr_iperf, procs1),
+                                             "http": (mr_http, procs2)}))
+        if any(t in BULK_CIPHERS for t in opts.transports):
+            # copying, as encryption must: the encrypted transports' bulk floor
+            port, procs = start_minrelay_chain("iperf-copy", iperf.port, logdir, exe, copy=True)
+            targets.append(RelayTarget("relay-copy", {"iperf": (port, procs)}))
     if ssh:
         targets.append(Target("ssh", ssh.ports, ssh.procs(), tcp_only=True))
     present = [t.name for t in targets]
@@ -554,9 +634,16 @@ def run(opts, workdir, logdir):
         floor = floor_costs(workdir, nginx.port, opts.quick)
         for name, f in floor.items():
             say("  %-18s %.1f us per request: %s" % (name, f["us"], f["how"]))
+    encrypted = [t for t in opts.transports if t in BULK_CIPHERS]
+    if encrypted and any(l.name == "tcp_bulk" for l in loads):
+        say("\nfloor of the encrypted transports: two copying TCP hops and OpenSSL's AEAD")
+        for name, f in crypto_floor(workdir, encrypted, opts.quick).items():
+            floor[name] = f
+            say("  %-18s %s: encrypt %.0f, decrypt %.0f ms per GB; a copying hop %.0f" % (
+                name, f["cipher"], f["enc_ms_gb"], f["dec_ms_gb"], f["hop_ms_gb"]))
     meta["background_cores"] = background
     summary = report.summarize(loads, results, opts.duration)
-    report.floor_ceilings(loads, results, floor)
+    report.floor_ceilings(loads, results, floor, opts.duration)
     checks = report.check_targets(summary, held, idle, binary, floor)
     say("")
     say(report.render(meta, loads, summary, present, held, idle, binary, checks, floor=floor))
@@ -593,6 +680,9 @@ def parse(argv):
     ap.add_argument("--held-others", type=int, default=2000,
                     help="held connections for the transports other than tcp")
     ap.add_argument("--no-socat", dest="socat", action="store_false")
+    ap.add_argument("--no-relay", dest="relay", action="store_false",
+                    help="skip the least relay (bench/minrelay.c: two processes that only "
+                    "splice bytes), the reference for the tunnel's own cost")
     ap.add_argument("--no-ssh", dest="ssh", action="store_false",
                     help="skip the ssh -R reference (OpenSSH sshd + ssh on loopback)")
     ap.add_argument("--no-static", dest="static", action="store_false",

@@ -6,7 +6,7 @@ import statistics
 
 
 
-LABELS = {"ssh": "ssh -R (OpenSSH)"}
+LABELS = {"ssh": "ssh -R (OpenSSH)", "relay": "least relay"}
 
 
 def label(target):
@@ -62,15 +62,53 @@ def ceiling(load, direct_rounds, tunnel_cost):
     return d / (d + tunnel_cost)
 
 
-def floor_ceilings(loads, results, floor):
+def floor_ceilings(loads, results, floor, duration):
     """With T the floor (the kernel's least work for the tunnel's extra TCP
-    hops), D / (D + T) bounds what any tunnel speaking this protocol can
-    reach on this machine."""
+    hops; for encrypted bulk, also the cipher's), D / (D + T) bounds what any
+    tunnel speaking this protocol can reach on this machine."""
     for load in loads:
         f = floor.get(load.name)
         if f:
             f["d_us"] = machine_cost(load, results.get(load.name, {}).get("direct", []))
             f["ceiling"] = ceiling(load, results.get(load.name, {}).get("direct", []), f["us"])
+        for key, f in floor.items():
+            if key.startswith(load.name + ":"):
+                per = results.get(load.name, {})
+                copy = [load.cost(r, duration) for r in per.get("relay-copy", [])]
+                bulk_floor_terms(f, [c for c in copy if c is not None])
+                bulk_floor_bound(f, per.get("direct", []))
+
+
+def bulk_floor_terms(f, copy_relay_costs):
+    """F = the two copying hops (the copying least relay's CPU per GB in
+    this run, or the kernel's least for them) + encryption + decryption."""
+    crypto = f["enc_ms_gb"] + f["dec_ms_gb"]
+    if copy_relay_costs:
+        hops = statistics.median(copy_relay_costs)
+        what = "the copying least relay %.0f" % hops
+    else:
+        hops = 2 * f["hop_ms_gb"]
+        what = "2 copying TCP hops %.0f (bench/floor.c)" % hops
+    f["ms_gb"] = hops + crypto
+    f["how"] = "%s + %s: encrypt %.0f, decrypt %.0f (openssl speed)" % (
+        what, f["cipher"], f["enc_ms_gb"], f["dec_ms_gb"])
+
+
+def bulk_floor_bound(f, direct_rounds):
+    """An encrypted tunnel's floor F (CPU ms per GB) against the direct run,
+    which moves R GB/s keeping B cores busy (D = B / R per GB): through the
+    tunnel a GB costs at least D + F on the machine's N cores, so the ratio
+    is at most N / (D + F) / R. A single iperf3 stream leaves part of a core
+    idle direct (B < N); that part is counted as available, so this bounds
+    from above even then."""
+    busy = median_of(direct_rounds, "cores_busy")
+    gbps = median_of(direct_rounds, "gbps")
+    if not busy or not gbps:
+        return
+    rate = gbps / 8				# GB/s
+    d = busy / rate * 1e3			# ms per GB
+    f["d_ms_gb"] = d
+    f["ceiling"] = (os.cpu_count() or 1) / ((d + f["ms_gb"]) / 1e3) / rate
 
 
 def summarize(loads, results, duration):
@@ -113,7 +151,7 @@ def check_targets(summary, held, idle, binary, floor=None):
 
     def ratio_target(name, load, target, least):
         r, c = get(load, target, "ratio"), get(load, target, "ceiling")
-        f = floor.get(load, {}).get("ceiling") if target == "tcp" else None
+        f = floor.get(load if target == "tcp" else load + ":" + target, {}).get("ceiling")
         # a miss that two decimals would round up to the goal shows three
         shown = ("%.3fx" % r if r is not None and r < least and round(r, 2) >= least
                  else fmt_ratio(r))
@@ -258,6 +296,16 @@ def floor_rows(loads, summary, floor):
         rows.append([load.title, "%.1f" % f["us"], "%.1f" % t if t else "-",
                      "%.1f" % f["d_us"] if f.get("d_us") else "-",
                      fmt_ratio(f.get("ceiling")), f["how"]])
+    for key, f in sorted(floor.items()):
+        name, _, transport = key.partition(":")
+        load = next((l for l in loads if l.name == name), None)
+        if not load or not transport:
+            continue
+        t = summary.get(name, {}).get(transport, {}).get("cost")
+        rows.append(["%s, %s (ms/GB)" % (load.title, transport), "%.0f" % f["ms_gb"],
+                     "%.0f" % t if t else "-",
+                     "%.0f" % f["d_ms_gb"] if f.get("d_ms_gb") else "-",
+                     fmt_ratio(f.get("ceiling")), f["how"]])
     return rows
 
 
@@ -286,10 +334,13 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
                       "protocol adds (bench/floor.c: both ends in one thread, no waiting, no "
                       "epoll, nothing in user space), beside what the tcp tunnel spent (T) and "
                       "what the machine spends per request in the direct run (D); D / (D + "
-                      "floor) bounds the ratio of any such tunnel on this machine.\n\n" if md else
+                      "floor) bounds the ratio of any such tunnel on this machine. For the "
+                      "encrypted transports' bulk (ms per GB): two copying TCP hops and one "
+                      "encryption and decryption at OpenSSL's own speed, against that "
+                      "transport's T; the bound counts all cores as available.\n\n" if md else
                       "Floor: the kernel's least CPU per request for the tunnel's extra TCP work "
-                      "(us), and the best ratio it leaves\n") +
-                     tbl(["load", "floor", "T (tcp)", "D (direct)", "best possible", "what"],
+                      "(us; encrypted bulk: ms per GB), and the best ratio it leaves\n") +
+                     tbl(["load", "floor", "T (tunnel)", "D (direct)", "best possible", "what"],
                          floor_rows(loads, summary, floor)))
     if idle:
         rows = []

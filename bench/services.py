@@ -208,6 +208,18 @@ def start_socat_chain(name, target_port, logdir):
     return front, [hop1, hop2]
 
 
+def start_minrelay_chain(name, target_port, logdir, exe, copy=False):
+    """Two hops of bench/minrelay.c (the least relay: splice, or with copy
+    recv and send, and epoll, nothing else), like the tunnel's two
+    processes: front -> middle -> target."""
+    mid, front = free_port(), free_port()
+    mode = ["copy"] if copy else []
+    hop2 = Proc("minrelay-%s-2" % name, [exe, str(mid), str(target_port)] + mode, logdir)
+    hop1 = Proc("minrelay-%s-1" % name, [exe, str(front), str(mid)] + mode, logdir)
+    wait_until(lambda: port_listening(mid) and port_listening(front), 10, "minrelay")
+    return front, [hop1, hop2]
+
+
 def port_listening(port):
     return port_open_quiet_udp_ok(port)
 
