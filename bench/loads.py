@@ -44,9 +44,19 @@ def iperf_tcp(port, duration, reverse=False, streams=1):
             "retransmits": e["sum_sent"].get("retransmits", 0)}
 
 
+# The receiving test socket's buffer (iperf3 -w sets it on both ends). With
+# the kernel's default (208 KiB: 3.4 ms at 500 Mb/s) the receiving iperf3
+# itself drops datagrams whenever it waits that long for a core, direct as
+# well as through a tunnel (RcvbufErrors on its own socket; 0.0-4.7 % lost
+# direct in one run on two shared cores). A service expecting 500 Mb/s asks
+# for more; 4 MiB is this machine's net.core.rmem_max. The tunnel's own
+# UDP sockets ask for the same (src/udp.c).
+UDP_SOCKET_BUFFER = "4M"
+
+
 def iperf_udp(port, duration, mbps, length=1400, reverse=False):
-    d = _iperf3(port, duration, ["-u", "-b", "%dM" % mbps, "-l", str(length)] +
-                (["-R"] if reverse else []))
+    d = _iperf3(port, duration, ["-u", "-b", "%dM" % mbps, "-l", str(length),
+                                 "-w", UDP_SOCKET_BUFFER] + (["-R"] if reverse else []))
     r = d["end"]["sum_received"] if "sum_received" in d["end"] else d["end"]["sum"]
     sent = d["end"].get("sum_sent", r)
     packets = r.get("packets") or sent.get("packets") or 0
@@ -196,7 +206,7 @@ def catalogue(udp_rates):
              lambda p, t: wrk(p, t, close=True), extra=("p50_ms", "p99_ms", "errors")),
     ]
     for rate in udp_rates:
-        loads.append(Load("udp_%d" % rate, "UDP %d Mb/s offered (iperf3 -u, 1400 B)" % rate,
+        loads.append(Load("udp_%d" % rate, "UDP %d Mb/s offered (iperf3 -u, 1400 B, -w 4M)" % rate,
                           "iperf", "loss_pct", "% lost",
                           (lambda r: lambda p, t: iperf_udp(p, t, r))(rate),
                           higher_better=False, extra=("recv_mbps",), tcp=False))
@@ -204,7 +214,7 @@ def catalogue(udp_rates):
         # the other direction: the server sends to the visitor
         rate = max(udp_rates)
         loads.append(Load("udp_%d_reverse" % rate,
-                          "UDP %d Mb/s offered, reverse (iperf3 -u -R)" % rate, "iperf",
+                          "UDP %d Mb/s offered, reverse (iperf3 -u -R, -w 4M)" % rate, "iperf",
                           "loss_pct", "% lost", lambda p, t: iperf_udp(p, t, rate, reverse=True),
                           higher_better=False, extra=("recv_mbps",), tcp=False))
     return loads

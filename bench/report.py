@@ -6,7 +6,7 @@ import statistics
 
 
 
-LABELS = {"ssh": "ssh -R (OpenSSH)", "relay": "least relay"}
+LABELS = {"ssh": "ssh -R (OpenSSH)", "relay": "least relay", "relay-copy": "least relay, copying"}
 
 
 def label(target):
@@ -155,8 +155,10 @@ def check_targets(summary, held, idle, binary, floor=None):
         # a miss that two decimals would round up to the goal shows three
         shown = ("%.3fx" % r if r is not None and r < least and round(r, 2) >= least
                  else fmt_ratio(r))
+        relay = get(load, "relay", "ratio") if target == "tcp" else None
         notes = (["CPU-bound ceiling %.2fx" % c] if r is not None and c else []) + (
-            ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else [])
+            ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else []) + (
+            ["the least relay %.2fx" % relay] if r is not None and relay else [])
         add(name, ">= %.2fx direct" % least, r, r is not None and r >= least,
             shown + (" (%s)" % "; ".join(notes) if notes else ""),
             out_of_reach=f is not None and f < least)
