@@ -76,7 +76,8 @@ def floor_ceilings(loads, results, floor, duration):
                 per = results.get(load.name, {})
                 copy = [load.cost(r, duration) for r in per.get("relay-copy", [])]
                 bulk_floor_terms(f, [c for c in copy if c is not None])
-                bulk_floor_bound(f, per.get("direct", []))
+                if "ms_gb" in f:
+                    bulk_floor_bound(f, per.get("direct", []))
 
 
 def bulk_floor_terms(f, copy_relay_costs):
@@ -86,9 +87,11 @@ def bulk_floor_terms(f, copy_relay_costs):
     if copy_relay_costs:
         hops = statistics.median(copy_relay_costs)
         what = "the copying least relay %.0f" % hops
-    else:
+    elif f["hop_ms_gb"]:
         hops = 2 * f["hop_ms_gb"]
         what = "2 copying TCP hops %.0f (bench/floor.c)" % hops
+    else:
+        return		# the copying relay was to measure the hops, and it did not
     f["ms_gb"] = hops + crypto
     f["how"] = "%s + %s: encrypt %.0f, decrypt %.0f (openssl speed)" % (
         what, f["cipher"], f["enc_ms_gb"], f["dec_ms_gb"])
@@ -301,7 +304,7 @@ def floor_rows(loads, summary, floor):
     for key, f in sorted(floor.items()):
         name, _, transport = key.partition(":")
         load = next((l for l in loads if l.name == name), None)
-        if not load or not transport:
+        if not load or not transport or "ms_gb" not in f:
             continue
         t = summary.get(name, {}).get(transport, {}).get("cost")
         rows.append(["%s, %s (ms/GB)" % (load.title, transport), "%.0f" % f["ms_gb"],

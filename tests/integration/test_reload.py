@@ -104,6 +104,24 @@ def test_broken_edit_keeps_running_config(procs, echoes):
     assert echo_once(p.ports["one"], b"unchanged") == b"unchanged"
 
 
+def test_unreadable_or_oversized_file_keeps_running_config(procs, echoes):
+    """A reload reads the file as the start does: at most 4 MiB, and an
+    unreadable file is one error naming it, not a half-applied config."""
+    p = Pair(procs, echoes)
+    p.start(["one"])
+    s, _ = p.texts(["one", "two"])
+    # valid TOML, padded past the limit with a comment
+    write_atomically(p.spath, s + "# " + "x" * (4 * 1024 * 1024) + "\n")
+    p.server.wait_log("reload rejected: %s: cannot read: the file is larger than 4194304 bytes"
+                      % p.spath, timeout=10)
+    assert not port_open(p.ports["two"])
+    os.unlink(p.spath)
+    p.server.signal(signal.SIGHUP)
+    p.server.wait_log("reload rejected: %s: cannot read: No such file or directory" % p.spath,
+                      timeout=10)
+    assert echo_once(p.ports["one"], b"unchanged") == b"unchanged"
+
+
 def test_sighup_reloads(procs, echoes):
     p = Pair(procs, echoes)
     p.start(["one"])

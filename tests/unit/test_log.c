@@ -25,15 +25,20 @@ static void check_utc(int64_t t)
 	       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-/* Known dates, without the C library's help (its time_t may be 32 bits). */
+/* Known dates, checked without the C library (its time_t may be 32 bits),
+ * then each against gmtime_r() where it can say. */
 static void test_utc_fixed(void)
 {
 	static const struct { int64_t t; struct log_utc u; } known[] = {
 		{ 0, { 1970, 1, 1, 0, 0, 0 } },
 		{ -1, { 1969, 12, 31, 23, 59, 59 } },
-		{ 951782400, { 2000, 2, 29, 0, 0, 0 } },
-		{ 4107542400LL, { 2100, 3, 1, 0, 0, 0 } },
+		{ 86399, { 1970, 1, 1, 23, 59, 59 } },
+		{ -86401, { 1969, 12, 30, 23, 59, 59 } },
+		{ 951782400, { 2000, 2, 29, 0, 0, 0 } },	/* leap: divisible by 400 */
+		{ 1709164800, { 2024, 2, 29, 0, 0, 0 } },
+		{ 1796124245, { 2026, 12, 1, 11, 24, 5 } },	/* when this test was written */
 		{ 4107456000LL, { 2100, 2, 28, 0, 0, 0 } },
+		{ 4107542400LL, { 2100, 3, 1, 0, 0, 0 } },	/* 2100 is no leap year */
 		{ -2208988800LL, { 1900, 1, 1, 0, 0, 0 } },
 		{ -5364662400LL, { 1800, 1, 1, 0, 0, 0 } },
 		{ 253402300799LL, { 9999, 12, 31, 23, 59, 59 } },
@@ -46,26 +51,13 @@ static void test_utc_fixed(void)
 		       u.hour == w.hour && u.min == w.min && u.sec == w.sec,
 		       "%lld: %04d-%02d-%02d %02d:%02d:%02d", (long long)known[i].t, u.year,
 		       u.month, u.day, u.hour, u.min, u.sec);
+		check_utc(known[i].t);
 	}
 }
 
-static void test_utc(void)
+/* Every day from 1800 to 2300, at a time of day that moves. */
+static void test_utc_days(void)
 {
-	static const int64_t fixed[] = {
-		0, -1, 59, 60, 86399, 86400, -86400, -86401,
-		951782400,	/* 2000-02-29: a leap day of a year divisible by 400 */
-		951868800,	/* 2000-03-01 */
-		1709164800,	/* 2024-02-29 */
-		4107542400LL,	/* 2100-03-01: 2100 is no leap year */
-		-2208988800LL,	/* 1900-01-01 */
-		253402300799LL,	/* 9999-12-31 23:59:59 */
-	};
-	struct log_utc u = log_utc(1796124245);	/* the moment this test was written */
-
-	CHECK(u.year == 2026 && u.month == 12 && u.day == 1);
-	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-		check_utc(fixed[i]);
-	/* every day from 1800 to 2300, at a time of day that moves */
 	for (int64_t t = -5364662400LL, k = 0; t < 10413792000LL; t += 86400, k++)
 		check_utc(t + k * 7919 % 86400);
 }
@@ -85,7 +77,7 @@ static void test_levels(void)
 int main(void)
 {
 	test_utc_fixed();
-	test_utc();
+	test_utc_days();
 	test_levels();
 	return check_report("test_log");
 }
