@@ -70,6 +70,10 @@ const uint8_t *noise_hs_hash(const struct noise_hs *hs, size_t *len);
 const uint8_t *noise_hs_remote_static(const struct noise_hs *hs);
 void noise_hs_free(struct noise_hs *hs);
 
+/* A cipher state keyed with key, nonce 0, for a cipher named as in protocol
+ * names ("ChaChaPoly", "AESGCM"); NULL for another name. For tests: rathole's
+ * cipher states come from noise_hs_split(). */
+struct noise_cipher *noise_cipher_new(const char *name, const uint8_t key[NOISE_KEY_LEN]);
 /* Encrypts len bytes at buf in place; buf must have NOISE_TAG_LEN spare bytes
  * after them. Returns the ciphertext length (len + 16) or -1 (nonce exhausted,
  * len too large). */

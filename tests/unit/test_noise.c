@@ -1,9 +1,12 @@
 /* Noise: every vector of $TESTDATA/noise/vectors.json in both roles, plus
  * the failure paths (tampering, wrong keys, nonce exhaustion, names). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "base64.h"
 #include "check.h"
@@ -498,6 +501,85 @@ static void test_nonce_exhaustion(void)
 	pair_free(&p);
 }
 
+/* ENCRYPT(k, n, ad, plaintext) of section 5.1 in one EVP update, from the
+ * specification: the reference for noise_encrypt(), which splits the update. */
+static size_t spec_encrypt(const char *name, const uint8_t key[32], uint64_t n,
+			   const uint8_t *pt, size_t len, uint8_t *out)
+{
+	bool chacha = strcmp(name, "ChaChaPoly") == 0;
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	uint8_t iv[12] = { 0 };
+	int outl = 0, finl = 0;
+	bool ok;
+
+	for (int i = 0; i < 8; i++) {
+		if (chacha)
+			iv[4 + i] = (uint8_t)(n >> (8 * i));	/* 32 zero bits, little-endian n */
+		else
+			iv[11 - i] = (uint8_t)(n >> (8 * i));	/* 32 zero bits, big-endian n */
+	}
+	ok = ctx && EVP_CipherInit_ex(ctx, chacha ? EVP_chacha20_poly1305() : EVP_aes_256_gcm(),
+				      NULL, key, iv, 1) &&
+	     (len == 0 || EVP_CipherUpdate(ctx, out, &outl, pt, (int)len)) &&
+	     EVP_CipherFinal_ex(ctx, out + outl, &finl) &&
+	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, NOISE_TAG_LEN, out + len);
+	EVP_CIPHER_CTX_free(ctx);
+	return ok ? len + NOISE_TAG_LEN : 0;
+}
+
+/* Messages of every size class the split update treats differently: under
+ * one 128-byte unit, exactly whole units, whole units and a rest, the
+ * largest. Each must be the specification's ciphertext, and must decrypt,
+ * and a flipped bit anywhere must fail. */
+static void test_long_messages(void)
+{
+	static const char *names[] = { "ChaChaPoly", "AESGCM" };
+	static const size_t lens[] = { 0, 1, 15, 16, 127, 128, 129, 255, 1000, 4096,
+				       65519 - 128, 65471, NOISE_MAX_PLAINTEXT };
+	uint8_t key[32];
+	uint8_t *pt = malloc(NOISE_MAX_MSG), *buf = malloc(NOISE_MAX_MSG),
+		*want = malloc(NOISE_MAX_MSG);
+
+	CHECK(pt && buf && want);
+	if (!pt || !buf || !want)
+		goto out;
+	for (size_t i = 0; i < 32; i++)
+		key[i] = (uint8_t)(0xa5 ^ i * 7);
+	for (size_t i = 0; i < NOISE_MAX_MSG; i++)
+		pt[i] = (uint8_t)(i * 131 + (i >> 8));
+	for (size_t c = 0; c < 2; c++) {
+		struct noise_cipher *enc = noise_cipher_new(names[c], key);
+		struct noise_cipher *dec = noise_cipher_new(names[c], key);
+
+		CHECK(enc && dec);
+		for (size_t i = 0; enc && dec && i < sizeof lens / sizeof lens[0]; i++) {
+			size_t len = lens[i], wlen = spec_encrypt(names[c], key, i, pt, len, want);
+			long n;
+
+			memcpy(buf, pt, len);
+			n = noise_encrypt(enc, buf, len);
+			CHECKF(wlen && n == (long)wlen && memcmp(buf, want, wlen) == 0,
+			       "%s: %zu bytes: not the specification's ciphertext", names[c], len);
+			buf[(len * 7) % (len + NOISE_TAG_LEN)] ^= 0x10;
+			noise_cipher_set_nonce(dec, i);
+			CHECKF(noise_decrypt(dec, buf, wlen) == -1,
+			       "%s: %zu bytes: a flipped bit authenticated", names[c], len);
+			memcpy(buf, want, wlen);
+			noise_cipher_set_nonce(dec, i);
+			n = noise_decrypt(dec, buf, wlen);
+			CHECKF(n == (long)len && memcmp(buf, pt, len) == 0,
+			       "%s: %zu bytes: does not decrypt", names[c], len);
+		}
+		noise_cipher_free(enc);
+		noise_cipher_free(dec);
+	}
+	CHECK(noise_cipher_new("AESGCM256", key) == NULL);
+out:
+	free(pt);
+	free(buf);
+	free(want);
+}
+
 static void test_rekey(void)
 {
 	struct pair p;
@@ -610,6 +692,7 @@ int main(void)
 	test_tampering();
 	test_wrong_keys();
 	test_nonce_exhaustion();
+	test_long_messages();
 	test_rekey();
 	test_names();
 	test_keys();
