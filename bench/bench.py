@@ -4,7 +4,8 @@
 Starts local services (iperf3 -s, nginx serving a small file, an echo
 service), a rathole server and client per transport (tcp, noise, tls,
 websocket), a two-hop socat relay, two hops of the least relay (bench/minrelay.c:
-splice and epoll, no protocol) and an OpenSSH `ssh -R` tunnel (sshd and ssh
+splice and epoll, no protocol; for bulk also copying, and encrypting with
+noise's and TLS's ciphers and record sizes) and an OpenSSH `ssh -R` tunnel (sshd and ssh
 on loopback), then runs every load directly (client -> service) and through
 each of them, alternating the order in every round. Prints
 medians and ratios tunnel/direct, and writes JSON and markdown under
@@ -251,13 +252,13 @@ def idle_memory(t):
 CMD_BYTES, HELLO_BYTES, START_BYTES = 4, 37, 4
 
 
-def build_helper(workdir, name):
+def build_helper(workdir, name, libs=()):
     """bench/NAME.c compiled into the work directory (once per run)."""
     exe = os.path.join(workdir, name)
     if os.path.exists(exe):
         return exe
     r = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-O2", "-D_GNU_SOURCE",
-                        "-o", exe, os.path.join(HERE, name + ".c")],
+                        "-o", exe, os.path.join(HERE, name + ".c")] + list(libs),
                        capture_output=True, text=True)
     if r.returncode:
         raise BenchError("cannot build bench/%s.c: %s" % (name, r.stderr[-500:]))
@@ -308,6 +309,8 @@ def floor_costs(workdir, http_port, quick):
 # OpenSSL 3 peers settles on with rathole's settings (TLS_AES_256_GCM_SHA384,
 # the first of OpenSSL's default suites; the server's order wins).
 BULK_CIPHERS = {"noise": "chacha20-poly1305", "tls": "aes-256-gcm"}
+# The largest plaintext per record: noise's (65,535 - the tag), TLS's.
+RECORD_PLAINTEXT = {"noise": 65535 - 16, "tls": 16384}
 
 
 def openssl_speed_ms_per_gb(cipher, decrypt, seconds):
@@ -545,7 +548,7 @@ def run(opts, workdir, logdir):
         sp_http, procs2 = start_socat_chain("http", nginx.port, logdir)
         targets.append(Target("socat", {"iperf": sp_iperf, "http": sp_http}, tcp_only=True))
     if opts.relay:
-        exe = build_helper(workdir, "minrelay")
+        exe = build_helper(workdir, "minrelay", ["-lcrypto"])
         mr_iperf, procs1 = start_minrelay_chain("iperf", iperf.port, logdir, exe)
         mr_http, procs2 = start_minrelay_chain("http", nginx.port, logdir, exe)
         # one pair's CPU per load: the iperf chain for bulk, the http chain for wrk
@@ -555,6 +558,13 @@ def run(opts, workdir, logdir):
             # copying, as encryption must: the encrypted transports' bulk floor
             port, procs = start_minrelay_chain("iperf-copy", iperf.port, logdir, exe, copy=True)
             targets.append(RelayTarget("relay-copy", {"iperf": (port, procs)}))
+        for tr in opts.transports:
+            if tr in RECORD_PLAINTEXT:
+                # and encrypting, with the transport's cipher and records:
+                # everything its bulk must do, nothing else
+                port, procs = start_minrelay_chain("iperf-" + tr, iperf.port, logdir, exe,
+                                                   seal=(BULK_CIPHERS[tr], RECORD_PLAINTEXT[tr]))
+                targets.append(RelayTarget("relay-" + tr, {"iperf": (port, procs)}))
     if ssh:
         targets.append(Target("ssh", ssh.ports, ssh.procs(), tcp_only=True))
     present = [t.name for t in targets]
@@ -687,7 +697,8 @@ def parse(argv):
     ap.add_argument("--no-socat", dest="socat", action="store_false")
     ap.add_argument("--no-relay", dest="relay", action="store_false",
                     help="skip the least relay (bench/minrelay.c: two processes that only "
-                    "splice bytes), the reference for the tunnel's own cost")
+                    "splice bytes, or copy them, or copy and encrypt them), the reference "
+                    "for the tunnel's own cost")
     ap.add_argument("--no-ssh", dest="ssh", action="store_false",
                     help="skip the ssh -R reference (OpenSSH sshd + ssh on loopback)")
     ap.add_argument("--no-static", dest="static", action="store_false",

@@ -1,7 +1,7 @@
 /* The least relay: what two relay processes cost on this machine when they
  * do nothing but move bytes (make bench).
  *
- *   minrelay LISTEN_PORT TARGET_PORT [copy]
+ *   minrelay LISTEN_PORT TARGET_PORT [copy | seal CIPHER MAX | open CIPHER MAX]
  *
  * Accepts on 127.0.0.1:LISTEN_PORT; for each connection connects to
  * 127.0.0.1:TARGET_PORT and moves bytes both ways with splice() through a
@@ -9,6 +9,17 @@
  * have ended (a FIN is passed on as a shutdown). With "copy", through a
  * 64 KiB buffer per direction instead (recv and send), as every encrypting
  * transport must: the least such a transport pays beside its cipher.
+ * With "seal", it also encrypts what the listening side sends and decrypts
+ * what the target side sends, in records of at most MAX plaintext bytes
+ * framed like the noise transport's (a u16 length, then the ciphertext and
+ * a 16-byte tag) with OpenSSL's CIPHER (chacha20-poly1305, aes-256-gcm),
+ * keyed once, a counter nonce per record; "open" is its mirror, so
+ * `seal` -> `open` is an encrypting tunnel with none of a protocol's work:
+ * the least an encrypted transport pays in place, cipher and copies
+ * together (the key is fixed: bench code, not a secure channel). Records
+ * smaller than 64 KiB are batched as the tls transport batches its own: the
+ * records sealed from one read leave with one send, and the plaintext of
+ * the complete records received leaves with one sendmsg.
  * One thread, one level-triggered epoll, no protocol, no pools, no timers,
  * no logging. Two of them in a chain (visitor -> minrelay -> minrelay ->
  * service) cross the same three TCP connections per visitor that a rathole
@@ -20,6 +31,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,10 +39,18 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define PIPE_SIZE	(256 * 1024)
 #define COPY_SIZE	(64 * 1024)
+#define HDR		2
+#define TAG		16
+#define RECORD_MAX	(HDR + 65535)
+#define OPEN_BUF	(2 * RECORD_MAX)
+#define IOV_MAX_RECS	8		/* records opened per send */
+
+enum crypt { PLAIN, SEAL, OPEN };
 
 struct conn;
 
@@ -38,9 +58,15 @@ struct conn;
 struct dir {
 	int src, dst;
 	int rd, wr;		/* the pipe */
-	char *buf;		/* copy mode: buf[off .. off + in_pipe) is pending */
-	size_t off;
-	size_t in_pipe;
+	char *buf;		/* copy mode: what was read (plaintext, or wire bytes to open) */
+	char *wire;		/* SEAL: the records sealed from buf */
+	size_t off, in_pipe;	/* PLAIN, SEAL: out[off .. off + in_pipe) is pending */
+	enum crypt crypt;
+	EVP_CIPHER_CTX *ctx;
+	uint64_t nonce;
+	size_t have, used;	/* OPEN: wire bytes in buf; those of the records in iov */
+	struct iovec iov[IOV_MAX_RECS];	/* OPEN: the plaintext of opened records */
+	int niov, iov_at;
 	bool eof, done;
 	bool drained;		/* the last read emptied the socket */
 };
@@ -60,6 +86,9 @@ struct conn {
 
 static int ep;
 static bool copy_mode;
+static enum crypt listen_side = PLAIN;	/* what d[0] does; d[1] the mirror */
+static const EVP_CIPHER *cipher;
+static size_t max_plain, seal_read;	/* plaintext per record; per read */
 static struct sockaddr_in target;
 static struct conn *closed;	/* freed after the batch of events that closed them */
 
@@ -84,6 +113,8 @@ static void conn_close(struct conn *c)
 		close(c->e[i].fd);
 		if (copy_mode) {
 			free(c->d[i].buf);
+			free(c->d[i].wire);
+			EVP_CIPHER_CTX_free(c->d[i].ctx);
 		} else {
 			close(c->d[i].rd);
 			close(c->d[i].wr);
@@ -92,6 +123,141 @@ static void conn_close(struct conn *c)
 	c->closed = true;
 	c->next_closed = closed;
 	closed = c;
+}
+
+/* As src/noise.c does for ChaCha20-Poly1305: a head of whole 128-byte
+ * units, then the rest, which keeps OpenSSL's Poly1305 on its fastest path. */
+static bool cipher_update(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in,
+			  size_t n)
+{
+	size_t head = EVP_CIPHER_get_nid(cipher) == NID_chacha20_poly1305 ? n / 128 * 128 : n;
+	int outl;
+
+	return (!head || EVP_CipherUpdate(ctx, out, &outl, in, (int)head)) &&
+	       (head == n || EVP_CipherUpdate(ctx, out + head, &outl, in + head, (int)(n - head)));
+}
+
+static bool set_nonce(struct dir *d, int enc)
+{
+	unsigned char iv[12] = { 0 };
+
+	for (int i = 0; i < 8; i++)
+		iv[4 + i] = (unsigned char)(d->nonce >> (8 * i));
+	d->nonce++;
+	return EVP_CipherInit_ex(d->ctx, NULL, NULL, NULL, iv, enc);
+}
+
+/* SEAL: the n plaintext bytes read into buf become records of at most
+ * max_plain bytes each, framed, one after the other in wire: one send. */
+static bool seal(struct dir *d, size_t n)
+{
+	const unsigned char *pt = (const unsigned char *)d->buf;
+	unsigned char *w = (unsigned char *)d->wire;
+	size_t at = 0;
+	int finl;
+
+	for (size_t done = 0; done < n; ) {
+		size_t len = n - done < max_plain ? n - done : max_plain;
+
+		if (!set_nonce(d, 1) || !cipher_update(d->ctx, w + at + HDR, pt + done, len) ||
+		    !EVP_CipherFinal_ex(d->ctx, w + at + HDR + len, &finl) ||
+		    !EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_GET_TAG, TAG, w + at + HDR + len))
+			return false;
+		w[at] = (unsigned char)(len + TAG);
+		w[at + 1] = (unsigned char)((len + TAG) >> 8);
+		at += HDR + len + TAG;
+		done += len;
+	}
+	d->off = 0;
+	d->in_pipe = at;
+	return true;
+}
+
+/* OPEN: the records just sent are dropped; the complete ones after them
+ * (up to IOV_MAX_RECS) are decrypted in place, their plaintext pending. */
+static bool open_records(struct dir *d)
+{
+	unsigned char *p = (unsigned char *)d->buf;
+	size_t at = 0, len;
+	int finl;
+
+	if (d->used) {
+		d->have -= d->used;
+		memmove(p, p + d->used, d->have);
+		d->used = 0;
+	}
+	d->niov = d->iov_at = 0;
+	d->in_pipe = 0;
+	while (d->niov < IOV_MAX_RECS && d->have - at >= HDR &&
+	       d->have - at - HDR >= (len = (size_t)p[at] | (size_t)p[at + 1] << 8)) {
+		unsigned char *m = p + at + HDR;
+
+		if (len < TAG || !set_nonce(d, 0) ||
+		    !EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_TAG, TAG, m + len - TAG) ||
+		    !cipher_update(d->ctx, m, m, len - TAG) ||
+		    !EVP_CipherFinal_ex(d->ctx, m + len - TAG, &finl))
+			return false;	/* forged, or out of step */
+		d->iov[d->niov++] = (struct iovec){ .iov_base = m, .iov_len = len - TAG };
+		d->in_pipe += len - TAG;
+		at += HDR + len;
+	}
+	d->used = at;
+	return true;
+}
+
+/* Reads into the buffer: plaintext to seal, wire bytes to open, or bytes
+ * to pass on. Returns what recv() did. */
+static ssize_t fill(struct dir *d)
+{
+	size_t want = d->crypt == SEAL ? seal_read : d->crypt == OPEN ? OPEN_BUF - d->have
+				       : COPY_SIZE;
+	ssize_t n = recv(d->src, d->buf + (d->crypt == OPEN ? d->have : 0), want, 0);
+
+	d->drained = n > 0 && (size_t)n < want;
+	if (n <= 0)
+		return n;
+	switch (d->crypt) {
+	case SEAL:
+		return seal(d, (size_t)n) ? n : -1;
+	case OPEN:
+		d->have += (size_t)n;
+		return open_records(d) ? n : -1;
+	default:
+		d->off = 0;
+		d->in_pipe = (size_t)n;
+		return n;
+	}
+}
+
+/* Writes what is pending; the count written, or -1 with errno. */
+static ssize_t flush(struct dir *d)
+{
+	ssize_t n;
+
+	if (!copy_mode)
+		return splice(d->rd, NULL, d->dst, NULL, d->in_pipe,
+			      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	if (d->crypt != OPEN) {
+		n = send(d->dst, (d->crypt == SEAL ? d->wire : d->buf) + d->off, d->in_pipe,
+			 MSG_NOSIGNAL);
+		if (n > 0)
+			d->off += (size_t)n;
+		return n;
+	}
+	n = sendmsg(d->dst, &(struct msghdr){ .msg_iov = d->iov + d->iov_at,
+					      .msg_iovlen = (size_t)(d->niov - d->iov_at) },
+		    MSG_NOSIGNAL);
+	for (size_t left = n > 0 ? (size_t)n : 0; left; ) {
+		struct iovec *v = &d->iov[d->iov_at];
+		size_t k = left < v->iov_len ? left : v->iov_len;
+
+		v->iov_base = (char *)v->iov_base + k;
+		v->iov_len -= k;
+		left -= k;
+		if (v->iov_len == 0)
+			d->iov_at++;
+	}
+	return n;
 }
 
 /* Moves what it can, then waits for epoll; false when the connection
@@ -103,17 +269,18 @@ static bool pump(struct dir *d)
 		ssize_t n;
 
 		while (d->in_pipe) {
-			if (copy_mode)
-				n = send(d->dst, d->buf + d->off, d->in_pipe, MSG_NOSIGNAL);
-			else
-				n = splice(d->rd, NULL, d->dst, NULL, d->in_pipe,
-					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			n = flush(d);
 			if (n < 0 && errno == EAGAIN)
 				return true;
 			if (n <= 0)
 				return false;
 			d->in_pipe -= (size_t)n;
-			d->off += (size_t)n;
+		}
+		if (d->crypt == OPEN && d->used) {
+			if (!open_records(d))
+				return false;
+			if (d->in_pipe || d->used)
+				continue;	/* a record of empty plaintext is dropped too */
 		}
 		if (d->eof) {
 			shutdown(d->dst, SHUT_WR);
@@ -124,26 +291,28 @@ static bool pump(struct dir *d)
 			d->drained = false;
 			return true;
 		}
-		if (copy_mode)
-			n = recv(d->src, d->buf, COPY_SIZE, 0);
-		else
+		if (copy_mode) {
+			n = fill(d);
+		} else {
 			n = splice(d->src, NULL, d->wr, NULL, PIPE_SIZE,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			d->in_pipe = n > 0 ? (size_t)n : 0;
+			d->drained = n > 0 && n < PIPE_SIZE;
+		}
 		if (n < 0 && errno == EAGAIN)
 			return true;
 		if (n < 0)
 			return false;
+		if (n == 0 && d->crypt == OPEN && d->have)
+			return false;	/* ended inside a record */
 		d->eof = n == 0;
-		d->in_pipe = (size_t)n;
-		d->off = 0;
-		d->drained = n > 0 && n < (copy_mode ? COPY_SIZE : PIPE_SIZE);
 	}
 	return true;
 }
 
 /* Reading from a side whose direction is stuck on a full destination
  * would only fill the pipe: watch the destination instead. */
-static void update(struct conn *c)
+static void update_interest(struct conn *c)
 {
 	for (int i = 0; i < 2; i++) {
 		struct dir *out = &c->d[i], *in = &c->d[!i];
@@ -178,7 +347,7 @@ static void on_event(struct end *e, uint32_t events)
 		conn_close(c);
 		return;
 	}
-	update(c);
+	update_interest(c);
 }
 
 static void watch(struct end *e)
@@ -214,8 +383,22 @@ static void on_accept(int l)
 	for (int i = 0; i < 2; i++) {
 		c->d[i] = (struct dir){ .src = i ? t : v, .dst = i ? v : t };
 		if (copy_mode) {
-			if (!(c->d[i].buf = malloc(COPY_SIZE)))
+			struct dir *d = &c->d[i];
+
+			d->crypt = listen_side == PLAIN ? PLAIN : i == 0 ? listen_side
+				   : listen_side == SEAL ? OPEN : SEAL;
+			d->buf = malloc(d->crypt == OPEN ? OPEN_BUF : COPY_SIZE);
+			if (!d->buf || (d->crypt == SEAL &&
+					!(d->wire = malloc(seal_read / max_plain * (HDR + TAG) +
+							   seal_read))))
 				die("malloc");
+			if (d->crypt != PLAIN) {
+				static const unsigned char key[32];
+
+				if (!(d->ctx = EVP_CIPHER_CTX_new()) ||
+				    !EVP_CipherInit_ex(d->ctx, cipher, NULL, key, NULL, d->crypt == SEAL))
+					die("EVP_CipherInit_ex");
+			}
 		} else {
 			if (pipe2(p[i], O_NONBLOCK | O_CLOEXEC) < 0)
 				die("pipe2");
@@ -234,11 +417,21 @@ int main(int argc, char **argv)
 	struct sockaddr_in a;
 	int l, one = 1;
 
-	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "copy"))) {
-		fprintf(stderr, "usage: minrelay LISTEN_PORT TARGET_PORT [copy]\n");
+	if (argc == 6 && (!strcmp(argv[3], "seal") || !strcmp(argv[3], "open"))) {
+		listen_side = !strcmp(argv[3], "seal") ? SEAL : OPEN;
+		cipher = EVP_get_cipherbyname(argv[4]);
+		max_plain = (size_t)atol(argv[5]);
+		/* as many whole records as fit 64 KiB, or one */
+		seal_read = max_plain && max_plain < COPY_SIZE ? COPY_SIZE / max_plain * max_plain
+							       : max_plain;
+	}
+	if (!(argc == 3 || (argc == 4 && !strcmp(argv[3], "copy")) ||
+	      (listen_side != PLAIN && cipher && max_plain > 0 && max_plain <= 65535 - TAG))) {
+		fprintf(stderr, "usage: minrelay LISTEN_PORT TARGET_PORT "
+			"[copy | seal CIPHER MAX | open CIPHER MAX]\n");
 		return 2;
 	}
-	copy_mode = argc == 4;
+	copy_mode = argc > 3;
 	signal(SIGPIPE, SIG_IGN);	/* a peer gone: splice() fails with EPIPE instead */
 	a = loopback(atoi(argv[1]));
 	target = loopback(atoi(argv[2]));

@@ -6,7 +6,9 @@ import statistics
 
 
 
-LABELS = {"ssh": "ssh -R (OpenSSH)", "relay": "least relay", "relay-copy": "least relay, copying"}
+LABELS = {"ssh": "ssh -R (OpenSSH)", "relay": "least relay", "relay-copy": "least relay, copying",
+          "relay-noise": "least relay, encrypting as noise",
+          "relay-tls": "least relay, encrypting as tls"}
 
 
 def label(target):
@@ -158,10 +160,11 @@ def check_targets(summary, held, idle, binary, floor=None):
         # a miss that two decimals would round up to the goal shows three
         shown = ("%.3fx" % r if r is not None and r < least and round(r, 2) >= least
                  else fmt_ratio(r))
-        relay = get(load, "relay", "ratio") if target == "tcp" else None
+        relay = get(load, "relay" if target == "tcp" else "relay-" + target, "ratio")
         notes = (["CPU-bound ceiling %.2fx" % c] if r is not None and c else []) + (
             ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else []) + (
-            ["the least relay %.2fx" % relay] if r is not None and relay else [])
+            ["the least %srelay %.2fx" % ("" if target == "tcp" else "encrypting ", relay)]
+            if r is not None and relay else [])
         add(name, ">= %.2fx direct" % least, r, r is not None and r >= least,
             shown + (" (%s)" % "; ".join(notes) if notes else ""),
             out_of_reach=f is not None and f < least)
