@@ -15,7 +15,7 @@
  * a 16-byte tag) with OpenSSL's CIPHER (chacha20-poly1305, aes-256-gcm),
  * keyed once, a counter nonce per record; "open" is its mirror, so
  * `seal` -> `open` is an encrypting tunnel with none of a protocol's work:
- * the least an encrypted transport pays in place, cipher and copies
+ * the least an encrypted transport pays in a relay, cipher and copies
  * together (the key is fixed: bench code, not a secure channel). Records
  * smaller than 64 KiB are batched as the tls transport batches its own: the
  * records sealed from one read leave with one send, and the plaintext of

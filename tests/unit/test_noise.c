@@ -1,5 +1,6 @@
 /* Noise: every vector of $TESTDATA/noise/vectors.json in both roles, plus
- * the failure paths (tampering, wrong keys, nonce exhaustion, names). */
+ * the failure paths (tampering, wrong keys, nonce exhaustion, names) and
+ * messages from empty to the largest against a one-update encryption. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
