@@ -52,6 +52,10 @@ class Target:
         self.name, self.ports, self.procs = name, ports, list(procs)
         self.tcp_only = tcp_only
 
+    def procs_for(self, service):
+        """The processes whose CPU a load on this service is charged."""
+        return self.procs
+
 
 class RelayTarget(Target):
     """The least relay (bench/minrelay.c): a chain of two per service, whose
@@ -153,7 +157,7 @@ def measure(load, target, duration):
     """One run of a load against a target, with the CPU time of the target's
     processes and how many cores the whole machine kept busy."""
     port = target.ports[load.service]
-    procs = target.procs_for(load.service) if hasattr(target, "procs_for") else target.procs
+    procs = target.procs_for(load.service)
     cpu0 = [p.cpu_seconds() for p in procs]
     b0, t0 = read_cpu_busy()
     w0 = time.monotonic()

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,7 @@
 
 int net_parse_uint(const char *s, unsigned max, unsigned *out)
 {
-	unsigned long v = 0;
+	uint64_t v = 0;		/* at most max * 10 + 9: no overflow for any max */
 
 	if (!*s)
 		return -1;

@@ -1,4 +1,5 @@
 /* Addresses, CIDR access lists and PROXY protocol headers. */
+#include <limits.h>
 #include <string.h>
 
 #include "acl.h"
@@ -33,6 +34,9 @@ static void test_hostport(void)
 		CHECKF(net_split_hostport(bad[i], host, sizeof host, &port, &err) < 0, "%s", bad[i]);
 	CHECK(net_parse_uint("128", 128, &v) == 0 && v == 128);
 	CHECK(net_parse_uint("129", 128, &v) < 0 && net_parse_uint("", 128, &v) < 0);
+	CHECK(net_parse_uint("4294967295", UINT_MAX, &v) == 0 && v == UINT_MAX);
+	CHECK(net_parse_uint("4294967296", UINT_MAX, &v) < 0);
+	CHECK(net_parse_uint("42949672950", UINT_MAX, &v) < 0);
 }
 
 static void test_cidr(void)
