@@ -3,7 +3,7 @@
 
 Starts local services (iperf3 -s, nginx serving a small file, an echo
 service), a rathole server and client per transport (tcp, noise, tls,
-websocket), a two-hop socat relay, two hops of the least relay (bench/minrelay.c:
+websocket; on request wss and noise-aesgcm), a two-hop socat relay, two hops of the least relay (bench/minrelay.c:
 splice and epoll, no protocol; for bulk also copying, and encrypting with
 noise's and TLS's ciphers and record sizes) and an OpenSSH `ssh -R` tunnel (sshd and ssh
 on loopback), then runs every load directly (client -> service) and through
@@ -309,12 +309,14 @@ def floor_costs(workdir, http_port, quick):
 
 
 # The AEAD each encrypted transport runs in this bench: noise's default
-# pattern (Noise_NK_25519_ChaChaPoly_BLAKE2s), and what TLS 1.3 between two
-# OpenSSL 3 peers settles on with rathole's settings (TLS_AES_256_GCM_SHA384,
-# the first of OpenSSL's default suites; the server's order wins).
-BULK_CIPHERS = {"noise": "chacha20-poly1305", "tls": "aes-256-gcm"}
+# pattern (Noise_NK_25519_ChaChaPoly_BLAKE2s) and the AESGCM one, and what
+# TLS 1.3 between two OpenSSL 3 peers settles on with rathole's settings
+# (TLS_AES_256_GCM_SHA384, the first of OpenSSL's default suites; the
+# server's order wins).
+BULK_CIPHERS = {"noise": "chacha20-poly1305", "noise-aesgcm": "aes-256-gcm",
+                "tls": "aes-256-gcm"}
 # The largest plaintext per record: noise's (65,535 - the tag), TLS's.
-RECORD_PLAINTEXT = {"noise": 65535 - 16, "tls": 16384}
+RECORD_PLAINTEXT = {"noise": 65535 - 16, "noise-aesgcm": 65535 - 16, "tls": 16384}
 
 
 def openssl_speed_ms_per_gb(cipher, decrypt, seconds):
@@ -329,9 +331,21 @@ def openssl_speed_ms_per_gb(cipher, decrypt, seconds):
     return 1e9 / float(m.group(1))	# m: thousands of bytes per second
 
 
-def crypto_floor(workdir, transports, quick, copy_relay):
+def measure_cipher_speeds(transports, speeds):
+    """One `openssl speed` sample per direction of each encrypted
+    transport's AEAD, taken in a round beside the loads: this machine's
+    speed drifts by a third within minutes, so a floor measured once after
+    the rounds would compare a moment with a median."""
+    for cipher in sorted({BULK_CIPHERS[t] for t in transports if t in BULK_CIPHERS}):
+        per = speeds.setdefault(cipher, {"enc": [], "dec": []})
+        per["enc"].append(openssl_speed_ms_per_gb(cipher, False, 1))
+        per["dec"].append(openssl_speed_ms_per_gb(cipher, True, 1))
+
+
+def crypto_floor(workdir, transports, quick, copy_relay, speeds=None):
     """The least CPU per GB of an encrypted tunnel: the bytes are encrypted
-    once and decrypted once (OpenSSL's speed for the transport's AEAD), and
+    once and decrypted once (OpenSSL's speed for the transport's AEAD: the
+    median of the samples taken in the rounds, or measured now), and
     cross two more TCP hops, copied through user space (encryption needs
     them there). The hops cost what the copying least relay spent in the
     rounds (report.floor_ceilings, when copy_relay), or, without it, the
@@ -353,10 +367,14 @@ def crypto_floor(workdir, transports, quick, copy_relay):
         cipher = BULK_CIPHERS.get(tr)
         if not cipher:
             continue
-        enc = openssl_speed_ms_per_gb(cipher, False, 1 if quick else 2)
-        dec = openssl_speed_ms_per_gb(cipher, True, 1 if quick else 2)
+        sampled = (speeds or {}).get(cipher)
+        if sampled:
+            enc, dec = statistics.median(sampled["enc"]), statistics.median(sampled["dec"])
+        else:
+            enc = openssl_speed_ms_per_gb(cipher, False, 1 if quick else 2)
+            dec = openssl_speed_ms_per_gb(cipher, True, 1 if quick else 2)
         out["tcp_bulk:" + tr] = {"hop_ms_gb": hop_ms, "cipher": cipher, "enc_ms_gb": enc,
-                                 "dec_ms_gb": dec}
+                                 "dec_ms_gb": dec, "speed_samples": sampled}
     return out
 
 
@@ -576,6 +594,9 @@ def run(opts, workdir, logdir):
     loads = [l for l in L.catalogue(opts.udp_rates) if not opts.only or l.name in opts.only]
     results = {l.name: {} for l in loads}
     background = []
+    encrypted = [t for t in opts.transports if t in BULK_CIPHERS]
+    want_crypto_floor = encrypted and any(l.name == "tcp_bulk" for l in loads)
+    cipher_speeds = {}
     for rnd in range(opts.rounds):
         order = targets if rnd % 2 == 0 else list(reversed(targets))
         bg = wait_quiet(opts.quiet_wait)
@@ -599,6 +620,11 @@ def run(opts, workdir, logdir):
                 say("  %-18s %-10s %10s %s%s%s" % (load.name, target.name,
                                                   report.fmt_value(res[load.metric], load.unit),
                                                   load.unit, extra, cpu))
+        if want_crypto_floor:
+            measure_cipher_speeds(encrypted, cipher_speeds)
+            say("  %-18s %s" % ("openssl speed", ", ".join(
+                "%s %.0f + %.0f ms/GB" % (c, v["enc"][-1], v["dec"][-1])
+                for c, v in sorted(cipher_speeds.items()))))
     for name, t in tunnels.items():
         idle[name]["after_loads_total_kib"] = idle_memory(t)["total_kib"]
     for t in tunnels.values():
@@ -652,10 +678,10 @@ def run(opts, workdir, logdir):
         floor = floor_costs(workdir, nginx.port, opts.quick)
         for name, f in floor.items():
             say("  %-18s %.1f us per request: %s" % (name, f["us"], f["how"]))
-    encrypted = [t for t in opts.transports if t in BULK_CIPHERS]
-    if encrypted and any(l.name == "tcp_bulk" for l in loads):
+    if want_crypto_floor:
         say("\nfloor of the encrypted transports: two copying TCP hops and OpenSSL's AEAD")
-        for name, f in crypto_floor(workdir, encrypted, opts.quick, opts.relay).items():
+        for name, f in crypto_floor(workdir, encrypted, opts.quick, opts.relay,
+                                    cipher_speeds).items():
             floor[name] = f
             say("  %-18s %s: encrypt %.0f, decrypt %.0f ms per GB%s" % (
                 name, f["cipher"], f["enc_ms_gb"], f["dec_ms_gb"],

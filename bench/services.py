@@ -270,20 +270,26 @@ def make_noise_keys(rathole):
 
 # ---- the tunnel ----
 
-TRANSPORTS = ("tcp", "noise", "tls", "websocket", "wss")	# wss: websocket over TLS
-DEFAULT_TRANSPORTS = TRANSPORTS[:4]	# wss on request (--transports), like the rest
+# wss: websocket over TLS; noise-aesgcm: noise with the AESGCM cipher
+# (Noise_NK_25519_AESGCM_BLAKE2s) instead of the default ChaChaPoly
+TRANSPORTS = ("tcp", "noise", "tls", "websocket", "wss", "noise-aesgcm")
+DEFAULT_TRANSPORTS = TRANSPORTS[:4]	# the others on request (--transports), like the rest
+NOISE_PATTERNS = {"noise": None, "noise-aesgcm": "Noise_NK_25519_AESGCM_BLAKE2s"}
 TLS_TRANSPORTS = ("tls", "wss")		# need the test certificate
 
 
 def transport_sections(role, transport, keys):
     if transport == "tcp":
         return ""
-    s = '[%s.transport]\ntype = "%s"\n' % (role, "websocket" if transport == "wss" else transport)
-    if transport == "noise":
+    kind = {"wss": "websocket", "noise-aesgcm": "noise"}.get(transport, transport)
+    s = '[%s.transport]\ntype = "%s"\n' % (role, kind)
+    if kind == "noise":
         if role == "server":
             s += '[server.transport.noise]\nlocal_private_key = "%s"\n' % keys["noise"]["private"]
         else:
             s += '[client.transport.noise]\nremote_public_key = "%s"\n' % keys["noise"]["public"]
+        if NOISE_PATTERNS[transport]:
+            s += 'pattern = "%s"\n' % NOISE_PATTERNS[transport]
     if transport == "wss":
         s += "[%s.transport.websocket]\ntls = true\n" % role
     if transport in TLS_TRANSPORTS:
