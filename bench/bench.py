@@ -3,10 +3,11 @@
 
 Starts local services (iperf3 -s, nginx serving a small file, an echo
 service), a rathole server and client per transport (tcp, noise, tls,
-websocket; on request wss and noise-aesgcm), a two-hop socat relay, two hops of the least relay (bench/minrelay.c:
-splice and epoll, no protocol; for bulk also copying, and encrypting with
-noise's and TLS's ciphers and record sizes) and an OpenSSH `ssh -R` tunnel (sshd and ssh
-on loopback), then runs every load directly (client -> service) and through
+websocket; on request wss and noise-aesgcm), a two-hop socat relay, two
+hops of the least relay (bench/minrelay.c: splice and epoll, no protocol;
+for bulk also copying, and encrypting with noise's and TLS's ciphers and
+record sizes) and an OpenSSH `ssh -R` tunnel (sshd and ssh on loopback),
+then runs every load directly (client -> service) and through
 each of them, alternating the order in every round. Prints
 medians and ratios tunnel/direct, and writes JSON and markdown under
 bench/results/. BENCH_QUICK=1 (or --quick): one short round, a smoke run.
