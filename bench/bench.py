@@ -538,6 +538,7 @@ def run(opts, workdir, logdir):
     say("rathole benchmark: %s, %d CPUs; %d rounds of %d s runs%s" % (
         meta["cpu"], meta["ncpu"], opts.rounds, opts.duration, " (quick)" if opts.quick else ""))
 
+    loads = [l for l in L.catalogue(opts.udp_rates) if not opts.only or l.name in opts.only]
     binary = binary_sizes(rathole, workdir)
     say("binary: %.1f KiB stripped" % binary["stripped_kib"])
 
@@ -577,6 +578,17 @@ def run(opts, workdir, logdir):
         # one pair's CPU per load: the iperf chain for bulk, the http chain for wrk
         targets.append(RelayTarget("relay", {"iperf": (mr_iperf, procs1),
                                              "http": (mr_http, procs2)}))
+        if any(l.service == "http" for l in loads):
+            # the same on io_uring, for the HTTP loads: the least syscalls per request
+            try:
+                uexe = build_helper(workdir, "urelay", ["-luring"])
+            except BenchError as e:
+                say("the least relay on io_uring left out (needs liburing-dev): %s"
+                    % str(e).splitlines()[0][:200])
+            else:
+                port, procs = start_minrelay_chain("http", nginx.port, logdir, uexe,
+                                                   label="urelay")
+                targets.append(RelayTarget("relay-uring", {"http": (port, procs)}))
         if any(t in BULK_CIPHERS for t in opts.transports):
             # copying, as encryption must: the encrypted transports' bulk floor
             port, procs = start_minrelay_chain("iperf-copy", iperf.port, logdir, exe, copy=True)
@@ -592,7 +604,6 @@ def run(opts, workdir, logdir):
         targets.append(Target("ssh", ssh.ports, ssh.procs(), tcp_only=True))
     present = [t.name for t in targets]
 
-    loads = [l for l in L.catalogue(opts.udp_rates) if not opts.only or l.name in opts.only]
     results = {l.name: {} for l in loads}
     background = []
     encrypted = [t for t in opts.transports if t in BULK_CIPHERS]

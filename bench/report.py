@@ -9,7 +9,8 @@ import statistics
 LABELS = {"ssh": "ssh -R (OpenSSH)", "relay": "least relay", "relay-copy": "least relay, copying",
           "relay-noise": "least relay, encrypting as noise",
           "relay-noise-aesgcm": "least relay, encrypting as noise-aesgcm",
-          "relay-tls": "least relay, encrypting as tls"}
+          "relay-tls": "least relay, encrypting as tls",
+          "relay-uring": "least relay, io_uring"}
 
 
 def label(target):
@@ -169,10 +170,12 @@ def check_targets(summary, held, idle, binary, floor=None):
         shown = ("%.3fx" % r if r is not None and r < least and round(r, 2) >= least
                  else fmt_ratio(r))
         relay = get(load, "relay" if target == "tcp" else "relay-" + target, "ratio")
+        uring = get(load, "relay-uring", "ratio") if target == "tcp" else None
         notes = (["CPU-bound ceiling %.2fx" % c] if r is not None and c else []) + (
             ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else []) + (
             ["the least %srelay %.2fx" % ("" if target == "tcp" else "encrypting ", relay)]
-            if r is not None and relay else [])
+            if r is not None and relay else []) + (
+            ["on io_uring %.2fx" % uring] if r is not None and uring else [])
         add(name, ">= %.2fx direct" % least, r, r is not None and r >= least,
             shown + (" (%s)" % "; ".join(notes) if notes else ""),
             out_of_reach=f is not None and f < least)

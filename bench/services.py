@@ -208,20 +208,22 @@ def start_socat_chain(name, target_port, logdir):
     return front, [hop1, hop2]
 
 
-def start_minrelay_chain(name, target_port, logdir, exe, copy=False, seal=None):
+def start_minrelay_chain(name, target_port, logdir, exe, copy=False, seal=None,
+                         label="minrelay"):
     """Two hops of bench/minrelay.c (the least relay: splice, or with copy
     recv and send, and epoll, nothing else), like the tunnel's two
     processes: front -> middle -> target. seal=(CIPHER, MAX): the front hop
     encrypts what the visitor sends and the middle one decrypts it (and the
-    other way for the answers), in records of at most MAX plaintext bytes."""
+    other way for the answers), in records of at most MAX plaintext bytes.
+    exe may be bench/urelay.c's too (label "urelay"), which takes no mode."""
     mid, front = free_port(), free_port()
     mode1 = mode2 = ["copy"] if copy else []
     if seal:
         mode1 = ["seal", seal[0], str(seal[1])]
         mode2 = ["open", seal[0], str(seal[1])]
-    hop2 = Proc("minrelay-%s-2" % name, [exe, str(mid), str(target_port)] + mode2, logdir)
-    hop1 = Proc("minrelay-%s-1" % name, [exe, str(front), str(mid)] + mode1, logdir)
-    wait_until(lambda: port_listening(mid) and port_listening(front), 10, "minrelay")
+    hop2 = Proc("%s-%s-2" % (label, name), [exe, str(mid), str(target_port)] + mode2, logdir)
+    hop1 = Proc("%s-%s-1" % (label, name), [exe, str(front), str(mid)] + mode1, logdir)
+    wait_until(lambda: port_listening(mid) and port_listening(front), 10, label)
     return front, [hop1, hop2]
 
 
