@@ -171,8 +171,11 @@ def check_targets(summary, held, idle, binary, floor=None):
                  else fmt_ratio(r))
         relay = get(load, "relay" if target == "tcp" else "relay-" + target, "ratio")
         uring = get(load, "relay-uring", "ratio") if target == "tcp" else None
+        # a floor under the goal that two decimals would round up to it shows three
+        f_shown = ("%.3fx" % f if f is not None and f < least and round(f, 2) >= least
+                   else fmt_ratio(f))
         notes = (["CPU-bound ceiling %.2fx" % c] if r is not None and c else []) + (
-            ["any tunnel <= %.2fx (floor)" % f] if r is not None and f else []) + (
+            ["any tunnel <= %s (floor)" % f_shown] if r is not None and f else []) + (
             ["the least %srelay %.2fx" % ("" if target == "tcp" else "encrypting ", relay)]
             if r is not None and relay else []) + (
             ["on io_uring %.2fx" % uring] if r is not None and uring else [])
