@@ -6,7 +6,8 @@ service), a rathole server and client per transport (tcp, noise, tls,
 websocket; on request wss and noise-aesgcm), a two-hop socat relay, two
 hops of the least relay (bench/minrelay.c: splice and epoll, no protocol;
 for bulk also copying, and encrypting with noise's and TLS's ciphers and
-record sizes) and an OpenSSH `ssh -R` tunnel (sshd and ssh on loopback),
+record sizes; for HTTP also bench/urelay.c, copying on io_uring) and an
+OpenSSH `ssh -R` tunnel (sshd and ssh on loopback),
 then runs every load directly (client -> service) and through
 each of them, alternating the order in every round. Prints
 medians and ratios tunnel/direct, and writes JSON and markdown under
@@ -739,8 +740,8 @@ def parse(argv):
     ap.add_argument("--no-socat", dest="socat", action="store_false")
     ap.add_argument("--no-relay", dest="relay", action="store_false",
                     help="skip the least relay (bench/minrelay.c: two processes that only "
-                    "splice bytes, or copy them, or copy and encrypt them), the reference "
-                    "for the tunnel's own cost")
+                    "splice bytes, or copy them, or copy and encrypt them; bench/urelay.c: "
+                    "the same copying on io_uring), the reference for the tunnel's own cost")
     ap.add_argument("--no-ssh", dest="ssh", action="store_false",
                     help="skip the ssh -R reference (OpenSSH sshd + ssh on loopback)")
     ap.add_argument("--no-static", dest="static", action="store_false",

@@ -253,6 +253,8 @@ int main(int argc, char **argv)
 			seen++;
 			switch ((enum op)(data & OP_MASK)) {
 			case OP_ACCEPT:
+				if (cqe->res == -EINVAL)	/* before Linux 5.19 */
+					die("multishot accept", EINVAL);
 				if (cqe->res >= 0)
 					on_accept(cqe->res);
 				if (!(cqe->flags & IORING_CQE_F_MORE))
