@@ -40,7 +40,7 @@ import report  # noqa: E402
 from services import (BenchError, DEFAULT_TRANSPORTS, Proc, SshTunnel,  # noqa: E402
                       TLS_TRANSPORTS, TRANSPORTS, Tunnel, make_noise_keys,
                       make_tls_identity, need_tools, port_listening, start_echo,
-                      start_iperf3, start_minrelay_chain, start_nginx, start_socat_chain)
+                      start_iperf3, start_relay_chain, start_nginx, start_socat_chain)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -60,7 +60,7 @@ class Target:
 
 
 class RelayTarget(Target):
-    """The least relay (bench/minrelay.c): a chain of two per service, whose
+    """A least relay (bench/minrelay.c, bench/urelay.c): a chain of two per service, whose
     processes' CPU is measured for the load that uses that service."""
 
     def __init__(self, name, chains):
@@ -574,8 +574,8 @@ def run(opts, workdir, logdir):
         targets.append(Target("socat", {"iperf": sp_iperf, "http": sp_http}, tcp_only=True))
     if opts.relay:
         exe = build_helper(workdir, "minrelay", ["-lcrypto"])
-        mr_iperf, procs1 = start_minrelay_chain("iperf", iperf.port, logdir, exe)
-        mr_http, procs2 = start_minrelay_chain("http", nginx.port, logdir, exe)
+        mr_iperf, procs1 = start_relay_chain("iperf", iperf.port, logdir, exe)
+        mr_http, procs2 = start_relay_chain("http", nginx.port, logdir, exe)
         # one pair's CPU per load: the iperf chain for bulk, the http chain for wrk
         targets.append(RelayTarget("relay", {"iperf": (mr_iperf, procs1),
                                              "http": (mr_http, procs2)}))
@@ -587,19 +587,18 @@ def run(opts, workdir, logdir):
                 say("the least relay on io_uring left out (needs liburing-dev): %s"
                     % str(e).splitlines()[0][:200])
             else:
-                port, procs = start_minrelay_chain("http", nginx.port, logdir, uexe,
-                                                   label="urelay")
+                port, procs = start_relay_chain("http", nginx.port, logdir, uexe)
                 targets.append(RelayTarget("relay-uring", {"http": (port, procs)}))
         if any(t in BULK_CIPHERS for t in opts.transports):
             # copying, as encryption must: the encrypted transports' bulk floor
-            port, procs = start_minrelay_chain("iperf-copy", iperf.port, logdir, exe, copy=True)
+            port, procs = start_relay_chain("iperf-copy", iperf.port, logdir, exe, copy=True)
             targets.append(RelayTarget("relay-copy", {"iperf": (port, procs)}))
         for tr in opts.transports:
             if tr in RECORD_PLAINTEXT:
                 # and encrypting, with the transport's cipher and records:
                 # everything its bulk must do, nothing else
-                port, procs = start_minrelay_chain("iperf-" + tr, iperf.port, logdir, exe,
-                                                   seal=(BULK_CIPHERS[tr], RECORD_PLAINTEXT[tr]))
+                port, procs = start_relay_chain("iperf-" + tr, iperf.port, logdir, exe,
+                                                seal=(BULK_CIPHERS[tr], RECORD_PLAINTEXT[tr]))
                 targets.append(RelayTarget("relay-" + tr, {"iperf": (port, procs)}))
     if ssh:
         targets.append(Target("ssh", ssh.ports, ssh.procs(), tcp_only=True))

@@ -208,14 +208,14 @@ def start_socat_chain(name, target_port, logdir):
     return front, [hop1, hop2]
 
 
-def start_minrelay_chain(name, target_port, logdir, exe, copy=False, seal=None,
-                         label="minrelay"):
-    """Two hops of bench/minrelay.c (the least relay: splice, or with copy
-    recv and send, and epoll, nothing else), like the tunnel's two
-    processes: front -> middle -> target. seal=(CIPHER, MAX): the front hop
-    encrypts what the visitor sends and the middle one decrypts it (and the
-    other way for the answers), in records of at most MAX plaintext bytes.
-    exe may be bench/urelay.c's too (label "urelay"), which takes no mode."""
+def start_relay_chain(name, target_port, logdir, exe, copy=False, seal=None):
+    """Two hops of a least relay, like the tunnel's two processes: front ->
+    middle -> target. exe is bench/minrelay.c's (splice, or with copy recv
+    and send, and epoll, nothing else) or bench/urelay.c's (io_uring, no
+    modes). seal=(CIPHER, MAX), minrelay only: the front hop encrypts what
+    the visitor sends and the middle one decrypts it (and the other way for
+    the answers), in records of at most MAX plaintext bytes."""
+    label = os.path.basename(exe)
     mid, front = free_port(), free_port()
     mode1 = mode2 = ["copy"] if copy else []
     if seal:
