@@ -93,7 +93,7 @@ endif
 SRCS     := $(wildcard src/*.c)
 ifneq ($(TLS),1)
 # tls_none.c stands in for the TLS session layer that websocket uses
-SRCS     := $(filter-out src/transport_tls.c,$(SRCS))
+SRCS     := $(filter-out src/transport_tls.c src/tls13.c,$(SRCS))
 else
 SRCS     := $(filter-out src/tls_none.c,$(SRCS))
 endif
@@ -161,6 +161,9 @@ test: $(BIN) $(UNITBINS) check-packaging fuzz-regress
 # fuzz-regress: each target with a replaying main(), built like the unit tests
 # (so SANITIZE=1 replays under ASan+UBSan), over the seeds and regression inputs.
 FUZZSRCS := $(wildcard tests/fuzz/fuzz_*.c)
+ifneq ($(TLS),1)
+FUZZSRCS := $(filter-out tests/fuzz/fuzz_tls13.c,$(FUZZSRCS))
+endif
 FUZZNAME := $(FUZZSRCS:tests/fuzz/fuzz_%.c=%)
 REPLAYS  := $(FUZZNAME:%=$(B)/fuzz/fuzz_%)
 

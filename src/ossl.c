@@ -26,6 +26,8 @@ int ossl_load(char *err, size_t errlen)
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
 #include <openssl/opensslv.h>
 #include <openssl/pkcs12.h>
 #include <openssl/provider.h>
@@ -124,15 +126,40 @@ int ossl_load(char *err, size_t errlen)
 	F(const ASN1_TIME *, X509_get0_notAfter, (const X509 *x), (x)) \
 	F(const ASN1_TIME *, X509_get0_notBefore, (const X509 *x), (x)) \
 	F(const char *, X509_verify_cert_error_string, (long n), (n)) \
-	F(PKCS12 *, d2i_PKCS12, (PKCS12 **a, const unsigned char **in, long len), (a, in, len))
+	F(PKCS12 *, d2i_PKCS12, (PKCS12 **a, const unsigned char **in, long len), (a, in, len)) \
+	TLS13_CRYPTO_FUNCTIONS(F, V)
+
+/* Keying our TLS 1.3 records (tls13.c). */
+#ifdef RATHOLE_NO_TLS
+#define TLS13_CRYPTO_FUNCTIONS(F, V)
+#else
+#define TLS13_CRYPTO_FUNCTIONS(F, V) \
+	F(const EVP_CIPHER *, EVP_aes_128_gcm, (void), ()) \
+	V(EVP_KDF_CTX_free, (EVP_KDF_CTX *ctx), (ctx)) \
+	F(EVP_KDF_CTX *, EVP_KDF_CTX_new, (EVP_KDF *kdf), (kdf)) \
+	F(int, EVP_KDF_derive, (EVP_KDF_CTX *ctx, unsigned char *key, size_t keylen, \
+				const OSSL_PARAM params[]), (ctx, key, keylen, params)) \
+	F(EVP_KDF *, EVP_KDF_fetch, (OSSL_LIB_CTX *libctx, const char *algorithm, \
+				     const char *properties), (libctx, algorithm, properties)) \
+	V(EVP_KDF_free, (EVP_KDF *kdf), (kdf)) \
+	F(OSSL_PARAM, OSSL_PARAM_construct_end, (void), ()) \
+	F(OSSL_PARAM, OSSL_PARAM_construct_int, (const char *key, int *buf), (key, buf)) \
+	F(OSSL_PARAM, OSSL_PARAM_construct_octet_string, (const char *key, void *buf, \
+							  size_t bsize), (key, buf, bsize)) \
+	F(OSSL_PARAM, OSSL_PARAM_construct_utf8_string, (const char *key, char *buf, \
+							 size_t bsize), (key, buf, bsize))
+#endif
 
 #ifdef RATHOLE_NO_TLS
 #define LIBSSL_FUNCTIONS(F, V)
 #else
 #define LIBSSL_FUNCTIONS(F, V) \
 	F(const char *, SSL_CIPHER_get_name, (const SSL_CIPHER *c), (c)) \
+	F(uint16_t, SSL_CIPHER_get_protocol_id, (const SSL_CIPHER *c), (c)) \
 	F(int, SSL_CTX_check_private_key, (const SSL_CTX *ctx), (ctx)) \
 	F(long, SSL_CTX_ctrl, (SSL_CTX *ctx, int cmd, long larg, void *parg), (ctx, cmd, larg, parg)) \
+	V(SSL_CTX_set_keylog_callback, (SSL_CTX *ctx, SSL_CTX_keylog_cb_func cb), (ctx, cb)) \
+	F(int, SSL_CTX_set_ciphersuites, (SSL_CTX *ctx, const char *str), (ctx, str)) \
 	V(SSL_CTX_free, (SSL_CTX *ctx), (ctx)) \
 	F(int, SSL_CTX_load_verify_locations, (SSL_CTX *ctx, const char *CAfile, const char *CApath), \
 	  (ctx, CAfile, CApath)) \
@@ -149,10 +176,12 @@ int ossl_load(char *err, size_t errlen)
 	V(SSL_free, (SSL *ssl), (ssl)) \
 	F(int, SSL_has_pending, (const SSL *s), (s)) \
 	F(X509_VERIFY_PARAM *, SSL_get0_param, (SSL *ssl), (ssl)) \
+	F(void *, SSL_get_ex_data, (const SSL *ssl, int idx), (ssl, idx)) \
 	F(const SSL_CIPHER *, SSL_get_current_cipher, (const SSL *s), (s)) \
 	F(int, SSL_get_error, (const SSL *s, int ret_code), (s, ret_code)) \
 	F(long, SSL_get_verify_result, (const SSL *ssl), (ssl)) \
 	F(const char *, SSL_get_version, (const SSL *s), (s)) \
+	F(int, SSL_version, (const SSL *ssl), (ssl)) \
 	F(SSL *, SSL_new, (SSL_CTX *ctx), (ctx)) \
 	F(int, SSL_read_ex, (SSL *ssl, void *buf, size_t num, size_t *readbytes), \
 	  (ssl, buf, num, readbytes)) \
@@ -160,6 +189,8 @@ int ossl_load(char *err, size_t errlen)
 	V(SSL_set_bio, (SSL *s, BIO *rbio, BIO *wbio), (s, rbio, wbio)) \
 	V(SSL_set_accept_state, (SSL *s), (s)) \
 	V(SSL_set_connect_state, (SSL *s), (s)) \
+	F(int, SSL_set_ex_data, (SSL *ssl, int idx, void *data), (ssl, idx, data)) \
+	V(SSL_set_read_ahead, (SSL *s, int yes), (s, yes)) \
 	V(SSL_set_hostflags, (SSL *s, unsigned int flags), (s, flags)) \
 	F(int, SSL_shutdown, (SSL *s), (s)) \
 	F(int, SSL_write_ex, (SSL *s, const void *buf, size_t num, size_t *written), \

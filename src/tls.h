@@ -19,15 +19,23 @@
 #define TLS_RECORD_MAX 16384
 
 struct tls_ctx;
+struct tls13;
+
+/* Tests set it to get a peer whose records OpenSSL protects throughout, as
+ * in the reference (tls13.h): read when a session starts. */
+extern bool tls_records_by_openssl;
 
 struct tls_session {
-	struct ssl_st *ssl;
+	struct ssl_st *ssl;	/* NULL once the records are ours (rl) */
+	struct tls13 *rl;	/* TLS 1.3 records after the handshake (tls13.h), or NULL */
 	const struct tls_ctx *ctx;
 	uint8_t *wbuf;		/* records of one large write, not yet sent (or NULL) */
 	uint32_t woff, wlen;	/* wbuf[woff, wlen) is still to send */
 	uint32_t taken;		/* plaintext written whose records wait in wbuf */
 	int fd;
 	bool batching;		/* collect records in wbuf instead of sending each */
+	bool want_rl;		/* take the records over after a TLS 1.3 handshake */
+	bool rl_broken;		/* the key log could not be taken: leave them to OpenSSL */
 	bool done;		/* handshake finished */
 	bool fatal;		/* the session failed: no close_notify may follow */
 	bool sent_close;	/* our close_notify is out */
@@ -50,12 +58,18 @@ int tls_session_handshake(struct tls_session *ts, struct stream *s);
 /* Plaintext in: > 0 bytes, 0 at the end of the peer's stream (close_notify,
  * or an EOF without it, logged at debug), ST_AGAIN, ST_ERROR. */
 ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len);
+/* Whether a read would return plaintext (or an error) without the socket. */
+bool tls_session_pending(const struct tls_session *ts);
 /* Plaintext out: > 0 bytes taken (as many records as the socket takes;
  * those of one call leave in one send), ST_AGAIN, ST_ERROR. A retry after
  * ST_AGAIN must offer the same bytes again (at least as many): some of them
  * may be encrypted already and waiting to be sent. */
 ssize_t tls_session_write(struct tls_session *ts, struct stream *s, const void *buf,
 			  size_t len);
+/* The session of a tls transport's stream (NULL for other streams): for
+ * tests and diagnostics. */
+struct tls_session *tls_stream_session(struct stream *s);
+
 /* Sends close_notify once, then shuts the TCP write side: 0, ST_AGAIN, ST_ERROR.
  * Reading goes on until the peer's close_notify or EOF. */
 int tls_session_shutdown(struct tls_session *ts, struct stream *s);

@@ -129,6 +129,22 @@ udp_idle_timeout = 60
                 bytes([mode]) + b"\x00" + struct.pack("<H", 5) + b"hello" + b"\x00" + struct.pack("<H", 0)
                 + b"\x02" + struct.pack("<H", 3) + b"abc")
 
+    # tls13: byte 0 = suite / side / small reads / reply bits, then records
+    # (flags, u16 LE length, the inner plaintext: content, type, padding)
+    def rec(inner, flags=0):
+        return bytes([flags]) + struct.pack("<H", len(inner)) + inner
+    ticket = bytes([4, 0, 0, 13]) + struct.pack(">IIB", 7200, 1, 0) + b"\x00\x02ab\x00\x00"
+    for mode in (0, 1, 2, 4, 8, 16, 13, 30):
+        put("tls13", "data-%d" % mode, bytes([mode]) + rec(b"hello\x17") + rec(b"hi\x17\x00\x00")
+            + rec(b"\x01\x00\x15"))
+        put("tls13", "tickets-%d" % mode, bytes([mode]) + rec(ticket + b"\x16") + rec(ticket[:6] + b"\x16")
+            + rec(ticket[6:] + b"\x16") + rec(b"after\x17"))
+        put("tls13", "key-update-%d" % mode, bytes([mode]) + rec(b"\x18\x00\x00\x01\x01\x16")
+            + rec(b"more\x17"))
+    put("tls13", "alert", b"\x00" + rec(b"\x02\x28\x15"))
+    put("tls13", "raw", b"\x00" + rec(b"\x17\x03\x03\x00\x05abcde", 1))
+    put("tls13", "flipped", b"\x01" + rec(b"x" * 300 + b"\x17", 2))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,11 +1,15 @@
 """Speaking the wire protocol by hand (shared/protocol.md) against our server,
-and playing the server against our client."""
+and playing the server against our client; over plain TCP, and over TLS with
+Python's ssl module (OpenSSL's own record layer, as in the reference)."""
 import hashlib
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
+
+import pytest
 
 from conftest import free_port, port_open, wait_until
 from helpers import (EchoServer, UdpEcho, accepted, client_config, listen_tcp, recv_all,
@@ -40,8 +44,12 @@ def data_hello(key):
 
 # ---- a hand-written client against our server ----
 
-def hand_control_channel(port, name, token, expect_cmds):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+def plain_connect(port):
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def hand_control_channel(port, name, token, expect_cmds, connect=plain_connect):
+    s = connect(port)
     s.sendall(control_hello(sha256(name.encode())))
     h = read_exact(s, 37)
     assert h[:5] == u32(0) + b"\x01"
@@ -261,6 +269,114 @@ def test_client_survives_bad_udp_frame(procs):
         assert cl.alive()
         assert "control channel established" in cl.stderr
         assert "retrying" not in cl.stderr
+    finally:
+        fs.stop()
+        echo.stop()
+
+
+# ---- over TLS: Python's ssl (OpenSSL's records) against ours ----
+
+TLS_VERSIONS = [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2]
+BULK = 4 << 20
+OP_IGNORE_UNEXPECTED_EOF = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+
+
+def tls_connector(pki, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki.path("ca.pem"))
+    ctx.maximum_version = version
+    ctx.options &= ~OP_IGNORE_UNEXPECTED_EOF     # unwrap() then needs our close_notify
+
+    def connect(port):
+        s = ctx.wrap_socket(plain_connect(port), server_hostname="localhost")
+        assert s.version() == ("TLSv1.3" if version == ssl.TLSVersion.TLSv1_3 else "TLSv1.2")
+        return s
+    return connect
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.3", "tls1.2"])
+def test_hand_tls_client(procs, pki, version):
+    """A visitor's megabytes through our server to a data channel that
+    Python's ssl holds, and back; then close_notify both ways."""
+    sp, vp = free_port(), free_port()
+    srv = procs.rathole(server_config(sp, {"svc": dict(bind_port=vp, token="tk")},
+                                      transport=pki.tls_server()), name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    connect = tls_connector(pki, version)
+    ctl, key = hand_control_channel(sp, "svc", "tk", 8, connect)
+    srv.wait_log("service svc: listening on")
+    dc = connect(sp)
+    dc.sendall(data_hello(key))
+    visitor = socket.create_connection(("127.0.0.1", vp), timeout=10)
+    assert read_exact(ctl, 4) == u32(0)         # CreateDataChannel for the visitor
+    assert read_exact(dc, 4) == u32(0)          # StartForwardTcp
+    up, down = os.urandom(BULK), os.urandom(BULK)
+    sender = threading.Thread(target=visitor.sendall, args=(up,), daemon=True)
+    sender.start()
+    assert sha256(read_exact(dc, BULK)) == sha256(up)
+    sender.join(10)
+    sender = threading.Thread(target=dc.sendall, args=(down,), daemon=True)
+    sender.start()
+    assert sha256(read_exact(visitor, BULK)) == sha256(down)
+    sender.join(10)
+    # our close_notify must open under OpenSSL's records: unwrap() waits for it
+    unwrapped = []
+    closer = threading.Thread(target=lambda: unwrapped.append(dc.unwrap()), daemon=True)
+    closer.start()
+    assert recv_all(visitor) == b""             # their close_notify ended the channel
+    visitor.close()
+    closer.join(10)
+    assert unwrapped, "no valid close_notify from our server"
+    dc.close()
+    ctl.close()
+    assert srv.alive()
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.3", "tls1.2"])
+def test_fake_tls_server_drives_client(procs, pki, version):
+    """Python's ssl as the server, issuing two session tickets after each
+    TLS 1.3 handshake (our client skips them): megabytes through our client
+    to an echo service, then close_notify both ways."""
+    echo = EchoServer()
+    state = {"key": None, "echoed": None, "closed": False}
+    token = "client-token"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.path("server.pem"), pki.path("server.key"))
+    ctx.maximum_version = version
+    ctx.num_tickets = 2
+    ctx.options &= ~OP_IGNORE_UNEXPECTED_EOF
+
+    def handler(fs, raw):
+        c = ctx.wrap_socket(raw, server_side=True)
+        first = read_exact(c, 37)
+        if first[:4] == u32(0):                      # control channel
+            nonce = os.urandom(32)
+            c.sendall(control_hello(nonce))
+            auth = read_exact(c, 32)
+            assert auth == sha256(token.encode() + nonce)
+            state["key"] = auth
+            c.sendall(u32(0) + u32(0))               # Ack::Ok, CreateDataChannel
+            time.sleep(10)
+        else:                                        # data channel
+            assert first[:5] == u32(1) + b"\x01" and first[5:] == state["key"]
+            c.sendall(u32(0))                        # StartForwardTcp
+            data = os.urandom(BULK)
+            got = []
+            for off in range(0, BULK, 1 << 16):      # one thread: write, then read back
+                c.sendall(data[off:off + (1 << 16)])
+                got.append(read_exact(c, 1 << 16))
+            state["echoed"] = sha256(b"".join(got)) == sha256(data)
+            c.unwrap()                               # ours must come back, valid
+            state["closed"] = True
+            raw.close()
+
+    fs = FakeServer(handler)
+    try:
+        procs.rathole(client_config(fs.port, {"nas": dict(local_port=echo.port, token=token)},
+                                    transport=pki.tls_client()), name="c.toml")
+        wait_until(lambda: state["closed"] or fs.errors, 30, what="the echo and close_notify")
+        assert not fs.errors, fs.errors
+        assert state["echoed"] is True
     finally:
         fs.stop()
         echo.stop()

@@ -1,4 +1,5 @@
 /* The tls transport over loopback TCP pairs, with a PKI made at run time. */
+#include <dlfcn.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -7,9 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/opensslv.h>
+#include <openssl/ssl.h>
+
 #include "check.h"
 #include "log.h"
 #include "streampair.h"
+#include "tls.h"
+#include "tls13.h"
 #include "transport.h"
 
 static const char *dir;
@@ -53,9 +59,15 @@ struct pair {
 	int rc_c, rc_s;
 };
 
-/* Builds both transports and streams and runs the handshakes. */
-static int open_pair(struct pair *p, const char *p12, const char *root, const char *hostname,
-		     const char *remote)
+/* Which side leaves its records to OpenSSL throughout, as the reference
+ * does (tls_records_by_openssl); the other takes them over. */
+enum peer { BOTH_OURS, OPENSSL_CLIENT, OPENSSL_SERVER };
+
+/* Builds both transports and streams (with the given peer) and runs the
+ * handshakes; prepare, when set, runs on the OpenSSL side's SSL first. */
+static int open_pair_with(struct pair *p, const char *p12, const char *root,
+			  const char *hostname, const char *remote, enum peer peer,
+			  void (*prepare)(SSL *ssl))
 {
 	char err[512];
 	int cfd, sfd;
@@ -67,12 +79,23 @@ static int open_pair(struct pair *p, const char *p12, const char *root, const ch
 	CHECKF(p->ct, "client: %s", err);
 	if (!p->st || !p->ct || sp_tcp_pair(&cfd, &sfd) < 0)
 		return -1;
+	tls_records_by_openssl = peer == OPENSSL_CLIENT;
 	p->c = transport_wrap(p->ct, cfd, false);
+	tls_records_by_openssl = peer == OPENSSL_SERVER;
 	p->s = transport_wrap(p->st, sfd, true);
+	tls_records_by_openssl = false;
 	if (!p->c || !p->s)
 		return -1;
+	if (prepare && peer != BOTH_OURS)
+		prepare(tls_stream_session(peer == OPENSSL_CLIENT ? p->c : p->s)->ssl);
 	sp_handshake(p->c, p->s, 5000, &p->rc_c, &p->rc_s);
 	return 0;
+}
+
+static int open_pair(struct pair *p, const char *p12, const char *root, const char *hostname,
+		     const char *remote)
+{
+	return open_pair_with(p, p12, root, hostname, remote, BOTH_OURS, NULL);
 }
 
 static void close_pair(struct pair *p)
@@ -298,6 +321,212 @@ static void test_eof_without_close_notify(void)
 	close_pair(&p);
 }
 
+/* ---- our TLS 1.3 records (tls13.h) against OpenSSL's ---- */
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* OpenSSL functions rathole itself never calls: from the libssl that
+ * ossl_load() opened (or the one linked). */
+static void *ssl_function(const char *name)
+{
+#ifdef RATHOLE_OSSL_DLOPEN
+	void *lib = dlopen("libssl.so." STR(OPENSSL_SHLIB_VERSION), RTLD_NOW | RTLD_NOLOAD);
+
+	return lib ? dlsym(lib, name) : NULL;
+#else
+	return dlsym(RTLD_DEFAULT, name);
+#endif
+}
+
+static bool records_ours(struct stream *s)
+{
+	struct tls_session *ts = tls_stream_session(s);
+
+	return ts && ts->rl && !ts->ssl;
+}
+
+/* Sends msg from one stream and reads it whole from the other. */
+static int pass(struct stream *from, struct stream *to, const char *msg)
+{
+	size_t len = strlen(msg), got = 0;
+	char buf[256];
+	int i;
+
+	if (stream_send(from, msg, len) < 0)
+		return -1;
+	for (i = 0; i < 200 && got < len; i++) {
+		const uint8_t *d;
+		ssize_t n;
+
+		if (stream_flush(from) == ST_ERROR)
+			return -1;
+		n = stream_peek(to, &d);
+		if (n == ST_AGAIN) {
+			sp_wait(to->fd, POLLIN, 20);
+			continue;
+		}
+		if (n <= 0 || got + (size_t)n > len)
+			return -1;
+		memcpy(buf + got, d, (size_t)n);
+		stream_consume(to, (size_t)n);
+		got += (size_t)n;
+	}
+	return got == len && memcmp(buf, msg, len) == 0 ? 0 : -1;
+}
+
+static int count(const char *text, const char *what)
+{
+	int n = 0;
+
+	for (const char *p = text; (p = strstr(p, what)) != NULL; p += strlen(what))
+		n++;
+	return n;
+}
+
+static void two_tickets(SSL *ssl)
+{
+	int (*set_num_tickets)(SSL *, size_t) = ssl_function("SSL_set_num_tickets");
+
+	CHECK(set_num_tickets && set_num_tickets(ssl, 2) == 1);
+}
+
+static void at_most_tls12(SSL *ssl)
+{
+	CHECK(SSL_set_max_proto_version(ssl, TLS1_2_VERSION) == 1);
+}
+
+/* Both ends of rathole: both take their records over after the handshake
+ * (and free OpenSSL's session). */
+static void test_records_ours_both_ends(void)
+{
+	struct pair p;
+
+	if (open_pair(&p, file("good.p12"), ca_pem, NULL, "localhost:2333") == 0 &&
+	    p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(records_ours(p.c));
+		CHECK(records_ours(p.s));
+		CHECK(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0);
+	} else {
+		CHECKF(0, "handshake: %s / %s", p.c ? p.c->err : "", p.s ? p.s->err : "");
+	}
+	close_pair(&p);
+}
+
+/* Our records against OpenSSL's, as against the reference: a server that
+ * issues session tickets after the handshake (the client must skip them),
+ * and a client; megabytes both ways, then both close_notify. */
+static void test_records_against_openssl(enum peer peer, const char *what)
+{
+	int (*get_shutdown)(const SSL *) = ssl_function("SSL_get_shutdown");
+	struct stream *ours, *theirs;
+	struct pair p;
+
+	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
+			   two_tickets) == 0 && p.rc_c == 0 && p.rc_s == 0) {
+		ours = peer == OPENSSL_SERVER ? p.c : p.s;
+		theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+		CHECKF(records_ours(ours), "%s", what);
+		CHECKF(!records_ours(theirs), "%s", what);
+		CHECKF(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0, "%s", what);
+		CHECKF(get_shutdown && (get_shutdown(tls_stream_session(theirs)->ssl) &
+					SSL_RECEIVED_SHUTDOWN), "%s: our close_notify", what);
+	} else {
+		CHECKF(0, "%s: handshake: %s / %s", what, p.c ? p.c->err : "", p.s ? p.s->err : "");
+	}
+	close_pair(&p);
+}
+
+/* The OpenSSL peer updates its keys and asks for ours: our receiving keys
+ * follow, and our KeyUpdate goes out with the next record we send, which
+ * OpenSSL must then open with our new keys. */
+static void test_key_update(enum peer peer, const char *what)
+{
+	int (*key_update)(SSL *, int) = ssl_function("SSL_key_update");
+	struct stream *ours, *theirs;
+	const char *log;
+	struct pair p;
+
+	CHECK(key_update != NULL);
+	if (!key_update || open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333",
+					  peer, NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
+		CHECKF(0, "%s: handshake", what);
+		close_pair(&p);
+		return;
+	}
+	ours = peer == OPENSSL_SERVER ? p.c : p.s;
+	theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+	CHECK(pass(ours, theirs, "before") == 0 && pass(theirs, ours, "before, back") == 0);
+	log_level = LOG_DEBUG;
+	sp_capture_begin();
+	CHECK(key_update(tls_stream_session(theirs)->ssl, SSL_KEY_UPDATE_REQUESTED) == 1);
+	CHECKF(pass(theirs, ours, "after their KeyUpdate") == 0, "%s", what);
+	CHECKF(pass(ours, theirs, "after ours") == 0, "%s", what);
+	CHECK(key_update(tls_stream_session(theirs)->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1);
+	CHECKF(pass(theirs, ours, "a second one, not requested") == 0, "%s", what);
+	CHECKF(pass(ours, theirs, "still our keys of the first") == 0, "%s", what);
+	log = sp_capture_end();
+	log_level = LOG_WARN;
+	/* ours once: the second update did not ask for one */
+	CHECKF(count(log, "the peer's KeyUpdate, ours to follow") == 1, "%s: %s", what, log);
+	CHECKF(count(log, "sent KeyUpdate (the peer asked for it)") == 1, "%s: %s", what, log);
+	CHECKF(count(log, "the peer's KeyUpdate\n") == 1, "%s: %s", what, log);
+	close_pair(&p);
+}
+
+/* A peer limited to TLS 1.2: the records stay with OpenSSL on our side. */
+static void test_tls12_stays_with_openssl(enum peer peer, const char *what)
+{
+	struct stream *ours;
+	struct pair p;
+
+	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
+			   at_most_tls12) == 0 && p.rc_c == 0 && p.rc_s == 0) {
+		ours = peer == OPENSSL_SERVER ? p.c : p.s;
+		CHECKF(!records_ours(ours) && tls_stream_session(ours)->ssl, "%s", what);
+		CHECKF(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0, "%s", what);
+	} else {
+		CHECKF(0, "%s: handshake: %s / %s", what, p.c ? p.c->err : "", p.s ? p.s->err : "");
+	}
+	close_pair(&p);
+}
+
+/* Bytes a hostile peer writes after the handshake, unprotected: each ends
+ * the stream with its own error, never with data or a crash. */
+static void test_hostile_record(const void *bytes, size_t len, const char *expect)
+{
+	const uint8_t *d;
+	ssize_t n = ST_AGAIN;
+	struct pair p;
+	int i;
+
+	if (open_pair(&p, file("good.p12"), ca_pem, NULL, "localhost:2333") == 0 &&
+	    p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(send(p.s->fd, bytes, len, 0) == (ssize_t)len);
+		for (i = 0; i < 100 && n == ST_AGAIN; i++) {
+			sp_wait(p.c->fd, POLLIN, 20);
+			n = stream_peek(p.c, &d);
+		}
+		CHECKF(n == ST_ERROR && strstr(p.c->err, expect), "%s: n %zd, %s", expect, n,
+		       p.c->err);
+	} else {
+		CHECK(0);
+	}
+	close_pair(&p);
+}
+
+static void test_hostile_records(void)
+{
+	uint8_t forged[5 + 40] = { 0x17, 0x03, 0x03, 0x00, 40 };
+
+	memset(forged + 5, 0xa5, 40);
+	test_hostile_record("\x17\x03\x03\x48\x01", 5, "a record longer than TLS allows");
+	test_hostile_record("\x15\x03\x03\x00\x02\x02\x28", 7, "an unprotected alert");
+	test_hostile_record("\x16\x03\x03\x00\x01\x01", 6, "a record of unexpected type");
+	test_hostile_record("\x17\x03\x03\x00\x05" "abcde", 10, "too short to be protected");
+	test_hostile_record(forged, sizeof forged, "a record failed authentication");
+}
+
 int main(void)
 {
 	load_openssl();
@@ -328,6 +557,14 @@ int main(void)
 	test_hostname_override();
 	test_plain_peer();
 	test_eof_without_close_notify();
+	test_records_ours_both_ends();
+	test_records_against_openssl(OPENSSL_SERVER, "our client, OpenSSL's server with tickets");
+	test_records_against_openssl(OPENSSL_CLIENT, "OpenSSL's client, our server");
+	test_key_update(OPENSSL_SERVER, "KeyUpdate from OpenSSL's server");
+	test_key_update(OPENSSL_CLIENT, "KeyUpdate from OpenSSL's client");
+	test_tls12_stays_with_openssl(OPENSSL_SERVER, "TLS 1.2 server");
+	test_tls12_stays_with_openssl(OPENSSL_CLIENT, "TLS 1.2 client");
+	test_hostile_records();
 
 	sp_rmtree(dir);
 	return check_report("test_tls");
