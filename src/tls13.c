@@ -24,6 +24,10 @@
  * few hundred bytes; anything near this bound is not one we want. */
 #define HS_MSG_MAX	16384
 #define HS_CAP		(4 + HS_MSG_MAX + TLS13_PLAINTEXT_MAX)
+/* Records we seal under one AES-GCM key before our own KeyUpdate: RFC 8446
+ * (5.5) allows 2^24.5 with a safety margin; ChaCha20-Poly1305 has no such
+ * limit before the sequence number would wrap. */
+#define AES_GCM_REKEY	(1ull << 23)
 
 enum content_type {
 	CT_ALERT = 21,
@@ -43,12 +47,13 @@ struct suite_def {
 	const char *digest;	/* the HKDF hash, as OpenSSL names it */
 	size_t hash_len;
 	size_t head_unit;	/* see cipher_update() */
+	uint64_t rekey_after;	/* records under one key before our KeyUpdate */
 };
 
 static const struct suite_def suites[] = {
-	{ 0x1301, EVP_aes_128_gcm, 16, "SHA256", 32, 0 },	/* TLS_AES_128_GCM_SHA256 */
-	{ 0x1302, EVP_aes_256_gcm, 32, "SHA384", 48, 0 },	/* TLS_AES_256_GCM_SHA384 */
-	{ 0x1303, EVP_chacha20_poly1305, 32, "SHA256", 32, 128 },	/* TLS_CHACHA20_POLY1305_SHA256 */
+	{ 0x1301, EVP_aes_128_gcm, 16, "SHA256", 32, 0, AES_GCM_REKEY },	/* TLS_AES_128_GCM_SHA256 */
+	{ 0x1302, EVP_aes_256_gcm, 32, "SHA384", 48, 0, AES_GCM_REKEY },	/* TLS_AES_256_GCM_SHA384 */
+	{ 0x1303, EVP_chacha20_poly1305, 32, "SHA256", 32, 128, UINT64_MAX },	/* TLS_CHACHA20_POLY1305_SHA256 */
 };
 
 /* One direction's protection. */
@@ -71,6 +76,7 @@ struct tls13 {
 	uint32_t pt_len;
 	uint8_t *hs;		/* a post-handshake message spread over records */
 	uint32_t hs_len;
+	uint64_t rekey_after;	/* the suite's, unless a test set it */
 	bool update_owed;	/* the peer asked for our KeyUpdate */
 	bool closed;		/* the peer's close_notify or EOF came */
 	bool failed;		/* an error is to be reported (after plaintext given) */
@@ -231,6 +237,7 @@ int tls13_start(struct tls13 *rl, uint16_t suite, bool server, char *err, size_t
 		snprintf(err, errlen, "OpenSSL did not report both traffic secrets");
 	} else {
 		rl->suite = sd;
+		rl->rekey_after = sd->rekey_after;
 		memcpy(rl->wr.secret, ours, sd->hash_len);
 		memcpy(rl->rd.secret, theirs, sd->hash_len);
 		if (key_direction(sd, &rl->wr, 1) == 0 && key_direction(sd, &rl->rd, 0) == 0)
@@ -344,20 +351,31 @@ static int open_record(struct tls13 *rl, uint8_t *rec, size_t clen, uint8_t *out
 
 /* ---- sending ---- */
 
-/* Our KeyUpdate (update_not_requested), then our keys move on. */
+/* Our KeyUpdate (update_not_requested), then our keys move on: when the
+ * peer asked for it, or when our key has sealed its share of records. */
 static ssize_t seal_owed_update(struct tls13 *rl, uint8_t *out, size_t cap)
 {
 	static const uint8_t msg[] = { HS_KEY_UPDATE, 0, 0, 1, 0 };
+	bool worn = rl->wr.seq >= rl->rekey_after;
 
-	if (!rl->update_owed)
+	if (!rl->update_owed && !worn)
 		return 0;
 	if (cap < sizeof msg + TLS13_OVERHEAD ||
 	    tls13_seal_record(rl, CT_HANDSHAKE, msg, sizeof msg, out) < 0 ||
 	    update_direction(rl->suite, &rl->wr, 1) < 0)
 		return -1;
+	if (rl->update_owed)
+		log_debug("tls: sent KeyUpdate (the peer asked for it)");
+	else
+		log_debug("tls: sent KeyUpdate (%llu records under one key)",
+			  (unsigned long long)rl->rekey_after);
 	rl->update_owed = false;
-	log_debug("tls: sent KeyUpdate (the peer asked for it)");
 	return (ssize_t)(sizeof msg + TLS13_OVERHEAD);
+}
+
+void tls13_set_rekey_after(struct tls13 *rl, uint64_t records)
+{
+	rl->rekey_after = records;
 }
 
 ssize_t tls13_seal(struct tls13 *rl, const uint8_t *in, size_t len, uint8_t *out, size_t cap,

@@ -14,7 +14,8 @@
  * What the peer may still send after the handshake is handled here too:
  * NewSessionTicket (ignored: the client keeps no sessions), KeyUpdate (our
  * receiving keys move on; when the peer asks, ours follow with the next
- * records we send), close_notify (the end of the stream) and other alerts
+ * records we send, as they do on their own after 2^23 AES-GCM records),
+ * close_notify (the end of the stream) and other alerts
  * (an error naming the alert). Anything else ends the session with an error.
  * TLS 1.2 sessions, and ciphers other than the three of RFC 8446, stay with
  * OpenSSL (tls13_cipher_supported). */
@@ -69,7 +70,7 @@ bool tls13_pending(const struct tls13 *rl);
 
 /* Seals records of application data from in[0, len) into out (cap bytes),
  * as many as fit, at most TLS13_PLAINTEXT_MAX plaintext each; a KeyUpdate
- * the peer asked for goes first. Sets *taken to the plaintext consumed.
+ * the peer asked for, or that our key's record count calls for, goes first. Sets *taken to the plaintext consumed.
  * Returns the bytes written to out, or -1 (OpenSSL failure or the sequence
  * number exhausted: the session cannot go on). */
 ssize_t tls13_seal(struct tls13 *rl, const uint8_t *in, size_t len, uint8_t *out, size_t cap,
@@ -79,6 +80,11 @@ ssize_t tls13_seal(struct tls13 *rl, const uint8_t *in, size_t len, uint8_t *out
  * TLS13_OVERHEAD bytes; in and out do not overlap): 0, or -1. The fuzz
  * harness plays a peer with it (tests/fuzz/fuzz_tls13.c). */
 int tls13_seal_record(struct tls13 *rl, uint8_t ct, const uint8_t *in, size_t len, uint8_t *out);
+
+/* How many records we seal under one key before our own KeyUpdate. The
+ * default is 2^23 for AES-GCM (RFC 8446, 5.5, allows 2^24.5) and no limit for
+ * ChaCha20-Poly1305; tests set a small one. */
+void tls13_set_rekey_after(struct tls13 *rl, uint64_t records);
 
 /* Seals the close_notify alert into out (at least TLS13_OVERHEAD + 2 +
  * the room for a pending KeyUpdate: 64 bytes suffice). Returns its length or -1. */

@@ -474,6 +474,38 @@ static void test_key_update(enum peer peer, const char *what)
 	close_pair(&p);
 }
 
+/* Our own KeyUpdate after so many records under one key (2^23 with
+ * AES-GCM; 2 here): OpenSSL must go on opening what we send. */
+static void test_rekey_after_records(enum peer peer, const char *what)
+{
+	static const char *msgs[] = { "one", "two", "three", "four", "five", "six" };
+	struct stream *ours, *theirs;
+	const char *log;
+	struct pair p;
+	size_t i;
+
+	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
+			   NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
+		CHECKF(0, "%s: handshake", what);
+		close_pair(&p);
+		return;
+	}
+	ours = peer == OPENSSL_SERVER ? p.c : p.s;
+	theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+	tls13_set_rekey_after(tls_stream_session(ours)->rl, 2);
+	log_level = LOG_DEBUG;
+	sp_capture_begin();
+	for (i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
+		CHECKF(pass(ours, theirs, msgs[i]) == 0, "%s: %s", what, msgs[i]);
+		CHECKF(pass(theirs, ours, msgs[i]) == 0, "%s: %s back", what, msgs[i]);
+	}
+	log = sp_capture_end();
+	log_level = LOG_WARN;
+	/* records 0, 1, then a KeyUpdate before each next pair: after two and four */
+	CHECKF(count(log, "sent KeyUpdate (2 records under one key)") == 2, "%s: %s", what, log);
+	close_pair(&p);
+}
+
 /* A peer limited to TLS 1.2: the records stay with OpenSSL on our side. */
 static void test_tls12_stays_with_openssl(enum peer peer, const char *what)
 {
@@ -562,6 +594,8 @@ int main(void)
 	test_records_against_openssl(OPENSSL_CLIENT, "OpenSSL's client, our server");
 	test_key_update(OPENSSL_SERVER, "KeyUpdate from OpenSSL's server");
 	test_key_update(OPENSSL_CLIENT, "KeyUpdate from OpenSSL's client");
+	test_rekey_after_records(OPENSSL_SERVER, "our client's KeyUpdate after 2 records");
+	test_rekey_after_records(OPENSSL_CLIENT, "our server's KeyUpdate after 2 records");
 	test_tls12_stays_with_openssl(OPENSSL_SERVER, "TLS 1.2 server");
 	test_tls12_stays_with_openssl(OPENSSL_CLIENT, "TLS 1.2 client");
 	test_hostile_records();
