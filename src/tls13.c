@@ -62,7 +62,6 @@ struct dir {
 	uint64_t seq;
 	uint8_t iv[IV_LEN];
 	uint8_t secret[HASH_MAX];	/* the traffic secret, for KeyUpdate */
-	bool have_secret;
 };
 
 struct tls13 {

@@ -391,6 +391,24 @@ static void two_tickets(SSL *ssl)
 	CHECK(set_num_tickets && set_num_tickets(ssl, 2) == 1);
 }
 
+static void only_suite(SSL *ssl, const char *suite)
+{
+	int (*set_ciphersuites)(SSL *, const char *) = ssl_function("SSL_set_ciphersuites");
+
+	two_tickets(ssl);
+	CHECK(set_ciphersuites && set_ciphersuites(ssl, suite) == 1);
+}
+
+static void only_chacha20(SSL *ssl)
+{
+	only_suite(ssl, "TLS_CHACHA20_POLY1305_SHA256");
+}
+
+static void only_aes256(SSL *ssl)
+{
+	only_suite(ssl, "TLS_AES_256_GCM_SHA384");
+}
+
 static void at_most_tls12(SSL *ssl)
 {
 	CHECK(SSL_set_max_proto_version(ssl, TLS1_2_VERSION) == 1);
@@ -416,16 +434,19 @@ static void test_records_ours_both_ends(void)
 /* Our records against OpenSSL's, as against the reference: a server that
  * issues session tickets after the handshake (the client must skip them),
  * and a client; megabytes both ways, then both close_notify. */
-static void test_records_against_openssl(enum peer peer, const char *what)
+static void test_records_against_openssl(enum peer peer, const char *what,
+					 void (*prepare)(SSL *ssl), const char *suite)
 {
 	int (*get_shutdown)(const SSL *) = ssl_function("SSL_get_shutdown");
 	struct stream *ours, *theirs;
 	struct pair p;
 
 	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
-			   two_tickets) == 0 && p.rc_c == 0 && p.rc_s == 0) {
+			   prepare) == 0 && p.rc_c == 0 && p.rc_s == 0) {
 		ours = peer == OPENSSL_SERVER ? p.c : p.s;
 		theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+		CHECKF(strcmp(SSL_get_cipher_name(tls_stream_session(theirs)->ssl), suite) == 0,
+		       "%s: %s", what, SSL_get_cipher_name(tls_stream_session(theirs)->ssl));
 		CHECKF(records_ours(ours), "%s", what);
 		CHECKF(!records_ours(theirs), "%s", what);
 		CHECKF(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0, "%s", what);
@@ -590,8 +611,18 @@ int main(void)
 	test_plain_peer();
 	test_eof_without_close_notify();
 	test_records_ours_both_ends();
-	test_records_against_openssl(OPENSSL_SERVER, "our client, OpenSSL's server with tickets");
-	test_records_against_openssl(OPENSSL_CLIENT, "OpenSSL's client, our server");
+	test_records_against_openssl(OPENSSL_SERVER, "our client, OpenSSL's server with tickets",
+				     two_tickets, "TLS_AES_128_GCM_SHA256");
+	test_records_against_openssl(OPENSSL_CLIENT, "OpenSSL's client, our server", two_tickets,
+				     "TLS_AES_128_GCM_SHA256");
+	test_records_against_openssl(OPENSSL_SERVER, "ChaCha20-Poly1305, our client", only_chacha20,
+				     "TLS_CHACHA20_POLY1305_SHA256");
+	test_records_against_openssl(OPENSSL_CLIENT, "ChaCha20-Poly1305, our server", only_chacha20,
+				     "TLS_CHACHA20_POLY1305_SHA256");
+	test_records_against_openssl(OPENSSL_SERVER, "AES-256-GCM, our client", only_aes256,
+				     "TLS_AES_256_GCM_SHA384");
+	test_records_against_openssl(OPENSSL_CLIENT, "AES-256-GCM, our server", only_aes256,
+				     "TLS_AES_256_GCM_SHA384");
 	test_key_update(OPENSSL_SERVER, "KeyUpdate from OpenSSL's server");
 	test_key_update(OPENSSL_CLIENT, "KeyUpdate from OpenSSL's client");
 	test_rekey_after_records(OPENSSL_SERVER, "our client's KeyUpdate after 2 records");
