@@ -14,6 +14,7 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 
+#include "base64.h"
 #include "log.h"
 
 #define HASH_MAX	48
@@ -91,17 +92,6 @@ bool tls13_cipher_supported(uint16_t suite)
 
 /* ---- secrets and keys ---- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "LABEL <64 hex digits of client random> <secret in hex>" */
 static int parse_secret(const char *rest, uint8_t *out, size_t *outlen)
 {
@@ -115,7 +105,7 @@ static int parse_secret(const char *rest, uint8_t *out, size_t *outlen)
 	if (n % 2 || n / 2 > HASH_MAX || n == 0)
 		return -1;
 	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -1;

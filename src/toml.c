@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base64.h"
+
 /* How a table or array came to exist; TOML's redefinition rules depend on
  * it (spec 1.0.0, "Table" and "Array of Tables"). */
 enum {
@@ -556,23 +558,12 @@ static bool skip_ws_newlines_comments(struct parser *p)
 
 /* ---- strings ---- */
 
-static int hex_value(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool parse_unicode_escape(struct parser *p, int ndigits, struct sbuf *out)
 {
 	uint32_t cp = 0;
 
 	for (int i = 0; i < ndigits; i++) {
-		int h = hex_value(peek_at(p, (size_t)i));
+		int h = hex_digit(peek_at(p, (size_t)i));
 		if (h < 0)
 			return fail(p, "\\%c escape needs exactly %d hex digits",
 				    ndigits == 4 ? 'u' : 'U', ndigits);
@@ -813,7 +804,6 @@ static size_t digit_run(const char *s, size_t n, size_t *i, int (*digit)(int))
 }
 
 static int dec_digit(int c) { return is_digit(c) ? c - '0' : -1; }
-static int hex_digit(int c) { return hex_value(c); }
 static int oct_digit(int c) { return c >= '0' && c <= '7' ? c - '0' : -1; }
 static int bin_digit(int c) { return c == '0' || c == '1' ? c - '0' : -1; }
 

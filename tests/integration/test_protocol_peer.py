@@ -166,6 +166,20 @@ class FakeServer:
             c.close()
 
 
+def fake_control_channel(c, first, token, state, hold):
+    """Plays the server's side of a control channel whose Hello is `first`:
+    checks the service and the token, accepts, asks for one data channel,
+    then holds the channel open for `hold` seconds."""
+    assert first[4] == 1 and first[5:] == sha256(b"nas")
+    nonce = os.urandom(32)
+    c.sendall(control_hello(nonce))
+    auth = read_exact(c, 32)
+    assert auth == sha256(token.encode() + nonce)
+    state["key"] = auth
+    c.sendall(u32(0) + u32(0))                   # Ack::Ok, CreateDataChannel
+    time.sleep(hold)
+
+
 def test_fake_server_drives_client(procs):
     echo = EchoServer()
     state = {"key": None, "forwarded": None}
@@ -174,14 +188,7 @@ def test_fake_server_drives_client(procs):
     def handler(fs, c):
         first = read_exact(c, 37)
         if first[:4] == u32(0):                      # control channel
-            assert first[4] == 1 and first[5:] == sha256(b"nas")
-            nonce = os.urandom(32)
-            c.sendall(control_hello(nonce))
-            auth = read_exact(c, 32)
-            assert auth == sha256(token.encode() + nonce)
-            state["key"] = auth
-            c.sendall(u32(0) + u32(0))               # Ack::Ok, CreateDataChannel
-            time.sleep(5)
+            fake_control_channel(c, first, token, state, 5)
         else:                                        # data channel
             assert first[:5] == u32(1) + b"\x01" and first[5:] == state["key"]
             c.sendall(u32(0))                        # StartForwardTcp
@@ -350,13 +357,7 @@ def test_fake_tls_server_drives_client(procs, pki, version):
         c = ctx.wrap_socket(raw, server_side=True)
         first = read_exact(c, 37)
         if first[:4] == u32(0):                      # control channel
-            nonce = os.urandom(32)
-            c.sendall(control_hello(nonce))
-            auth = read_exact(c, 32)
-            assert auth == sha256(token.encode() + nonce)
-            state["key"] = auth
-            c.sendall(u32(0) + u32(0))               # Ack::Ok, CreateDataChannel
-            time.sleep(10)
+            fake_control_channel(c, first, token, state, 10)
         else:                                        # data channel
             assert first[:5] == u32(1) + b"\x01" and first[5:] == state["key"]
             c.sendall(u32(0))                        # StartForwardTcp
