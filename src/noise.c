@@ -14,6 +14,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "ossl.h"
+
 #define HASH_MAX	64
 #define BLOCK_MAX	128
 #define DH_LEN		32
@@ -25,28 +27,28 @@
 
 struct hash_def {
 	const char *name;	/* as in protocol names */
-	const EVP_MD *(*md)(void);
+	const char *ossl_name;	/* as OpenSSL fetches it */
 	size_t len;		/* HASHLEN */
 	size_t block;		/* BLOCKLEN, for HMAC */
 };
 
 static const struct hash_def hashes[] = {
-	{ "SHA256", EVP_sha256, 32, 64 },
-	{ "SHA512", EVP_sha512, 64, 128 },
-	{ "BLAKE2s", EVP_blake2s256, 32, 64 },
-	{ "BLAKE2b", EVP_blake2b512, 64, 128 },
+	{ "SHA256", "SHA256", 32, 64 },
+	{ "SHA512", "SHA512", 64, 128 },
+	{ "BLAKE2s", "BLAKE2S-256", 32, 64 },
+	{ "BLAKE2b", "BLAKE2B-512", 64, 128 },
 };
 
 struct cipher_def {
 	const char *name;
-	const EVP_CIPHER *(*cipher)(void);
+	const char *ossl_name;
 	bool big_endian_nonce;	/* AESGCM: big-endian counter; ChaChaPoly: little */
 	size_t head_unit;	/* see aead_update(); 0: one update per message */
 };
 
 static const struct cipher_def ciphers[] = {
-	{ "ChaChaPoly", EVP_chacha20_poly1305, false, 128 },
-	{ "AESGCM", EVP_aes_256_gcm, true, 0 },
+	{ "ChaChaPoly", "ChaCha20-Poly1305", false, 128 },
+	{ "AESGCM", "AES-256-GCM", true, 0 },
 };
 
 /* ---- handshake patterns (sections 7.4, 7.5, 18) ----
@@ -349,7 +351,8 @@ static int cipher_set_key(struct noise_cipher *c, const struct cipher_def *def,
 {
 	if (!c->ctx) {
 		c->ctx = EVP_CIPHER_CTX_new();
-		if (!c->ctx || !EVP_CipherInit_ex(c->ctx, def->cipher(), NULL, key, NULL, 1))
+		if (!c->ctx || !ossl_cipher(def->ossl_name) ||
+		    !EVP_CipherInit_ex(c->ctx, ossl_cipher(def->ossl_name), NULL, key, NULL, 1))
 			return -1;
 	} else if (!EVP_CipherInit_ex(c->ctx, NULL, NULL, key, NULL, -1)) {
 		return -1;
@@ -611,21 +614,65 @@ static int keypair_from_private(struct keypair *kp, const uint8_t priv[DH_LEN])
 	return 0;
 }
 
+/* An ephemeral key pair, from the process's one X25519 key generation
+ * context (ossl.h). */
 static int keypair_generate(struct keypair *kp)
 {
-	uint8_t priv[DH_LEN];
-	int rc = -1;
+	EVP_PKEY_CTX *gen = ossl_keygen("X25519");
+	size_t len = DH_LEN;
 
-	if (RAND_priv_bytes(priv, sizeof priv) == 1)
-		rc = keypair_from_private(kp, priv);
-	explicit_bzero(priv, sizeof priv);
-	return rc;
+	kp->pkey = NULL;
+	if (!gen || EVP_PKEY_generate(gen, &kp->pkey) != 1 ||
+	    !EVP_PKEY_get_raw_public_key(kp->pkey, kp->pub, &len) || len != DH_LEN) {
+		EVP_PKEY_free(kp->pkey);
+		kp->pkey = NULL;
+		return -1;
+	}
+	kp->present = true;
+	return 0;
 }
 
 static void keypair_wipe(struct keypair *kp)
 {
 	EVP_PKEY_free(kp->pkey);
 	explicit_bzero(kp, sizeof *kp);
+}
+
+struct noise_static {
+	struct keypair kp;
+};
+
+struct noise_static *noise_static_new(const uint8_t priv[NOISE_KEY_LEN],
+				      uint8_t pub[NOISE_KEY_LEN])
+{
+	struct noise_static *st = calloc(1, sizeof *st);
+
+	if (!st)
+		return NULL;
+	if (keypair_from_private(&st->kp, priv) < 0) {
+		free(st);
+		return NULL;
+	}
+	if (pub)
+		memcpy(pub, st->kp.pub, NOISE_KEY_LEN);
+	return st;
+}
+
+void noise_static_free(struct noise_static *st)
+{
+	if (!st)
+		return;
+	keypair_wipe(&st->kp);
+	free(st);
+}
+
+/* A handshake's reference to a prepared static key. */
+static int keypair_share(struct keypair *kp, const struct noise_static *st)
+{
+	if (EVP_PKEY_up_ref(st->kp.pkey) != 1)
+		return -1;
+	*kp = st->kp;
+	return 0;
 }
 
 /* DH(kp, pub). An all-zero result (a low-order peer key) is rejected, as
@@ -824,8 +871,12 @@ static int hs_initialize(struct noise_hs *hs, const char *name, const struct noi
 		return -1;
 	if (mix_hash(hs, keys->prologue, keys->prologue ? keys->prologue_len : 0) < 0)
 		return -1;
-	if (keys->local_static && keypair_from_private(&hs->s, keys->local_static) < 0)
+	if (keys->prepared_static) {
+		if (keypair_share(&hs->s, keys->prepared_static) < 0)
+			return -1;
+	} else if (keys->local_static && keypair_from_private(&hs->s, keys->local_static) < 0) {
 		return -1;
+	}
 	if (keys->local_ephemeral && keypair_from_private(&hs->e, keys->local_ephemeral) < 0)
 		return -1;
 	if ((init && pat->pre_responder_s) || (!init && pat->pre_initiator_s)) {
@@ -856,7 +907,7 @@ struct noise_hs *noise_hs_new(const char *protocol_name, enum noise_role role,
 	if (check_keys(hs, protocol_name, keys, err, errlen) < 0)
 		goto fail;
 	hs->hasher.def = hs->proto.hash;
-	hs->hasher.md = hs->proto.hash->md();
+	hs->hasher.md = ossl_md(hs->proto.hash->ossl_name);
 	hs->hasher.ctx = EVP_MD_CTX_new();
 	if (!hs->hasher.md || !hs->hasher.ctx || hs_initialize(hs, protocol_name, keys) < 0) {
 		snprintf(err, errlen, "%s: cannot set up the handshake (OpenSSL error; is the "

@@ -24,14 +24,24 @@ enum noise_next { NOISE_WRITE, NOISE_READ, NOISE_DONE, NOISE_FAILED };
 
 struct noise_hs;
 struct noise_cipher;
+struct noise_static;
 
 struct noise_keys {
 	const uint8_t *local_static;	/* 32-byte private key, or NULL */
+	const struct noise_static *prepared_static;	/* instead of local_static */
 	const uint8_t *remote_static;	/* 32-byte public key known in advance, or NULL */
 	const uint8_t *local_ephemeral;	/* fixed ephemeral (test vectors only), or NULL */
 	const uint8_t *prologue;
 	size_t prologue_len;
 };
+
+/* A local static key made ready once for the handshakes of a transport:
+ * OpenSSL derives the public key when it takes a private key, an X25519
+ * multiplication as costly as a DH, which each handshake would otherwise
+ * repeat. pub, when not NULL, gets the public key. NULL when OpenSSL fails. */
+struct noise_static *noise_static_new(const uint8_t priv[NOISE_KEY_LEN],
+				      uint8_t pub[NOISE_KEY_LEN]);
+void noise_static_free(struct noise_static *st);
 
 /* Checks a protocol name. Returns 0, or -1 with a message in err. Also tells
  * which static keys each side must have for this pattern. */

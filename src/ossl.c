@@ -88,24 +88,33 @@ int ossl_load(char *err, size_t errlen)
 	F(EVP_MD_CTX *, EVP_MD_CTX_new, (void), ()) \
 	V(EVP_PKEY_CTX_free, (EVP_PKEY_CTX *ctx), (ctx)) \
 	F(EVP_PKEY_CTX *, EVP_PKEY_CTX_new, (EVP_PKEY *pkey, ENGINE *e), (pkey, e)) \
+	F(EVP_PKEY_CTX *, EVP_PKEY_CTX_new_from_name, (OSSL_LIB_CTX *libctx, const char *name, \
+						       const char *propquery), \
+	  (libctx, name, propquery)) \
+	V(EVP_CIPHER_free, (EVP_CIPHER *cipher), (cipher)) \
+	V(EVP_KDF_free, (EVP_KDF *kdf), (kdf)) \
+	F(EVP_KDF *, EVP_KDF_fetch, (OSSL_LIB_CTX *libctx, const char *algorithm, \
+				     const char *properties), (libctx, algorithm, properties)) \
+	V(EVP_MD_free, (EVP_MD *md), (md)) \
+	F(EVP_CIPHER *, EVP_CIPHER_fetch, (OSSL_LIB_CTX *ctx, const char *algorithm, \
+					   const char *properties), (ctx, algorithm, properties)) \
+	F(EVP_MD *, EVP_MD_fetch, (OSSL_LIB_CTX *ctx, const char *algorithm, \
+				   const char *properties), (ctx, algorithm, properties)) \
+	F(int, EVP_PKEY_keygen_init, (EVP_PKEY_CTX *ctx), (ctx)) \
+	F(int, EVP_PKEY_generate, (EVP_PKEY_CTX *ctx, EVP_PKEY **ppkey), (ctx, ppkey)) \
 	F(int, EVP_PKEY_derive, (EVP_PKEY_CTX *ctx, unsigned char *key, size_t *keylen), \
 	  (ctx, key, keylen)) \
 	F(int, EVP_PKEY_derive_init, (EVP_PKEY_CTX *ctx), (ctx)) \
 	F(int, EVP_PKEY_derive_set_peer, (EVP_PKEY_CTX *ctx, EVP_PKEY *peer), (ctx, peer)) \
 	V(EVP_PKEY_free, (EVP_PKEY *pkey), (pkey)) \
+	F(int, EVP_PKEY_up_ref, (EVP_PKEY *pkey), (pkey)) \
 	F(int, EVP_PKEY_get_raw_public_key, (const EVP_PKEY *pkey, unsigned char *pub, size_t *len), \
 	  (pkey, pub, len)) \
 	F(EVP_PKEY *, EVP_PKEY_new_raw_private_key, (int type, ENGINE *e, const unsigned char *priv, \
 						     size_t len), (type, e, priv, len)) \
 	F(EVP_PKEY *, EVP_PKEY_new_raw_public_key, (int type, ENGINE *e, const unsigned char *pub, \
 						    size_t len), (type, e, pub, len)) \
-	F(const EVP_CIPHER *, EVP_aes_256_gcm, (void), ()) \
-	F(const EVP_MD *, EVP_blake2b512, (void), ()) \
-	F(const EVP_MD *, EVP_blake2s256, (void), ()) \
-	F(const EVP_CIPHER *, EVP_chacha20_poly1305, (void), ()) \
 	F(const EVP_MD *, EVP_sha1, (void), ()) \
-	F(const EVP_MD *, EVP_sha256, (void), ()) \
-	F(const EVP_MD *, EVP_sha512, (void), ()) \
 	F(int, OPENSSL_sk_num, (const OPENSSL_STACK *st), (st)) \
 	V(OPENSSL_sk_pop_free, (OPENSSL_STACK *st, void (*func)(void *)), (st, func)) \
 	F(void *, OPENSSL_sk_value, (const OPENSSL_STACK *st, int i), (st, i)) \
@@ -134,14 +143,10 @@ int ossl_load(char *err, size_t errlen)
 #define TLS13_CRYPTO_FUNCTIONS(F, V)
 #else
 #define TLS13_CRYPTO_FUNCTIONS(F, V) \
-	F(const EVP_CIPHER *, EVP_aes_128_gcm, (void), ()) \
 	V(EVP_KDF_CTX_free, (EVP_KDF_CTX *ctx), (ctx)) \
 	F(EVP_KDF_CTX *, EVP_KDF_CTX_new, (EVP_KDF *kdf), (kdf)) \
 	F(int, EVP_KDF_derive, (EVP_KDF_CTX *ctx, unsigned char *key, size_t keylen, \
 				const OSSL_PARAM params[]), (ctx, key, keylen, params)) \
-	F(EVP_KDF *, EVP_KDF_fetch, (OSSL_LIB_CTX *libctx, const char *algorithm, \
-				     const char *properties), (libctx, algorithm, properties)) \
-	V(EVP_KDF_free, (EVP_KDF *kdf), (kdf)) \
 	F(OSSL_PARAM, OSSL_PARAM_construct_end, (void), ()) \
 	F(OSSL_PARAM, OSSL_PARAM_construct_int, (const char *key, int *buf), (key, buf)) \
 	F(OSSL_PARAM, OSSL_PARAM_construct_octet_string, (const char *key, void *buf, \
@@ -167,6 +172,11 @@ int ossl_load(char *err, size_t errlen)
 	V(SSL_CTX_set_default_read_buffer_len, (SSL_CTX *ctx, size_t len), (ctx, len)) \
 	F(int, SSL_CTX_set_default_verify_paths, (SSL_CTX *ctx), (ctx)) \
 	F(int, SSL_CTX_set_num_tickets, (SSL_CTX *ctx, size_t num_tickets), (ctx, num_tickets)) \
+	V(SSL_CTX_sess_set_new_cb, (SSL_CTX *ctx, int (*new_session_cb)(SSL *, SSL_SESSION *)), \
+	  (ctx, new_session_cb)) \
+	F(SSL_SESSION *, SSL_SESSION_dup, (const SSL_SESSION *src), (src)) \
+	V(SSL_SESSION_free, (SSL_SESSION *ses), (ses)) \
+	F(int, SSL_SESSION_is_resumable, (const SSL_SESSION *s), (s)) \
 	F(uint64_t, SSL_CTX_set_options, (SSL_CTX *ctx, uint64_t op), (ctx, op)) \
 	V(SSL_CTX_set_verify, (SSL_CTX *ctx, int mode, SSL_verify_cb callback), (ctx, mode, callback)) \
 	F(int, SSL_CTX_use_PrivateKey, (SSL_CTX *ctx, EVP_PKEY *pkey), (ctx, pkey)) \
@@ -190,6 +200,11 @@ int ossl_load(char *err, size_t errlen)
 	V(SSL_set_accept_state, (SSL *s), (s)) \
 	V(SSL_set_connect_state, (SSL *s), (s)) \
 	F(int, SSL_set_ex_data, (SSL *ssl, int idx, void *data), (ssl, idx, data)) \
+	V(SSL_set_msg_callback, (SSL *ssl, void (*cb)(int write_p, int version, int content_type, \
+						    const void *buf, size_t len, SSL *ssl, \
+						    void *arg)), (ssl, cb)) \
+	F(int, SSL_set_session, (SSL *to, SSL_SESSION *session), (to, session)) \
+	F(int, SSL_session_reused, (const SSL *s), (s)) \
 	V(SSL_set_read_ahead, (SSL *s, int yes), (s, yes)) \
 	V(SSL_set_hostflags, (SSL *s, unsigned int flags), (s, flags)) \
 	F(int, SSL_shutdown, (SSL *s), (s)) \

@@ -24,18 +24,30 @@ struct tls13;
 /* Tests set it to get a peer whose records OpenSSL protects throughout, as
  * in the reference (tls13.h): read when a session starts. */
 extern bool tls_records_by_openssl;
+/* How long a client resumes sessions descended from one full handshake
+ * (ms; tests shorten it): after it, the server's certificate is checked
+ * again. */
+extern uint64_t tls_resume_for_ms;
 
 struct tls_session {
 	struct ssl_st *ssl;	/* NULL once the records are ours (rl) */
-	struct tls13 *rl;	/* TLS 1.3 records after the handshake (tls13.h), or NULL */
-	const struct tls_ctx *ctx;
+	struct tls13 *rl;	/* the key log's secrets, then our TLS 1.3 records (tls13.h) */
+	struct tls_ctx *ctx;
 	uint8_t *wbuf;		/* records of one large write, not yet sent (or NULL) */
+	uint64_t origin;	/* client: when the full handshake of its ticket chain was */
 	uint32_t woff, wlen;	/* wbuf[woff, wlen) is still to send */
 	uint32_t taken;		/* plaintext written whose records wait in wbuf */
+	/* records OpenSSL opened and sealed under the application keys, before
+	 * the records became ours: where our sequence numbers start */
+	uint32_t rd_records, wr_records;
 	int fd;
 	bool batching;		/* collect records in wbuf instead of sending each */
 	bool want_rl;		/* take the records over after a TLS 1.3 handshake */
-	bool rl_broken;		/* the key log could not be taken: leave them to OpenSSL */
+	bool rl_broken;		/* the key log could not be taken, or the peer updated its
+				 * keys while OpenSSL read: leave the records to OpenSSL */
+	bool rd_app, wr_app;	/* the peer's / our Finished has passed: records counted */
+	bool await_ticket;	/* client: OpenSSL reads on until a ticket (or data) comes */
+	bool resumed;		/* the handshake resumed a session from a ticket */
 	bool done;		/* handshake finished */
 	bool fatal;		/* the session failed: no close_notify may follow */
 	bool sent_close;	/* our close_notify is out */
@@ -50,7 +62,7 @@ void tls_ctx_free(struct tls_ctx *c);
 
 /* Prepares a session on fd (the fd stays owned by the caller's stream).
  * Returns 0, or ST_ERROR with s->err. */
-int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct stream *s);
+int tls_session_init(struct tls_session *ts, struct tls_ctx *c, struct stream *s);
 void tls_session_free(struct tls_session *ts);
 
 /* 0 when the handshake is done, ST_AGAIN, ST_ERROR. */

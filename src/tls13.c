@@ -16,6 +16,7 @@
 
 #include "base64.h"
 #include "log.h"
+#include "ossl.h"
 
 #define HASH_MAX	48
 #define KEY_MAX		32
@@ -43,7 +44,7 @@ enum handshake_type {
 
 struct suite_def {
 	uint16_t id;
-	const EVP_CIPHER *(*cipher)(void);
+	const char *cipher;	/* as OpenSSL fetches it */
 	size_t key_len;
 	const char *digest;	/* the HKDF hash, as OpenSSL names it */
 	size_t hash_len;
@@ -52,10 +53,11 @@ struct suite_def {
 };
 
 static const struct suite_def suites[] = {
-	{ 0x1301, EVP_aes_128_gcm, 16, "SHA256", 32, 0, AES_GCM_REKEY },	/* TLS_AES_128_GCM_SHA256 */
-	{ 0x1302, EVP_aes_256_gcm, 32, "SHA384", 48, 0, AES_GCM_REKEY },	/* TLS_AES_256_GCM_SHA384 */
-	{ 0x1303, EVP_chacha20_poly1305, 32, "SHA256", 32, 128, UINT64_MAX },	/* TLS_CHACHA20_POLY1305_SHA256 */
+	{ 0x1301, "AES-128-GCM", 16, "SHA256", 32, 0, AES_GCM_REKEY },	/* TLS_AES_128_GCM_SHA256 */
+	{ 0x1302, "AES-256-GCM", 32, "SHA384", 48, 0, AES_GCM_REKEY },	/* TLS_AES_256_GCM_SHA384 */
+	{ 0x1303, "ChaCha20-Poly1305", 32, "SHA256", 32, 128, UINT64_MAX },	/* TLS_CHACHA20_POLY1305_SHA256 */
 };
+
 
 /* One direction's protection. */
 struct dir {
@@ -140,7 +142,7 @@ static int expand_label(const struct suite_def *sd, const uint8_t *secret, const
 	uint8_t info[2 + 1 + 255 + 1];
 	size_t llen = strlen(label), ilen = 0;
 	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY, rc = -1;
-	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF *kdf = ossl_kdf("HKDF");
 	EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
 
 	info[ilen++] = (uint8_t)(len >> 8);
@@ -164,7 +166,6 @@ static int expand_label(const struct suite_def *sd, const uint8_t *secret, const
 		rc = EVP_KDF_derive(kctx, out, len, params) == 1 ? 0 : -1;
 	}
 	EVP_KDF_CTX_free(kctx);
-	EVP_KDF_free(kdf);
 	return rc;
 }
 
@@ -180,7 +181,8 @@ static int key_direction(const struct suite_def *sd, struct dir *d, int enc)
 		goto out;
 	if (!d->ctx) {
 		d->ctx = EVP_CIPHER_CTX_new();
-		if (!d->ctx || !EVP_CipherInit_ex(d->ctx, sd->cipher(), NULL, key, NULL, enc))
+		if (!d->ctx || !ossl_cipher(sd->cipher) ||
+		    !EVP_CipherInit_ex(d->ctx, ossl_cipher(sd->cipher), NULL, key, NULL, enc))
 			goto out;
 	} else if (!EVP_CipherInit_ex(d->ctx, NULL, NULL, key, NULL, enc)) {
 		goto out;
@@ -206,7 +208,8 @@ static int update_direction(const struct suite_def *sd, struct dir *d, int enc)
 	return rc;
 }
 
-int tls13_start(struct tls13 *rl, uint16_t suite, bool server, char *err, size_t errlen)
+int tls13_start(struct tls13 *rl, uint16_t suite, bool server, uint64_t read_seq,
+		uint64_t write_seq, char *err, size_t errlen)
 {
 	const struct suite_def *sd = NULL;
 	uint8_t *ours, *theirs;
@@ -229,9 +232,11 @@ int tls13_start(struct tls13 *rl, uint16_t suite, bool server, char *err, size_t
 		rl->rekey_after = sd->rekey_after;
 		memcpy(rl->wr.secret, ours, sd->hash_len);
 		memcpy(rl->rd.secret, theirs, sd->hash_len);
-		if (key_direction(sd, &rl->wr, 1) == 0 && key_direction(sd, &rl->rd, 0) == 0)
+		if (key_direction(sd, &rl->wr, 1) == 0 && key_direction(sd, &rl->rd, 0) == 0) {
+			rl->wr.seq = write_seq;
+			rl->rd.seq = read_seq;
 			rc = 0;
-		else
+		} else
 			snprintf(err, errlen, "cannot key the TLS records (OpenSSL failed)");
 	}
 	explicit_bzero(rl->client_secret, sizeof rl->client_secret);

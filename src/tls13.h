@@ -12,7 +12,8 @@
  * received bytes into the caller's buffer.
  *
  * What the peer may still send after the handshake is handled here too:
- * NewSessionTicket (ignored: the client keeps no sessions), KeyUpdate (our
+ * NewSessionTicket (ignored: the client keeps the first one, which
+ * OpenSSL reads before the records are ours), KeyUpdate (our
  * receiving keys move on; when the peer asks, ours follow with the next
  * records we send, as they do on their own after 2^23 AES-GCM records),
  * close_notify (the end of the stream) and other alerts
@@ -51,9 +52,12 @@ bool tls13_cipher_supported(uint16_t suite);
 int tls13_take_secret(struct tls13 **rl, const char *line);
 
 /* Derives the keys from the secrets taken (wiping them but for what key
- * updates need). server: which secret is ours. Returns 0, or -1 with err
- * (both secrets missing, or an OpenSSL failure). */
-int tls13_start(struct tls13 *rl, uint16_t suite, bool server, char *err, size_t errlen);
+ * updates need). server: which secret is ours. read_seq, write_seq: the
+ * records OpenSSL already opened and sealed under these keys (session
+ * tickets, a first message). Returns 0, or -1 with err (both secrets
+ * missing, or an OpenSSL failure). */
+int tls13_start(struct tls13 *rl, uint16_t suite, bool server, uint64_t read_seq,
+		uint64_t write_seq, char *err, size_t errlen);
 
 /* Wipes every key and secret, frees buffers and *rl. */
 void tls13_free(struct tls13 *rl);

@@ -19,7 +19,7 @@ void tls_ctx_free(struct tls_ctx *c)
 }
 
 /* Never reached: no session exists without a context. */
-int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct stream *s)
+int tls_session_init(struct tls_session *ts, struct tls_ctx *c, struct stream *s)
 {
 	return stream_set_error(s, "TLS is not available in this build");
 }

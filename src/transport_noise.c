@@ -46,6 +46,7 @@ struct noise_shared {
 	char *pattern;			/* our copy: a reload frees the config's */
 	struct noise_requirements req;
 	uint8_t local_private[NOISE_KEY_LEN];
+	struct noise_static *local_static;	/* local_private, ready for OpenSSL */
 	uint8_t remote_public[NOISE_KEY_LEN];
 	bool has_remote;
 };
@@ -441,6 +442,7 @@ static struct stream *noise_wrap(struct transport *t, int fd, bool server)
 	const struct noise_shared *sh = t->priv;
 	struct noise_keys keys = {
 		.local_static = sh->local_private,
+		.prepared_static = sh->local_static,
 		.remote_static = sh->has_remote ? sh->remote_public : NULL,
 	};
 	struct noise_stream *ns;
@@ -494,7 +496,8 @@ static int set_local_key(struct noise_shared *sh, const struct noise_config *nc,
 
 	if (nc->has_local_private_key) {
 		memcpy(sh->local_private, nc->local_private_key, NOISE_KEY_LEN);
-		if (noise_public_key(sh->local_private, pub) < 0) {
+		sh->local_static = noise_static_new(sh->local_private, pub);
+		if (!sh->local_static) {
 			snprintf(err, errlen, "transport.noise.local_private_key: not a usable "
 				 "X25519 private key");
 			return -1;
@@ -507,7 +510,8 @@ static int set_local_key(struct noise_shared *sh, const struct noise_config *nc,
 			 "make a pair with --genkey)", sh->pattern);
 		return -1;
 	}
-	if (noise_generate_keypair(sh->local_private, pub) < 0) {
+	if (noise_generate_keypair(sh->local_private, pub) < 0 ||
+	    !(sh->local_static = noise_static_new(sh->local_private, NULL))) {
 		snprintf(err, errlen, "transport.noise: cannot generate a key pair (OpenSSL)");
 		return -1;
 	}
@@ -564,6 +568,7 @@ static int noise_init(struct transport *t, char *err, size_t errlen)
 	return 0;
 fail:
 	free(sh->pattern);
+	noise_static_free(sh->local_static);
 	explicit_bzero(sh, sizeof *sh);
 	free(sh);
 	return -1;
@@ -574,6 +579,7 @@ static void noise_fini(struct transport *t)
 	if (!t->priv)
 		return;
 	free(((struct noise_shared *)t->priv)->pattern);
+	noise_static_free(((struct noise_shared *)t->priv)->local_static);
 	explicit_bzero(t->priv, sizeof(struct noise_shared));
 	free(t->priv);
 	t->priv = NULL;

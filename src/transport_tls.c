@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/pkcs12.h>
@@ -36,14 +37,26 @@
  * buffer: each record needs room for its content type too. */
 #define TLS_FILL_CAP (TLS_CHUNK + 4 * (TLS13_OVERHEAD - TLS13_HEADER))
 #define SMALL_WRITE 4096	/* sealed on the stack and sent at once */
+/* Client: session tickets kept for the next connections. One is used per
+ * connection and each handshake brings one (server: num_tickets), so the
+ * stock settles at the number of handshakes under way at once. */
+#define TICKETS_MAX 64
 
 bool tls_records_by_openssl;
+uint64_t tls_resume_for_ms = 3600 * 1000;
+
+struct ticket {
+	SSL_SESSION *session;
+	uint64_t origin;	/* when the full handshake it descends from was */
+};
 
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 	BIO_METHOD *write_method;	/* the sessions' write side (see wbio_write) */
 	bool server;
 	bool name_is_ip;	/* client: verify an IP address, send no SNI */
+	unsigned ntickets;
+	struct ticket tickets[TICKETS_MAX];	/* client: the newest last */
 	char name[NET_HOST_MAX];	/* client: the name to verify */
 };
 
@@ -365,6 +378,112 @@ static void keep_secret(const SSL *ssl, const char *line)
 		ts->rl_broken = true;
 }
 
+/* ---- session resumption ----
+ *
+ * A full handshake costs both ends about 1 ms of CPU each (the server's
+ * RSA signature, the client's parsing and check of the certificate chain);
+ * one resumed from a session ticket (RFC 8446, 2.2, with a fresh X25519
+ * exchange: psk_dhe_ke) costs a third of that. Every data channel is a
+ * handshake, so the client keeps the tickets the server issues and offers
+ * one per new connection, as the reference's client (rust-openssl's
+ * SslConnector) does. A chain of resumptions ends tls_resume_for_ms after
+ * its full handshake: the certificate is checked again at least that often. */
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* OpenSSL's new-session callback (client): the ticket joins the stock. A
+ * copy is kept because OpenSSL marks its own session unusable when the SSL
+ * is freed without a shutdown, as it is once the records are ours. */
+static int keep_ticket(SSL *ssl, SSL_SESSION *session)
+{
+	struct tls_session *ts = SSL_get_ex_data(ssl, 0);
+	struct tls_ctx *c;
+	SSL_SESSION *copy;
+
+	if (!ts)
+		return 0;
+	ts->await_ticket = false;	/* it came: the records may be ours */
+	c = ts->ctx;
+	copy = SSL_SESSION_dup(session);
+	if (!copy)
+		return 0;
+	if (c->ntickets == TICKETS_MAX) {	/* the oldest makes room */
+		SSL_SESSION_free(c->tickets[0].session);
+		memmove(c->tickets, c->tickets + 1, (TICKETS_MAX - 1) * sizeof c->tickets[0]);
+		c->ntickets--;
+	}
+	c->tickets[c->ntickets].session = copy;
+	c->tickets[c->ntickets].origin = SSL_session_reused(ssl) ? ts->origin : now_ms();
+	c->ntickets++;
+	return 0;
+}
+
+/* Client: offers the newest ticket still within its chain's time; each is
+ * used once (RFC 8446, C.4). */
+static int offer_ticket(struct tls_ctx *c, struct tls_session *ts, SSL *ssl)
+{
+	uint64_t now = now_ms();
+
+	ts->origin = now;	/* unless a ticket is offered: a full handshake */
+	while (c->ntickets) {
+		struct ticket t = c->tickets[--c->ntickets];
+		bool usable = now - t.origin < tls_resume_for_ms &&
+			      SSL_SESSION_is_resumable(t.session);
+		int rc = usable ? SSL_set_session(ssl, t.session) : 1;
+
+		SSL_SESSION_free(t.session);	/* the SSL holds its own reference */
+		if (rc != 1)
+			return -1;
+		if (usable) {
+			ts->origin = t.origin;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static void drop_tickets(struct tls_ctx *c)
+{
+	while (c->ntickets)
+		SSL_SESSION_free(c->tickets[--c->ntickets].session);
+}
+
+/* OpenSSL's message callback, while the records may still become ours:
+ * counts the records sealed and opened under the application keys (those
+ * after each side's Finished), where our sequence numbers must start. A
+ * KeyUpdate read meanwhile would leave our keys behind: the records then
+ * stay with OpenSSL. */
+static void count_records(int write_p, int version, int content_type, const void *buf,
+			  size_t len, SSL *ssl, void *arg)
+{
+	struct tls_session *ts = arg;
+	const uint8_t *p = buf;
+
+	(void)version;
+	(void)ssl;
+	if (content_type == SSL3_RT_HEADER) {
+		if (write_p && ts->wr_app)
+			ts->wr_records++;
+		else if (!write_p && ts->rd_app)
+			ts->rd_records++;
+	} else if (content_type == SSL3_RT_HANDSHAKE && len > 0) {
+		if (p[0] == SSL3_MT_FINISHED) {
+			if (write_p)
+				ts->wr_app = true;
+			else
+				ts->rd_app = true;
+		} else if (p[0] == SSL3_MT_KEY_UPDATE && !write_p) {
+			ts->rl_broken = true;
+		}
+	}
+}
+
 static int setup_common(SSL_CTX *ctx, bool server)
 {
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
@@ -397,10 +516,17 @@ static int setup_common(SSL_CTX *ctx, bool server)
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_AHEAD);
 	SSL_CTX_set_keylog_callback(ctx, keep_secret);
-	/* The client keeps no sessions, so the server issues no tickets. */
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	if (server)
-		SSL_CTX_set_num_tickets(ctx, 0);
+	/* Resumption (see keep_ticket): the server's tickets are stateless, so
+	 * it keeps no sessions; one ticket per handshake, since each resumed
+	 * one uses one. The client keeps its tickets itself. */
+	if (server) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_num_tickets(ctx, 1);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+					       SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, keep_ticket);
+	}
 	return 0;
 }
 
@@ -543,6 +669,7 @@ void tls_ctx_free(struct tls_ctx *c)
 {
 	if (!c)
 		return;
+	drop_tickets(c);
 	SSL_CTX_free(c->ssl_ctx);
 	BIO_meth_free(c->write_method);
 	free(c);
@@ -567,7 +694,7 @@ static int set_bios(struct tls_session *ts, SSL *ssl)
 	return 0;
 }
 
-int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct stream *s)
+int tls_session_init(struct tls_session *ts, struct tls_ctx *c, struct stream *s)
 {
 	SSL *ssl;
 
@@ -579,17 +706,21 @@ int tls_session_init(struct tls_session *ts, const struct tls_ctx *c, struct str
 		goto fail;
 	ts->ssl = ssl;
 	ts->want_rl = !tls_records_by_openssl;
+	if (SSL_set_ex_data(ssl, 0, ts) != 1)
+		goto fail;
 	if (ts->want_rl) {
 		/* nothing beyond the handshake's last record may stay in OpenSSL */
 		SSL_set_read_ahead(ssl, 0);
-		if (SSL_set_ex_data(ssl, 0, ts) != 1)
-			goto fail;
+		SSL_set_msg_callback(ssl, count_records);
+		SSL_set_msg_callback_arg(ssl, ts);
 	}
 	if (c->server) {
 		SSL_set_accept_state(ssl);
 		return 0;
 	}
 	SSL_set_connect_state(ssl);
+	if (offer_ticket(c, ts, ssl) < 0)
+		goto fail;
 	if (c->name_is_ip) {
 		/* RFC 6066: SNI carries host names only; an IP is checked against
 		 * the certificate's IP addresses. */
@@ -704,9 +835,15 @@ static int ssl_failure(struct tls_session *ts, struct stream *s, int rc, int sav
 	}
 }
 
-/* After the handshake: a TLS 1.3 session with one of RFC 8446's ciphers
- * goes on with our record layer and frees OpenSSL's session (about 30 KiB
- * per connection); any other stays with OpenSSL, now reading ahead. */
+static bool records_ours(const struct tls_session *ts)
+{
+	return ts->rl && !ts->ssl;
+}
+
+/* After the handshake (client: after the first ticket, or data, has come):
+ * a TLS 1.3 session with one of RFC 8446's ciphers goes on with our record
+ * layer and frees OpenSSL's session (about 30 KiB per connection); any
+ * other stays with OpenSSL, now reading ahead. */
 static int take_over_records(struct tls_session *ts, struct stream *s)
 {
 	uint16_t suite;
@@ -717,21 +854,33 @@ static int take_over_records(struct tls_session *ts, struct stream *s)
 	suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ts->ssl));
 	if (ts->rl && !ts->rl_broken && SSL_version(ts->ssl) == TLS1_3_VERSION &&
 	    tls13_cipher_supported(suite) && !SSL_has_pending(ts->ssl)) {
-		if (tls13_start(ts->rl, suite, ts->ctx->server, err, sizeof err) < 0) {
+		if (tls13_start(ts->rl, suite, ts->ctx->server, ts->rd_records, ts->wr_records,
+				err, sizeof err) < 0) {
 			ts->fatal = true;
 			return stream_set_error(s, "TLS: %s", err);
 		}
 		SSL_free(ts->ssl);
 		ts->ssl = NULL;
-		log_debug("tls: the records are ours from here on");
+		log_debug("tls: the records are ours from here on (%u opened, %u sealed by "
+			  "OpenSSL)", ts->rd_records, ts->wr_records);
 		return 0;
 	}
 	log_debug("tls: the records stay with OpenSSL");
 	tls13_free(ts->rl);
 	ts->rl = NULL;
 	ts->want_rl = false;
+	SSL_set_msg_callback(ts->ssl, NULL);
 	SSL_set_read_ahead(ts->ssl, 1);
 	return 0;
+}
+
+/* A TLS 1.3 client takes its records over only once OpenSSL has read the
+ * server's first session ticket, which comes before any data (or the first
+ * data, from a server that issues none). */
+static bool awaits_ticket(const struct tls_session *ts)
+{
+	return ts->want_rl && !ts->ctx->server && SSL_version(ts->ssl) == TLS1_3_VERSION &&
+	       ts->rl && !ts->rl_broken;
 }
 
 int tls_session_handshake(struct tls_session *ts, struct stream *s)
@@ -745,10 +894,27 @@ int tls_session_handshake(struct tls_session *ts, struct stream *s)
 	rc = SSL_do_handshake(ts->ssl);
 	if (rc == 1) {
 		ts->done = true;
-		log_debug("tls: %s %s", SSL_get_version(ts->ssl), SSL_get_cipher_name(ts->ssl));
+		ts->resumed = SSL_session_reused(ts->ssl);
+		log_debug("tls: %s %s%s", SSL_get_version(ts->ssl), SSL_get_cipher_name(ts->ssl),
+			  ts->resumed ? ", resumed" : "");
+		ts->await_ticket = awaits_ticket(ts);
+		if (ts->await_ticket)
+			return 0;
 		return take_over_records(ts, s);
 	}
 	return ssl_failure(ts, s, rc, errno, "handshake");
+}
+
+/* Client, after an SSL_read while awaiting the first ticket: whether the
+ * records become ours now. The ticket (or data) has come, the read went
+ * well, and OpenSSL holds nothing more. */
+static bool ready_to_take_over(struct tls_session *ts, int rc)
+{
+	if (!ts->want_rl || !ts->done || (ts->await_ticket && rc != 1))
+		return false;
+	if (rc != 1 && SSL_get_error(ts->ssl, rc) != SSL_ERROR_WANT_READ)
+		return false;
+	return !SSL_has_pending(ts->ssl);
 }
 
 ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len)
@@ -759,7 +925,7 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 
 	if (ts->fatal)
 		return 0;
-	if (ts->rl) {
+	if (records_ours(ts)) {
 		ssize_t got = tls13_read(ts->rl, s, buf, len);
 
 		if (got == ST_ERROR)
@@ -770,6 +936,12 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 	errno = 0;
 	rc = SSL_read_ex(ts->ssl, buf, len, &n);
 	saved_errno = errno;
+	if (ready_to_take_over(ts, rc)) {
+		if (take_over_records(ts, s) < 0)
+			return ST_ERROR;
+		if (rc != 1 && records_ours(ts))
+			return tls_session_read(ts, s, buf, len);
+	}
 	if (rc == 1)
 		return (ssize_t)n;
 	code = ERR_peek_last_error();
@@ -786,7 +958,7 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 
 bool tls_session_pending(const struct tls_session *ts)
 {
-	if (ts->rl)
+	if (records_ours(ts))
 		return tls13_pending(ts->rl);
 	return ts->ssl && SSL_has_pending(ts->ssl);
 }
@@ -873,7 +1045,7 @@ ssize_t tls_session_write(struct tls_session *ts, struct stream *s, const void *
 		ts->taken = 0;
 		return (ssize_t)done;
 	}
-	if (ts->rl)
+	if (records_ours(ts))
 		return write_records(ts, s, buf, len);
 	/* With SSL_MODE_ENABLE_PARTIAL_WRITE each call writes one record:
 	 * go on while the buffer takes them. A record refused with WANT_WRITE
@@ -927,7 +1099,7 @@ static int send_close_notify(struct tls_session *ts, struct stream *s)
 
 int tls_session_shutdown(struct tls_session *ts, struct stream *s)
 {
-	if (ts->rl && !ts->sent_close && !ts->fatal) {
+	if (records_ours(ts) && !ts->sent_close && !ts->fatal) {
 		int rc = send_close_notify(ts, s);
 
 		if (rc == ST_AGAIN && !ts->sent_close)
@@ -992,7 +1164,7 @@ static ssize_t tls_fill(struct stream *s)
 		if (n <= 0)
 			break;
 		got += (size_t)n;
-	} while (!t->ts.rl && got < s->rx_cap && tls_session_pending(&t->ts));
+	} while (t->ts.ssl && got < s->rx_cap && tls_session_pending(&t->ts));
 	if (got == 0)
 		return n;
 	t->held_error = n == ST_ERROR;

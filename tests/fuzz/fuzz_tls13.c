@@ -52,7 +52,7 @@ static struct tls13 *keyed(uint16_t suite, bool server)
 		abort();
 	n = snprintf(line, sizeof line, "SERVER_TRAFFIC_SECRET_0 %064x ", 0);
 	put_hex(line + n, 0x77, hash_len);
-	if (tls13_take_secret(&rl, line) < 0 || tls13_start(rl, suite, server, err, sizeof err) < 0) {
+	if (tls13_take_secret(&rl, line) < 0 || tls13_start(rl, suite, server, 0, 0, err, sizeof err) < 0) {
 		fprintf(stderr, "fuzz_tls13: %s\n", err);
 		abort();
 	}

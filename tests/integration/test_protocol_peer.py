@@ -294,8 +294,8 @@ def tls_connector(pki, version):
     ctx.maximum_version = version
     ctx.options &= ~OP_IGNORE_UNEXPECTED_EOF     # unwrap() then needs our close_notify
 
-    def connect(port):
-        s = ctx.wrap_socket(plain_connect(port), server_hostname="localhost")
+    def connect(port, session=None):
+        s = ctx.wrap_socket(plain_connect(port), server_hostname="localhost", session=session)
         assert s.version() == ("TLSv1.3" if version == ssl.TLSVersion.TLSv1_3 else "TLSv1.2")
         return s
     return connect
@@ -304,7 +304,8 @@ def tls_connector(pki, version):
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.3", "tls1.2"])
 def test_hand_tls_client(procs, pki, version):
     """A visitor's megabytes through our server to a data channel that
-    Python's ssl holds, and back; then close_notify both ways."""
+    Python's ssl holds, resuming the control channel's session from our
+    server's ticket, and back; then close_notify both ways."""
     sp, vp = free_port(), free_port()
     srv = procs.rathole(server_config(sp, {"svc": dict(bind_port=vp, token="tk")},
                                       transport=pki.tls_server()), name="s.toml")
@@ -312,7 +313,8 @@ def test_hand_tls_client(procs, pki, version):
     connect = tls_connector(pki, version)
     ctl, key = hand_control_channel(sp, "svc", "tk", 8, connect)
     srv.wait_log("service svc: listening on")
-    dc = connect(sp)
+    dc = connect(sp, session=ctl.session)
+    assert dc.session_reused, "our server's ticket did not resume"
     dc.sendall(data_hello(key))
     visitor = socket.create_connection(("127.0.0.1", vp), timeout=10)
     assert read_exact(ctl, 4) == u32(0)         # CreateDataChannel for the visitor
@@ -342,10 +344,12 @@ def test_hand_tls_client(procs, pki, version):
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.3", "tls1.2"])
 def test_fake_tls_server_drives_client(procs, pki, version):
     """Python's ssl as the server, issuing two session tickets after each
-    TLS 1.3 handshake (our client skips them): megabytes through our client
-    to an echo service, then close_notify both ways."""
+    TLS 1.3 handshake (our client keeps the first, then its records skip the
+    second): the data channel resumes the control channel's session,
+    megabytes go through our client to an echo service, then close_notify
+    both ways."""
     echo = EchoServer()
-    state = {"key": None, "echoed": None, "closed": False}
+    state = {"key": None, "echoed": None, "closed": False, "resumed": None}
     token = "client-token"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki.path("server.pem"), pki.path("server.key"))
@@ -360,6 +364,7 @@ def test_fake_tls_server_drives_client(procs, pki, version):
             fake_control_channel(c, first, token, state, 10)
         else:                                        # data channel
             assert first[:5] == u32(1) + b"\x01" and first[5:] == state["key"]
+            state["resumed"] = c.session_reused
             c.sendall(u32(0))                        # StartForwardTcp
             data = os.urandom(BULK)
             got = []
@@ -378,6 +383,7 @@ def test_fake_tls_server_drives_client(procs, pki, version):
         wait_until(lambda: state["closed"] or fs.errors, 30, what="the echo and close_notify")
         assert not fs.errors, fs.errors
         assert state["echoed"] is True
+        assert state["resumed"] is True, "the data channel did not resume"
     finally:
         fs.stop()
         echo.stop()

@@ -508,6 +508,8 @@ static size_t spec_encrypt(const char *name, const uint8_t key[32], uint64_t n,
 			   const uint8_t *pt, size_t len, uint8_t *out)
 {
 	bool chacha = strcmp(name, "ChaChaPoly") == 0;
+	EVP_CIPHER *cipher = EVP_CIPHER_fetch(NULL, chacha ? "ChaCha20-Poly1305" : "AES-256-GCM",
+					      NULL);
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	uint8_t iv[12] = { 0 };
 	int outl = 0, finl = 0;
@@ -519,12 +521,12 @@ static size_t spec_encrypt(const char *name, const uint8_t key[32], uint64_t n,
 		else
 			iv[11 - i] = (uint8_t)(n >> (8 * i));	/* 32 zero bits, big-endian n */
 	}
-	ok = ctx && EVP_CipherInit_ex(ctx, chacha ? EVP_chacha20_poly1305() : EVP_aes_256_gcm(),
-				      NULL, key, iv, 1) &&
+	ok = ctx && cipher && EVP_CipherInit_ex(ctx, cipher, NULL, key, iv, 1) &&
 	     (len == 0 || EVP_CipherUpdate(ctx, out, &outl, pt, (int)len)) &&
 	     EVP_CipherFinal_ex(ctx, out + outl, &finl) &&
 	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, NOISE_TAG_LEN, out + len);
 	EVP_CIPHER_CTX_free(ctx);
+	EVP_CIPHER_free(cipher);
 	return ok ? len + NOISE_TAG_LEN : 0;
 }
 

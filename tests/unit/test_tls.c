@@ -63,6 +63,8 @@ struct pair {
  * does (tls_records_by_openssl); the other takes them over. */
 enum peer { BOTH_OURS, OPENSSL_CLIENT, OPENSSL_SERVER };
 
+static int connect_pair(struct pair *p, enum peer peer, void (*prepare)(SSL *ssl));
+
 /* Builds both transports and streams (with the given peer) and runs the
  * handshakes; prepare, when set, runs on the OpenSSL side's SSL first. */
 static int open_pair_with(struct pair *p, const char *p12, const char *root,
@@ -70,14 +72,26 @@ static int open_pair_with(struct pair *p, const char *p12, const char *root,
 			  void (*prepare)(SSL *ssl))
 {
 	char err[512];
-	int cfd, sfd;
 
 	memset(p, 0, sizeof *p);
 	p->st = server_tls(&p->scfg, p12, "secret", err, sizeof err);
 	CHECKF(p->st, "server: %s", err);
 	p->ct = client_tls(&p->ccfg, root, hostname, remote, err, sizeof err);
 	CHECKF(p->ct, "client: %s", err);
-	if (!p->st || !p->ct || sp_tcp_pair(&cfd, &sfd) < 0)
+	if (!p->st || !p->ct)
+		return -1;
+	return connect_pair(p, peer, prepare);
+}
+
+/* A new connection on the pair's transports (the client's tickets kept). */
+static int connect_pair(struct pair *p, enum peer peer, void (*prepare)(SSL *ssl))
+{
+	int cfd, sfd;
+
+	stream_free(p->c);
+	stream_free(p->s);
+	p->c = p->s = NULL;
+	if (sp_tcp_pair(&cfd, &sfd) < 0)
 		return -1;
 	tls_records_by_openssl = peer == OPENSSL_CLIENT;
 	p->c = transport_wrap(p->ct, cfd, false);
@@ -422,9 +436,11 @@ static void test_records_ours_both_ends(void)
 
 	if (open_pair(&p, file("good.p12"), ca_pem, NULL, "localhost:2333") == 0 &&
 	    p.rc_c == 0 && p.rc_s == 0) {
-		CHECK(records_ours(p.c));
 		CHECK(records_ours(p.s));
+		/* the client's are ours once the server's session ticket came */
+		CHECK(!records_ours(p.c));
 		CHECK(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0);
+		CHECK(records_ours(p.c));
 	} else {
 		CHECKF(0, "handshake: %s / %s", p.c ? p.c->err : "", p.s ? p.s->err : "");
 	}
@@ -447,9 +463,9 @@ static void test_records_against_openssl(enum peer peer, const char *what,
 		theirs = peer == OPENSSL_SERVER ? p.s : p.c;
 		CHECKF(strcmp(SSL_get_cipher_name(tls_stream_session(theirs)->ssl), suite) == 0,
 		       "%s: %s", what, SSL_get_cipher_name(tls_stream_session(theirs)->ssl));
+		CHECKF(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0, "%s", what);
 		CHECKF(records_ours(ours), "%s", what);
 		CHECKF(!records_ours(theirs), "%s", what);
-		CHECKF(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0, "%s", what);
 		CHECKF(get_shutdown && (get_shutdown(tls_stream_session(theirs)->ssl) &
 					SSL_RECEIVED_SHUTDOWN), "%s: our close_notify", what);
 	} else {
@@ -495,6 +511,27 @@ static void test_key_update(enum peer peer, const char *what)
 	close_pair(&p);
 }
 
+/* A KeyUpdate that OpenSSL reads on our client, after the ticket and
+ * before the records are ours: our keys would be behind, so the records
+ * stay with OpenSSL, and data goes on flowing both ways. */
+static void test_key_update_before_takeover(void)
+{
+	int (*key_update)(SSL *, int) = ssl_function("SSL_key_update");
+	struct pair p;
+
+	CHECK(key_update != NULL);
+	if (key_update && open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333",
+					 OPENSSL_SERVER, NULL) == 0 && p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(key_update(tls_stream_session(p.s)->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1);
+		CHECK(pass(p.s, p.c, "after the ticket and a KeyUpdate") == 0);
+		CHECK(pass(p.s, p.c, "more") == 0 && pass(p.c, p.s, "and back") == 0);
+		CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
+	} else {
+		CHECK(0);
+	}
+	close_pair(&p);
+}
+
 /* Our own KeyUpdate after so many records under one key (2^23 with
  * AES-GCM; 2 here): OpenSSL must go on opening what we send. */
 static void test_rekey_after_records(enum peer peer, const char *what)
@@ -513,6 +550,10 @@ static void test_rekey_after_records(enum peer peer, const char *what)
 	}
 	ours = peer == OPENSSL_SERVER ? p.c : p.s;
 	theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+	/* the records become ours (a client's once the ticket came), and we
+	 * seal one: the server's ticket was its first */
+	CHECK(pass(theirs, ours, "first") == 0 && pass(ours, theirs, "first back") == 0);
+	CHECKF(records_ours(ours), "%s", what);
 	tls13_set_rekey_after(tls_stream_session(ours)->rl, 2);
 	log_level = LOG_DEBUG;
 	sp_capture_begin();
@@ -522,8 +563,9 @@ static void test_rekey_after_records(enum peer peer, const char *what)
 	}
 	log = sp_capture_end();
 	log_level = LOG_WARN;
-	/* records 0, 1, then a KeyUpdate before each next pair: after two and four */
-	CHECKF(count(log, "sent KeyUpdate (2 records under one key)") == 2, "%s: %s", what, log);
+	/* the client has sealed record 0 and the server 0 and 1: each sends at
+	 * most 2 more, then a KeyUpdate before every second record */
+	CHECKF(count(log, "sent KeyUpdate (2 records under one key)") == 3, "%s: %s", what, log);
 	close_pair(&p);
 }
 
@@ -544,8 +586,103 @@ static void test_tls12_stays_with_openssl(enum peer peer, const char *what)
 	close_pair(&p);
 }
 
+/* ---- session resumption ---- */
+
+static bool resumed(struct stream *s)
+{
+	return tls_stream_session(s)->resumed;
+}
+
+static void no_tickets(SSL *ssl)
+{
+	int (*set_num_tickets)(SSL *, size_t) = ssl_function("SSL_set_num_tickets");
+
+	CHECK(set_num_tickets && set_num_tickets(ssl, 0) == 1);
+}
+
+/* The second connection on the same transports resumes the first one's
+ * session from its ticket; both carry data, with our records (the client's
+ * from after the ticket; the server's after the one it issued), against
+ * the peer's: OpenSSL's records on one side (peer), or ours on both. */
+static void test_resumption(enum peer peer, const char *what)
+{
+	struct stream *ours;
+	struct pair p;
+	int i;
+
+	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
+			   NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
+		CHECKF(0, "%s: handshake", what);
+		close_pair(&p);
+		return;
+	}
+	CHECKF(!resumed(p.c) && !resumed(p.s), "%s: the first is a full handshake", what);
+	CHECKF(sp_exchange(p.c, p.s, 256 << 10, 20000) == 0, "%s: first", what);
+	for (i = 0; i < 3; i++) {
+		if (connect_pair(&p, peer, NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
+			CHECKF(0, "%s: handshake %d: %s / %s", what, i + 2, p.c ? p.c->err : "",
+			       p.s ? p.s->err : "");
+			break;
+		}
+		CHECKF(resumed(p.c) && resumed(p.s), "%s: connection %d resumed", what, i + 2);
+		CHECKF(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0, "%s: connection %d", what,
+		       i + 2);
+		ours = peer == OPENSSL_SERVER ? p.c : p.s;
+		CHECKF(records_ours(ours), "%s: connection %d", what, i + 2);
+		if (peer == BOTH_OURS)
+			CHECKF(records_ours(p.c), "%s: connection %d", what, i + 2);
+	}
+	close_pair(&p);
+}
+
+/* A server that issues no tickets: the client takes its records over when
+ * the first data comes, and the next connection is a full handshake. */
+static void test_server_without_tickets(void)
+{
+	struct pair p;
+
+	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333",
+			   OPENSSL_SERVER, no_tickets) == 0 && p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(!records_ours(p.c));
+		CHECK(pass(p.c, p.s, "hello") == 0 && pass(p.s, p.c, "first data") == 0);
+		CHECK(records_ours(p.c));
+		CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
+		CHECK(connect_pair(&p, OPENSSL_SERVER, no_tickets) == 0 && p.rc_c == 0 &&
+		      p.rc_s == 0 && !resumed(p.c));
+	} else {
+		CHECK(0);
+	}
+	close_pair(&p);
+}
+
+/* A chain of resumptions ends tls_resume_for_ms after its full handshake:
+ * then the certificate is checked again. */
+static void test_resumption_ends(void)
+{
+	uint64_t saved = tls_resume_for_ms;
+	struct pair p;
+
+	if (open_pair(&p, file("good.p12"), ca_pem, NULL, "localhost:2333") == 0 &&
+	    p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(pass(p.s, p.c, "ticket first") == 0);
+		tls_resume_for_ms = 0;
+		CHECK(connect_pair(&p, BOTH_OURS, NULL) == 0 && p.rc_c == 0 && p.rc_s == 0);
+		CHECK(!resumed(p.c) && !resumed(p.s));
+		CHECK(pass(p.s, p.c, "a new chain") == 0);
+		tls_resume_for_ms = saved;
+		CHECK(connect_pair(&p, BOTH_OURS, NULL) == 0 && p.rc_c == 0 && p.rc_s == 0);
+		CHECK(resumed(p.c) && resumed(p.s));
+	} else {
+		CHECK(0);
+	}
+	tls_resume_for_ms = saved;
+	close_pair(&p);
+}
+
 /* Bytes a hostile peer writes after the handshake, unprotected: each ends
- * the stream with its own error, never with data or a crash. */
+ * the stream with its own error, never with data or a crash. Right after
+ * the handshake OpenSSL reads them (the client waits for the server's
+ * ticket); once a message has passed, our records do. */
 static void test_hostile_record(const void *bytes, size_t len, const char *expect)
 {
 	const uint8_t *d;
@@ -555,6 +692,22 @@ static void test_hostile_record(const void *bytes, size_t len, const char *expec
 
 	if (open_pair(&p, file("good.p12"), ca_pem, NULL, "localhost:2333") == 0 &&
 	    p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(send(p.s->fd, bytes, len, 0) == (ssize_t)len);
+		for (i = 0; i < 100 && n == ST_AGAIN; i++) {
+			sp_wait(p.c->fd, POLLIN, 20);
+			n = stream_peek(p.c, &d);
+		}
+		/* OpenSSL's error, or ours if the ticket was read alone first */
+		CHECKF(n == ST_ERROR && *p.c->err, "OpenSSL's turn, %s: n %zd, %s", expect, n,
+		       p.c->err);
+	} else {
+		CHECK(0);
+	}
+	close_pair(&p);
+	n = ST_AGAIN;
+	if (open_pair(&p, file("good.p12"), ca_pem, NULL, "localhost:2333") == 0 &&
+	    p.rc_c == 0 && p.rc_s == 0) {
+		CHECK(pass(p.s, p.c, "first") == 0 && records_ours(p.c));
 		CHECK(send(p.s->fd, bytes, len, 0) == (ssize_t)len);
 		for (i = 0; i < 100 && n == ST_AGAIN; i++) {
 			sp_wait(p.c->fd, POLLIN, 20);
@@ -625,10 +778,16 @@ int main(void)
 				     "TLS_AES_256_GCM_SHA384");
 	test_key_update(OPENSSL_SERVER, "KeyUpdate from OpenSSL's server");
 	test_key_update(OPENSSL_CLIENT, "KeyUpdate from OpenSSL's client");
+	test_key_update_before_takeover();
 	test_rekey_after_records(OPENSSL_SERVER, "our client's KeyUpdate after 2 records");
 	test_rekey_after_records(OPENSSL_CLIENT, "our server's KeyUpdate after 2 records");
 	test_tls12_stays_with_openssl(OPENSSL_SERVER, "TLS 1.2 server");
 	test_tls12_stays_with_openssl(OPENSSL_CLIENT, "TLS 1.2 client");
+	test_resumption(BOTH_OURS, "resumed, our records both ends");
+	test_resumption(OPENSSL_SERVER, "resumed, our client, OpenSSL's server");
+	test_resumption(OPENSSL_CLIENT, "resumed, OpenSSL's client, our server");
+	test_server_without_tickets();
+	test_resumption_ends();
 	test_hostile_records();
 
 	sp_rmtree(dir);
