@@ -58,7 +58,6 @@ static const struct suite_def suites[] = {
 	{ 0x1303, "ChaCha20-Poly1305", 32, "SHA256", 32, 128, UINT64_MAX },	/* TLS_CHACHA20_POLY1305_SHA256 */
 };
 
-
 /* One direction's protection. */
 struct dir {
 	EVP_CIPHER_CTX *ctx;	/* keyed; each record sets only the nonce */
@@ -236,8 +235,9 @@ int tls13_start(struct tls13 *rl, uint16_t suite, bool server, uint64_t read_seq
 			rl->wr.seq = write_seq;
 			rl->rd.seq = read_seq;
 			rc = 0;
-		} else
+		} else {
 			snprintf(err, errlen, "cannot key the TLS records (OpenSSL failed)");
+		}
 	}
 	explicit_bzero(rl->client_secret, sizeof rl->client_secret);
 	explicit_bzero(rl->server_secret, sizeof rl->server_secret);
