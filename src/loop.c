@@ -84,15 +84,27 @@ int loop_watch(struct loop *l, struct watcher *w, uint32_t events)
 	return 0;
 }
 
+/* Events of w later in the current batch are dropped. */
+static void forget_pending(struct loop *l, struct watcher *w)
+{
+	for (int i = l->cur + 1; i < l->nevents; i++)
+		if (l->events[i].data.ptr == w)
+			l->events[i].data.ptr = NULL;
+}
+
 void loop_unwatch(struct loop *l, struct watcher *w)
 {
 	if (w->events) {
 		epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
 		w->events = 0;
 	}
-	for (int i = l->cur + 1; i < l->nevents; i++)
-		if (l->events[i].data.ptr == w)
-			l->events[i].data.ptr = NULL;
+	forget_pending(l, w);
+}
+
+void loop_unwatch_closing(struct loop *l, struct watcher *w)
+{
+	w->events = 0;
+	forget_pending(l, w);
 }
 
 /* ---- timers: a binary min-heap of pointers; slot is index + 1 ---- */

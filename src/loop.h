@@ -58,6 +58,11 @@ int loop_watch(struct loop *l, struct watcher *w, uint32_t events);
 /* Removes the watcher (if registered) and drops its pending events.
  * Does not close the fd. */
 void loop_unwatch(struct loop *l, struct watcher *w);
+/* loop_unwatch() for a watcher whose fd is closed right after: closing an
+ * fd takes it out of epoll, so the epoll_ctl is left out (two per relay
+ * end). Only for an fd that no other descriptor shares: rathole never dups
+ * one, nor forks. */
+void loop_unwatch_closing(struct loop *l, struct watcher *w);
 
 static inline void timer_init(struct timer *t, timer_cb cb)
 {

@@ -486,7 +486,9 @@ void relay_free(struct relay *r)
 	loop_undefer(r->loop, &r->again);
 	for (int i = 0; i < 2; i++) {
 		struct dir *d = &r->d[i];
-		loop_unwatch(r->loop, &r->w[i]);
+
+		/* stream_free() below closes the fd */
+		loop_unwatch_closing(r->loop, &r->w[i]);
 		if (d->in_pipe)
 			pipe_drop(&d->pipe);
 		else
