@@ -23,10 +23,10 @@ int ossl_load(char *err, size_t errlen);
 /* Algorithms fetched once for the life of the process (and given back at
  * exit), by OpenSSL's names ("BLAKE2S-256", "AES-128-GCM", "HKDF", "X25519"):
  * given a legacy EVP_MD or EVP_CIPHER, or a name, OpenSSL 3.0 looks the
- * algorithm up again at every init or new context, which costs about as much
- * as hashing a handshake message. NULL when OpenSSL has no such algorithm.
- * ossl_keygen() is a key generation context for that key type, ready for
- * EVP_PKEY_generate(). Call after ossl_load(). */
+ * algorithm up again at every init or new context (4 % of a noise
+ * handshake's CPU, docs/benchmarks.md, change 20). NULL when OpenSSL has no
+ * such algorithm. ossl_keygen() is a key generation context for that key
+ * type, ready for EVP_PKEY_generate(). Call after ossl_load(). */
 const EVP_MD *ossl_md(const char *name);
 const EVP_CIPHER *ossl_cipher(const char *name);
 EVP_KDF *ossl_kdf(const char *name);
