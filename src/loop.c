@@ -7,6 +7,19 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 256
+#define NO_FD	UINT64_MAX	/* a cancelled entry of the batch */
+
+/* What epoll holds for one fd, and who watches it. Events carry the fd,
+ * not the watcher: an fd passes from one owner to the next (a channel's
+ * handshake, then its pool, then the relay) without leaving epoll, and a
+ * watcher removed leaves its fd registered until the fd is closed (which
+ * takes it out of epoll) or reports an event nobody wants. So a handover
+ * costs one EPOLL_CTL_MOD instead of a DEL and an ADD, and the DEL before a
+ * close is never made. */
+struct slot {
+	struct watcher *w;	/* NULL: nobody watches (the fd may still be registered) */
+	uint32_t registered;	/* the events epoll holds for the fd (0: not registered) */
+};
 
 struct loop {
 	int epfd;
@@ -16,6 +29,9 @@ struct loop {
 	/* the batch being dispatched, so unwatch can cancel stale entries */
 	struct epoll_event events[MAX_EVENTS];
 	int nevents, cur;
+
+	struct slot *slots;	/* by fd */
+	size_t nslots;
 
 	struct timer **heap;
 	size_t nheap, capheap;
@@ -53,6 +69,7 @@ void loop_free(struct loop *l)
 		return;
 	close(l->epfd);
 	free(l->heap);
+	free(l->slots);
 	free(l);
 }
 
@@ -66,10 +83,58 @@ uint64_t loop_now_fresh(struct loop *l)
 
 void loop_stop(struct loop *l) { l->stopping = true; }
 
+static struct slot *slot_of(struct loop *l, int fd)
+{
+	if ((size_t)fd >= l->nslots) {
+		size_t n = l->nslots ? l->nslots : 64;
+		struct slot *s;
+
+		while (n <= (size_t)fd)
+			n *= 2;
+		s = realloc(l->slots, n * sizeof *s);
+		if (!s)
+			return NULL;
+		memset(s + l->nslots, 0, (n - l->nslots) * sizeof *s);
+		l->slots = s;
+		l->nslots = n;
+	}
+	return &l->slots[fd];
+}
+
+/* Entries for fd later in the current batch are dropped. */
+static void forget_pending(struct loop *l, int fd)
+{
+	for (int i = l->cur + 1; i < l->nevents; i++)
+		if (l->events[i].data.u64 == (uint64_t)fd)
+			l->events[i].data.u64 = NO_FD;
+}
+
+/* Registers fd for events: a MOD when epoll may hold it already, an ADD
+ * otherwise. Our record of what epoll holds can be stale either way (an
+ * fd closed and reused without us), so each falls back on the other. After
+ * an ADD the fd is a new registration, perhaps of a new file under a reused
+ * number: what the batch holds for the number is about the old one. */
+static int register_fd(struct loop *l, struct slot *sl, int fd, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)fd };
+	int op = sl->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+
+	if (epoll_ctl(l->epfd, op, fd, &ev) < 0) {
+		if (errno != (op == EPOLL_CTL_MOD ? ENOENT : EEXIST))
+			return -1;
+		op = op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+		if (epoll_ctl(l->epfd, op, fd, &ev) < 0)
+			return -1;
+	}
+	if (op == EPOLL_CTL_ADD)
+		forget_pending(l, fd);
+	sl->registered = events;
+	return 0;
+}
+
 int loop_watch(struct loop *l, struct watcher *w, uint32_t events)
 {
-	struct epoll_event ev = { .events = events, .data.ptr = w };
-	int op;
+	struct slot *sl;
 
 	if (events == w->events)
 		return 0;
@@ -77,34 +142,59 @@ int loop_watch(struct loop *l, struct watcher *w, uint32_t events)
 		loop_unwatch(l, w);
 		return 0;
 	}
-	op = w->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	if (epoll_ctl(l->epfd, op, w->fd, &ev) < 0)
+	if (w->fd < 0) {
+		errno = EBADF;
 		return -1;
+	}
+	sl = slot_of(l, w->fd);
+	if (!sl)
+		return -1;
+	if (sl->w && sl->w != w) {	/* one watcher per fd, as epoll itself would insist */
+		errno = EEXIST;
+		return -1;
+	}
+	if (register_fd(l, sl, w->fd, events) < 0)
+		return -1;
+	sl->w = w;
 	w->events = events;
 	return 0;
 }
 
-/* Events of w later in the current batch are dropped. */
-static void forget_pending(struct loop *l, struct watcher *w)
+/* The watcher leaves; what epoll holds for its fd stays (see struct slot),
+ * unless the fd is about to be closed. The batch's entries for the fd go
+ * too, but not when w no longer watches it: the fd may have another owner
+ * by then. */
+static void detach(struct loop *l, struct watcher *w, bool closing)
 {
-	for (int i = l->cur + 1; i < l->nevents; i++)
-		if (l->events[i].data.ptr == w)
-			l->events[i].data.ptr = NULL;
+	struct slot *sl = w->fd >= 0 && (size_t)w->fd < l->nslots ? &l->slots[w->fd] : NULL;
+
+	if (w->events) {
+		if (sl && sl->w == w)
+			sl->w = NULL;
+		forget_pending(l, w->fd);
+		w->events = 0;
+	}
+	if (closing && sl && !sl->w) {
+		sl->registered = 0;
+		forget_pending(l, w->fd);
+	}
 }
 
 void loop_unwatch(struct loop *l, struct watcher *w)
 {
-	if (w->events) {
-		epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
-		w->events = 0;
-	}
-	forget_pending(l, w);
+	detach(l, w, false);
 }
 
 void loop_unwatch_closing(struct loop *l, struct watcher *w)
 {
-	w->events = 0;
-	forget_pending(l, w);
+	detach(l, w, true);
+}
+
+/* An event for an fd nobody watches any more: epoll stops reporting it. */
+static void drop_unwatched(struct loop *l, int fd, struct slot *sl)
+{
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+	sl->registered = 0;
 }
 
 /* ---- timers: a binary min-heap of pointers; slot is index + 1 ---- */
@@ -269,9 +359,22 @@ int loop_run(struct loop *l)
 		l->now = monotonic_ms();
 		l->nevents = n > 0 ? n : 0;
 		for (l->cur = 0; l->cur < l->nevents; l->cur++) {
-			struct watcher *w = l->events[l->cur].data.ptr;
-			if (w)
-				w->cb(l, w, l->events[l->cur].events);
+			uint64_t fd = l->events[l->cur].data.u64;
+			struct slot *sl;
+			uint32_t ev;
+
+			if (fd == NO_FD || fd >= l->nslots)
+				continue;
+			sl = &l->slots[fd];
+			if (!sl->w) {
+				drop_unwatched(l, (int)fd, sl);
+				continue;
+			}
+			/* what the watcher asked for (an entry may date from the
+			 * fd's previous owner), and errors */
+			ev = l->events[l->cur].events & (sl->w->events | EPOLLERR | EPOLLHUP);
+			if (ev)
+				sl->w->cb(l, sl->w, ev);
 		}
 		l->nevents = 0;
 		l->cur = 0;

@@ -56,12 +56,13 @@ static inline void watcher_init(struct watcher *w, int fd, watcher_cb cb)
  * from epoll. Does nothing when the interest is unchanged. Returns -1 on error. */
 int loop_watch(struct loop *l, struct watcher *w, uint32_t events);
 /* Removes the watcher (if registered) and drops its pending events.
- * Does not close the fd. */
+ * Does not close the fd, which stays registered in epoll until it is
+ * closed, watched again, or reports an event (loop.c: struct slot). */
 void loop_unwatch(struct loop *l, struct watcher *w);
-/* loop_unwatch() for a watcher whose fd is closed right after: closing an
- * fd takes it out of epoll, so the epoll_ctl is left out (two per relay
- * end). Only for an fd that no other descriptor shares: rathole never dups
- * one, nor forks. */
+/* loop_unwatch() for a watcher whose fd is closed right after: the loop
+ * then forgets what epoll held for it (closing takes an fd out of epoll).
+ * Only for an fd that no other descriptor shares: rathole never dups one,
+ * nor forks. */
 void loop_unwatch_closing(struct loop *l, struct watcher *w);
 
 static inline void timer_init(struct timer *t, timer_cb cb)
