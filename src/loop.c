@@ -381,5 +381,6 @@ int loop_run(struct loop *l)
 		run_timers(l);
 		run_deferred(l);
 	}
+	l->stopping = false;	/* a later loop_run() runs again */
 	return 0;
 }

@@ -37,7 +37,8 @@ struct timer {
 struct loop *loop_new(void);
 void loop_free(struct loop *l);
 
-/* Runs until loop_stop() is called. Returns 0, or -1 if epoll fails. */
+/* Runs until loop_stop() is called (before or during the run; the next
+ * run starts afresh). Returns 0, or -1 if epoll fails. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);
 

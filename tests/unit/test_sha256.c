@@ -106,6 +106,21 @@ static void random_bytes(void)
 	CHECK(proto_random(a, 0) == 0);
 }
 
+/* ossl_fetch.c: each algorithm is fetched once and the same object comes
+ * back; a name OpenSSL does not know gives NULL, and is not kept. */
+static void fetched_once(void)
+{
+	const EVP_MD *md = ossl_md("SHA256");
+
+	CHECK(md != NULL && ossl_md("SHA256") == md);
+	CHECK(ossl_cipher("AES-128-GCM") != NULL &&
+	      ossl_cipher("AES-128-GCM") == ossl_cipher("AES-128-GCM"));
+	CHECK(ossl_cipher("AES-128-GCM") != (const void *)md);	/* kinds kept apart */
+	CHECK(ossl_kdf("HKDF") != NULL && ossl_kdf("HKDF") == ossl_kdf("HKDF"));
+	CHECK(ossl_keygen("X25519") != NULL && ossl_keygen("X25519") == ossl_keygen("X25519"));
+	CHECK(ossl_md("NO-SUCH-HASH") == NULL && ossl_md("NO-SUCH-HASH") == NULL);
+}
+
 int main(void)
 {
 	load_openssl();
@@ -113,5 +128,6 @@ int main(void)
 	against_openssl();
 	session_key();
 	random_bytes();
+	fetched_once();
 	return check_report("test_sha256");
 }

@@ -120,6 +120,32 @@ static void close_pair(struct pair *p)
 	transport_free(p->st);
 }
 
+/* The usual pair (good.p12, trusting ca.pem, localhost) with the given
+ * peer: true once both handshakes are done; otherwise reports why, closes
+ * the pair and returns false. */
+static bool open_with_peer(struct pair *p, enum peer peer, void (*prepare)(SSL *ssl),
+			   const char *what)
+{
+	if (open_pair_with(p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
+			   prepare) == 0 && p->rc_c == 0 && p->rc_s == 0)
+		return true;
+	CHECKF(0, "%s: handshake: %s / %s", what, p->c ? p->c->err : "", p->s ? p->s->err : "");
+	close_pair(p);
+	return false;
+}
+
+/* Our end, and the end whose records OpenSSL keeps (with peer BOTH_OURS:
+ * the server, and the client). */
+static struct stream *our_end(struct pair *p, enum peer peer)
+{
+	return peer == OPENSSL_SERVER ? p->c : p->s;
+}
+
+static struct stream *their_end(struct pair *p, enum peer peer)
+{
+	return peer == OPENSSL_SERVER ? p->s : p->c;
+}
+
 static void test_init_errors(void)
 {
 	struct transport_config cfg;
@@ -448,7 +474,8 @@ static void test_records_ours_both_ends(void)
 }
 
 /* Our records against OpenSSL's, as against the reference: a server that
- * issues session tickets after the handshake (the client must skip them),
+ * issues session tickets after the handshake (the client keeps the first
+ * and its records skip the second),
  * and a client; megabytes both ways, then both close_notify. */
 static void test_records_against_openssl(enum peer peer, const char *what,
 					 void (*prepare)(SSL *ssl), const char *suite)
@@ -457,20 +484,17 @@ static void test_records_against_openssl(enum peer peer, const char *what,
 	struct stream *ours, *theirs;
 	struct pair p;
 
-	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
-			   prepare) == 0 && p.rc_c == 0 && p.rc_s == 0) {
-		ours = peer == OPENSSL_SERVER ? p.c : p.s;
-		theirs = peer == OPENSSL_SERVER ? p.s : p.c;
-		CHECKF(strcmp(SSL_get_cipher_name(tls_stream_session(theirs)->ssl), suite) == 0,
-		       "%s: %s", what, SSL_get_cipher_name(tls_stream_session(theirs)->ssl));
-		CHECKF(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0, "%s", what);
-		CHECKF(records_ours(ours), "%s", what);
-		CHECKF(!records_ours(theirs), "%s", what);
-		CHECKF(get_shutdown && (get_shutdown(tls_stream_session(theirs)->ssl) &
-					SSL_RECEIVED_SHUTDOWN), "%s: our close_notify", what);
-	} else {
-		CHECKF(0, "%s: handshake: %s / %s", what, p.c ? p.c->err : "", p.s ? p.s->err : "");
-	}
+	if (!open_with_peer(&p, peer, prepare, what))
+		return;
+	ours = our_end(&p, peer);
+	theirs = their_end(&p, peer);
+	CHECKF(strcmp(SSL_get_cipher_name(tls_stream_session(theirs)->ssl), suite) == 0,
+	       "%s: %s", what, SSL_get_cipher_name(tls_stream_session(theirs)->ssl));
+	CHECKF(sp_exchange(p.c, p.s, 4 << 20, 20000) == 0, "%s", what);
+	CHECKF(records_ours(ours), "%s", what);
+	CHECKF(!records_ours(theirs), "%s", what);
+	CHECKF(get_shutdown && (get_shutdown(tls_stream_session(theirs)->ssl) &
+				SSL_RECEIVED_SHUTDOWN), "%s: our close_notify", what);
 	close_pair(&p);
 }
 
@@ -485,14 +509,10 @@ static void test_key_update(enum peer peer, const char *what)
 	struct pair p;
 
 	CHECK(key_update != NULL);
-	if (!key_update || open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333",
-					  peer, NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
-		CHECKF(0, "%s: handshake", what);
-		close_pair(&p);
+	if (!key_update || !open_with_peer(&p, peer, NULL, what))
 		return;
-	}
-	ours = peer == OPENSSL_SERVER ? p.c : p.s;
-	theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+	ours = our_end(&p, peer);
+	theirs = their_end(&p, peer);
 	CHECK(pass(ours, theirs, "before") == 0 && pass(theirs, ours, "before, back") == 0);
 	log_level = LOG_DEBUG;
 	sp_capture_begin();
@@ -520,15 +540,12 @@ static void test_key_update_before_takeover(void)
 	struct pair p;
 
 	CHECK(key_update != NULL);
-	if (key_update && open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333",
-					 OPENSSL_SERVER, NULL) == 0 && p.rc_c == 0 && p.rc_s == 0) {
-		CHECK(key_update(tls_stream_session(p.s)->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1);
-		CHECK(pass(p.s, p.c, "after the ticket and a KeyUpdate") == 0);
-		CHECK(pass(p.s, p.c, "more") == 0 && pass(p.c, p.s, "and back") == 0);
-		CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
-	} else {
-		CHECK(0);
-	}
+	if (!key_update || !open_with_peer(&p, OPENSSL_SERVER, NULL, "KeyUpdate before takeover"))
+		return;
+	CHECK(key_update(tls_stream_session(p.s)->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1);
+	CHECK(pass(p.s, p.c, "after the ticket and a KeyUpdate") == 0);
+	CHECK(pass(p.s, p.c, "more") == 0 && pass(p.c, p.s, "and back") == 0);
+	CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
 	close_pair(&p);
 }
 
@@ -542,14 +559,10 @@ static void test_rekey_after_records(enum peer peer, const char *what)
 	struct pair p;
 	size_t i;
 
-	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
-			   NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
-		CHECKF(0, "%s: handshake", what);
-		close_pair(&p);
+	if (!open_with_peer(&p, peer, NULL, what))
 		return;
-	}
-	ours = peer == OPENSSL_SERVER ? p.c : p.s;
-	theirs = peer == OPENSSL_SERVER ? p.s : p.c;
+	ours = our_end(&p, peer);
+	theirs = their_end(&p, peer);
 	/* the records become ours (a client's once the ticket came), and we
 	 * seal one: the server's ticket was its first */
 	CHECK(pass(theirs, ours, "first") == 0 && pass(ours, theirs, "first back") == 0);
@@ -575,14 +588,11 @@ static void test_tls12_stays_with_openssl(enum peer peer, const char *what)
 	struct stream *ours;
 	struct pair p;
 
-	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
-			   at_most_tls12) == 0 && p.rc_c == 0 && p.rc_s == 0) {
-		ours = peer == OPENSSL_SERVER ? p.c : p.s;
-		CHECKF(!records_ours(ours) && tls_stream_session(ours)->ssl, "%s", what);
-		CHECKF(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0, "%s", what);
-	} else {
-		CHECKF(0, "%s: handshake: %s / %s", what, p.c ? p.c->err : "", p.s ? p.s->err : "");
-	}
+	if (!open_with_peer(&p, peer, at_most_tls12, what))
+		return;
+	ours = our_end(&p, peer);
+	CHECKF(!records_ours(ours) && tls_stream_session(ours)->ssl, "%s", what);
+	CHECKF(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0, "%s", what);
 	close_pair(&p);
 }
 
@@ -606,16 +616,11 @@ static void no_tickets(SSL *ssl)
  * the peer's: OpenSSL's records on one side (peer), or ours on both. */
 static void test_resumption(enum peer peer, const char *what)
 {
-	struct stream *ours;
 	struct pair p;
 	int i;
 
-	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333", peer,
-			   NULL) < 0 || p.rc_c != 0 || p.rc_s != 0) {
-		CHECKF(0, "%s: handshake", what);
-		close_pair(&p);
+	if (!open_with_peer(&p, peer, NULL, what))
 		return;
-	}
 	CHECKF(!resumed(p.c) && !resumed(p.s), "%s: the first is a full handshake", what);
 	CHECKF(sp_exchange(p.c, p.s, 256 << 10, 20000) == 0, "%s: first", what);
 	for (i = 0; i < 3; i++) {
@@ -627,8 +632,7 @@ static void test_resumption(enum peer peer, const char *what)
 		CHECKF(resumed(p.c) && resumed(p.s), "%s: connection %d resumed", what, i + 2);
 		CHECKF(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0, "%s: connection %d", what,
 		       i + 2);
-		ours = peer == OPENSSL_SERVER ? p.c : p.s;
-		CHECKF(records_ours(ours), "%s: connection %d", what, i + 2);
+		CHECKF(records_ours(our_end(&p, peer)), "%s: connection %d", what, i + 2);
 		if (peer == BOTH_OURS)
 			CHECKF(records_ours(p.c), "%s: connection %d", what, i + 2);
 	}
@@ -641,17 +645,14 @@ static void test_server_without_tickets(void)
 {
 	struct pair p;
 
-	if (open_pair_with(&p, file("good.p12"), ca_pem, NULL, "localhost:2333",
-			   OPENSSL_SERVER, no_tickets) == 0 && p.rc_c == 0 && p.rc_s == 0) {
-		CHECK(!records_ours(p.c));
-		CHECK(pass(p.c, p.s, "hello") == 0 && pass(p.s, p.c, "first data") == 0);
-		CHECK(records_ours(p.c));
-		CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
-		CHECK(connect_pair(&p, OPENSSL_SERVER, no_tickets) == 0 && p.rc_c == 0 &&
-		      p.rc_s == 0 && !resumed(p.c));
-	} else {
-		CHECK(0);
-	}
+	if (!open_with_peer(&p, OPENSSL_SERVER, no_tickets, "a server without tickets"))
+		return;
+	CHECK(!records_ours(p.c));
+	CHECK(pass(p.c, p.s, "hello") == 0 && pass(p.s, p.c, "first data") == 0);
+	CHECK(records_ours(p.c));
+	CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
+	CHECK(connect_pair(&p, OPENSSL_SERVER, no_tickets) == 0 && p.rc_c == 0 && p.rc_s == 0 &&
+	      !resumed(p.c));
 	close_pair(&p);
 }
 
