@@ -378,8 +378,11 @@ static void on_accept(struct loop *l, struct watcher *w, uint32_t events)
 	for (int i = 0; i < 16; i++) {
 		struct net_addr peer;
 		struct apiconn *c;
-		int fd = net_accept(a->lfd, &peer);
+		int fd;
 
+		if (i > 0 && !net_accept_pending(a->lfd))
+			return;
+		fd = net_accept(a->lfd, &peer);
 		if (fd < 0)
 			return;
 		if (a->nconns >= API_MAX_CONNS || !(c = calloc(1, sizeof *c))) {

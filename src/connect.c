@@ -193,6 +193,15 @@ static void try_next_address(struct connector *c)
 		if (c->fd >= 0) {
 			c->state = C_CONNECTING;
 			watcher_init(&c->w, c->fd, on_event);
+			e = net_connect_now(c->fd);
+			if (e == 0) {
+				connected(c);
+				return;
+			}
+			if (e != EINPROGRESS) {
+				fail_address(c, e);
+				return;
+			}
 			if (loop_watch(c->loop, &c->w, EPOLLOUT) == 0)
 				return;
 			e = errno;

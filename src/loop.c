@@ -36,8 +36,10 @@ struct loop {
 	struct timer **heap;
 	size_t nheap, capheap;
 
-	struct deferred *dhead, *dtail;
-	struct deferred *running;	/* the detached batch being run */
+	struct deferred *dhead, *dtail;	/* to run in this turn */
+	struct deferred *nhead, *ntail;	/* ran in this turn already: the next */
+	unsigned turn;			/* counts the runs of deferred calls */
+	bool in_deferred;
 };
 
 static uint64_t monotonic_ms(void)
@@ -298,17 +300,26 @@ static void run_timers(struct loop *l)
 
 /* ---- deferred calls ---- */
 
+static void append_deferred(struct deferred **head, struct deferred **tail,
+			    struct deferred *d)
+{
+	d->next = NULL;
+	if (*tail)
+		(*tail)->next = d;
+	else
+		*head = d;
+	*tail = d;
+}
+
 void loop_defer(struct loop *l, struct deferred *d)
 {
 	if (d->queued)
 		return;
 	d->queued = true;
-	d->next = NULL;
-	if (l->dtail)
-		l->dtail->next = d;
+	if (l->in_deferred && d->turn == l->turn)
+		append_deferred(&l->nhead, &l->ntail, d);
 	else
-		l->dhead = d;
-	l->dtail = d;
+		append_deferred(&l->dhead, &l->dtail, d);
 }
 
 static bool unlink_deferred(struct deferred **head, struct deferred **tail,
@@ -319,7 +330,7 @@ static bool unlink_deferred(struct deferred **head, struct deferred **tail,
 	for (struct deferred **pp = head; *pp; prev = *pp, pp = &(*pp)->next) {
 		if (*pp == d) {
 			*pp = d->next;
-			if (tail && *tail == d)
+			if (*tail == d)
 				*tail = prev;
 			return true;
 		}
@@ -332,21 +343,31 @@ void loop_undefer(struct loop *l, struct deferred *d)
 	if (!d->queued)
 		return;
 	if (!unlink_deferred(&l->dhead, &l->dtail, d))
-		unlink_deferred(&l->running, NULL, d);
+		unlink_deferred(&l->nhead, &l->ntail, d);
 	d->queued = false;
 }
 
+/* Runs what is queued, and what those calls defer, each at most once: the
+ * queue ends because every deferred belongs to an object, and an object's
+ * call that defers itself again goes to the next turn. */
 static void run_deferred(struct loop *l)
 {
-	/* Run the batch queued so far; calls deferred from inside wait a turn. */
-	l->running = l->dhead;
-	l->dhead = l->dtail = NULL;
-	while (l->running) {
-		struct deferred *d = l->running;
-		l->running = d->next;
+	l->turn++;
+	l->in_deferred = true;
+	while (l->dhead) {
+		struct deferred *d = l->dhead;
+
+		l->dhead = d->next;
+		if (!l->dhead)
+			l->dtail = NULL;
 		d->queued = false;
+		d->turn = l->turn;
 		d->cb(l, d);
 	}
+	l->in_deferred = false;
+	l->dhead = l->nhead;
+	l->dtail = l->ntail;
+	l->nhead = l->ntail = NULL;
 }
 
 int loop_run(struct loop *l)

@@ -76,16 +76,21 @@ static inline bool timer_armed(const struct timer *t) { return t->slot != 0; }
 void timer_start(struct loop *l, struct timer *t, uint64_t after_ms);
 void timer_stop(struct loop *l, struct timer *t);
 
-/* Deferred calls run after the current batch of events, in FIFO order. */
+/* Deferred calls run after the current batch of events, in FIFO order.
+ * One deferred from inside another runs in the same turn (a resolved address
+ * that starts a connection whose relay starts), but none runs twice in a
+ * turn: one that defers itself again, to yield, waits for the next. */
 struct deferred {
 	struct deferred *next;
 	bool queued;
+	unsigned turn;		/* the last turn it ran in */
 	void (*cb)(struct loop *l, struct deferred *d);
 };
 static inline void deferred_init(struct deferred *d, void (*cb)(struct loop *, struct deferred *))
 {
 	d->next = NULL;
 	d->queued = false;
+	d->turn = 0;
 	d->cb = cb;
 }
 void loop_defer(struct loop *l, struct deferred *d);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,10 +194,38 @@ int net_connect_result(int fd)
 	return err;
 }
 
+int net_connect_now(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	int e;
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return EINPROGRESS;	/* leave it to EPOLLOUT */
+	switch (ti.tcpi_state) {
+	case TCP_ESTABLISHED:
+	case TCP_CLOSE_WAIT:	/* connected, and the peer already sent its FIN */
+		return 0;
+	case TCP_SYN_SENT:
+		return EINPROGRESS;
+	default:
+		e = net_connect_result(fd);
+		return e ? e : EINPROGRESS;
+	}
+}
+
 int net_accept(int lfd, struct net_addr *peer)
 {
 	peer->len = sizeof peer->u;
 	return accept4(lfd, &peer->u.sa, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+bool net_accept_pending(int lfd)
+{
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+	/* An error (or a failed poll) is left for accept4() to report. */
+	return poll(&p, 1, 0) != 0;
 }
 
 void net_set_nodelay(int fd, bool on)

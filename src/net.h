@@ -40,7 +40,16 @@ int net_bind_udp(const struct net_addr *a);
 int net_connect_tcp(const struct net_addr *a);
 /* After EPOLLOUT on a connecting socket: 0 when connected, else the errno. */
 int net_connect_result(int fd);
+/* Right after net_connect_tcp(): 0 when already connected, EINPROGRESS when
+ * still connecting, else the errno of the failure. On loopback the kernel
+ * completes the handshake inside connect() itself, so this spares waiting
+ * for EPOLLOUT (a registration and a turn of the loop). */
+int net_connect_now(int fd);
 int net_accept(int lfd, struct net_addr *peer);
+/* Whether a listening socket may have a connection waiting: asked before
+ * accepting again in a batch, because an accept4() that finds the queue
+ * empty costs ten times this poll() (it makes a socket and a file first). */
+bool net_accept_pending(int lfd);
 
 void net_set_nodelay(int fd, bool on);
 void net_set_keepalive(int fd, int idle_secs, int interval_secs);

@@ -470,8 +470,8 @@ struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 		watcher_init(&r->w[i], r->s[i]->fd, i ? on_event1 : on_event0);
 		r->d[i].pipe.rd = r->d[i].pipe.wr = -1;
 	}
-	/* Bytes may already wait in either stream's buffer. Start on the next
-	 * turn, so the callback never runs before the caller has the relay. */
+	/* Bytes may already wait in either stream's buffer. Start once the
+	 * caller has returned, so the callback never runs before it has the relay. */
 	deferred_init(&r->again, on_again);
 	r->again_dir[0] = r->again_dir[1] = true;
 	loop_defer(l, &r->again);

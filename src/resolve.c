@@ -35,7 +35,7 @@ static struct {
 	struct resolve_req *done;	/* LIFO is fine: callers do not depend on order */
 	int workers, idle;
 	bool stopping;
-	struct deferred literal_d;	/* delivers literal answers on the next turn */
+	struct deferred literal_d;	/* delivers literal answers once the caller has returned */
 } R = { .efd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static void lookup(struct resolve_req *r)

@@ -495,6 +495,8 @@ static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events
 			loop_watch(l, &svc->lw, 0);
 			return;
 		}
+		if (i > 0 && !net_accept_pending(svc->lfd))
+			return;
 		fd = net_accept(svc->lfd, &peer);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
@@ -992,8 +994,11 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct net_addr peer;
 		struct pconn *p;
-		int fd = net_accept(srv->lfd, &peer);
+		int fd;
 
+		if (i > 0 && !net_accept_pending(srv->lfd))
+			return;
+		fd = net_accept(srv->lfd, &peer);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;

@@ -1,6 +1,7 @@
 """Faults: a side killed with SIGKILL mid-transfer, a local service that
 refuses connections, fd exhaustion, and a network link that goes down
 (network namespaces; skipped where `ip netns add` is not permitted)."""
+import errno
 import os
 import shutil
 import signal
@@ -98,6 +99,47 @@ def test_local_service_refuses(procs):
     finally:
         e.stop()
 
+
+
+TCP_SYN_SENT = 2
+
+
+def test_local_service_slow_to_answer(procs):
+    """On loopback a connect() usually completes inside the call, and the
+    client goes on at once. A local service whose accept queue is full drops
+    the SYN instead: the client then waits for the kernel's retry (about 1 s),
+    and the visitor's bytes pass both ways once the queue has room."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)                       # room for one connection waiting
+    ls.settimeout(10)
+    port = ls.getsockname()[1]
+    t = Tunnel(procs, local_port=port).start()
+    t.client.wait_log("control channel established", timeout=15)
+    filler = socket.create_connection(("127.0.0.1", port), timeout=5)
+    probe = socket.socket()
+    probe.setblocking(False)
+    assert probe.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+    state = probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    probe.close()
+    assert state == TCP_SYN_SENT, "the accept queue should be full"
+    v = socket.create_connection(("127.0.0.1", t.service_port), timeout=10)
+    try:
+        v.sendall(b"hello")
+        time.sleep(0.3)                # the client's connect is waiting now
+        ls.accept()[0].close()         # the filler's: room in the queue
+        filler.close()
+        conn, _ = ls.accept()          # the client's, after its SYN's retry
+        try:
+            conn.settimeout(10)
+            assert conn.recv(5) == b"hello"
+            conn.sendall(b"world")
+            assert v.recv(5) == b"world"
+        finally:
+            conn.close()
+    finally:
+        v.close()
+        ls.close()
 
 def _limited(args, nofile):
     """The command under prlimit (which sets the limit, then execs it)."""

@@ -1,7 +1,8 @@
-/* The event loop's fd-keyed registration (src/loop.c): an fd handed from
+/* The event loop (src/loop.c). Its fd-keyed registration: an fd handed from
  * one watcher to the next, an fd closed and its number reused behind the
  * loop's back, an fd nobody watches any more, stale entries of a batch, and
- * events masked with what the watcher asked for. */
+ * events masked with what the watcher asked for. Its deferred calls: one
+ * deferred from inside another runs in the same turn, none twice a turn. */
 #include <errno.h>
 #include <stdbool.h>
 #include <sys/socket.h>
@@ -52,7 +53,7 @@ static void on_stop(struct loop *l, struct timer *t)
 	loop_stop(l);
 }
 
-/* Runs the loop for ms milliseconds. */
+/* Runs the loop for ms milliseconds, or until a callback stops it. */
 static void run_for(struct loop *l, uint64_t ms)
 {
 	struct timer t;
@@ -60,6 +61,7 @@ static void run_for(struct loop *l, uint64_t ms)
 	timer_init(&t, on_stop);
 	timer_start(l, &t, ms);
 	CHECK(loop_run(l) == 0);
+	timer_stop(l, &t);	/* when something else stopped the loop */
 }
 
 static bool make_pair(int sv[2])
@@ -284,6 +286,135 @@ static void test_second_watcher_refused(struct loop *l)
 	close(sv[1]);
 }
 
+/* ---- deferred calls ---- */
+
+static char trace[32];		/* one letter per call, in order */
+static size_t ntrace;
+
+static void note(char c)
+{
+	if (ntrace + 1 < sizeof trace)
+		trace[ntrace++] = c;
+	trace[ntrace] = 0;
+}
+
+struct dprobe {
+	struct deferred d;
+	char name;
+	int calls, max;		/* defers itself again until max calls */
+	struct deferred *defers;	/* deferred from inside the call */
+	struct deferred *undefers;	/* withdrawn from inside the call */
+	struct timer *arms;	/* started (0 ms) from each call */
+};
+
+static void on_dprobe(struct loop *l, struct deferred *d)
+{
+	struct dprobe *p = container_of(d, struct dprobe, d);
+
+	note(p->name);
+	if (++p->calls < p->max)
+		loop_defer(l, d);
+	if (p->defers)
+		loop_defer(l, p->defers);
+	if (p->undefers)
+		loop_undefer(l, p->undefers);
+	if (p->arms && !timer_armed(p->arms))
+		timer_start(l, p->arms, 0);
+}
+
+static void dprobe_init(struct dprobe *p, char name)
+{
+	memset(p, 0, sizeof *p);
+	p->name = name;
+	deferred_init(&p->d, on_dprobe);
+}
+
+struct tprobe {
+	struct timer t;
+	int calls, max;		/* stops the loop at the max-th call */
+};
+
+static void on_tprobe(struct loop *l, struct timer *t)
+{
+	struct tprobe *p = container_of(t, struct tprobe, t);
+
+	note('T');
+	if (++p->calls == p->max)
+		loop_stop(l);
+}
+
+/* Timers run before deferred calls in a turn, so a timer started from a
+ * deferred call marks where the next turn begins. A deferred from inside a
+ * deferred runs before it: in the same turn. */
+static void test_deferred_chain(struct loop *l)
+{
+	struct dprobe a, b;
+	struct tprobe t = { .max = 1 };
+
+	ntrace = 0;
+	dprobe_init(&a, 'A');
+	dprobe_init(&b, 'B');
+	timer_init(&t.t, on_tprobe);
+	a.defers = &b.d;
+	a.arms = &t.t;
+	loop_defer(l, &a.d);
+	run_for(l, 2000);
+	CHECK_STR(trace, "ABT");
+}
+
+/* One that defers itself again (to yield) runs once a turn. */
+static void test_deferred_yields(struct loop *l)
+{
+	struct dprobe d;
+	struct tprobe t = { .max = 3 };
+
+	ntrace = 0;
+	dprobe_init(&d, 'D');
+	d.max = 3;
+	timer_init(&t.t, on_tprobe);
+	d.arms = &t.t;
+	loop_defer(l, &d.d);
+	run_for(l, 2000);
+	CHECK_STR(trace, "DTDTDT");
+}
+
+/* Withdrawn while queued, for this turn or for the next: it does not run. */
+static void test_undefer(struct loop *l)
+{
+	struct dprobe a, b, c, y;
+	struct tprobe t = { .max = 1 };
+
+	ntrace = 0;
+	dprobe_init(&a, 'A');
+	dprobe_init(&b, 'B');
+	dprobe_init(&c, 'C');
+	dprobe_init(&y, 'Y');
+	timer_init(&t.t, on_tprobe);
+	a.defers = &b.d;	/* queued behind C */
+	c.undefers = &b.d;	/* and withdrawn by C */
+	y.max = 2;		/* Y defers itself for the next turn... */
+	c.arms = &t.t;
+	loop_defer(l, &y.d);
+	loop_defer(l, &a.d);
+	loop_defer(l, &c.d);
+	run_for(l, 2000);
+	CHECK_STR(trace, "YACTY");	/* the loop stops after the turn */
+	CHECK(b.calls == 0);
+
+	ntrace = 0;
+	dprobe_init(&y, 'Y');
+	dprobe_init(&c, 'C');
+	t.calls = 0;
+	y.max = 2;
+	c.undefers = &y.d;	/* ...and is withdrawn from there */
+	c.arms = &t.t;
+	loop_defer(l, &y.d);
+	loop_defer(l, &c.d);
+	run_for(l, 2000);
+	CHECK_STR(trace, "YCT");
+	CHECK(y.calls == 1);
+}
+
 int main(void)
 {
 	struct loop *l = loop_new();
@@ -298,6 +429,9 @@ int main(void)
 	test_events_masked(l);
 	test_number_reused_in_batch(l);
 	test_second_watcher_refused(l);
+	test_deferred_chain(l);
+	test_deferred_yields(l);
+	test_undefer(l);
 	loop_free(l);
 	return check_report("test_loop");
 }
