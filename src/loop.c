@@ -287,7 +287,8 @@ static int next_timeout(struct loop *l)
 
 static void run_timers(struct loop *l)
 {
-	/* Bounded: timers armed from a callback for "now" run next iteration. */
+	/* Bounded: at most as many calls as there were timers at the start. A
+	 * timer armed for "now" from a callback may run again within that. */
 	uint64_t now = l->now;
 	size_t budget = l->nheap;
 
