@@ -1,5 +1,6 @@
 """Faults: a side killed with SIGKILL mid-transfer, a local service that
-refuses connections, fd exhaustion, and a network link that goes down
+refuses connections or is slow to answer them, fd exhaustion, and a
+network link that goes down
 (network namespaces; skipped where `ip netns add` is not permitted)."""
 import errno
 import os
