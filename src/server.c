@@ -1,19 +1,19 @@
-/* The server role: authenticates control channels, opens service ports while
- * a service's client is connected, and pairs each visitor with a pooled data
- * channel. See docs/architecture.md for the life of a connection. */
+/* The server role: the main listener (bind_addr), the handshake and
+ * authentication of every incoming connection - a control channel goes to
+ * its service's client (server_replica.c), a data channel to its service
+ * (server_service.c) - and the role's reload, metrics and status. See
+ * docs/architecture.md for the life of a connection. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "acl.h"
 #include "app.h"
 #include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
-#include "proxy_protocol.h"
 #include "relay.h"
 #include "reload.h"
 #include "resolve.h"
@@ -21,16 +21,8 @@
 #include "server_int.h"
 #include "transport.h"
 
-#define TCP_POOL_SIZE		8	/* data channels asked for in advance */
-#define UDP_POOL_SIZE		2
 #define HANDSHAKE_MS		5000	/* from accept to an authenticated channel */
 #define MAX_PENDING		1024	/* connections still in their handshake */
-#define MAX_POOLED		(2 * TCP_POOL_SIZE) /* idle data channels kept per service */
-#define MAX_WAITING		1024	/* visitors waiting for a data channel, per service;
-					 * beyond, the port is not read for a while */
-#define VISITOR_WAIT_MS		10000
-#define ACCEPT_BATCH		64
-#define BACKOFF_MAX_MS		1000
 #define LINGER_MS		2000	/* waiting for the peer to close after a refusal */
 
 /* A connection on bind_addr that has not yet proven what it is. */
@@ -50,420 +42,13 @@ struct pconn {
 	char peer[NET_ADDRSTR_MAX];
 };
 
-/* A visitor accepted on a service port, waiting for a data channel. */
-struct visitor {
-	struct list link;
-	struct sservice *svc;
-	int fd;
-	struct net_addr peer;
-	struct timer expire;
-};
-
 static void pconn_free(struct pconn *p);
 static void pconn_advance(struct pconn *p);
-static void service_down(struct sservice *svc);
-static void service_offer_channel(struct sservice *svc, struct stream *s);
-
-/* ---- small helpers ---- */
-
-static uint32_t backoff_next(uint32_t *cur)
-{
-	uint32_t d = *cur ? *cur * 2 : 10;
-
-	if (d > BACKOFF_MAX_MS)
-		d = BACKOFF_MAX_MS;
-	*cur = d;
-	return d;
-}
-
-static void watch_stream(struct loop *l, struct watcher *w, struct stream *s, uint32_t ev)
-{
-	if (stream_tx_pending(s))
-		ev |= EPOLLOUT;
-	loop_watch(l, w, ev);
-}
-
-/* ---- the control channel ---- */
-
-static void ctrl_free(struct ctrl *c)
-{
-	if (!c)
-		return;
-	loop_unwatch(c->svc->srv->loop, &c->w);
-	loop_undefer(c->svc->srv->loop, &c->flush);
-	timer_stop(c->svc->srv->loop, &c->heartbeat);
-	stream_free(c->s);
-	free(c);
-}
-
-/* The control channel failed or closed: the service is down until the
- * client comes back. */
-static void ctrl_lost(struct ctrl *c, const char *why)
-{
-	struct sservice *svc = c->svc;
-
-	log_info("service %s: control channel from %s closed (%s)", svc->cfg->name, c->peer, why);
-	service_down(svc);
-}
-
-static void ctrl_update_interest(struct ctrl *c)
-{
-	/* EPOLLIN to notice the client leaving; plus whatever the transport's
-	 * last read waited for (TLS may need the socket writable to read) */
-	watch_stream(c->svc->srv->loop, &c->w, c->s, EPOLLIN | c->s->want);
-}
-
-static void ctrl_arm_heartbeat(struct ctrl *c)
-{
-	int secs = c->svc->srv->cfg->heartbeat_interval;
-
-	if (secs > 0)
-		timer_start(c->svc->srv->loop, &c->heartbeat, (uint64_t)secs * 1000);
-}
-
-/* Returns -1 when the channel broke (and is gone). */
-static int ctrl_send(struct ctrl *c, enum control_cmd cmd)
-{
-	uint8_t b[PROTO_CMD_LEN];
-
-	proto_encode_u32(b, cmd);
-	if (stream_send(c->s, b, sizeof b) < 0) {
-		ctrl_lost(c, c->s->err);
-		return -1;
-	}
-	ctrl_arm_heartbeat(c);
-	ctrl_update_interest(c);
-	return 0;
-}
-
-static void on_ctrl_flush(struct loop *l, struct deferred *df)
-{
-	struct ctrl *c = container_of(df, struct ctrl, flush);
-
-	if (stream_flush(c->s) == ST_ERROR) {
-		ctrl_lost(c, c->s->err);
-		return;
-	}
-	ctrl_update_interest(c);
-}
-
-/* The requests of one turn of the loop (a burst of visitors) go out in one
- * write, flushed after the turn's events: a syscall and a TCP segment per
- * burst instead of per visitor, on both sides. */
-int ctrl_request_channels(struct sservice *svc, int n)
-{
-	struct ctrl *c = svc->ctrl;
-	uint8_t b[PROTO_CMD_LEN];
-
-	if (!c)
-		return -1;
-	proto_encode_u32(b, CMD_CREATE_DATA_CHANNEL);
-	for (int i = 0; i < n; i++) {
-		if (stream_queue(c->s, b, sizeof b) < 0) {
-			ctrl_lost(c, c->s->err);
-			return -1;
-		}
-	}
-	ctrl_arm_heartbeat(c);
-	loop_defer(svc->srv->loop, &c->flush);
-	return 0;
-}
-
-static void on_heartbeat(struct loop *l, struct timer *t)
-{
-	struct ctrl *c = container_of(t, struct ctrl, heartbeat);
-
-	log_trace("service %s: heartbeat", c->svc->cfg->name);
-	ctrl_send(c, CMD_HEARTBEAT);
-}
-
-static void on_ctrl_event(struct loop *l, struct watcher *w, uint32_t events)
-{
-	struct ctrl *c = container_of(w, struct ctrl, w);
-	const uint8_t *p;
-	ssize_t n;
-
-	if (stream_flush(c->s) == ST_ERROR) {
-		ctrl_lost(c, c->s->err);
-		return;
-	}
-	/* The client never talks after Auth; reading only tells us it is gone.
-	 * Anything it does send is discarded, so it cannot fill our memory. */
-	for (int i = 0; i < 4; i++) {
-		n = stream_peek(c->s, &p);
-		if (n == ST_AGAIN)
-			break;
-		if (n == 0) {
-			ctrl_lost(c, "closed by the client");
-			return;
-		}
-		if (n < 0) {
-			ctrl_lost(c, c->s->err);
-			return;
-		}
-		stream_consume(c->s, (size_t)n);
-	}
-	stream_trim(c->s);
-	ctrl_update_interest(c);
-}
-
-/* ---- service ports ---- */
-
-static void close_listener(struct sservice *svc)
-{
-	struct loop *l = svc->srv->loop;
-
-	if (svc->rr) {
-		resolve_cancel(svc->rr);
-		svc->rr = NULL;
-	}
-	timer_stop(l, &svc->bind_retry);
-	timer_stop(l, &svc->accept_retry);
-	svc->accept_held = false;
-	if (svc->lfd >= 0) {
-		loop_unwatch(l, &svc->lw);
-		close(svc->lfd);
-		svc->lfd = -1;
-		log_info("service %s: stopped listening on %s", svc->cfg->name, svc->cfg->bind_addr);
-	}
-	if (svc->cfg->type == SERVICE_UDP)
-		udp_server_close(svc);
-}
-
-/* While too many visitors wait for data channels the service port is not
- * read: the kernel's backlog holds the next ones (backpressure, not refusal). */
-static bool waiting_full(const struct sservice *svc)
-{
-	return svc->nwaiting >= MAX_WAITING;
-}
-
-static void accepting_resume(struct sservice *svc)
-{
-	if (svc->accept_held && svc->nwaiting < MAX_WAITING / 2) {
-		svc->accept_held = false;
-		if (svc->lfd >= 0 && !timer_armed(&svc->accept_retry))
-			loop_watch(svc->srv->loop, &svc->lw, EPOLLIN);
-	}
-}
-
-static void visitor_free(struct visitor *v)
-{
-	struct sservice *svc = v->svc;
-
-	list_del(&v->link);
-	svc->nwaiting--;
-	timer_stop(svc->srv->loop, &v->expire);
-	if (v->fd >= 0)
-		close(v->fd);
-	free(v);
-	accepting_resume(svc);
-}
-
-static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *st,
-			  const char *err)
-{
-	struct sservice *svc = arg;
-
-	svc->nactive--;
-	svc->bytes_in += st->bytes[0];
-	svc->bytes_out += st->bytes[1];
-	if (err)
-		log_debug("service %s: connection ended: %s (%llu bytes in, %llu out)", svc->cfg->name,
-			  err, (unsigned long long)st->bytes[0], (unsigned long long)st->bytes[1]);
-	else
-		log_trace("service %s: connection done (%llu bytes in, %llu out)", svc->cfg->name,
-			  (unsigned long long)st->bytes[0], (unsigned long long)st->bytes[1]);
-}
-
-/* The PROXY protocol header goes right after StartForwardTcp, so the local
- * service reads it first, whatever client (ours or the reference) relays it. */
-static int send_proxy_header(struct sservice *svc, int vfd, const struct net_addr *peer,
-			     struct stream *ch)
-{
-	uint8_t hdr[PP_V1_MAX + PP_V2_MAX];
-	struct net_addr dst;
-	size_t n;
-
-	dst.len = sizeof dst.u;
-	if (getsockname(vfd, &dst.u.sa, &dst.len) < 0)
-		memset(&dst, 0, sizeof dst);
-	n = pp_encode(svc->cfg->proxy_protocol, peer, &dst, hdr);
-	return n ? stream_send(ch, hdr, n) : 0;
-}
-
-/* Starts forwarding between a visitor and a data channel. Returns -1 if the
- * data channel turned out to be broken (it is freed; the visitor is not). */
-static int pair(struct sservice *svc, int vfd, const struct net_addr *peer, struct stream *ch)
-{
-	uint8_t b[PROTO_CMD_LEN];
-	struct stream *vs;
-	struct relay *r;
-
-	proto_encode_u32(b, DATA_START_FORWARD_TCP);
-	if (stream_send(ch, b, sizeof b) < 0 ||
-	    (svc->cfg->proxy_protocol && send_proxy_header(svc, vfd, peer, ch) < 0)) {
-		log_debug("service %s: pooled data channel broken: %s", svc->cfg->name, ch->err);
-		stream_free(ch);
-		return -1;
-	}
-	vs = transport_wrap(&svc->srv->plain, vfd, true);
-	if (!vs) {
-		stream_free(ch);
-		return 0;
-	}
-	r = relay_new(svc->srv->loop, vs, ch, on_relay_done, svc);
-	if (!r) {
-		log_warn("service %s: out of memory for a connection", svc->cfg->name);
-		return 0;
-	}
-	list_add_tail(&svc->relays, relay_link(r));
-	svc->nactive++;
-	return 0;
-}
-
-static void pooled_free(struct pooled *pc);
-
-struct stream *service_take_pooled(struct sservice *svc)
-{
-	struct pooled *pc;
-	struct stream *s;
-
-	if (list_empty(&svc->pool))
-		return NULL;
-	pc = list_first(&svc->pool, struct pooled, link);
-	s = pc->s;
-	pc->s = NULL;
-	pooled_free(pc);
-	return s;
-}
-
-/* Hands a visitor to a pooled data channel, trying the next one when a
- * channel turns out to be dead. Returns 0 if paired, -1 if the pool ran dry. */
-static int serve_from_pool(struct sservice *svc, int vfd, const struct net_addr *peer)
-{
-	struct stream *ch;
-
-	while ((ch = service_take_pooled(svc))) {
-		if (pair(svc, vfd, peer, ch) == 0)
-			return 0;
-		/* like the reference: replace the broken channel */
-		if (ctrl_request_channels(svc, 1) < 0)
-			break;
-	}
-	return -1;
-}
-
-static void on_visitor_expire(struct loop *l, struct timer *t)
-{
-	struct visitor *v = container_of(t, struct visitor, expire);
-
-	char a[NET_ADDRSTR_MAX];
-
-	log_warn("service %s: no data channel from the client within %d s; closing visitor %s",
-		 v->svc->cfg->name, VISITOR_WAIT_MS / 1000, net_addr_str(&v->peer, a, sizeof a));
-	visitor_free(v);
-}
-
-static void visitor_wait(struct sservice *svc, int fd, const struct net_addr *peer)
-{
-	struct visitor *v;
-
-	if (!(v = calloc(1, sizeof *v))) {
-		close(fd);
-		return;
-	}
-	v->svc = svc;
-	v->fd = fd;
-	v->peer = *peer;
-	timer_init(&v->expire, on_visitor_expire);
-	timer_start(svc->srv->loop, &v->expire, VISITOR_WAIT_MS);
-	list_add_tail(&svc->waiting, &v->link);
-	svc->nwaiting++;
-}
-
-/* At most one line per second for events a flood could repeat. */
-static bool ratelimit(uint64_t *last, uint64_t now, unsigned *suppressed, unsigned *report)
-{
-	if (*last && now - *last < 1000) {
-		(*suppressed)++;
-		return false;
-	}
-	*last = now;
-	*report = *suppressed;
-	*suppressed = 0;
-	return true;
-}
-
-/* Access lists and max_connections, before any data channel is spent. */
-static bool visitor_admitted(struct sservice *svc, const struct net_addr *peer)
-{
-	const struct service_config *c = svc->cfg;
-	uint64_t now = loop_now(svc->srv->loop);
-	char a[NET_ADDRSTR_MAX];
-	unsigned more;
-
-	if (!acl_permits(c->allow, c->nallow, c->deny, c->ndeny, peer)) {
-		svc->refused_acl++;
-		if (ratelimit(&svc->refuse_log_at, now, &svc->refuse_suppressed, &more))
-			log_info("service %s: visitor %s refused by allow/deny%s", c->name,
-				 net_addr_str(peer, a, sizeof a), more ? " (and others)" : "");
-		return false;
-	}
-	if (c->max_connections && svc->nactive + svc->nwaiting >= (size_t)c->max_connections) {
-		svc->refused_max++;
-		if (ratelimit(&svc->refuse_log_at, now, &svc->refuse_suppressed, &more))
-			log_warn("service %s: max_connections (%d) reached; refusing visitor %s%s",
-				 c->name, c->max_connections, net_addr_str(peer, a, sizeof a),
-				 more ? " (and others)" : "");
-		return false;
-	}
-	return true;
-}
-
-static void on_new_visitor(struct sservice *svc, int fd, const struct net_addr *peer)
-{
-	char a[NET_ADDRSTR_MAX];
-
-	if (!visitor_admitted(svc, peer)) {
-		close(fd);
-		return;
-	}
-	svc->visitors_total++;
-	log_debug("service %s: new visitor from %s", svc->cfg->name, net_addr_str(peer, a, sizeof a));
-	/* One more data channel per visitor keeps the pool topped up. */
-	if (ctrl_request_channels(svc, 1) < 0) {
-		close(fd);
-		return;
-	}
-	if (serve_from_pool(svc, fd, peer) < 0)
-		visitor_wait(svc, fd, peer);
-}
-
-static void on_accept_retry(struct loop *l, struct timer *t)
-{
-	struct sservice *svc = container_of(t, struct sservice, accept_retry);
-
-	if (svc->lfd >= 0 && !svc->accept_held)
-		loop_watch(l, &svc->lw, EPOLLIN);
-}
-
-/* EMFILE and friends: stop accepting for a while instead of spinning. */
-void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
-		     uint32_t *backoff, const char *what)
-{
-	uint32_t d = backoff_next(backoff);
-
-	log_error("%s: cannot accept: %s; pausing for %u ms", what, strerror(errno), d);
-	loop_watch(l, lw, 0);
-	timer_start(l, retry, d);
-}
-
-static void drop_pool(struct sservice *svc);
 
 /* Out of file descriptors: idle pooled data channels are only a cache, and
  * with a low limit they may hold every fd while no visitor can be accepted
  * to use them. Give them back (and the relay's idle pipes). */
-static void shed_idle_fds(struct server *srv)
+void server_shed_idle_fds(struct server *srv)
 {
 	struct list *n, *tmp;
 	size_t shed = 0;
@@ -476,217 +61,6 @@ static void shed_idle_fds(struct server *srv)
 	relay_pools_free();
 	if (shed)
 		log_warn("out of file descriptors: closed %zu idle data channels", shed);
-}
-
-static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events)
-{
-	struct sservice *svc = container_of(w, struct sservice, lw);
-
-	for (int i = 0; i < ACCEPT_BATCH && svc->lfd >= 0; i++) {
-		struct net_addr peer;
-		int fd;
-
-		if (waiting_full(svc)) {
-			if (!svc->accept_held)
-				log_warn("service %s: %d visitors are waiting for data channels; "
-					 "holding new ones until the client catches up", svc->cfg->name,
-					 MAX_WAITING);
-			svc->accept_held = true;
-			loop_watch(l, &svc->lw, 0);
-			return;
-		}
-		if (i > 0 && !net_accept_pending(svc->lfd))
-			return;
-		fd = net_accept(svc->lfd, &peer);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-				return;
-			if (errno == EMFILE || errno == ENFILE) {
-				int e = errno;
-				shed_idle_fds(svc->srv);
-				errno = e;
-			}
-			pause_accepting(l, &svc->lw, &svc->accept_retry, &svc->accept_backoff,
-					svc->cfg->name);
-			return;
-		}
-		svc->accept_backoff = 0;
-		on_new_visitor(svc, fd, &peer);
-	}
-}
-
-static void bind_service(struct sservice *svc, const struct net_addr *a);
-
-static void on_bind_retry(struct loop *l, struct timer *t)
-{
-	struct sservice *svc = container_of(t, struct sservice, bind_retry);
-
-	bind_service(svc, &svc->bind_addr);
-}
-
-static void bind_service(struct sservice *svc, const struct net_addr *a)
-{
-	struct loop *l = svc->srv->loop;
-	int fd;
-
-	svc->bind_addr = *a;
-	if (svc->cfg->type == SERVICE_UDP)
-		fd = net_bind_udp(a);
-	else if ((fd = net_listen_tcp(a, 1024)) >= 0)
-		net_set_nodelay(fd, svc->cfg->nodelay);	/* inherited by visitors */
-	if (fd < 0) {
-		uint32_t d = backoff_next(&svc->bind_backoff);
-		if (!svc->bind_failed)
-			log_error("service %s: cannot listen on %s: %s; retrying every %u ms or less",
-				  svc->cfg->name, svc->cfg->bind_addr, strerror(errno), BACKOFF_MAX_MS);
-		svc->bind_failed = true;
-		timer_start(l, &svc->bind_retry, d);
-		return;
-	}
-	svc->bind_backoff = 0;
-	svc->bind_failed = false;
-	svc->lfd = fd;
-	log_info("service %s: listening on %s (%s)", svc->cfg->name, svc->cfg->bind_addr,
-		 service_type_name(svc->cfg->type));
-	if (svc->cfg->type == SERVICE_UDP) {
-		udp_server_open(svc, fd);
-		return;
-	}
-	watcher_init(&svc->lw, fd, on_service_accept);
-	loop_watch(l, &svc->lw, EPOLLIN);
-}
-
-static void on_service_resolved(void *arg, const char *err, const struct net_addr *addrs, int n)
-{
-	struct sservice *svc = arg;
-
-	svc->rr = NULL;
-	if (err) {
-		log_error("service %s: bind_addr %s: %s", svc->cfg->name, svc->cfg->bind_addr, err);
-		timer_start(svc->srv->loop, &svc->bind_retry, BACKOFF_MAX_MS);
-		return;
-	}
-	bind_service(svc, &addrs[0]);
-}
-
-static void open_listener(struct sservice *svc)
-{
-	if (svc->lfd >= 0 || svc->rr || timer_armed(&svc->bind_retry))
-		return;
-	svc->rr = resolve_start(svc->cfg->bind_addr,
-				svc->cfg->type == SERVICE_UDP ? SOCK_DGRAM : SOCK_STREAM,
-				on_service_resolved, svc);
-}
-
-/* ---- the pool of idle data channels ---- */
-
-static void pooled_free(struct pooled *pc)
-{
-	struct sservice *svc = pc->svc;
-
-	list_del(&pc->link);
-	svc->npool--;
-	loop_unwatch(svc->srv->loop, &pc->w);
-	stream_free(pc->s);
-	free(pc);
-}
-
-static void drop_pool(struct sservice *svc)
-{
-	while (!list_empty(&svc->pool))
-		pooled_free(list_first(&svc->pool, struct pooled, link));
-}
-
-/* An idle pooled channel became readable: the client closed it (or sent
- * bytes early, which we keep for the visitor and stop watching). */
-static void on_pooled_event(struct loop *l, struct watcher *w, uint32_t events)
-{
-	struct pooled *pc = container_of(w, struct pooled, w);
-	const uint8_t *p;
-	ssize_t n = stream_peek(pc->s, &p);
-
-	if (n == ST_AGAIN) {
-		loop_watch(l, w, pc->s->want);
-		return;
-	}
-	if (n > 0) {
-		loop_watch(l, w, 0);
-		return;
-	}
-	log_debug("service %s: pooled data channel closed by the client", pc->svc->cfg->name);
-	pooled_free(pc);
-}
-
-static void service_offer_channel(struct sservice *svc, struct stream *s)
-{
-	struct pooled *pc;
-
-	if (svc->cfg->type == SERVICE_UDP && udp_server_wants_channel(svc)) {
-		udp_server_take_channel(svc, s);
-		return;
-	}
-	if (!list_empty(&svc->waiting)) {
-		struct visitor *v = list_first(&svc->waiting, struct visitor, link);
-
-		if (pair(svc, v->fd, &v->peer, s) == 0) {
-			v->fd = -1;
-			visitor_free(v);
-		} else {
-			/* the channel was broken: the visitor waits for its replacement */
-			ctrl_request_channels(svc, 1);
-		}
-		return;
-	}
-	if (svc->npool >= MAX_POOLED || !(pc = calloc(1, sizeof *pc))) {
-		log_debug("service %s: data channel pool full; closing a channel", svc->cfg->name);
-		stream_free(s);
-		return;
-	}
-	pc->svc = svc;
-	pc->s = s;
-	stream_trim(s);
-	watcher_init(&pc->w, s->fd, on_pooled_event);
-	loop_watch(svc->srv->loop, &pc->w, EPOLLIN | EPOLLRDHUP);
-	list_add_tail(&svc->pool, &pc->link);
-	svc->npool++;
-}
-
-/* ---- service lifetime ---- */
-
-static void close_waiting(struct sservice *svc)
-{
-	while (!list_empty(&svc->waiting))
-		visitor_free(list_first(&svc->waiting, struct visitor, link));
-}
-
-static void service_down(struct sservice *svc)
-{
-	ctrl_free(svc->ctrl);
-	svc->ctrl = NULL;
-	drop_pool(svc);
-	close_waiting(svc);
-	close_listener(svc);
-}
-
-static void service_up(struct sservice *svc, struct ctrl *c)
-{
-	int n = svc->cfg->type == SERVICE_UDP ? UDP_POOL_SIZE : TCP_POOL_SIZE;
-
-	if (svc->ctrl) {
-		log_warn("service %s: a new control channel from %s replaces the one from %s",
-			 svc->cfg->name, c->peer, svc->ctrl->peer);
-		ctrl_free(svc->ctrl);
-		svc->ctrl = NULL;
-		drop_pool(svc);
-		if (svc->cfg->type == SERVICE_UDP)
-			udp_server_drop_channel(svc);
-	}
-	svc->ctrl = c;
-	svc->ctrl_ups++;
-	log_info("service %s: control channel established with %s", svc->cfg->name, c->peer);
-	if (ctrl_request_channels(svc, n) < 0)
-		return;
-	open_listener(svc);
 }
 
 static struct sservice *find_service_by_digest(struct server *srv, const uint8_t *digest)
@@ -767,6 +141,8 @@ static void handle_auth(struct pconn *p)
 	struct sservice *svc = p->svc;
 	struct server *srv = p->srv;
 	uint8_t expect[PROTO_DIGEST_LEN];
+	char peer[NET_ADDRSTR_MAX];
+	struct stream *s;
 	struct ctrl *c;
 	uint8_t b[PROTO_CMD_LEN];
 
@@ -778,33 +154,24 @@ static void handle_auth(struct pconn *p)
 		pconn_send_ack(p, ACK_AUTH_FAILED);
 		return;
 	}
-	c = calloc(1, sizeof *c);
-	if (!c) {
-		pconn_free(p);
-		return;
-	}
-	c->svc = svc;
-	memcpy(c->session_key, expect, sizeof expect);
-	memcpy(c->peer, p->peer, sizeof c->peer);
 	proto_encode_u32(b, ACK_OK);
 	if (stream_send(p->s, b, sizeof b) < 0) {
 		log_debug("service %s: control channel from %s broke during the handshake",
 			  svc->cfg->name, p->peer);
-		free(c);
 		pconn_free(p);
 		return;
 	}
-	c->s = pconn_release(p);
+	memcpy(peer, p->peer, sizeof peer);
+	s = pconn_release(p);
 	/* keepalive (notices a client that vanished without a FIN) came with
 	 * the transport's options from the listening socket */
 	if (!srv->tr->cfg->tcp.nodelay)
-		net_set_nodelay(c->s->fd, true);
-	stream_trim(c->s);
-	watcher_init(&c->w, c->s->fd, on_ctrl_event);
-	timer_init(&c->heartbeat, on_heartbeat);
-	deferred_init(&c->flush, on_ctrl_flush);
-	ctrl_arm_heartbeat(c);
-	ctrl_update_interest(c);
+		net_set_nodelay(s->fd, true);
+	c = ctrl_new(svc, s, expect, peer);
+	if (!c) {
+		stream_free(s);
+		return;
+	}
 	service_up(svc, c);
 }
 
@@ -1004,7 +371,7 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 				return;
 			if (errno == EMFILE || errno == ENFILE) {
 				int e = errno;
-				shed_idle_fds(srv);
+				server_shed_idle_fds(srv);
 				errno = e;
 			}
 			pause_accepting(l, &srv->lw, &srv->accept_retry, &srv->accept_backoff,
@@ -1042,43 +409,17 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 
 /* ---- building and freeing ---- */
 
-static struct sservice *service_new(struct server *srv, const struct service_config *cfg)
+/* A service leaves: connections still in their handshake for it go too. */
+static void server_drop_service(struct sservice *svc)
 {
-	struct sservice *svc = calloc(1, sizeof *svc);
-
-	if (!svc)
-		return NULL;
-	svc->srv = srv;
-	svc->cfg = cfg;
-	svc->lfd = -1;
-	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
-	list_init(&svc->pool);
-	list_init(&svc->waiting);
-	list_init(&svc->relays);
-	timer_init(&svc->bind_retry, on_bind_retry);
-	timer_init(&svc->accept_retry, on_accept_retry);
-	watcher_init(&svc->lw, -1, on_service_accept);
-	udp_server_init(svc);
-	list_add_tail(&srv->services, &svc->link);
-	return svc;
-}
-
-static void service_free(struct sservice *svc)
-{
-	struct server *srv = svc->srv;
 	struct list *n, *tmp;
 
-	/* connections still in their handshake for this service go too */
-	list_for_each_safe(n, tmp, &srv->pending) {
+	list_for_each_safe(n, tmp, &svc->srv->pending) {
 		struct pconn *p = container_of(n, struct pconn, link);
 		if (p->svc == svc)
 			pconn_free(p);
 	}
-	service_down(svc);
-	while (!list_empty(&svc->relays))
-		relay_free(relay_from_link(svc->relays.next));
-	list_del(&svc->link);
-	free(svc);
+	service_free(svc);
 }
 
 static void main_bind_failed(struct server *srv, const char *what, const char *why)
@@ -1175,7 +516,7 @@ void server_free(struct server *srv)
 		close(srv->lfd);
 	}
 	while (!list_empty(&srv->services))
-		service_free(list_first(&srv->services, struct sservice, link));
+		server_drop_service(list_first(&srv->services, struct sservice, link));
 	while (!list_empty(&srv->pending))
 		pconn_free(list_first(&srv->pending, struct pconn, link));
 	transport_free(srv->tr);
@@ -1194,7 +535,7 @@ static void sservice_set_config(struct list *n, const struct service_config *sc)
 
 static void sservice_stop(struct list *n)
 {
-	service_free(container_of(n, struct sservice, link));
+	server_drop_service(container_of(n, struct sservice, link));
 }
 
 static bool sservice_start(void *srv, const struct service_config *sc)

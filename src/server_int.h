@@ -1,4 +1,12 @@
-/* The server's internal structures, shared by server.c and udp.c. */
+/* The server's internal structures and the calls between its files:
+ *
+ *   server.c          the role: the main listener, the handshake and
+ *                     authentication of incoming connections, reloads, status
+ *   server_service.c  a service: its port, the intake of a visitor, visitors
+ *                     waiting for a data channel, pairing one with a channel
+ *   server_replica.c  a service's client: its control channel (heartbeats,
+ *                     CreateDataChannel) and its pool of idle data channels
+ *   udp.c             UDP services' datagrams */
 #ifndef SERVER_INT_H
 #define SERVER_INT_H
 
@@ -83,12 +91,68 @@ struct sservice {
 	unsigned refuse_suppressed;
 };
 
+#define TCP_POOL_SIZE		8	/* data channels asked for in advance */
+#define UDP_POOL_SIZE		2
+#define ACCEPT_BATCH		64	/* connections accepted per readiness event */
+#define BACKOFF_MAX_MS		1000	/* bind and accept retries */
+
+/* Retry delays: 10 ms doubling up to BACKOFF_MAX_MS. */
+static inline uint32_t backoff_next(uint32_t *cur)
+{
+	uint32_t d = *cur ? *cur * 2 : 10;
+
+	if (d > BACKOFF_MAX_MS)
+		d = BACKOFF_MAX_MS;
+	*cur = d;
+	return d;
+}
+
+/* Watches a stream for ev, plus writability while it has bytes queued. */
+static inline void watch_stream(struct loop *l, struct watcher *w, struct stream *s, uint32_t ev)
+{
+	if (stream_tx_pending(s))
+		ev |= EPOLLOUT;
+	loop_watch(l, w, ev);
+}
+
+/* The role (server.c). */
+/* Out of file descriptors: gives back what is only a cache (idle pooled
+ * data channels, the relay's idle pipes). */
+void server_shed_idle_fds(struct server *srv);
+
+/* A service (server_service.c). */
+struct sservice *service_new(struct server *srv, const struct service_config *cfg);
+/* Closes everything the service owns, forwarded connections included. */
+void service_free(struct sservice *svc);
+/* The intake of a visitor: every accepted visitor of a TCP service enters
+ * here (fd and ownership of it pass to the service), whichever listener
+ * accepted it. It is checked (allow/deny, max_connections), counted, and
+ * paired with a data channel now or when one arrives. */
+void service_visitor_arrive(struct sservice *svc, int fd, const struct net_addr *peer);
+/* An authenticated control channel for the service. */
+void service_up(struct sservice *svc, struct ctrl *c);
+/* The control channel went: the port closes, waiting visitors are dropped. */
+void service_down(struct sservice *svc);
+/* A data channel arrived from the client: it serves a waiting visitor, or
+ * the UDP service, or goes to the pool. */
+void service_offer_channel(struct sservice *svc, struct stream *s);
+/* EMFILE and friends: stop accepting for a while instead of spinning. */
+void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
+		     uint32_t *backoff, const char *what);
+
+/* A service's client (server_replica.c). */
+/* A control channel that passed authentication (s: the stream, after Ack). */
+struct ctrl *ctrl_new(struct sservice *svc, struct stream *s, const uint8_t *session_key,
+		      const char *peer);
+void ctrl_free(struct ctrl *c);
 /* Asks the client for n more data channels; -1 if the control channel broke. */
 int ctrl_request_channels(struct sservice *svc, int n);
 /* Takes an idle data channel out of the pool, or NULL. */
 struct stream *service_take_pooled(struct sservice *svc);
-void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
-		     uint32_t *backoff, const char *what);
+/* Keeps an idle data channel for a later visitor (or closes it when the
+ * pool is full). */
+void pool_add(struct sservice *svc, struct stream *s);
+void drop_pool(struct sservice *svc);
 
 /* UDP services (udp.c). */
 void udp_server_init(struct sservice *svc);

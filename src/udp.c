@@ -472,7 +472,7 @@ void udp_server_close(struct sservice *svc)
 	svc->udp_dropped += u->dropped;
 	us_free_channel(u);
 	loop_unwatch(svc->srv->loop, &u->uw);
-	/* the socket itself is the service's listener: server.c closed it */
+	/* the socket itself is the service's listener: server_service.c closed it */
 	batch_free(&u->batch);
 	txb_free(&u->tx);
 	free(u);
