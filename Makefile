@@ -13,6 +13,8 @@
 #   make cross-test ARCH=aarch64|armhf   cross build + unit tests under qemu-user
 #   make install PREFIX=/usr/local DESTDIR=   (and make uninstall)
 #   make deb             Debian package in build/deb/ (dpkg-buildpackage)
+#   make image [ARCH=amd64|aarch64|armhf]   container image of the static binary
+#   make images          the three images and their manifest list (podman)
 #   make check-packaging man pages (mandoc), systemd units, install/uninstall (part of make test)
 #   make bench           benchmarks against the direct path (BENCH_QUICK=1: a 2-minute smoke run)
 #   make clean
@@ -111,7 +113,7 @@ BIN      := $(B)/rathole
 
 .PHONY: all clean test unit integration install uninstall check-warnings lint-man \
 	check-systemd check-install check-packaging static static-strip cross-build cross-test deb unit-bins \
-	fuzz fuzz-regress valgrind bench
+	fuzz fuzz-regress valgrind bench image images
 
 # ./rathole is the native release build; other builds stay in their directory.
 ifeq ($(VARIANT)|$(firstword $(subst -, ,$(TRIPLET))),release|$(shell uname -m))
@@ -312,6 +314,41 @@ XLDPREFIX ?= /
 cross-test: cross-build
 	@TESTDATA=$(TESTDATA) QEMU_LD_PREFIX=$(XLDPREFIX) \
 		tests/run-unit-qemu.sh $(XQEMU) build/$(XTRIPLET)-$(VARIANT)
+
+# ---- the container image (Containerfile; README "Container image") ----
+#
+# make image: the static binary of ARCH (default: this machine's; a cross
+# build for the others, as above) in IMAGE:VERSION-<arch> (amd64, arm64,
+# armhf), also IMAGE:latest for this machine's. make images: all of
+# IMAGE_ARCHES and the manifest list IMAGE:VERSION. ENGINE: podman, else
+# docker, with any global options ("podman --root DIR"); TLS=0 goes through.
+
+IMAGE        ?= rathole
+IMAGE_ARCHES ?= amd64 aarch64 armhf
+ENGINE       ?=
+CA_BUNDLE    ?= /etc/ssl/certs/ca-certificates.crt
+# ARCH's own default (aarch64) is the cross tests'; the image's is this machine's
+IMG_ARCH := $(if $(filter command line environment,$(origin ARCH)),$(ARCH),$(patsubst arm,armhf,$(firstword $(subst -, ,$(NATIVE)))))
+# the cross tests' triplets, and the names an image may go by
+ITRIPLET_amd64  := x86_64-linux-gnu
+ITRIPLET_x86_64 := x86_64-linux-gnu
+ITRIPLET_arm64  := aarch64-linux-gnu
+IMG_TRIPLET := $(or $(XTRIPLET_$(IMG_ARCH)),$(ITRIPLET_$(IMG_ARCH)))
+IMG_CC   := $(if $(filter $(NATIVE),$(IMG_TRIPLET)),,CC=$(IMG_TRIPLET)-gcc)
+IMG_BIN  := build/$(if $(IMG_CC),$(IMG_TRIPLET)-)static$(if $(filter-out 1,$(TLS)),-notls)/rathole-stripped
+
+image:
+	@test -n "$(IMG_TRIPLET)" || { echo "ARCH=$(IMG_ARCH): use ARCH=amd64, aarch64 or armhf"; exit 2; }
+	@test -z "$(IMG_CC)" || command -v $(IMG_TRIPLET)-gcc >/dev/null || { echo "no $(IMG_TRIPLET)-gcc" \
+		"for ARCH=$(IMG_ARCH) (scripts/cross-test.sh --tools installs the cross compilers)"; exit 2; }
+	$(MAKE) static $(IMG_CC)
+	@ENGINE='$(ENGINE)' IMAGE='$(IMAGE)' VERSION='$(VERSION)' CA_BUNDLE='$(CA_BUNDLE)' \
+		scripts/build-image.sh build $(IMG_ARCH) $(IMG_BIN)
+
+images:
+	@for a in $(IMAGE_ARCHES); do $(MAKE) --no-print-directory image ARCH=$$a || exit 1; done
+	@ENGINE='$(ENGINE)' IMAGE='$(IMAGE)' VERSION='$(VERSION)' \
+		scripts/build-image.sh manifest $(IMAGE_ARCHES)
 
 # ---- the Debian package, built from a copy of the tree ----
 

@@ -3,11 +3,17 @@
 # and runs the unit tests of those builds under qemu-user: the code must stay
 # portable to 32-bit targets (size_t, time_t, alignment) that routers use.
 #
-# Usage: scripts/cross-test.sh [aarch64] [armhf]   (default: both)
+# Usage: scripts/cross-test.sh [--tools] [aarch64] [armhf]   (default: both)
 # Installs what it needs (Debian/Ubuntu, as root or with sudo): the cross
 # compilers, qemu-user, and OpenSSL for the target architectures (multiarch).
+# --tools: only that (.ci/run, for the multi-architecture container images).
 set -eu
 cd "$(dirname "$0")/.."
+tools_only=0
+if [ "${1:-}" = --tools ]; then
+	tools_only=1
+	shift
+fi
 arches=${*:-aarch64 armhf}
 
 sudo=""
@@ -66,6 +72,10 @@ if [ -n "$missing" ]; then
 	$sudo apt-get update -qq || true
 	apt_install $pkgs
 	install_libssl
+fi
+if [ $tools_only -eq 1 ]; then
+	echo "== cross-test: tools installed ($arches)"
+	exit 0
 fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
