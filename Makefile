@@ -233,7 +233,7 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 MANPAGES := man/rathole.1 man/rathole.toml.5
 UNITS    := $(wildcard examples/systemd/*.service)
-EXAMPLES := $(sort $(wildcard examples/*/*))
+EXAMPLES := $(sort $(shell find examples -type f))
 
 install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
