@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "list.h"
 #include "log.h"
 #include "net.h"
@@ -285,7 +286,7 @@ static void conn_free(struct apiconn *c)
 	a->nconns--;
 	loop_unwatch(a->loop, &c->w);
 	timer_stop(a->loop, &c->deadline);
-	close(c->fd);
+	fds_close(c->fd);
 	buf_free(&c->out);
 	free(c);
 }
@@ -386,7 +387,7 @@ static void on_accept(struct loop *l, struct watcher *w, uint32_t events)
 		if (fd < 0)
 			return;
 		if (a->nconns >= API_MAX_CONNS || !(c = calloc(1, sizeof *c))) {
-			close(fd);
+			fds_close(fd);
 			continue;
 		}
 		c->api = a;
@@ -446,7 +447,7 @@ void api_free(struct api *a)
 	while (!list_empty(&a->conns))
 		conn_free(list_first(&a->conns, struct apiconn, link));
 	loop_unwatch(a->loop, &a->lw);
-	close(a->lfd);
+	fds_close(a->lfd);
 	if (a->token)
 		explicit_bzero(a->token, strlen(a->token));
 	free(a->token);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "fds.h"
 #include "log.h"
 #include "loop.h"
 #include "relay.h"
@@ -302,6 +303,7 @@ int app_run(struct config *cfg, enum role role)
 		goto out;
 	}
 	start_reloader();
+	fds_init();	/* what is open once the role is set up */
 	if (loop_run(A.loop) < 0) {
 		log_error("event loop failed: %s", strerror(errno));
 		A.status = 1;

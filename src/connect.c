@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "log.h"
 #include "proxy.h"
 #include "relay.h"
@@ -61,7 +62,7 @@ void connector_cancel(struct connector *c)
 	if (c->s)
 		stream_free(c->s);
 	else if (c->fd >= 0)
-		close(c->fd);
+		fds_close(c->fd);
 	proxy_conn_free(c->proxy);
 	free(c);
 }
@@ -76,7 +77,7 @@ static void fail_address(struct connector *c, int e)
 		 net_addr_str(&c->addrs[c->cur], a, sizeof a), strerror(e));
 	loop_unwatch(c->loop, &c->w);
 	if (c->fd >= 0)
-		close(c->fd);
+		fds_close(c->fd);
 	c->fd = -1;
 	c->cur++;
 	try_next_address(c);
@@ -205,7 +206,7 @@ static void try_next_address(struct connector *c)
 			if (loop_watch(c->loop, &c->w, EPOLLOUT) == 0)
 				return;
 			e = errno;
-			close(c->fd);
+			fds_close(c->fd);
 			c->fd = -1;
 		} else {
 			e = errno;

@@ -1,8 +1,9 @@
 #include "metrics.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <unistd.h>
+
+#include "fds.h"
 
 void metrics_family(struct buf *b, const char *name, const char *type, const char *help)
 {
@@ -42,19 +43,6 @@ void metrics_sample(struct buf *b, const char *name, const char *service, const 
 	buf_printf(b, " %llu\n", (unsigned long long)value);
 }
 
-static uint64_t open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	uint64_t n = 0;
-
-	if (!d)
-		return 0;
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n > 3 ? n - 3 : 0;	/* ".", ".." and the directory's own fd */
-}
-
 static uint64_t resident_bytes(void)
 {
 	FILE *f = fopen("/proc/self/statm", "r");
@@ -70,10 +58,15 @@ static uint64_t resident_bytes(void)
 
 void metrics_process(struct buf *b, const char *role)
 {
+	long fds = fds_scan();
+
 	metrics_family(b, "rathole_build_info", "gauge", "Version and role of this process.");
 	buf_printf(b, "rathole_build_info{version=\"%s\",role=\"%s\"} 1\n", RATHOLE_VERSION, role);
 	metrics_family(b, "rathole_process_open_fds", "gauge", "Open file descriptors.");
-	metrics_sample(b, "rathole_process_open_fds", NULL, NULL, open_fds());
+	metrics_sample(b, "rathole_process_open_fds", NULL, NULL, fds > 0 ? (uint64_t)fds : 0);
+	metrics_family(b, "rathole_process_max_fds", "gauge",
+		       "The open file descriptor limit (RLIMIT_NOFILE).");
+	metrics_sample(b, "rathole_process_max_fds", NULL, NULL, fds_limit());
 	metrics_family(b, "rathole_process_resident_memory_bytes", "gauge", "Resident memory size.");
 	metrics_sample(b, "rathole_process_resident_memory_bytes", NULL, NULL, resident_bytes());
 }

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fds.h"
+
 int net_parse_uint(const char *s, unsigned max, unsigned *out)
 {
 	uint64_t v = 0;		/* at most max * 10 + 9: no overflow for any max */
@@ -125,9 +127,16 @@ bool net_addr_equal(const struct net_addr *a, const struct net_addr *b)
 	return false;
 }
 
+/* Every socket made here is counted (fds.h); fds_close() closes it. */
 static int new_socket(int family, int type)
 {
-	return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd >= 0)
+		fds_opened(1);
+	else if (errno == EMFILE || errno == ENFILE)
+		fds_exhausted();
+	return fd;
 }
 
 int net_listen_tcp(const struct net_addr *a, int backlog)
@@ -143,7 +152,7 @@ int net_listen_tcp(const struct net_addr *a, int backlog)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
 	if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, backlog) < 0) {
 		int e = errno;
-		close(fd);
+		fds_close(fd);
 		errno = e;
 		return -1;
 	}
@@ -162,7 +171,7 @@ int net_bind_udp(const struct net_addr *a)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
 	if (bind(fd, &a->u.sa, a->len) < 0) {
 		int e = errno;
-		close(fd);
+		fds_close(fd);
 		errno = e;
 		return -1;
 	}
@@ -177,7 +186,7 @@ int net_connect_tcp(const struct net_addr *a)
 		return -1;
 	if (connect(fd, &a->u.sa, a->len) < 0 && errno != EINPROGRESS) {
 		int e = errno;
-		close(fd);
+		fds_close(fd);
 		errno = e;
 		return -1;
 	}
@@ -216,8 +225,15 @@ int net_connect_now(int fd)
 
 int net_accept(int lfd, struct net_addr *peer)
 {
+	int fd;
+
 	peer->len = sizeof peer->u;
-	return accept4(lfd, &peer->u.sa, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	fd = accept4(lfd, &peer->u.sa, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd >= 0)
+		fds_opened(1);
+	else if (errno == EMFILE || errno == ENFILE)
+		fds_exhausted();
+	return fd;
 }
 
 bool net_accept_pending(int lfd)

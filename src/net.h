@@ -1,4 +1,5 @@
-/* Addresses and socket helpers. All sockets are non-blocking and close-on-exec. */
+/* Addresses and socket helpers. All sockets are non-blocking and close-on-exec,
+ * and counted against the descriptor limit: close them with fds_close(). */
 #ifndef NET_H
 #define NET_H
 

@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "log.h"
 
 #define RELAY_PIPE_SIZE	(256 * 1024)	/* asked of the kernel; it may give less */
@@ -36,6 +37,7 @@ static int pipe_get(struct pipe_pair *p)
 	}
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -1;
+	fds_opened(2);
 	/* A bigger pipe means fewer splice calls per megabyte. */
 	p->size = fcntl(fds[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
 	if (p->size <= 0)
@@ -54,8 +56,8 @@ static void pipe_put(struct pipe_pair *p)
 	if (npipes < PIPES_MAX) {
 		pipe_pool[npipes++] = *p;
 	} else {
-		close(p->rd);
-		close(p->wr);
+		fds_close(p->rd);
+		fds_close(p->wr);
 	}
 	p->rd = p->wr = -1;
 }
@@ -65,8 +67,8 @@ static void pipe_drop(struct pipe_pair *p)
 {
 	if (p->rd < 0)
 		return;
-	close(p->rd);
-	close(p->wr);
+	fds_close(p->rd);
+	fds_close(p->wr);
 	p->rd = p->wr = -1;
 }
 
@@ -90,8 +92,8 @@ void relay_pools_free(void)
 {
 	while (npipes) {
 		npipes--;
-		close(pipe_pool[npipes].rd);
-		close(pipe_pool[npipes].wr);
+		fds_close(pipe_pool[npipes].rd);
+		fds_close(pipe_pool[npipes].wr);
 	}
 	while (nbufs)
 		free(buf_pool[--nbufs]);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "fds.h"
 #include "list.h"
 #include "log.h"
 #include "metrics.h"
@@ -391,7 +392,7 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 		if (p)
 			p->s = transport_wrap(srv->tr, fd, true);
 		else
-			close(fd);
+			fds_close(fd);
 		if (!p || !p->s) {
 			free(p);
 			continue;
@@ -513,7 +514,7 @@ void server_free(struct server *srv)
 	timer_stop(srv->loop, &srv->bind_retry);
 	if (srv->lfd >= 0) {
 		loop_unwatch(srv->loop, &srv->lw);
-		close(srv->lfd);
+		fds_close(srv->lfd);
 	}
 	while (!list_empty(&srv->services))
 		server_drop_service(list_first(&srv->services, struct sservice, link));

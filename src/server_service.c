@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "fds.h"
 #include "log.h"
 #include "protocol.h"
 #include "proxy_protocol.h"
@@ -55,7 +56,7 @@ static void visitor_free(struct visitor *v)
 	svc->nwaiting--;
 	timer_stop(svc->srv->loop, &v->expire);
 	if (v->fd >= 0)
-		close(v->fd);
+		fds_close(v->fd);
 	free(v);
 	accepting_resume(svc);
 }
@@ -154,7 +155,7 @@ static void visitor_wait(struct sservice *svc, int fd, const struct net_addr *pe
 	struct visitor *v;
 
 	if (!(v = calloc(1, sizeof *v))) {
-		close(fd);
+		fds_close(fd);
 		return;
 	}
 	v->svc = svc;
@@ -210,14 +211,14 @@ void service_visitor_arrive(struct sservice *svc, int fd, const struct net_addr 
 	char a[NET_ADDRSTR_MAX];
 
 	if (!visitor_admitted(svc, peer)) {
-		close(fd);
+		fds_close(fd);
 		return;
 	}
 	svc->visitors_total++;
 	log_debug("service %s: new visitor from %s", svc->cfg->name, net_addr_str(peer, a, sizeof a));
 	/* One more data channel per visitor keeps the pool topped up. */
 	if (ctrl_request_channels(svc, 1) < 0) {
-		close(fd);
+		fds_close(fd);
 		return;
 	}
 	if (serve_from_pool(svc, fd, peer) < 0)
@@ -260,7 +261,7 @@ static void close_listener(struct sservice *svc)
 	svc->accept_held = false;
 	if (svc->lfd >= 0) {
 		loop_unwatch(l, &svc->lw);
-		close(svc->lfd);
+		fds_close(svc->lfd);
 		svc->lfd = -1;
 		log_info("service %s: stopped listening on %s", svc->cfg->name, svc->cfg->bind_addr);
 	}

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "log.h"
 #include "ossl.h"
 #include "proxy.h"
@@ -96,7 +97,7 @@ struct stream *transport_wrap(struct transport *t, int fd, bool server)
 	struct stream *s = t->impl->wrap(t, fd, server);
 
 	if (!s)
-		close(fd);
+		fds_close(fd);
 	return s;
 }
 
@@ -136,7 +137,7 @@ void stream_free(struct stream *s)
 	if (s->ops->destroy)
 		s->ops->destroy(s);
 	if (s->fd >= 0)
-		close(s->fd);
+		fds_close(s->fd);
 	free(s->rx);
 	free(s->tx);
 	if (s->err != no_error && s->err != err_oom)

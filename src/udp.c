@@ -18,6 +18,7 @@
 
 #include "acl.h"
 #include "client_int.h"
+#include "fds.h"
 #include "log.h"
 #include "resolve.h"
 #include "server_int.h"
@@ -444,7 +445,7 @@ void udp_server_open(struct sservice *svc, int fd)
 	struct udp_server *u = us_get(svc);
 
 	if (!u) {
-		close(fd);
+		fds_close(fd);
 		return;
 	}
 	u->fd = fd;
@@ -589,7 +590,7 @@ static void sess_free(struct usess *s)
 	list_del(&s->lru);
 	uc->nsess--;
 	loop_unwatch(uc->svc->cli->loop, &s->w);
-	close(s->fd);
+	fds_close(s->fd);
 	free(s);
 }
 
@@ -689,8 +690,9 @@ static struct usess *sess_get(struct udp_client *uc, const struct net_addr *visi
 	fd = socket(uc->local.u.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
+	fds_opened(1);
 	if (connect(fd, &uc->local.u.sa, uc->local.len) < 0 || !(s = calloc(1, sizeof *s))) {
-		close(fd);
+		fds_close(fd);
 		return NULL;
 	}
 	udp_sock_buffers(fd);
