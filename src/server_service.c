@@ -21,13 +21,17 @@
 					 * beyond, the port is not read for a while */
 #define VISITOR_WAIT_MS		10000
 
-/* A visitor accepted on a service port, waiting for a data channel. */
+/* A visitor accepted on a service port, waiting for a data channel. It is
+ * watched while it waits, so that one that hangs up is closed at once
+ * instead of holding a CLOSE-WAIT socket until its wait expires. */
 struct visitor {
 	struct list link;
 	struct sservice *svc;
 	int fd;
 	struct net_addr peer;
 	struct timer expire;
+	struct watcher w;
+	bool spoke;		/* sent bytes: they wait for the data channel */
 };
 
 /* ---- visitors ---- */
@@ -55,10 +59,50 @@ static void visitor_free(struct visitor *v)
 	list_del(&v->link);
 	svc->nwaiting--;
 	timer_stop(svc->srv->loop, &v->expire);
-	if (v->fd >= 0)
+	if (v->fd >= 0) {
+		loop_unwatch_closing(svc->srv->loop, &v->w);
 		fds_close(v->fd);
+	} else {
+		loop_unwatch(svc->srv->loop, &v->w);
+	}
 	free(v);
 	accepting_resume(svc);
+}
+
+/* What a waiting visitor is watched for: hanging up. Until it sends bytes,
+ * readability (a FIN or a reset); afterwards only errors and a full hang-up
+ * (EPOLLERR, EPOLLHUP: a reset), since its bytes stay unread until a data
+ * channel comes and a level-triggered EPOLLIN would fire all along. */
+static void visitor_watch(struct visitor *v)
+{
+	loop_watch(v->svc->srv->loop, &v->w, v->spoke ? EPOLLERR : EPOLLIN | EPOLLRDHUP);
+}
+
+/* A waiting visitor is gone when it was reset (EPOLLERR, EPOLLHUP, or a read
+ * error) or ended its sending direction without having sent a byte (a FIN
+ * with nothing before it: a visitor that gave up, or a port scan). One that
+ * sent bytes and then a FIN is still served: `printf req | nc -N` sends its
+ * request and half-closes, and waits for the answer. */
+static void on_visitor_event(struct loop *l, struct watcher *w, uint32_t events)
+{
+	struct visitor *v = container_of(w, struct visitor, w);
+	char a[NET_ADDRSTR_MAX];
+	uint8_t b;
+	ssize_t n;
+
+	if (!(events & (EPOLLERR | EPOLLHUP))) {
+		n = recv(v->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n > 0) {
+			v->spoke = true;
+			visitor_watch(v);
+			return;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+	}
+	log_debug("service %s: visitor %s left before a data channel came", v->svc->cfg->name,
+		  net_addr_str(&v->peer, a, sizeof a));
+	visitor_free(v);
 }
 
 static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *st,
@@ -163,6 +207,8 @@ static void visitor_wait(struct sservice *svc, int fd, const struct net_addr *pe
 	v->peer = *peer;
 	timer_init(&v->expire, on_visitor_expire);
 	timer_start(svc->srv->loop, &v->expire, VISITOR_WAIT_MS);
+	watcher_init(&v->w, fd, on_visitor_event);
+	visitor_watch(v);
 	list_add_tail(&svc->waiting, &v->link);
 	svc->nwaiting++;
 }
@@ -234,11 +280,13 @@ void service_offer_channel(struct sservice *svc, struct stream *s)
 	if (!list_empty(&svc->waiting)) {
 		struct visitor *v = list_first(&svc->waiting, struct visitor, link);
 
+		loop_unwatch(svc->srv->loop, &v->w);	/* the relay watches it now */
 		if (pair(svc, v->fd, &v->peer, s) == 0) {
 			v->fd = -1;
 			visitor_free(v);
 		} else {
 			/* the channel was broken: the visitor waits for its replacement */
+			visitor_watch(v);
 			ctrl_request_channels(svc, 1);
 		}
 		return;
