@@ -2,6 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,8 @@
 #define PIPES_MAX	8		/* idle pipes kept: 16 fds at most */
 #define BUFS_MAX	16		/* idle 64 KiB buffers kept */
 #define PUMP_BUDGET	16		/* chunks per direction before yielding */
+#define PIPE_FDS_SLACK	64		/* descriptors left free when a pipe is made */
+#define BURST_MIN	64		/* relays at once that make a burst worth trimming after */
 
 /* ---- pools: pipes and buffers are held only while bytes flow ---- */
 
@@ -35,6 +40,10 @@ static int pipe_get(struct pipe_pair *p)
 		*p = pipe_pool[--npipes];
 		return 0;
 	}
+	/* A pipe only saves copies: it never takes the last descriptors, which
+	 * control and data channels need (fds.h). The direction copies instead. */
+	if (fds_short(PIPE_FDS_SLACK))
+		return -1;
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -1;
 	fds_opened(2);
@@ -53,7 +62,7 @@ static void pipe_put(struct pipe_pair *p)
 {
 	if (p->rd < 0)
 		return;
-	if (npipes < PIPES_MAX) {
+	if (npipes < PIPES_MAX && !fds_short(PIPE_FDS_SLACK)) {
 		pipe_pool[npipes++] = *p;
 	} else {
 		fds_close(p->rd);
@@ -97,6 +106,38 @@ void relay_pools_free(void)
 	}
 	while (nbufs)
 		free(buf_pool[--nbufs]);
+}
+
+/* ---- after a burst ---- */
+
+static size_t nlive, npeak;	/* relays alive; the most in the current burst */
+static bool quartered;		/* given back once the burst fell to a quarter */
+
+static void burst_relay_started(void)
+{
+	if (++nlive > npeak)
+		npeak = nlive;
+	if (nlive * 2 > npeak)
+		quartered = false;	/* still going, or going again */
+}
+
+/* When a burst of connections (BURST_MIN at once or more) has fallen to a
+ * quarter of its peak, and again when its last connection ends, the pools
+ * and the heap give back what it took: the pooled buffers and pipes, and
+ * the free pages glibc's malloc keeps (malloc_trim). So RSS and fds come
+ * back to where they were before it. At most twice per burst. */
+static void burst_relay_ended(void)
+{
+	nlive--;
+	if (npeak < BURST_MIN || (nlive > 0 && (quartered || nlive * 4 > npeak)))
+		return;
+	relay_pools_free();
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	quartered = true;
+	if (nlive == 0)
+		npeak = 0;
 }
 
 /* ---- the relay ---- */
@@ -477,6 +518,7 @@ struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 	deferred_init(&r->again, on_again);
 	r->again_dir[0] = r->again_dir[1] = true;
 	loop_defer(l, &r->again);
+	burst_relay_started();
 	return r;
 }
 
@@ -499,6 +541,7 @@ void relay_free(struct relay *r)
 		stream_free(r->s[i]);
 	}
 	free(r);
+	burst_relay_ended();
 }
 
 const struct relay_stats *relay_stats(const struct relay *r)
