@@ -8,6 +8,7 @@
 
 #include "client_int.h"
 #include "connect.h"
+#include "fds.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
@@ -22,6 +23,7 @@
 #define DATA_RETRY_FOR_MS	10000	/* ... for at most this long */
 #define LOCAL_CONNECT_MS	10000
 #define MAX_DATA_SETUP		4096	/* data channels being set up, per service */
+#define FD_RESERVE_BASE		4	/* descriptors kept for the api, the resolver, OpenSSL */
 
 /* A data channel from CreateDataChannel until forwarding starts. */
 enum dstate { D_CONNECTING, D_WAIT_CMD, D_LOCAL };
@@ -34,6 +36,8 @@ struct cdata {
 	struct stream *s;
 	struct watcher w;
 	struct timer retry;
+	struct list fd_wait;		/* in cli->fd_waiting */
+	unsigned promised;		/* counted in cli->fds_promised */
 	uint64_t started;
 	uint8_t session_key[PROTO_DIGEST_LEN];
 	uint8_t buf[PROTO_CMD_LEN];
@@ -43,6 +47,67 @@ struct cdata {
 static void ctrl_connect(struct cservice *svc);
 static void cdata_free(struct cdata *d);
 
+/* ---- file descriptors: control channels, then visitors, then new data channels ---- */
+
+/* Kept free for control channels (one per service, reconnecting) and the
+ * process's own needs; at most a quarter of the limit. */
+static size_t fd_reserve(const struct client *cli)
+{
+	size_t n = FD_RESERVE_BASE + cli->cfg->nservices;
+
+	return n < fds_limit() / 4 ? n : fds_limit() / 4;
+}
+
+/* A data channel is of use only with the local connection it will need:
+ * one is opened when, beyond the reserve, there is room for both and for
+ * what the channels already being set up may still open (connections are
+ * made a turn later, after resolving). Otherwise a burst of
+ * CreateDataChannel takes every descriptor, and the visitors the channels
+ * were opened for find none left for their local connections. */
+static bool fds_allow_data_channel(const struct client *cli)
+{
+	return !fds_short(fd_reserve(cli) + cli->fds_promised + 2);
+}
+
+/* The local connection of a visitor being served comes before new data
+ * channels: only the reserve and the other local connections under way
+ * must stay free. */
+static bool fds_allow_local(const struct client *cli)
+{
+	return !fds_short(fd_reserve(cli) + cli->locals_connecting + 1);
+}
+
+static void cdata_promise(struct cdata *d, unsigned n)
+{
+	struct client *cli = d->svc->cli;
+
+	cli->fds_promised = cli->fds_promised - d->promised + n;
+	d->promised = n;
+}
+
+/* Descriptors (or promises of them) came back: data channels waiting for
+ * some go on at once rather than at their next retry. */
+static void fds_released(struct client *cli)
+{
+	if (!list_empty(&cli->fd_waiting))
+		loop_defer(cli->loop, &cli->fd_kick);
+}
+
+static void cdata_connect(struct cdata *d);
+
+static void on_fd_kick(struct loop *l, struct deferred *df)
+{
+	struct client *cli = container_of(df, struct client, fd_kick);
+
+	while (!list_empty(&cli->fd_waiting) && fds_allow_data_channel(cli)) {
+		struct cdata *d = list_first(&cli->fd_waiting, struct cdata, fd_wait);
+
+		list_del(&d->fd_wait);
+		timer_stop(l, &d->retry);
+		cdata_connect(d);
+	}
+}
+
 /* ---- data channels ---- */
 
 static void cdata_free(struct cdata *d)
@@ -50,10 +115,15 @@ static void cdata_free(struct cdata *d)
 	struct loop *l = d->svc->cli->loop;
 
 	list_del(&d->link);
+	list_del(&d->fd_wait);
+	cdata_promise(d, 0);
+	if (d->state == D_LOCAL)
+		d->svc->cli->locals_connecting--;
 	connector_cancel(d->conn);
 	loop_unwatch(l, &d->w);
 	timer_stop(l, &d->retry);
 	stream_free(d->s);
+	fds_released(d->svc->cli);
 	free(d);
 }
 
@@ -63,6 +133,7 @@ static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *
 	struct cservice *svc = arg;
 
 	svc->nactive--;
+	fds_released(svc->cli);
 	/* [0]: local service -> tunnel, [1]: tunnel -> local service */
 	svc->bytes_out += st->bytes[0];
 	svc->bytes_in += st->bytes[1];
@@ -99,6 +170,31 @@ static void on_local_connected(void *arg, struct stream *local, const struct net
 	svc->nactive++;
 }
 
+/* No descriptor for the local connection: the data channel is closed, and
+ * the server closes the visitor (a FIN), rather than the visitor waiting
+ * for a connection that cannot be made. */
+static void shed_visitor(struct cdata *d)
+{
+	struct cservice *svc = d->svc;
+	struct client *cli = svc->cli;
+	uint64_t now = loop_now(cli->loop);
+
+	svc->refused_fds++;
+	relay_pools_free();	/* idle pipes are only a cache */
+	if (!cli->shed_log_at || now - cli->shed_log_at >= 1000) {
+		log_warn("service %s: file descriptors run short (%zu free, %zu kept for control "
+			 "channels and local connections under way); closing a visitor's "
+			 "connection%s (raise the open file limit, LimitNOFILE= with systemd)",
+			 svc->cfg->name, fds_free(), fd_reserve(cli) + cli->locals_connecting,
+			 cli->shed_suppressed ? " (and others)" : "");
+		cli->shed_log_at = now;
+		cli->shed_suppressed = 0;
+	} else {
+		cli->shed_suppressed++;
+	}
+	cdata_free(d);
+}
+
 static void cdata_start_forward(struct cdata *d, enum data_cmd cmd)
 {
 	struct cservice *svc = d->svc;
@@ -120,8 +216,13 @@ static void cdata_start_forward(struct cdata *d, enum data_cmd cmd)
 		return;
 	}
 	svc->visitors_total++;
+	if (!fds_allow_local(svc->cli)) {
+		shed_visitor(d);
+		return;
+	}
 	loop_unwatch(svc->cli->loop, &d->w);
 	d->state = D_LOCAL;
+	svc->cli->locals_connecting++;
 	d->conn = connector_start_plain(svc->cli->loop, svc->cfg->local_addr, LOCAL_CONNECT_MS,
 					on_local_connected, d);
 	if (!d->conn)
@@ -162,8 +263,6 @@ static void on_cdata_event(struct loop *l, struct watcher *w, uint32_t events)
 	cdata_free(d);
 }
 
-static void cdata_connect(struct cdata *d);
-
 static void on_cdata_retry(struct loop *l, struct timer *t)
 {
 	cdata_connect(container_of(t, struct cdata, retry));
@@ -179,6 +278,7 @@ static void on_data_connected(void *arg, struct stream *s, const struct net_addr
 
 	d->conn = NULL;
 	if (!s) {
+		cdata_promise(d, 0);
 		if (loop_now(l) - d->started + DATA_RETRY_MS > DATA_RETRY_FOR_MS) {
 			log_warn("service %s: cannot open a data channel: %s; giving up on it",
 				 svc->cfg->name, err);
@@ -190,6 +290,7 @@ static void on_data_connected(void *arg, struct stream *s, const struct net_addr
 		return;
 	}
 	d->s = s;
+	cdata_promise(d, 1);	/* the local connection */
 	/* the connector applied the transport's options */
 	if (svc->cfg->nodelay != svc->cli->tr->cfg->tcp.nodelay)
 		net_set_nodelay(s->fd, svc->cfg->nodelay);
@@ -207,7 +308,23 @@ static void on_data_connected(void *arg, struct stream *s, const struct net_addr
 static void cdata_connect(struct cdata *d)
 {
 	struct cservice *svc = d->svc;
+	struct loop *l = svc->cli->loop;
 
+	if (!fds_allow_data_channel(svc->cli)) {
+		/* it goes on when descriptors come back, or gives up in time */
+		if (loop_now(l) - d->started + DATA_RETRY_MS > DATA_RETRY_FOR_MS) {
+			log_debug("service %s: no file descriptor free for a data channel within %d s; "
+				  "giving up on it", svc->cfg->name, DATA_RETRY_FOR_MS / 1000);
+			cdata_free(d);
+			return;
+		}
+		if (!list_linked(&d->fd_wait))
+			list_add_tail(&svc->cli->fd_waiting, &d->fd_wait);
+		timer_start(l, &d->retry, DATA_RETRY_MS);
+		return;
+	}
+	list_del(&d->fd_wait);
+	cdata_promise(d, 2);
 	d->conn = connector_start(svc->cli->loop, svc->cli->tr,
 				  svc->have_addr ? &svc->server_addr : NULL,
 				  CONNECT_TIMEOUT_MS, on_data_connected, d);
@@ -237,6 +354,7 @@ static void open_data_channel(struct cservice *svc)
 	memcpy(d->session_key, svc->session_key, sizeof d->session_key);
 	watcher_init(&d->w, -1, on_cdata_event);
 	timer_init(&d->retry, on_cdata_retry);
+	list_init(&d->fd_wait);
 	list_add_tail(&svc->datas, &d->link);
 	cdata_connect(d);
 }
@@ -508,6 +626,8 @@ struct client *client_new(struct loop *l, const struct client_config *cfg,
 	cli->loop = l;
 	cli->cfg = cfg;
 	list_init(&cli->services);
+	list_init(&cli->fd_waiting);
+	deferred_init(&cli->fd_kick, on_fd_kick);
 	cli->tr = transport_new(&cfg->transport, false, cfg->remote_addr, err, errlen);
 	if (!cli->tr) {
 		free(cli);
@@ -529,6 +649,7 @@ void client_free(struct client *cli)
 		return;
 	while (!list_empty(&cli->services))
 		service_free(list_first(&cli->services, struct cservice, link));
+	loop_undefer(cli->loop, &cli->fd_kick);
 	transport_free(cli->tr);
 	free(cli);
 }
@@ -590,6 +711,7 @@ static uint64_t v_out(const struct cservice *s) { return live_bytes(s, 1); }
 static uint64_t v_local_fail(const struct cservice *s) { return s->local_failures; }
 static uint64_t v_udp_sessions(const struct cservice *s) { return udp_client_sessions(s); }
 static uint64_t v_udp_dropped(const struct cservice *s) { return udp_client_dropped(s); }
+static uint64_t v_refused_fds(const struct cservice *s) { return s->refused_fds; }
 
 static void family(struct buf *b, struct client *cli, const char *name, const char *type,
 		   const char *help, svc_value get, const char *extra, bool head)
@@ -619,6 +741,9 @@ void client_metrics(struct client *cli, struct buf *b)
 	family(b, cli, "rathole_service_bytes_total", "counter", NULL, v_out, "direction=\"out\"", false);
 	family(b, cli, "rathole_service_local_connect_failures_total", "counter",
 	       "Visitors closed because the local service could not be reached.", v_local_fail, NULL, true);
+	family(b, cli, "rathole_service_visitors_refused_total", "counter",
+	       "Visitors closed because file descriptors ran short (kept for control channels).",
+	       v_refused_fds, "reason=\"fds\"", true);
 	family(b, cli, "rathole_service_udp_sessions", "gauge",
 	       "UDP visitors with a local socket.", v_udp_sessions, NULL, true);
 	family(b, cli, "rathole_service_udp_dropped_total", "counter",

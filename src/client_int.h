@@ -20,6 +20,16 @@ struct client {
 	const struct client_config *cfg;
 	struct transport *tr;
 	struct list services;		/* struct cservice */
+	/* descriptors that data channels being set up may still open (fds.h):
+	 * two for a channel being connected (itself, then its local
+	 * connection), one for a channel waiting for its command or connecting
+	 * to the local service */
+	size_t fds_promised;
+	size_t locals_connecting;	/* data channels connecting to the local service */
+	struct list fd_waiting;		/* data channels waiting for descriptors, oldest first */
+	struct deferred fd_kick;	/* descriptors came back: the waiting go on */
+	uint64_t shed_log_at;		/* rate limit of the lines about shedding */
+	unsigned shed_suppressed;
 };
 
 enum cstate { CS_CONNECTING, CS_HELLO, CS_ACK, CS_READY, CS_BACKOFF };
@@ -50,6 +60,7 @@ struct cservice {
 	struct udp_client *udp;			/* the UDP data channel, if any */
 
 	uint64_t reconnects, visitors_total, bytes_in, bytes_out, local_failures, udp_dropped;
+	uint64_t refused_fds;			/* visitors closed: descriptors short */
 };
 
 /* UDP services (udp.c). Takes the data channel; replaces any previous one. */

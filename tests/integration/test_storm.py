@@ -1,17 +1,33 @@
-"""Visitors that hang up while they wait for a data channel (issue 23,
-part 1).
+"""Connection storms against a side that is short of file descriptors, and
+visitors that hang up while they wait for a data channel (issue 23, part 1).
 
+- A side under RLIMIT_NOFILE 64 takes 300 visitors at once, held for 4 s and
+  then closed: once they are gone the tunnel echoes again within 2 s (the
+  server sheds the visitors it cannot serve instead of letting them rot, and
+  never gives up its control and data channels for them). The client opens
+  a data channel only with a descriptor left for its local connection, so
+  it closes none of the visitors (the server holds them until it can).
 - Visitors that hang up while the client is stopped (SIGSTOP: no data channel
   can come) are closed at once: no CLOSE-WAIT socket, no fd left 1 s later.
 - A visitor that sends its request and half-closes while it waits is still
   served (`printf req | nc -N`)."""
+import os
+import shutil
 import signal
 import socket
 import struct
 import time
 
-from helpers import Tunnel, recv_all, wait_tunnel
-from proc_stats import fd_count
+import pytest
+
+from conftest import RATHOLE, wait_until
+from helpers import Tunnel, echo_once, recv_all, wait_tunnel
+from proc_stats import fd_count, raise_nofile
+
+NOFILE = 64
+STORM = 300
+HOLD_S = 4.0
+RECOVER_S = 2.0
 
 TCP_CLOSE_WAIT = 0x08
 
@@ -27,6 +43,97 @@ def close_wait_count(port):
             if int(local.rsplit(":", 1)[1], 16) == port and state == TCP_CLOSE_WAIT:
                 n += 1
     return n
+
+
+def closed_by_tunnel(socks):
+    """How many of the (silent) visitors the tunnel has closed or reset."""
+    n = 0
+    for s in socks:
+        try:
+            if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                n += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            n += 1
+    return n
+
+
+def echo_within(port, deadline):
+    """Tries to echo through the tunnel until the monotonic deadline; returns
+    the time of the first success, or None. A try that is closed or reset
+    (the visitor was shed) is followed by another one."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=left) as s:
+                s.sendall(b"ping")
+                s.shutdown(socket.SHUT_WR)
+                if recv_all(s) == b"ping":
+                    return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
+def start_limited(procs, t, tmp_path, side):
+    """The tunnel with `side` under RLIMIT_NOFILE NOFILE (soft and hard: rathole
+    raises its soft limit to the hard one)."""
+    env = {"RATHOLE_LOG": "info"}
+    args = {}
+    for who, text in (("server", t.server_text), ("client", t.client_text)):
+        path = tmp_path / f"{who}.toml"
+        path.write_text(text)
+        os.chmod(path, 0o600)
+        args[who] = [RATHOLE, str(path)]
+        if who == side:
+            args[who] = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", *args[who]]
+    t.server = procs.start(args["server"], env=env)
+    t.server.wait_log("listening on 127.0.0.1:%d" % t.server_port)
+    t.client = procs.start(args["client"], env=env)
+    t.server.wait_log("service echo: listening on", timeout=15)
+    wait_tunnel(t.service_port)
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
+@pytest.mark.parametrize("side", ["client"])
+def test_storm_with_few_fds_recovers(procs, echo, side, tmp_path):
+    """300 visitors at once against a side with 64 fds, held 4 s, then gone:
+    the tunnel echoes again within 2 s, and the side's fds come back."""
+    raise_nofile(4096)
+    t = Tunnel(procs, local_port=echo.port)
+    start_limited(procs, t, tmp_path, side)
+    victim = t.server if side == "server" else t.client
+    time.sleep(0.3)                     # the pool tops up
+    idle_fds = fd_count(victim.pid)
+    visitors = []
+    try:
+        for _ in range(STORM):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", t.service_port))
+            visitors.append(s)
+        time.sleep(HOLD_S)
+        assert victim.alive()
+        if side == "client":
+            # the server holds what the client cannot take yet; the client
+            # wastes no data channel on a visitor it has no fd for
+            shed = closed_by_tunnel(visitors)
+            assert shed == 0, f"the client closed {shed} visitors"
+    finally:
+        for s in visitors:
+            s.close()
+    gone = time.monotonic()
+    ok = echo_within(t.service_port, gone + RECOVER_S)
+    assert ok is not None, f"no echo within {RECOVER_S} s after the visitors left"
+    print(f"{side}: first echo {ok - gone:.2f} s after the storm")
+    # and it keeps working, with its fds back (the pool may be fuller)
+    assert echo_once(t.service_port, b"after the storm", timeout=5) == b"after the storm"
+    wait_until(lambda: fd_count(victim.pid) <= idle_fds + 24, 10, interval=0.1,
+               what=f"the {side}'s fds to come back (idle: {idle_fds})")
+    assert t.server.alive() and t.client.alive()
 
 
 def stopped_client_tunnel(procs, echo, holders):
