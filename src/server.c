@@ -46,22 +46,13 @@ struct pconn {
 static void pconn_free(struct pconn *p);
 static void pconn_advance(struct pconn *p);
 
-/* Out of file descriptors: idle pooled data channels are only a cache, and
- * with a low limit they may hold every fd while no visitor can be accepted
- * to use them. Give them back (and the relay's idle pipes). */
-void server_shed_idle_fds(struct server *srv)
+size_t server_fd_reserve(const struct server_config *cfg)
 {
-	struct list *n, *tmp;
-	size_t shed = 0;
+	size_t n = FD_RESERVE_BASE;
 
-	list_for_each_safe(n, tmp, &srv->services) {
-		struct sservice *svc = container_of(n, struct sservice, link);
-		shed += svc->npool;
-		drop_pool(svc);
-	}
-	relay_pools_free();
-	if (shed)
-		log_warn("out of file descriptors: closed %zu idle data channels", shed);
+	for (size_t i = 0; i < cfg->nservices; i++)
+		n += cfg->services[i].type == SERVICE_UDP ? UDP_POOL_SIZE : TCP_POOL_SIZE;
+	return n;
 }
 
 static struct sservice *find_service_by_digest(struct server *srv, const uint8_t *digest)
@@ -370,9 +361,11 @@ static void on_main_accept(struct loop *l, struct watcher *w, uint32_t events)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
+			/* Pooled data channels stay: the visitors they serve are
+			 * the way out. Only the relay's idle pipes are a cache. */
 			if (errno == EMFILE || errno == ENFILE) {
 				int e = errno;
-				server_shed_idle_fds(srv);
+				relay_pools_free();
 				errno = e;
 			}
 			pause_accepting(l, &srv->lw, &srv->accept_retry, &srv->accept_backoff,
@@ -484,6 +477,7 @@ struct server *server_new(struct loop *l, const struct server_config *cfg, bool 
 	srv->lfd = -1;
 	srv->retry_bind = retry_bind;
 	srv->plain.impl = &transport_tcp;
+	srv->fd_reserve = server_fd_reserve(cfg);
 	list_init(&srv->pending);
 	list_init(&srv->services);
 	timer_init(&srv->accept_retry, on_main_accept_retry);
@@ -552,6 +546,7 @@ void server_apply(struct server *srv, const struct server_config *cfg, struct re
 	const struct server_config *old = srv->cfg;
 
 	srv->cfg = cfg;
+	srv->fd_reserve = server_fd_reserve(cfg);
 	transport_rebind(srv->tr, &cfg->transport, NULL);
 	services_apply(&srv->services, &ops, srv, old->services, old->nservices,
 		       cfg->services, cfg->nservices, rc);
@@ -584,6 +579,7 @@ static uint64_t v_out(const struct sservice *s) { return live_bytes(s, 1); }
 static uint64_t v_udp_dropped(const struct sservice *s) { return udp_server_dropped(s); }
 static uint64_t v_refused_acl(const struct sservice *s) { return s->refused_acl; }
 static uint64_t v_refused_max(const struct sservice *s) { return s->refused_max; }
+static uint64_t v_refused_fds(const struct sservice *s) { return s->refused_fds; }
 
 static void family(struct buf *b, struct server *srv, const char *name, const char *type,
 		   const char *help, svc_value get, const char *extra, bool head)
@@ -620,10 +616,13 @@ void server_metrics(struct server *srv, struct buf *b)
 	family(b, srv, "rathole_service_udp_dropped_total", "counter",
 	       "UDP datagrams dropped (queue full or oversized).", v_udp_dropped, NULL, true);
 	family(b, srv, "rathole_service_visitors_refused_total", "counter",
-	       "Visitors (UDP: datagrams) refused: reason = acl (allow/deny) or max_connections.",
+	       "Visitors (UDP: datagrams) refused: reason = acl (allow/deny), max_connections, "
+	       "or fds (file descriptors kept for control and data channels).",
 	       v_refused_acl, "reason=\"acl\"", true);
 	family(b, srv, "rathole_service_visitors_refused_total", "counter", NULL, v_refused_max,
 	       "reason=\"max_connections\"", false);
+	family(b, srv, "rathole_service_visitors_refused_total", "counter", NULL, v_refused_fds,
+	       "reason=\"fds\"", false);
 	metrics_family(b, "rathole_connections_handshaking", "gauge",
 		       "Connections on bind_addr still in their handshake.");
 	metrics_sample(b, "rathole_connections_handshaking", NULL, NULL, srv->npending);

@@ -38,6 +38,8 @@ struct server {
 	size_t npending;
 	unsigned flood_warned;
 	struct list services;		/* struct sservice */
+	size_t visitors_waiting;	/* of every service: each will need a data channel */
+	size_t fd_reserve;		/* kept for control and data channels (server_fd_reserve()) */
 	uint64_t unknown_service, handshake_failures;
 };
 
@@ -86,7 +88,7 @@ struct sservice {
 	struct udp_server *udp;
 
 	uint64_t visitors_total, bytes_in, bytes_out, auth_failures, ctrl_ups, udp_dropped;
-	uint64_t refused_acl, refused_max;
+	uint64_t refused_acl, refused_max, refused_fds;
 	uint64_t refuse_log_at;			/* rate limit of refusal lines */
 	unsigned refuse_suppressed;
 };
@@ -115,10 +117,12 @@ static inline void watch_stream(struct loop *l, struct watcher *w, struct stream
 	loop_watch(l, w, ev);
 }
 
-/* The role (server.c). */
-/* Out of file descriptors: gives back what is only a cache (idle pooled
- * data channels, the relay's idle pipes). */
-void server_shed_idle_fds(struct server *srv);
+/* Descriptors kept for control and data channels when they run short: a
+ * few for the main listener's handshakes and a reconnecting control
+ * channel, and a pool's worth per service. At most a quarter of the limit,
+ * so that a low limit still leaves room for visitors. (server.c) */
+#define FD_RESERVE_BASE		8
+size_t server_fd_reserve(const struct server_config *cfg);
 
 /* A service (server_service.c). */
 struct sservice *service_new(struct server *srv, const struct service_config *cfg);

@@ -58,6 +58,7 @@ static void visitor_free(struct visitor *v)
 
 	list_del(&v->link);
 	svc->nwaiting--;
+	svc->srv->visitors_waiting--;
 	timer_stop(svc->srv->loop, &v->expire);
 	if (v->fd >= 0) {
 		loop_unwatch_closing(svc->srv->loop, &v->w);
@@ -211,6 +212,7 @@ static void visitor_wait(struct sservice *svc, int fd, const struct net_addr *pe
 	visitor_watch(v);
 	list_add_tail(&svc->waiting, &v->link);
 	svc->nwaiting++;
+	svc->srv->visitors_waiting++;
 }
 
 /* At most one line per second for events a flood could repeat. */
@@ -226,7 +228,20 @@ static bool ratelimit(uint64_t *last, uint64_t now, unsigned *suppressed, unsign
 	return true;
 }
 
-/* Access lists and max_connections, before any data channel is spent. */
+/* Descriptors that must stay free for control and data channels: the
+ * reserve (server_fd_reserve(), at most a quarter of the limit) and one for
+ * the data channel of every visitor waiting. */
+static size_t fds_kept_for_channels(const struct server *srv)
+{
+	size_t reserve = srv->fd_reserve;
+
+	if (reserve > fds_limit() / 4)
+		reserve = fds_limit() / 4;
+	return reserve + srv->visitors_waiting;
+}
+
+/* Access lists, descriptors and max_connections, before any data channel
+ * is spent. */
 static bool visitor_admitted(struct sservice *svc, const struct net_addr *peer)
 {
 	const struct service_config *c = svc->cfg;
@@ -239,6 +254,23 @@ static bool visitor_admitted(struct sservice *svc, const struct net_addr *peer)
 		if (ratelimit(&svc->refuse_log_at, now, &svc->refuse_suppressed, &more))
 			log_info("service %s: visitor %s refused by allow/deny%s", c->name,
 				 net_addr_str(peer, a, sizeof a), more ? " (and others)" : "");
+		return false;
+	}
+	/* Control and data channels come first: a visitor (already holding its
+	 * fd) is admitted only while its own data channel can come beside what
+	 * is kept. One that cannot be served is closed at once (a FIN; a reset
+	 * if it already sent bytes, which the kernel does for unread bytes)
+	 * rather than left in the accept queue, to be accepted later and wait
+	 * in vain; pooled data channels are never closed to make room for it. */
+	if (fds_short(fds_kept_for_channels(svc->srv) + 1)) {
+		svc->refused_fds++;
+		relay_pools_free();	/* idle pipes are only a cache */
+		if (ratelimit(&svc->refuse_log_at, now, &svc->refuse_suppressed, &more))
+			log_warn("service %s: file descriptors run short (%zu free, %zu kept for "
+				 "control and data channels); closing visitor %s%s (raise the open "
+				 "file limit, LimitNOFILE= with systemd)", c->name, fds_free(),
+				 fds_kept_for_channels(svc->srv), net_addr_str(peer, a, sizeof a),
+				 more ? " (and others)" : "");
 		return false;
 	}
 	if (c->max_connections && svc->nactive + svc->nwaiting >= (size_t)c->max_connections) {
@@ -358,9 +390,10 @@ static void on_service_accept(struct loop *l, struct watcher *w, uint32_t events
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
+			/* pooled data channels stay (see on_main_accept()) */
 			if (errno == EMFILE || errno == ENFILE) {
 				int e = errno;
-				server_shed_idle_fds(svc->srv);
+				relay_pools_free();
 				errno = e;
 			}
 			pause_accepting(l, &svc->lw, &svc->accept_retry, &svc->accept_backoff,

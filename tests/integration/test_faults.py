@@ -147,11 +147,31 @@ def _limited(args, nofile):
     return ["prlimit", f"--nofile={nofile}:{nofile}", *args]
 
 
+def _echoed_and_closed(socks):
+    """How many of the visitors (each sent b"x") got their echo, and how many
+    were closed or reset without one, so far."""
+    served = closed = 0
+    for s in socks:
+        try:
+            d = s.recv(1, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue
+        except OSError:
+            closed += 1
+            continue
+        if d:
+            served += 1
+        else:
+            closed += 1
+    return served, closed
+
+
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
 @pytest.mark.parametrize("side", ["server", "client"])
 def test_fd_exhaustion(procs, echo, side, tmp_path):
-    """One side runs with 64 fds; 120 visitors exhaust them. It logs, sheds
-    load, does not spin, and serves again once the visitors are gone."""
+    """One side runs with 64 fds; 120 visitors exhaust them. It serves what its
+    fds allow, sheds the rest (the server closes them), does not spin, and
+    serves again once the visitors are gone."""
     raise_nofile(4096)
     t = Tunnel(procs, local_port=echo.port, env={"RATHOLE_LOG": "info"})
     (tmp_path / "server.toml").write_text(t.server_text)
@@ -182,8 +202,8 @@ def test_fd_exhaustion(procs, echo, side, tmp_path):
             except OSError:
                 pass
             visitors.append(s)
-        # the limit is hit (the kernel queue holds the rest)
-        wait_until(lambda: fd_count(victim.pid) >= 60, 15, what="the fd limit to be reached")
+        # the side uses what it may (a reserve stays free for its channels)
+        wait_until(lambda: fd_count(victim.pid) >= 48, 15, what="the fds to be used up")
         time.sleep(1)
         cpu0 = cpu_seconds(victim.pid)
         time.sleep(3)
@@ -192,11 +212,11 @@ def test_fd_exhaustion(procs, echo, side, tmp_path):
         assert spent < bound, f"{side} used {spent:.2f} s of CPU in 3 s while out of fds"
         assert victim.alive()
         assert t.server.alive() and t.client.alive()
+        served, closed = _echoed_and_closed(visitors)
+        assert served >= 10, f"only {served} of 120 visitors served while out of fds"
         if side == "server":
-            assert "pausing for" in victim.stderr or "Too many open files" in victim.stderr, \
-                victim.stderr[-3000:]
-        else:
-            assert "Too many open files" in victim.stderr, victim.stderr[-3000:]
+            # those it cannot serve are closed, not left in the accept queue
+            assert closed > 0, f"{served} visitors served, none closed"
     finally:
         for s in visitors:
             s.close()

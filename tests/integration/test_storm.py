@@ -98,7 +98,7 @@ def start_limited(procs, t, tmp_path, side):
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
-@pytest.mark.parametrize("side", ["client"])
+@pytest.mark.parametrize("side", ["server", "client"])
 def test_storm_with_few_fds_recovers(procs, echo, side, tmp_path):
     """300 visitors at once against a side with 64 fds, held 4 s, then gone:
     the tunnel echoes again within 2 s, and the side's fds come back."""
