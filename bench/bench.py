@@ -13,9 +13,14 @@ each of them, alternating the order in every round. Prints
 medians and ratios tunnel/direct, and writes JSON and markdown under
 bench/results/. BENCH_QUICK=1 (or --quick): one short round, a smoke run.
 
+Then the storm load (bench/storm.py): each side in turn under a low open
+file limit, 5x more visitors than its free fds at once for 5 s; the time
+until the tunnel echoes again, fds and RSS before and after.
+
 Usage: bench.py [--rathole PATH] [--quick] [--rounds N] [--duration S]
                 [--only LOAD,...] [--transports T,...] [--no-held] [--no-socat]
-                [--no-relay] [--no-ssh] [--out DIR]
+                [--no-relay] [--no-ssh] [--no-storm] [--storm-nofile N] [--out DIR]
+       bench.py --only storm     the storm load alone (with --variant: side by side)
 """
 import argparse
 import json
@@ -37,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import loads as L  # noqa: E402
 import report  # noqa: E402
+import storm as ST  # noqa: E402
 from services import (BenchError, DEFAULT_TRANSPORTS, Proc, SshTunnel,  # noqa: E402
                       TLS_TRANSPORTS, TRANSPORTS, Tunnel, make_noise_keys,
                       make_tls_identity, need_tools, port_listening, start_echo,
@@ -524,9 +530,59 @@ def start_ssh(services, workdir, logdir, meta):
     return t
 
 
+def storm_loads(opts, workdir, logdir, echo_port, keys):
+    """The storm load for every binary (the main one and the variants),
+    server and client side in turn."""
+    out = {}
+    say("\nstorm: 5x more visitors than free fds at once, held %.0f s, then closed "
+        "(one side under RLIMIT_NOFILE %d)" % (ST.HOLD_S, opts.storm_nofile))
+    for vname, binary_path in [("", os.path.abspath(opts.rathole))] + opts.variants:
+        for side in ("server", "client"):
+            name = "tcp" + (":" + vname if vname else "")
+            r = ST.storm_test(binary_path, side, echo_port, keys, workdir, logdir,
+                              opts.storm_nofile, tag="-" + vname if vname else "")
+            out["%s %s" % (name, side)] = r
+            ST.say_storm(name, r, say)
+    return out
+
+
+def run_storm_only(opts, workdir, logdir):
+    """`--only storm`: the storm load and its report, nothing else."""
+    need_tools(["prlimit"])
+    if not os.access(os.path.abspath(opts.rathole), os.X_OK):
+        raise BenchError("%s is not an executable: run `make` first (or pass --rathole)"
+                         % opts.rathole)
+    meta = dict(machine_info())
+    meta.update({"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                 "rathole": os.path.abspath(opts.rathole), "commit": git_commit(),
+                 "rounds": 0, "duration": 0, "quick": opts.quick, "tools": tool_versions(),
+                 "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1]})
+    echo = start_echo(logdir)
+    storm = storm_loads(opts, workdir, logdir, echo.port, {})
+    checks = report.storm_checks(storm)
+    text = report.storm_table(storm, report.text_table) + "\n\n" + report.render_checks(
+        checks, report.text_table)
+    say("")
+    say(text)
+    os.makedirs(opts.out, exist_ok=True)
+    base = os.path.join(opts.out, "bench-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+                        + "-storm")
+    report.write_json(base + ".json", {"meta": meta, "storm": storm, "targets": checks})
+    with open(base + ".md", "w") as f:
+        f.write("# rathole benchmark, storm load, %s\n\n- machine: %s, %d CPUs, Linux %s\n"
+                "- build: %s (commit %s)\n\n" % (meta["date"], meta["cpu"], meta["ncpu"],
+                                                  meta["kernel"], meta["rathole"], meta["commit"]))
+        f.write(report.storm_table(storm, report.md_table, md=True) + "\n\n" +
+                report.render_checks(checks, report.md_table, md=True) + "\n")
+    say("written: %s.json and %s.md" % (base, base))
+    return 0
+
+
 # ---- the run ----
 
 def run(opts, workdir, logdir):
+    if opts.only == {"storm"}:
+        return run_storm_only(opts, workdir, logdir)
     need_tools(["iperf3", "wrk", "socat", "openssl", "strip", shutil.which("nginx") or "/usr/sbin/nginx"])
     rathole = os.path.abspath(opts.rathole)
     if not os.access(rathole, os.X_OK):
@@ -540,6 +596,9 @@ def run(opts, workdir, logdir):
         meta["cpu"], meta["ncpu"], opts.rounds, opts.duration, " (quick)" if opts.quick else ""))
 
     loads = [l for l in L.catalogue(opts.udp_rates) if not opts.only or l.name in opts.only]
+    if not loads:
+        raise BenchError("no load named %s (with storm only: --only storm)"
+                         % ", ".join(sorted(opts.only)))
     binary = binary_sizes(rathole, workdir)
     say("binary: %.1f KiB stripped" % binary["stripped_kib"])
 
@@ -679,6 +738,13 @@ def run(opts, workdir, logdir):
             except BenchError as e:
                 say("  ssh -R held test failed: %s" % e)
 
+    storm = {}
+    if opts.storm and (not opts.only or "storm" in opts.only):
+        if shutil.which("prlimit"):
+            storm = storm_loads(opts, workdir, logdir, echo.port, keys)
+        else:
+            say("\nstorm load skipped: prlimit (util-linux) is not installed")
+
     if opts.static and not opts.quick:
         say("\nidle memory of a `make static` build (building it)")
         st = static_idle(workdir, logdir, echo.port, keys)
@@ -701,18 +767,21 @@ def run(opts, workdir, logdir):
     meta["background_cores"] = background
     summary = report.summarize(loads, results, opts.duration)
     report.floor_ceilings(loads, results, floor, opts.duration)
-    checks = report.check_targets(summary, held, idle, binary, floor)
+    checks = report.check_targets(summary, held, idle, binary, floor) + \
+        report.storm_checks(storm)
     say("")
-    say(report.render(meta, loads, summary, present, held, idle, binary, checks, floor=floor))
+    say(report.render(meta, loads, summary, present, held, idle, binary, checks, floor=floor,
+                      storm=storm))
 
     os.makedirs(opts.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if opts.quick else "")
     base = os.path.join(opts.out, "bench-" + stamp)
     report.write_json(base + ".json", {"meta": meta, "binary": binary, "idle": idle, "held": held,
                                        "summary": summary, "targets": checks, "raw": results,
-                                       "floor": floor})
+                                       "floor": floor, "storm": storm})
     with open(base + ".md", "w") as f:
-        f.write(report.markdown(meta, loads, summary, present, held, idle, binary, checks, floor))
+        f.write(report.markdown(meta, loads, summary, present, held, idle, binary, checks, floor,
+                                storm=storm))
     say("written: %s.json and %s.md" % (base, base))
     return 0
 
@@ -723,7 +792,7 @@ def parse(argv):
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=int, help="seconds per run")
-    ap.add_argument("--only", help="comma-separated load names")
+    ap.add_argument("--only", help="comma-separated load names; storm: the storm load")
     ap.add_argument("--transports", default=",".join(DEFAULT_TRANSPORTS),
                     help="comma-separated, of %s (default: %s)" % (
                         ",".join(TRANSPORTS), ",".join(DEFAULT_TRANSPORTS)))
@@ -743,6 +812,10 @@ def parse(argv):
                     "the same copying on io_uring), the reference for the tunnel's own cost")
     ap.add_argument("--no-ssh", dest="ssh", action="store_false",
                     help="skip the ssh -R reference (OpenSSH sshd + ssh on loopback)")
+    ap.add_argument("--no-storm", dest="storm", action="store_false",
+                    help="skip the storm load (bench/storm.py)")
+    ap.add_argument("--storm-nofile", type=int, default=256, metavar="N",
+                    help="the open file limit of the side under the storm (default 256)")
     ap.add_argument("--no-static", dest="static", action="store_false",
                     help="skip the idle memory of a `make static` build")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",

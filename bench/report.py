@@ -336,8 +336,64 @@ def floor_rows(loads, summary, floor):
     return rows
 
 
+def storm_table(storm, tbl, md=False):
+    """The storm load (bench/storm.py): one row per binary and side."""
+    rows = []
+    for name, r in storm.items():
+        rec = "%.3f" % r["recover_s"] if r["recover_s"] is not None else "none in 30 s"
+        rows.append([name, r["nofile"], "%d (%d free)" % (r["opened"], r["free_fds"]),
+                     r["served"], r["shed"], "%.2f" % r["cpu_hold_s"], rec,
+                     "%d -> %d -> %d" % (r["fds_before"], r["fds_after"], r["fds_after2"]),
+                     "%d -> %d -> %d" % (r["rss_before_kib"], r["rss_after_kib"],
+                                         r["rss_after2_kib"])])
+    head = ("## Storm: 5x more visitors than free fds\n\nOne side under a low open file "
+            "limit; 5x more visitors than it has free fds connect at once, send a byte each, "
+            "hold 5 s and close. Served: their byte came back; shed: closed by the tunnel. "
+            "Then the seconds until a fresh visitor echoes, and the limited side's fds and "
+            "RSS before the storm, after it, and after the same storm a second time.\n\n"
+            if md else
+            "Storm: 5x more visitors than free fds, held 5 s (fds, RSS: the limited side)\n")
+    return head + tbl(["tunnel side", "nofile", "visitors", "served", "shed",
+                       "cpu in the hold, s", "first echo after, s", "fds", "RSS KiB"], rows)
+
+
+def storm_checks(storm):
+    """After the storm the tunnel echoes again within 2 s, and the limited
+    side's fds come back (the pool may hold up to 8 more channels)."""
+    out = []
+    for name, r in storm.items():
+        v = r["recover_s"]
+        out.append({"target": "Storm (%s): echo again after the visitors left" % name,
+                    "goal": "<= 2 s", "value": v, "ok": v is not None and v <= 2.0 and r["alive"],
+                    "shown": "%.3f s" % v if v is not None else "none within 30 s",
+                    "out_of_reach": False})
+        out.append({"target": "Storm (%s): fds back" % name, "goal": "<= before + 8",
+                    "value": r["fds_after"], "ok": max(r["fds_after"], r["fds_after2"]) <=
+                    r["fds_before"] + 8,
+                    "shown": "%d -> %d -> %d" % (r["fds_before"], r["fds_after"],
+                                                 r["fds_after2"]),
+                    "out_of_reach": False})
+        # malloc keeps what the storm's longest-lived allocations pin: bounded by
+        # the fd limit, so a second storm must not add to it
+        grow = r["rss_after2_kib"] - r["rss_after_kib"]
+        out.append({"target": "Storm (%s): RSS after a second storm" % name,
+                    "goal": "<= after the first + 64 KiB", "value": grow, "ok": grow <= 64,
+                    "shown": "%d -> %d -> %d KiB" % (r["rss_before_kib"], r["rss_after_kib"],
+                                                     r["rss_after2_kib"]),
+                    "out_of_reach": False})
+    return out
+
+
+def render_checks(checks, tbl, md=False):
+    rows = [[c["target"], c["goal"], c["shown"],
+             "NO (out of reach)" if c["ok"] is False and c.get("out_of_reach") else
+             {True: "yes", False: "NO", None: "-"}[c["ok"]]] for c in checks]
+    return ("## Targets\n\n" if md else "Targets\n") + tbl(["target", "goal", "measured", "met"],
+                                                            rows)
+
+
 def render(meta, loads, summary, targets_present, held, idle, binary, checks, md=False,
-           floor=None):
+           floor=None, storm=None):
     tbl = md_table if md else text_table
     parts = []
     header = ["load"] + [label(t) for t in targets_present]
@@ -415,15 +471,14 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
             rows.append(["make TLS=0", binary.get("tls0_note", "-"), ""])
         parts.append(("## Binary size (KiB)\n\n" if md else "Binary size, KiB\n") +
                      tbl(["build", "stripped", "unstripped"], rows))
-    rows = [[c["target"], c["goal"], c["shown"],
-             "NO (out of reach)" if c["ok"] is False and c.get("out_of_reach") else
-             {True: "yes", False: "NO", None: "-"}[c["ok"]]] for c in checks]
-    parts.append(("## Targets\n\n" if md else "Targets\n") +
-                 tbl(["target", "goal", "measured", "met"], rows))
+    if storm:
+        parts.append(storm_table(storm, tbl, md))
+    parts.append(render_checks(checks, tbl, md))
     return "\n\n".join(parts) + "\n"
 
 
-def markdown(meta, loads, summary, targets_present, held, idle, binary, checks, floor=None):
+def markdown(meta, loads, summary, targets_present, held, idle, binary, checks, floor=None,
+             storm=None):
     head = ["# rathole benchmark, %s" % meta["date"], "",
             "- machine: %s, %d CPUs, %s, Linux %s" % (meta["cpu"], meta["ncpu"],
                                                        meta["memory"], meta["kernel"]),
@@ -436,7 +491,7 @@ def markdown(meta, loads, summary, targets_present, held, idle, binary, checks, 
             "- tools: %s" % ", ".join(meta["tools"]),
             ""]
     return "\n".join(head) + "\n" + render(meta, loads, summary, targets_present, held, idle,
-                                          binary, checks, md=True, floor=floor)
+                                          binary, checks, md=True, floor=floor, storm=storm)
 
 
 def write_json(path, doc):

@@ -341,7 +341,9 @@ class Tunnel:
                     % (name, kind, TOKEN, lport))
         return srv, cli
 
-    def start(self, env=None):
+    def start(self, env=None, nofile=None):
+        """nofile: {"server" or "client": N} runs that side under RLIMIT_NOFILE N
+        (soft and hard: rathole raises its soft limit to the hard one)."""
         srv, cli = self.configs()
         d = os.path.join(self.workdir, "tunnel-" + self.name)
         os.makedirs(d, exist_ok=True)
@@ -355,14 +357,19 @@ class Tunnel:
         e.setdefault("RATHOLE_LOG", "info")
         if env:
             e.update(env)
+        def limited(role, args):
+            n = (nofile or {}).get(role)
+            return ["prlimit", "--nofile=%d:%d" % (n, n)] + args if n else args
         self.server = Proc("rathole-%s-server" % self.name,
-                           [self.rathole, "--server", paths["server"]], self.logdir, env=e)
+                           limited("server", [self.rathole, "--server", paths["server"]]),
+                           self.logdir, env=e)
         wait_until(lambda: port_listening(self.bind_port) or not self.server.alive(), 15,
                    "the %s server to listen" % self.name)
         if not self.server.alive():
             raise BenchError("the %s rathole server exited:\n%s" % (self.name, self.server.log_tail()))
         self.client = Proc("rathole-%s-client" % self.name,
-                           [self.rathole, "--client", paths["client"]], self.logdir, env=e)
+                           limited("client", [self.rathole, "--client", paths["client"]]),
+                           self.logdir, env=e)
 
     def wait_ready(self, probe, timeout=20):
         """probe(port) -> bool for a service that answers through the tunnel."""
