@@ -1,8 +1,12 @@
 /* main() for the fuzz targets without libFuzzer: replays every file given
  * (directories are walked one level deep) through LLVMFuzzerTestOneInput.
  * `make fuzz-regress` runs it over the seed corpus and the regression
- * inputs with the normal compiler, so `make test` needs no libFuzzer. */
+ * inputs with the normal compiler, so `make test` needs no libFuzzer.
+ * A path that does not exist, or a run that replays no input at all, is a
+ * failure: a renamed or emptied corpus must not turn into a silent pass
+ * (the Makefile passes a regression directory only when it exists). */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,12 +79,19 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		struct stat st;
 
-		if (stat(argv[i], &st) < 0)
-			continue;	/* a target without regression inputs yet */
+		if (stat(argv[i], &st) < 0) {
+			fprintf(stderr, "replay: %s: %s\n", argv[i], strerror(errno));
+			rc = 1;
+			continue;
+		}
 		if ((S_ISDIR(st.st_mode) ? replay_dir(argv[i]) : replay_file(argv[i])) < 0)
 			rc = 1;
 	}
 	name = strrchr(argv[0], '/');
 	printf("%-20s %d inputs replayed\n", name ? name + 1 : argv[0], replayed);
+	if (!replayed) {
+		fprintf(stderr, "replay: no input replayed: that is a failure, not a pass\n");
+		rc = 1;
+	}
 	return rc;
 }
