@@ -118,7 +118,12 @@ class EchoServer:
 
 
 class UdpEcho:
-    def __init__(self, host="127.0.0.1", port=0):
+    """A UDP echo service; .peers: every source address seen. reply(data,
+    addr), when given, makes the answer instead of the echo (e.g. the source
+    port the service saw, so a visitor learns which local socket carried it)."""
+
+    def __init__(self, host="127.0.0.1", port=0, reply=None):
+        self.reply = reply
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
         self.sock.bind((host, port))
@@ -139,7 +144,7 @@ class UdpEcho:
                 break
             self.peers.add(a)
             try:
-                self.sock.sendto(d, a)
+                self.sock.sendto(self.reply(d, a) if self.reply else d, a)
             except OSError:
                 pass
         self.sock.close()

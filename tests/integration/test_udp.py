@@ -119,14 +119,38 @@ def test_idle_expiry(procs, uecho):
     s.close()
 
 
-def test_session_cap_evicts_oldest(procs, uecho):
-    srv, cl, vp = start_udp(procs, uecho.port, svc_extra_client="udp_max_sessions = 10")
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(30)]
-    for i, s in enumerate(socks):
-        assert udp_roundtrip(vp, b"v%d" % i, sock=s) == b"v%d" % i
-    cl.wait_log("more than 10 UDP visitors at once", timeout=5)
-    for s in socks:
-        s.close()
+def test_session_cap_evicts_oldest(procs):
+    """udp_max_sessions = 10 and 30 visitors: each new visitor past the cap
+    takes the socket of the least recently active one. The local service
+    answers with the source port it saw, so each visitor learns which local
+    socket carried it: an evicted visitor comes back on a new socket, the
+    recent ones keep theirs."""
+    seen = UdpEcho(reply=lambda d, a: d if d == b"ping" else b"%s from %d" % (d, a[1]))
+    try:
+        srv, cl, vp = start_udp(procs, seen.port, svc_extra_client="udp_max_sessions = 10")
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(30)]
+
+        def local_port_of(i, tag):
+            got = udp_roundtrip(vp, b"v%d %s" % (i, tag), sock=socks[i])
+            assert got and got.startswith(b"v%d %s from " % (i, tag)), got
+            return int(got.rsplit(b" ", 1)[1])
+
+        try:
+            first = [local_port_of(i, b"a") for i in range(30)]
+            # visitors 20..29 hold the 10 sessions now; 29 is the most recent
+            assert local_port_of(29, b"b") == first[29]
+            assert local_port_of(28, b"b") == first[28]
+            # visitor 0 was evicted long ago: a new local socket carries it
+            assert local_port_of(0, b"b") != first[0]
+            # the ping of wait_udp, 30 visitors, visitor 0 again: nothing
+            # else got a new socket
+            assert len(seen.peers) == 1 + 30 + 1
+            cl.wait_log("more than 10 UDP visitors at once", timeout=5)
+        finally:
+            for s in socks:
+                s.close()
+    finally:
+        seen.stop()
 
 
 def cut_udp_channels(relay):
