@@ -10,6 +10,8 @@ import selectors
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 from conftest import free_port, wait_until
 
@@ -264,12 +266,15 @@ def wait_tunnel(port, host="127.0.0.1", timeout=15):
 
 
 def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120, pace=0.0,
-                     half_close=True):
+                     half_close=True, midway=None):
     """Send nbytes of pseudo-random data through an echo tunnel while reading
     the echo back; return (sent_sha256, received_sha256, received_bytes).
     pace: seconds to sleep between chunks, to make a transfer last.
     half_close=False: never half-close; the reader stops after nbytes (for
-    paths that end both directions at the first EOF, like some proxies)."""
+    paths that end both directions at the first EOF, like some proxies).
+    midway: called once when half the bytes are sent (and echoed back), the
+    connection open: what it does happens during the transfer, whatever the
+    machine's speed (its exceptions end the transfer and reach the caller)."""
     block = os.urandom(chunk)
     sent = hashlib.sha256()
     got = hashlib.sha256()
@@ -292,20 +297,27 @@ def transfer_checked(port, nbytes, chunk=1 << 20, host="127.0.0.1", timeout=120,
     t.start()
     left = nbytes
     i = 0
-    while left > 0:
-        # vary the data so that a misplaced chunk changes the digest
-        piece = block[: min(chunk, left)]
-        piece = bytes([i & 0xFF]) + piece[1:]
-        s.sendall(piece)
-        sent.update(piece)
-        left -= len(piece)
-        i += 1
-        if pace:
-            time.sleep(pace)
-    if half_close:
-        s.shutdown(socket.SHUT_WR)
-    t.join(timeout)
-    s.close()
+    try:
+        while left > 0:
+            # vary the data so that a misplaced chunk changes the digest
+            piece = block[: min(chunk, left)]
+            piece = bytes([i & 0xFF]) + piece[1:]
+            s.sendall(piece)
+            sent.update(piece)
+            left -= len(piece)
+            i += 1
+            if pace:
+                time.sleep(pace)
+            if midway and left <= nbytes // 2:
+                wait_until(lambda: received[0] >= nbytes - left or not t.is_alive(), timeout,
+                           what="the first half's echo")
+                midway()
+                midway = None
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        t.join(timeout)
+    finally:
+        s.close()
     assert not err, err
     return sent.hexdigest(), got.hexdigest(), received[0]
 
@@ -394,3 +406,26 @@ class Tunnel:
         self.start_client()
         self.server.wait_log(f"service {self.name}: listening on", timeout=15)
         return self
+
+
+def http(url, method="GET", token=None):
+    """An admin API request: (status, body text); HTTP errors are answers too."""
+    req = urllib.request.Request(url, method=method)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample of a Prometheus text page."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    raise AssertionError(f"no sample {prefix!r} in:\n{text}")
+

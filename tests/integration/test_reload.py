@@ -1,13 +1,14 @@
 """Hot reload: services added, removed and changed while running."""
 import os
 import signal
-import threading
+import socket
 import time
 
 import pytest
 
 from conftest import RATHOLE, free_port, port_open, wait_port_closed
-from helpers import EchoServer, client_config, echo_once, server_config, transfer_checked, wait_tunnel
+from helpers import (EchoServer, client_config, echo_once, http, metric, server_config,
+                     transfer_checked, wait_tunnel)
 
 
 @pytest.fixture
@@ -27,18 +28,44 @@ def write_atomically(path, text):
 
 
 class Pair:
-    def __init__(self, procs, echoes):
+    def __init__(self, procs, echoes, server_extra=""):
         self.procs = procs
         self.sp = free_port()
         self.ports = {"one": free_port(), "two": free_port()}
         self.echo = {"one": echoes[0].port, "two": echoes[1].port}
         self.spath = procs.tmp / "server.toml"
         self.cpath = procs.tmp / "client.toml"
+        self.server_extra = server_extra
+        self.links = None
 
-    def texts(self, names, token="tk"):
-        s = server_config(self.sp, {n: dict(bind_port=self.ports[n], token=token) for n in names})
-        c = client_config(self.sp, {n: dict(local_port=self.echo[n], token=token) for n in names})
+    def texts(self, names, token="tk", tokens=None):
+        """tokens: {name: token} for the services whose token differs."""
+        tokens = tokens or {}
+        s = server_config(self.sp, {n: dict(bind_port=self.ports[n], token=tokens.get(n, token))
+                                    for n in names}, extra=self.server_extra)
+        c = client_config(self.sp, {n: dict(local_port=self.echo[n], token=tokens.get(n, token))
+                                    for n in names})
         return s, c
+
+    def link_elsewhere(self, names):
+        """Starts both sides on files of their own directories, each with a
+        hard link in a third directory that no watcher watches: an edit
+        through a link changes the file rathole reads without a single
+        inotify event where it looks (only SIGHUP or the API then reloads
+        it). Separate directories: writing one side's file must not wake
+        the other side's watcher either."""
+        s, c = self.texts(names)
+        d = self.procs.tmp / "elsewhere"
+        d.mkdir()
+        self.links = (d / "server.toml", d / "client.toml")
+        for side, text, link in (("server", s, self.links[0]), ("client", c, self.links[1])):
+            (self.procs.tmp / side).mkdir()
+            path = self.procs.tmp / side / f"{side}.toml"
+            path.write_text(text)
+            os.link(path, link)
+            setattr(self, side, self.procs.start([RATHOLE, str(path)]))
+        for n in names:
+            wait_tunnel(self.ports[n])
 
     def start(self, names):
         s, c = self.texts(names)
@@ -47,45 +74,107 @@ class Pair:
         for n in names:
             wait_tunnel(self.ports[n])
 
-    def write(self, names, how="rename", token="tk"):
-        s, c = self.texts(names, token)
-        for path, text in ((self.spath, s), (self.cpath, c)):
+    def write(self, names, how="rename", token="tk", tokens=None):
+        s, c = self.texts(names, token, tokens)
+        paths = self.links if how == "link" else (self.spath, self.cpath)
+        for path, text in zip(paths, (s, c)):
             if how == "rename":
                 write_atomically(path, text)
-            else:
+            else:                       # in place (through the link or not)
                 path.write_text(text)
 
 
+def held(port, tag):
+    """A visitor connection that stays open, checked to echo."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert echo_on(c, tag) == tag
+    return c
+
+
+def echo_on(c, data):
+    c.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        d = c.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+
+
+def closed_by_peer(c, timeout=10):
+    """True when the peer ends the connection (EOF or reset) within timeout."""
+    c.settimeout(timeout)
+    try:
+        return c.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
 def test_add_service_during_transfer(procs, echoes):
+    """A service is added while a 64 MiB transfer runs on another: the
+    reload happens between its halves, and every byte arrives intact."""
     p = Pair(procs, echoes)
     p.start(["one"])
-    result = {}
 
-    def transfer():
-        # about 4 s: the reload happens in the middle of it
-        result["r"] = transfer_checked(p.ports["one"], 64 << 20, chunk=256 << 10, pace=0.015)
+    def add_two():
+        p.write(["one", "two"])
+        p.server.wait_log("reload: +1 added, -0 removed, ~0 changed, 1 unchanged", timeout=10)
+        p.client.wait_log("reload: +1 added, -0 removed, ~0 changed, 1 unchanged", timeout=10)
+        wait_tunnel(p.ports["two"])
+        assert echo_once(p.ports["two"], b"the new one") == b"the new one"
 
-    t = threading.Thread(target=transfer)
-    t.start()
-    time.sleep(0.3)
-    p.write(["one", "two"])
-    p.server.wait_log("reload: +1 added, -0 removed, ~0 changed, 1 unchanged", timeout=10)
-    p.client.wait_log("reload: +1 added, -0 removed, ~0 changed, 1 unchanged", timeout=10)
-    wait_tunnel(p.ports["two"])
-    assert echo_once(p.ports["two"], b"the new one") == b"the new one"
-    assert t.is_alive(), "the transfer should still be running across the reload"
-    t.join(120)
-    sent, got, n = result["r"]
+    sent, got, n = transfer_checked(p.ports["one"], 64 << 20, chunk=256 << 10, midway=add_two)
     assert n == 64 << 20 and sent == got
 
 
-def test_remove_service(procs, echoes):
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_remove_service(procs, echoes, side):
+    """A service removed on one side stops: its port closes (server) or its
+    control channel ends (client), and the connections it was forwarding
+    are closed; the other service and its open connection are untouched."""
     p = Pair(procs, echoes)
     p.start(["one", "two"])
-    p.write(["one"], how="in-place")
-    p.server.wait_log("service two: removed by the reload", timeout=10)
-    wait_port_closed(p.ports["two"])
-    assert echo_once(p.ports["one"], b"still here") == b"still here"
+    keep, drop = held(p.ports["one"], b"one"), held(p.ports["two"], b"two")
+    try:
+        s, c = p.texts(["one"])
+        path, text, proc = ((p.spath, s, p.server) if side == "server"
+                            else (p.cpath, c, p.client))
+        path.write_text(text)
+        proc.wait_log("service two: removed by the reload", timeout=10)
+        assert closed_by_peer(drop), "the removed service's connection is still open"
+        wait_port_closed(p.ports["two"])
+        assert echo_on(keep, b"still here") == b"still here"
+        assert echo_once(p.ports["one"], b"and new ones") == b"and new ones"
+    finally:
+        keep.close()
+        drop.close()
+
+
+def test_changed_service_restarts_alone(procs, echoes):
+    """A service whose token changes restarts: its connections close and it
+    comes back with the new token. The unchanged service beside it keeps its
+    open connection and its control channel (connected once)."""
+    api = free_port()
+    p = Pair(procs, echoes, server_extra=f'[server.api]\nbind_addr = "127.0.0.1:{api}"\n')
+    p.start(["one", "two"])
+    keep, drop = held(p.ports["one"], b"one"), held(p.ports["two"], b"two")
+    url = f"http://127.0.0.1:{api}/metrics"
+    try:
+        p.write(["one", "two"], tokens={"two": "new-token"})
+        for proc in (p.server, p.client):       # (the effects below say what it did)
+            proc.wait_log("reload: +0 added, -0 removed", timeout=10)
+        assert closed_by_peer(drop), "the changed service's connection is still open"
+        wait_tunnel(p.ports["two"])
+        assert echo_on(keep, b"untouched") == b"untouched"
+        page = http(url)[1]
+        assert metric(page, "rathole_service_control_channel_connects_total", service="one") == 1
+        assert metric(page, "rathole_service_connections_active", service="one") == 1
+    finally:
+        keep.close()
+        drop.close()
 
 
 def test_broken_edit_keeps_running_config(procs, echoes):
@@ -123,25 +212,36 @@ def test_unreadable_or_oversized_file_keeps_running_config(procs, echoes):
 
 
 def test_sighup_reloads(procs, echoes):
+    """SIGHUP alone reloads. Both files are edited through hard links in a
+    directory nobody watches, so the file watcher sees nothing; service two
+    forwards only once both sides took the new file on SIGHUP (the server
+    opens its port when the client's control channel for it arrives)."""
     p = Pair(procs, echoes)
-    p.start(["one"])
-    # change the token on both sides; the file watcher and SIGHUP both apply it
-    p.write(["one"], how="in-place", token="new-token")
-    p.server.signal(signal.SIGHUP)
-    p.server.wait_log("SIGHUP received; reloading", timeout=10)
-    p.server.wait_log("service one: changed by the reload; restarting it", timeout=10)
-    wait_tunnel(p.ports["one"], timeout=20)
-    # SIGHUP with an unchanged file is harmless
+    p.link_elsewhere(["one"])
+    p.write(["one", "two"], how="link")
+    # the premise: no reload without the signal (the watcher's debounce is 0.3 s)
+    time.sleep(1.0)
+    assert "reload:" not in p.server.stderr + p.client.stderr
     p.client.signal(signal.SIGHUP)
     p.client.wait_log("SIGHUP received; reloading", timeout=10)
+    # the client asks for two; the server does not know it yet
+    p.client.wait_log('the server has no service named "two"', timeout=10)
+    assert not port_open(p.ports["two"])
+    p.server.signal(signal.SIGHUP)
+    wait_tunnel(p.ports["two"], timeout=20)
+    assert echo_once(p.ports["two"], b"after SIGHUP") == b"after SIGHUP"
+    # SIGHUP with an unchanged file is harmless
+    p.client.signal(signal.SIGHUP)
+    p.client.wait_log("SIGHUP received; reloading", timeout=10, count=2)
     assert echo_once(p.ports["one"], b"after") == b"after"
 
 
 def test_symlink_swap(procs, echoes):
-    """Kubernetes-style: the config path is a symlink whose target is swapped."""
+    """Kubernetes-style: the config path is a symlink whose target is swapped;
+    the service the new target adds forwards."""
     p = Pair(procs, echoes)
-    s1, c1 = p.texts(["one"])
-    s2, _ = p.texts(["one", "two"])
+    s1, _ = p.texts(["one"])
+    s2, c2 = p.texts(["one", "two"])
     d1, d2 = procs.tmp / "v1", procs.tmp / "v2"
     d1.mkdir()
     d2.mkdir()
@@ -151,10 +251,14 @@ def test_symlink_swap(procs, echoes):
     os.symlink("v1", link)
     srv = procs.start([RATHOLE, str(link / "server.toml")])
     srv.wait_log("listening on 127.0.0.1:%d" % p.sp)
+    procs.rathole(c2, name="client.toml")
+    wait_tunnel(p.ports["one"])
+    assert not port_open(p.ports["two"])
     tmp_link = procs.tmp / "current.tmp"
     os.symlink("v2", tmp_link)
     os.rename(tmp_link, link)
-    srv.wait_log("reload: +1 added", timeout=10)
+    wait_tunnel(p.ports["two"], timeout=20)
+    assert echo_once(p.ports["two"], b"swapped in") == b"swapped in"
 
 
 def test_settings_change_restarts_role(procs, echoes):
