@@ -429,3 +429,103 @@ def metric(text, name, **labels):
             return float(line[len(prefix):])
     raise AssertionError(f"no sample {prefix!r} in:\n{text}")
 
+
+PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def parse_proxy_header(c):
+    """Reads one PROXY protocol header (v1 text or v2 binary) from socket c,
+    strictly (haproxy's proxy-protocol.txt): returns dict(version=1|2,
+    family="TCP4"|"TCP6", src=(ip, port), dst=(ip, port)); raises
+    ValueError for anything else. Reads the header's bytes only."""
+    def exact(n):
+        b = b""
+        while len(b) < n:
+            d = c.recv(n - len(b))
+            if not d:
+                raise ValueError(f"closed inside the header after {b!r}")
+            b += d
+        return b
+
+    first = exact(12)
+    if first == PP2_SIGNATURE:
+        ver_cmd, fam = exact(2)
+        length = int.from_bytes(exact(2), "big")
+        if ver_cmd != 0x21:
+            raise ValueError(f"v2: version/command byte 0x{ver_cmd:02x}, expected 0x21 (v2 PROXY)")
+        body = exact(length)
+        if fam == 0x11 and length >= 12:
+            ip = lambda b: socket.inet_ntop(socket.AF_INET, b)
+            src, dst, ports = body[0:4], body[4:8], body[8:12]
+            family = "TCP4"
+        elif fam == 0x21 and length >= 36:
+            ip = lambda b: socket.inet_ntop(socket.AF_INET6, b)
+            src, dst, ports = body[0:16], body[16:32], body[32:36]
+            family = "TCP6"
+        else:
+            raise ValueError(f"v2: family/protocol 0x{fam:02x} with {length} address bytes")
+        return dict(version=2, family=family,
+                    src=(ip(src), int.from_bytes(ports[0:2], "big")),
+                    dst=(ip(dst), int.from_bytes(ports[2:4], "big")))
+    if not first.startswith(b"PROXY "):
+        raise ValueError(f"no PROXY header: {first!r}")
+    line = first
+    while not line.endswith(b"\r\n"):
+        if len(line) >= 107:            # the longest v1 line, CRLF included
+            raise ValueError(f"v1: no CRLF within 107 bytes: {line!r}")
+        line += exact(1)
+    parts = line[:-2].decode("ascii").split(" ")
+    if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
+        raise ValueError(f"v1: malformed line {line!r}")
+    fam = socket.AF_INET if parts[1] == "TCP4" else socket.AF_INET6
+    for a in parts[2:4]:
+        socket.inet_pton(fam, a)        # ValueError/OSError on a bad address
+    for p in parts[4:6]:
+        if not p.isdigit() or (len(p) > 1 and p[0] == "0") or int(p) > 65535:
+            raise ValueError(f"v1: bad port {p!r} in {line!r}")
+    return dict(version=1, family=parts[1], src=(parts[2], int(parts[4])),
+                dst=(parts[3], int(parts[5])))
+
+
+class ProxyProtocolService:
+    """A local service that expects a PROXY header on each connection: it
+    records what the header said (.headers, in order; a malformed header is
+    recorded as dict(error=...) and the connection closed), answers one line
+    "v<version> <family> <src ip> <src port> <dst ip> <dst port>\\n", then
+    echoes the rest of the stream."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.ls = listen_tcp(host)
+        self.port = self.ls.getsockname()[1]
+        self.headers = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        for c in accepted(self.ls, lambda: self._stop):
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(10)
+        with c:
+            try:
+                h = parse_proxy_header(c)
+            except (ValueError, OSError) as e:
+                self.headers.append(dict(error=str(e)))
+                return
+            self.headers.append(h)
+            try:
+                c.sendall(b"v%d %s %s %d %s %d\n" % (h["version"], h["family"].encode(),
+                                                     h["src"][0].encode(), h["src"][1],
+                                                     h["dst"][0].encode(), h["dst"][1]))
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    c.sendall(d)
+            except OSError:
+                pass
+
+    def stop(self):
+        self._stop = True
+        self.ls.close()

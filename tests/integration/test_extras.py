@@ -3,34 +3,12 @@ import json
 import os
 import shutil
 import socket
-import urllib.error
-import urllib.request
 
 import pytest
 
-from conftest import free_port, wait_port, wait_until
-from helpers import (Tunnel, client_config, recv_all, server_config,
-                     transfer_checked, wait_tunnel)
-
-
-def http(url, method="GET", token=None):
-    req = urllib.request.Request(url, method=method)
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    prefix = f"{name}{{{want}}} " if labels else f"{name} "
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix):])
-    raise AssertionError(f"no sample {prefix!r} in:\n{text}")
+from conftest import free_port, wait_port
+from helpers import (ProxyProtocolService, Tunnel, client_config, http, metric, recv_all,
+                     server_config, transfer_checked, wait_tunnel)
 
 
 def test_metrics_move_with_traffic(procs, echo):
@@ -148,11 +126,64 @@ def test_max_connections(procs, echo):
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
+# the visitor's source address: not the service's own, so a header that
+# swapped source and destination, or wrote the bind address, shows
+VISITOR = {"ipv4": "127.0.0.7", "ipv6": "::1"}
+HOST = {"ipv4": "127.0.0.1", "ipv6": "::1"}
 
-@pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (apt-get install nginx-light)")
+
+def proxied_service(procs, version, family, local_port):
+    """A server whose service sends PROXY headers (version) to local_port,
+    visited on HOST[family]; returns the service port once it listens."""
+    host = HOST[family]
+    sp, vp = free_port(), free_port(host=host)
+    srv = procs.rathole(server_config(sp, {"web": dict(bind_port=vp, bind_host=host if family == "ipv4" else "[::1]",
+                                                       token="t", extra=f'proxy_protocol = "{version}"')}),
+                        name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    procs.rathole(client_config(sp, {"web": dict(local_port=local_port, token="t")}), name="c.toml")
+    srv.wait_log("service web: listening on", timeout=15)
+    return vp
+
+
+def visit(family, port, payload):
+    """Connects from VISITOR[family] to the service: (own (ip, port), reply)."""
+    fam = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.bind((VISITOR[family], 0))
+        s.connect((HOST[family], port))
+        me = s.getsockname()[:2]
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        return me, recv_all(s)
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_proxy_protocol_header_exact(procs, version, family):
+    """The local service parses the header strictly: the version configured,
+    the visitor's own address and port as the source, the service's address
+    and port as the destination, and the visitor's bytes right after it."""
+    svc = ProxyProtocolService()
+    try:
+        vp = proxied_service(procs, version, family, svc.port)
+        for i in range(3):          # each connection gets its own header
+            (ip, port), reply = visit(family, vp, b"payload %d" % i)
+            fam = "TCP4" if family == "ipv4" else "TCP6"
+            want = b"%s %s %s %d %s %d\n" % (version.encode(), fam.encode(), ip.encode(), port,
+                                             HOST[family].encode(), vp)
+            assert reply == want + b"payload %d" % i, (reply, svc.headers)
+        assert len(svc.headers) == 3 and all("error" not in h for h in svc.headers), svc.headers
+    finally:
+        svc.stop()
+
+
+@pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (apt-get install nginx-light)")
+@pytest.mark.parametrize("version,family", [("v1", "ipv4"), ("v2", "ipv6")])
 def test_proxy_protocol_with_nginx(procs, tmp_path, version, family):
+    """A real consumer of the header: nginx reports the visitor's address and
+    port it read from it."""
     port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
@@ -176,28 +207,9 @@ http {{
 """)
     nginx = procs.start([NGINX, "-c", str(conf), "-e", str(tmp_path / "error.log")])
     wait_port(port)
-    host = "127.0.0.1" if family == "ipv4" else "::1"
-    sp, vp = free_port(), free_port(host=host)
-    procs.rathole(server_config(sp, {"web": dict(bind_port=vp, bind_host=host if family == "ipv4" else "[::1]",
-                                                 token="t", extra=f'proxy_protocol = "{version}"')}),
-                  name="s.toml").wait_log("listening on")
-    procs.rathole(client_config(sp, {"web": dict(local_port=port, token="t")}), name="c.toml")
-
-    def get():
-        fam = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        s.settimeout(5)
-        try:
-            s.connect((host, vp))
-            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-            return recv_all(s).decode("latin-1")
-        except OSError:
-            return ""
-        finally:
-            s.close()
-
-    body = wait_until(lambda: (lambda r: r if "visitor=" in r else None)(get()), 15,
-                      what="nginx through the tunnel")
-    assert "200 OK" in body
-    assert f"visitor={host}:" in body, body
+    vp = proxied_service(procs, version, family, port)
+    (ip, vport), body = visit(family, vp, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    body = body.decode("latin-1")
+    assert "200 OK" in body, body
+    assert f"visitor={ip}:{vport}\n" in body, body
     nginx.stop()
