@@ -105,6 +105,16 @@ def test_local_service_refuses(procs):
 TCP_SYN_SENT = 2
 
 
+def syn_sent_to(port):
+    """Whether a socket of this network namespace is in SYN-SENT towards
+    127.0.0.1:port (/proc/net/tcp: the remote address, then the state)."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        next(f)
+        return any(fields[2] == want and int(fields[3], 16) == TCP_SYN_SENT
+                   for fields in (line.split() for line in f))
+
+
 def test_local_service_slow_to_answer(procs):
     """On loopback a connect() usually completes inside the call, and the
     client goes on at once. A local service whose accept queue is full drops
@@ -127,7 +137,10 @@ def test_local_service_slow_to_answer(procs):
     v = socket.create_connection(("127.0.0.1", t.service_port), timeout=10)
     try:
         v.sendall(b"hello")
-        time.sleep(0.3)                # the client's connect is waiting now
+        # the client's connect is waiting now: its SYN was dropped, and the
+        # kernel will retry it (the path this test is about)
+        wait_until(lambda: syn_sent_to(port), 10, interval=0.01,
+                   what="the client's connect to wait in SYN-SENT")
         ls.accept()[0].close()         # the filler's: room in the queue
         filler.close()
         conn, _ = ls.accept()          # the client's, after its SYN's retry
@@ -274,6 +287,14 @@ except OSError:
 """
 
 
+def _client_connections(ns, server_port):
+    """The local ends (addr:port) of the established connections to the
+    server, seen from the client's namespace."""
+    r = _ip("netns", "exec", ns, "ss", "-tnH", "state", "established",
+            "dst", f"{NS_NET}.1:{server_port}")
+    return {line.split()[2] for line in r.stdout.splitlines() if line.strip()}
+
+
 def _tunnel_works_in(ns, port):
     r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", PROBE_IN_NS, str(port)],
                        capture_output=True, timeout=15)
@@ -315,15 +336,23 @@ def test_link_down_heartbeat_reconnect(procs, tmp_path):
         started = [cli, srv, echo]
         srv.wait_log("service echo: listening on", timeout=15)
         wait_until(lambda: _tunnel_works_in(ns_s, vp), 20, interval=0.2, what="the tunnel across namespaces")
+        before = _client_connections(ns_c, sp)
+        assert before, "the client's channels to the server"
         # cut the link
         _ip("-n", ns_c, "link", "set", veth_c, "down")
-        cli.wait_log("no heartbeat from the server for 3 s", timeout=15)
-        assert not _tunnel_works_in(ns_s, vp) or True   # (old pooled channels may linger)
+        assert not _tunnel_works_in(ns_s, vp)   # nothing crosses a cut link
+        # the heartbeat timeout (3 s) ends the client's control channel
+        # while the link is still down
+        wait_until(lambda: before - _client_connections(ns_c, sp), 15, interval=0.2,
+                   what="the client to give up its control channel")
+        assert "no heartbeat from the server for 3 s" in cli.stderr
         _ip("-n", ns_c, "link", "set", veth_c, "up")
-        # the client reconnects; the new control channel replaces the old one
-        cli.wait_log("control channel established", count=2, timeout=30)
+        # the client reconnects on new connections: a client that never gave
+        # up its old control channel would find it working again now
         wait_until(lambda: _tunnel_works_in(ns_s, vp), 20, interval=0.2,
                    what="the tunnel after the link came back")
+        wait_until(lambda: not (before & _client_connections(ns_c, sp)), 15, interval=0.2,
+                   what="the connections from before the cut to be gone")
         assert srv.alive() and cli.alive()
     finally:
         for p in started:
