@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import RATHOLE, free_port, port_open, run_rathole
+from conftest import RATHOLE, free_port, need_binary, port_open, run_rathole
 
 TOKEN = "s3cr3t-token-never-printed"
 DEFAULT_TOKEN = "d3fault-token-never-printed"
@@ -105,16 +105,41 @@ def have_cryptography():
         return False
 
 
+# DER framing of a raw X25519 key (RFC 8410): PKCS#8 private, SPKI public
+X25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b656e04220420")
+X25519_SPKI_PREFIX = bytes.fromhex("302a300506032b656e032100")
+
+
+def x25519_public(priv):
+    """The X25519 public key of a raw private key: with python3-cryptography
+    when installed, else with the openssl command (one of them is always
+    there: .ci/run installs both)."""
+    if have_cryptography():
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+        k = X25519PrivateKey.from_private_bytes(priv)
+        return k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    openssl = need_binary("openssl", "openssl")
+    r = subprocess.run([openssl, "pkey", "-inform", "DER", "-pubout", "-outform", "DER"],
+                       input=X25519_PKCS8_PREFIX + priv, capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout[:len(X25519_SPKI_PREFIX)] == X25519_SPKI_PREFIX, r.stdout.hex()
+    return r.stdout[len(X25519_SPKI_PREFIX):]
+
+
+def test_x25519_public_is_checked():
+    """The check below against RFC 7748's test vector (Alice's keys)."""
+    priv = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    assert x25519_public(priv).hex() == \
+        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+
+
 @pytest.mark.parametrize("args", [["--genkey"], ["--genkey", "x25519"], ["--genkey=x25519"]])
 def test_genkey_format(args):
     r = run_rathole(args)
     assert r.returncode == 0, r.stderr
     priv, pub = parse_keypair(r.stdout)
-    if have_cryptography():
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-        k = X25519PrivateKey.from_private_bytes(priv)
-        assert k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == pub
+    assert x25519_public(priv) == pub
 
 
 def test_genkey_is_random():

@@ -1,4 +1,5 @@
 """The Noise transport through the whole tunnel, and --genkey."""
+import base64
 import re
 import socket
 import subprocess
@@ -10,10 +11,15 @@ from helpers import TamperRelay, Tunnel, echo_once, transfer_checked, wait_tunne
 
 
 def genkey():
+    """A --genkey pair (private, public) as printed: base64 of 32 bytes each.
+    Whether the public key belongs to the private one is what the tunnels
+    below find out (test_genkey_pair_in_a_tunnel first)."""
     r = subprocess.run([RATHOLE, "--genkey"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
-    m = re.fullmatch(r"Private Key:\n(\S{44})\n\nPublic Key:\n(\S{44})\n", r.stdout)
+    m = re.fullmatch(r"Private Key:\n([A-Za-z0-9+/]{43}=)\n\nPublic Key:\n([A-Za-z0-9+/]{43}=)\n",
+                     r.stdout)
     assert m, r.stdout
+    assert all(len(base64.b64decode(k, validate=True)) == 32 for k in m.groups())
     return m.group(1), m.group(2)
 
 
@@ -44,6 +50,19 @@ def noise_tunnel(procs, echo, pattern):
     t.start()
     wait_tunnel(t.service_port)
     return t
+
+
+def test_genkey_pair_in_a_tunnel(procs, echo):
+    """The pair --genkey prints works: a server holding only the printed
+    private key and a client holding only the printed public key complete
+    an NK handshake (which fails when the public key is not the private
+    key's) and forward bytes."""
+    priv, pub = genkey()
+    t = Tunnel(procs, local_port=echo.port, transport_server=noise_block("server", None, priv),
+               transport_client=noise_block("client", None, None, pub)).start()
+    wait_tunnel(t.service_port)
+    assert echo_once(t.service_port, b"keys that fit") == b"keys that fit"
+    assert "noise handshake failed" not in t.client.stderr + t.server.stderr
 
 
 PATTERNS = ["Noise_NK_25519_ChaChaPoly_BLAKE2s", "Noise_XX_25519_ChaChaPoly_BLAKE2s",
