@@ -529,3 +529,17 @@ class ProxyProtocolService:
     def stop(self):
         self._stop = True
         self.ls.close()
+
+
+def assert_paced(times, low, high):
+    """Connection attempts seen at `times` (time.monotonic(), by a fake
+    server) came at least `low` and at most `high` seconds apart on average,
+    and none was more than `high` apart. Robust on a loaded machine: an
+    attempt seen late shortens the next gap as much as it lengthens its own,
+    so the floor is held by the average (a client without a backoff retries
+    within milliseconds: far below) and each single gap only by low / 4."""
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps, times
+    assert (times[-1] - times[0]) / len(gaps) >= low, gaps
+    assert min(gaps) >= low / 4, gaps
+    assert max(gaps) <= high, gaps
