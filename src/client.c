@@ -467,9 +467,11 @@ static int handle_ack(struct cservice *svc)
 	char why[160];
 
 	if (a == ACK_OK) {
+		/* the backoff stays: a channel the server accepts and drops at
+		 * once is retried ever more slowly; only one that lived longer
+		 * than STABLE_MS resets it (ctrl_failed), as in the reference */
 		svc->state = CS_READY;
 		svc->have = 0;
-		svc->backoff_ms = 0;
 		log_info("service %s: control channel established", svc->cfg->name);
 		arm_heartbeat_timeout(svc);
 		stream_trim(svc->s);

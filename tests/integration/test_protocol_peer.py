@@ -247,6 +247,49 @@ def test_client_against_garbage_server(procs):
         fs.stop()
 
 
+def test_backoff_grows_and_resets_after_a_stable_channel(procs):
+    """The reconnect backoff, as the reference's: 0.5 s, x3 per failure up
+    to retry_interval (10 s here), +-20 %; it resets only when the control
+    channel had lived more than 3 s, not merely because the server accepted
+    it. The fake server plays, per attempt: close at once; close at once;
+    accept the handshake and close at once; accept and hold 3.3 s, then
+    close. The gaps it sees, from the end of each attempt to the next, are
+    then about 0.5, 1.5, 4.5 and 0.5 s; they are compared with each other,
+    with margins of 0.6 s and more, not with a clock. (A reset at the
+    accepted handshake would make the third 0.5 s; no reset after the
+    stable channel, the fourth 10 s.)"""
+    plan = ["close", "close", "ack-close", "stable"]
+    ends = {}
+
+    def handler(fs, c):
+        i = next(k for k, x in enumerate(fs.conns) if x is c)
+        step = plan[i] if i < len(plan) else "close"
+        if step != "close":
+            read_exact(c, 37)
+            nonce = os.urandom(32)
+            c.sendall(control_hello(nonce))
+            read_exact(c, 32)
+            c.sendall(u32(0))                       # Ack::Ok
+            if step == "stable":
+                time.sleep(3.3)
+        ends[i] = time.monotonic()
+        c.close()
+
+    fs = FakeServer(handler)
+    try:
+        procs.rathole(client_config(fs.port, {"a": dict(local_port=1, token="t")},
+                                    extra="retry_interval = 10"), name="c.toml")
+        wait_until(lambda: len(fs.conns) >= 5, 30, what="five attempts")
+        assert not fs.errors, fs.errors
+        g = [fs.times[i + 1] - ends[i] for i in range(4)]
+        assert g[1] > g[0], f"no growth: {g}"
+        assert g[2] > g[1] + 1.0, (f"no growth to ~4.5 s after the third failure (did the "
+                                   f"handshake accepted then closed reset the backoff?): {g}")
+        assert g[3] < g[1], f"a channel that lived 3.3 s did not reset the backoff: {g}"
+    finally:
+        fs.stop()
+
+
 def test_client_survives_bad_udp_frame(procs):
     """A server sending a frame with a lying header length: our client closes
     that channel, logs it, and keeps its control channel."""
