@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import free_port, port_open, wait_until
-from helpers import (EchoServer, UdpEcho, accepted, assert_paced, client_config, listen_tcp,
-                     recv_all, server_config)
+from helpers import (EchoServer, PathRelay, UdpEcho, accepted, assert_paced, client_config,
+                     listen_tcp, recv_all, server_config, tunnel_works, wait_tunnel)
 
 
 def sha256(b):
@@ -226,6 +226,39 @@ def test_client_heartbeat_timeout(procs):
         wait_until(lambda: len(fs.conns) >= 2, 10, what="a reconnection")
     finally:
         fs.stop()
+
+
+def test_heartbeats_disabled(procs):
+    """heartbeat_interval = 0 on the server and heartbeat_timeout = 0 on the
+    client: watched on the path between them, the server sends nothing more
+    on the idle control channel, and the client keeps that channel (no new
+    connection) although the server is silent."""
+    echo = EchoServer()
+    sp, vp = free_port(), free_port()
+    srv = procs.rathole(server_config(sp, {"svc": dict(bind_port=vp, token="tk")},
+                                      extra="heartbeat_interval = 0"), name="s.toml")
+    srv.wait_log("listening on 127.0.0.1:%d" % sp)
+    relay = PathRelay(sp)
+    try:
+        procs.rathole(client_config(relay.port, {"svc": dict(local_port=echo.port, token="tk")},
+                                    extra="heartbeat_timeout = 0"), name="c.toml")
+        wait_tunnel(vp)
+        def controls():
+            # the server's first bytes on a control channel are its Hello
+            # (on a data channel nothing, or StartForwardTcp and data)
+            return [p for p in list(relay.pairs) if bytes(p.first[:5]) == u32(0) + b"\x01"]
+        assert len(controls()) == 1
+        control = controls()[0]
+        quiet_from = control.from_server
+        # heartbeats would come every second (heartbeat_interval = 1), and a
+        # client timing out a silent server at once reconnects within ~0.5 s
+        time.sleep(2.5)
+        assert control.from_server == quiet_from, "the server sent heartbeats"
+        assert controls() == [control], "the client opened a new control channel"
+        assert tunnel_works(vp)
+    finally:
+        relay.stop()
+        echo.stop()
 
 
 def test_client_against_garbage_server(procs):
