@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from conftest import free_port, wait_port
-from helpers import (ProxyProtocolService, Tunnel, client_config, http, metric, recv_all,
-                     server_config, transfer_checked, wait_tunnel)
+from conftest import RATHOLE, free_port, wait_port, wait_until
+from helpers import (ProxyProtocolService, Tunnel, UdpEcho, client_config, echo_once, http, metric,
+                     recv_all, server_config, transfer_checked, wait_tunnel)
 
 
 def test_metrics_move_with_traffic(procs, echo):
@@ -43,6 +43,124 @@ def test_metrics_move_with_traffic(procs, echo):
     assert json.loads(st)["services"][0]["control_channel"] == "established"
     assert http(surl + "/nothing")[0] == 404
     assert http(surl + "/metrics", method="POST")[0] == 405
+
+
+def test_client_api(procs, echo, tmp_path):
+    """The client's own admin API: its token; its metrics and status moving
+    with what the client does (forwarding, failing to reach a local service,
+    UDP sessions, losing its server); POST /api/reload applying a file that
+    the watcher did not see (edited through a hard link elsewhere)."""
+    uecho = UdpEcho()
+    try:
+        api, sp = free_port(), free_port()
+        ports = {"echo": free_port(), "dead": free_port(), "late": free_port(),
+                 "dns": free_port(socket.SOCK_DGRAM)}
+        local = {"echo": echo.port, "dead": free_port(), "late": echo.port, "dns": uecho.port}
+        kind = {"dns": "udp"}
+        procs.rathole(server_config(sp, {n: dict(bind_port=ports[n], token="t",
+                                                 type=kind.get(n, "tcp")) for n in ports}),
+                      name="s.toml").wait_log("listening on 127.0.0.1:%d" % sp)
+
+        def client_text(names):
+            return client_config(sp, {n: dict(local_port=local[n], token="t", type=kind.get(n, "tcp"))
+                                      for n in names},
+                                 extra=f'[client.api]\nbind_addr = "127.0.0.1:{api}"\ntoken = "capi"\n')
+        path = tmp_path / "client.toml"
+        path.write_text(client_text(["echo", "dead", "dns"]))
+        (tmp_path / "elsewhere").mkdir()
+        os.link(path, tmp_path / "elsewhere" / "client.toml")
+        cl = procs.start([RATHOLE, str(path)])
+        url = f"http://127.0.0.1:{api}"
+
+        def page():
+            code, text = http(url + "/metrics", token="capi")
+            assert code == 200, text
+            return text
+
+        def status():
+            code, text = http(url + "/api/status", token="capi")
+            assert code == 200, text
+            return {s["name"]: s for s in json.loads(text)["services"]}
+
+        wait_tunnel(ports["echo"])
+        ping = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ping.settimeout(0.5)
+
+        def udp_works():
+            ping.sendto(b"ping", ("127.0.0.1", ports["dns"]))
+            try:
+                return ping.recvfrom(100)[0] == b"ping"
+            except socket.timeout:
+                return False
+        wait_until(udp_works, 15, what="UDP through the tunnel")
+        ping.close()
+        for path_, method in (("/metrics", "GET"), ("/api/status", "GET"), ("/api/reload", "POST")):
+            assert http(url + path_, method=method)[0] == 401
+            assert http(url + path_, method=method, token="wrong")[0] == 401
+        before = page()
+        assert metric(before, "rathole_build_info", version=json.loads(
+            http(url + "/api/status", token="capi")[1])["version"], role="client") == 1
+        wait_until(lambda: all(metric(page(), "rathole_service_control_channel_up", service=n) == 1
+                               for n in ("echo", "dead", "dns")), 10,
+                   what="every control channel up")
+        total = metric(before, "rathole_service_connections_total", service="echo")
+        # forwarding: two connections, one of them held open
+        assert echo_once(ports["echo"], b"x" * 1000) == b"x" * 1000
+        held = socket.create_connection(("127.0.0.1", ports["echo"]), timeout=5)
+        held.sendall(b"held")
+        assert held.recv(4) == b"held"
+        now = page()
+        assert metric(now, "rathole_service_connections_total", service="echo") == total + 2
+        assert metric(now, "rathole_service_connections_active", service="echo") == 1
+        assert metric(now, "rathole_service_bytes_total", service="echo", direction="in") >= 1004
+        st = status()
+        assert st["echo"]["control_channel"] == "established"
+        assert st["echo"]["connections_active"] == 1
+        assert st["echo"]["connections_total"] == total + 2
+        held.close()
+        # a local service that is not there: the visitor is closed, and counted
+        fails = metric(now, "rathole_service_local_connect_failures_total", service="dead")
+        with socket.create_connection(("127.0.0.1", ports["dead"]), timeout=5) as v:
+            v.settimeout(5)
+            try:
+                assert v.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        wait_until(lambda: metric(page(), "rathole_service_local_connect_failures_total",
+                                  service="dead") == fails + 1, 5, what="the failure counted")
+        # UDP: each visitor one session
+        base = metric(page(), "rathole_service_udp_sessions", service="dns")
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for i, u in enumerate(socks):
+                u.settimeout(5)
+                u.sendto(b"q%d" % i, ("127.0.0.1", ports["dns"]))
+                assert u.recvfrom(100)[0] == b"q%d" % i
+            assert metric(page(), "rathole_service_udp_sessions", service="dns") == base + 3
+            assert status()["dns"]["udp_sessions"] == base + 3
+        finally:
+            for u in socks:
+                u.close()
+        # a reload through the API: the new service forwards
+        (tmp_path / "elsewhere" / "client.toml").write_text(
+            client_text(["echo", "dead", "dns", "late"]))
+        assert "late" not in status()
+        code, body = http(url + "/api/reload", method="POST", token="capi")
+        assert code == 200 and json.loads(body)["reloaded"] is True, body
+        wait_tunnel(ports["late"])
+        assert status()["late"]["control_channel"] == "established"
+        # the server goes away: the client says it is retrying, and counts it
+        procs.all[0].stop()
+        wait_until(lambda: status()["echo"]["control_channel"] in ("retrying", "connecting"), 10,
+                   what="the client to notice")
+        gone = page()
+        assert metric(gone, "rathole_service_control_channel_up", service="echo") == 0
+        wait_until(lambda: metric(page(), "rathole_service_reconnects_total", service="echo") >= 1,
+                   10, what="a reconnection attempt counted")
+        assert status()["echo"]["reconnects"] >= 1
+        assert "capi" not in cl.stderr
+    finally:
+        uecho.stop()
 
 
 def test_api_token_and_reload(procs, echo):
