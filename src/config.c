@@ -973,6 +973,30 @@ static int key_line(const struct toml_value *t, const char *key, int fallback)
 	return kv ? kv->line : fallback;
 }
 
+/* Keys a UDP service would silently ignore: a datagram carries no PROXY
+ * header, and the server keeps no per-visitor state to count (the client's
+ * udp_max_sessions bounds the visitors). Said at load, not ignored. */
+static void reject_tcp_only_keys(struct ctx *c, const struct service_config *s,
+				 const struct toml_value *node, const char *role)
+{
+	char rpath[64], spath[PATH_LEN], kpath[PATH_LEN];
+
+	snprintf(rpath, sizeof rpath, "%s.services", role);
+	path_join(spath, sizeof spath, rpath, s->name, strlen(s->name));
+	if (s->max_connections) {
+		path_join(kpath, sizeof kpath, spath, "max_connections", 15);
+		add_error(c, key_line(node, "max_connections", s->line),
+			  "%s: applies to tcp services only; a udp service's visitors are "
+			  "bounded by the client's udp_max_sessions", kpath);
+	}
+	if (s->proxy_protocol) {
+		path_join(kpath, sizeof kpath, spath, "proxy_protocol", 14);
+		add_error(c, key_line(node, "proxy_protocol", s->line),
+			  "%s: applies to tcp services only (no PROXY header is sent with "
+			  "datagrams); remove it or set it to \"none\"", kpath);
+	}
+}
+
 /* Tokens, nodelay and retry_interval fall back on the role's values. */
 static void resolve_services(struct ctx *c, struct service_config *svcs, size_t n,
 			     const char *default_token, const struct transport_config *t,
@@ -988,6 +1012,8 @@ static void resolve_services(struct ctx *c, struct service_config *svcs, size_t 
 			s->nodelay = t->tcp.nodelay;
 		if (!s->has_retry_interval)
 			s->retry_interval = retry_interval;
+		if (s->type == SERVICE_UDP)
+			reject_tcp_only_keys(c, s, child(services_node, s->name), role);
 		if (s->token || child(child(services_node, s->name), "token"))
 			continue;	/* set, or already reported as malformed */
 		if (default_token) {

@@ -286,6 +286,12 @@ ERROR_CASES = [
      3, "client.retry_interval: expected 0 to 3600 seconds, found -1"),
     ('[server]\nbind_addr = "a:1"\nheartbeat_interval = 30\n[client]\nremote_addr = "a:1"\nheartbeat_timeout = 20\n',
      6, "client.heartbeat_timeout (20) must be greater than server.heartbeat_interval (30)"),
+    # keys a udp service would ignore are refused, not ignored
+    ('[server]\nbind_addr = "a:1"\n[server.services.dns]\ntype = "udp"\ntoken = "t"\nbind_addr = "a:2"\nmax_connections = 5\n',
+     7, "server.services.dns.max_connections: applies to tcp services only; a udp service's "
+        "visitors are bounded by the client's udp_max_sessions"),
+    ('[server]\nbind_addr = "a:1"\n[server.services.dns]\ntype = "udp"\ntoken = "t"\nbind_addr = "a:2"\nproxy_protocol = "v1"\n',
+     7, "server.services.dns.proxy_protocol: applies to tcp services only"),
 ]
 
 

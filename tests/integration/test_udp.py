@@ -36,11 +36,12 @@ def uecho():
 
 
 def start_udp(procs, local_port, svc_extra_client="", bind_host="127.0.0.1", local_host="127.0.0.1",
-              server_host="127.0.0.1"):
+              server_host="127.0.0.1", svc_extra_server=""):
     sp = free_port(host=server_host)
     vp = free_port(socket.SOCK_DGRAM, host=bind_host)
     srv = procs.rathole(server_config(sp, {"dns": dict(bind_port=vp, bind_host=bind_host if ":" not in bind_host else f"[{bind_host}]",
-                                                       token="u", type="udp")},
+                                                       token="u", type="udp",
+                                                       extra=svc_extra_server)},
                                       host=server_host if ":" not in server_host else f"[{server_host}]"),
                         name="s.toml")
     cl = procs.rathole(client_config(sp, {"dns": dict(local_port=local_port, token="u", type="udp",
@@ -151,6 +152,38 @@ def test_session_cap_evicts_oldest(procs):
                 s.close()
     finally:
         seen.stop()
+
+
+def test_allow_deny(procs):
+    """allow/deny on a udp service: datagrams from a denied source, or from
+    one outside the allow list, never reach the local service; the others
+    pass. (Datagrams of one socket are handled in order, so once a later
+    allowed datagram came back, the refused one was handled before it.)"""
+    got = []
+    svc = UdpEcho(reply=lambda d, a: (got.append(d), d)[1])
+    try:
+        srv, cl, vp = start_udp(procs, svc.port,
+                                svc_extra_server='allow = ["127.0.0.0/25"]\ndeny = ["127.0.0.66"]')
+
+        def sock_from(src):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((src, 0))
+            return s
+        socks = {src: sock_from(src) for src in ("127.0.0.5", "127.0.0.66", "127.0.0.200")}
+        try:
+            for refused in ("127.0.0.66", "127.0.0.200"):
+                socks[refused].sendto(b"from " + refused.encode(), ("127.0.0.1", vp))
+                assert udp_roundtrip(vp, b"allowed after " + refused.encode(),
+                                     sock=socks["127.0.0.5"]) == b"allowed after " + refused.encode()
+            assert not [d for d in got if d.startswith(b"from ")], got
+            socks["127.0.0.66"].settimeout(0.2)
+            with pytest.raises(socket.timeout):
+                socks["127.0.0.66"].recvfrom(100)
+        finally:
+            for s in socks.values():
+                s.close()
+    finally:
+        svc.stop()
 
 
 def cut_udp_channels(relay):
