@@ -253,6 +253,37 @@ def recv_digest(s):
         n += len(d)
 
 
+def echo_on(c, data):
+    """Sends data on an open connection to an echo service, reads it back."""
+    c.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        d = c.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+
+
+def held(port, tag, host="127.0.0.1"):
+    """A visitor connection that stays open (the caller closes it), checked
+    to echo tag."""
+    c = socket.create_connection((host, port), timeout=10)
+    assert echo_on(c, tag) == tag
+    return c
+
+
+def closed_by_peer(c, timeout=10):
+    """True when the peer ends the connection (EOF or reset) within timeout."""
+    c.settimeout(timeout)
+    try:
+        return c.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
 def tunnel_works(port, host="127.0.0.1"):
     try:
         return echo_once(port, b"ping", host=host, timeout=3) == b"ping"

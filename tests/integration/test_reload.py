@@ -1,14 +1,13 @@
 """Hot reload: services added, removed and changed while running."""
 import os
 import signal
-import socket
 import time
 
 import pytest
 
 from conftest import RATHOLE, free_port, port_open, wait_port_closed
-from helpers import (EchoServer, client_config, echo_once, http, metric, server_config,
-                     transfer_checked, wait_tunnel)
+from helpers import (EchoServer, client_config, closed_by_peer, echo_on, echo_once, held, http,
+                     metric, server_config, transfer_checked, wait_tunnel)
 
 
 @pytest.fixture
@@ -82,35 +81,6 @@ class Pair:
                 write_atomically(path, text)
             else:                       # in place (through the link or not)
                 path.write_text(text)
-
-
-def held(port, tag):
-    """A visitor connection that stays open, checked to echo."""
-    c = socket.create_connection(("127.0.0.1", port), timeout=10)
-    assert echo_on(c, tag) == tag
-    return c
-
-
-def echo_on(c, data):
-    c.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        d = c.recv(65536)
-        if not d:
-            break
-        got += d
-    return got
-
-
-def closed_by_peer(c, timeout=10):
-    """True when the peer ends the connection (EOF or reset) within timeout."""
-    c.settimeout(timeout)
-    try:
-        return c.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        return False
 
 
 def test_add_service_during_transfer(procs, echoes):
