@@ -108,16 +108,34 @@ def test_largest_datagram_intact(procs, uecho):
     assert udp_roundtrip(vp, b"small after big") == b"small after big"
 
 
-def test_idle_expiry(procs, uecho):
-    srv, cl, vp = start_udp(procs, uecho.port, svc_extra_client="udp_idle_timeout = 1")
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    assert udp_roundtrip(vp, b"first", sock=s) == b"first"
-    before = set(uecho.peers)
-    cl.wait_log("idle for 1 s; forgetting it", timeout=10)
-    # the same visitor now gets a new local socket (a new source port at the service)
-    assert udp_roundtrip(vp, b"second", sock=s) == b"second"
-    assert len(uecho.peers - before) == 1
-    s.close()
+def udp_port_in_use(port):
+    """Whether a UDP socket of this network namespace is bound to 127.0.0.1:port
+    (/proc/net/udp: the local address is the second field)."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/udp") as f:
+        next(f)
+        return any(line.split()[1] == want for line in f)
+
+
+def test_idle_expiry(procs):
+    """A visitor silent for udp_idle_timeout loses its local socket (closed,
+    seen in /proc/net/udp), and its next datagram gets a new one. The local
+    service answers with the source port it saw, which names the socket."""
+    seen = UdpEcho(reply=lambda d, a: d if d == b"ping" else b"%s from %d" % (d, a[1]))
+    try:
+        srv, cl, vp = start_udp(procs, seen.port, svc_extra_client="udp_idle_timeout = 1")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        got = udp_roundtrip(vp, b"first", sock=s)
+        assert got and got.startswith(b"first from "), got
+        port = int(got.rsplit(b" ", 1)[1])
+        assert udp_port_in_use(port)
+        wait_until(lambda: not udp_port_in_use(port), 10, interval=0.1,
+                   what="the idle visitor's local socket to be closed")
+        got = udp_roundtrip(vp, b"second", sock=s)
+        assert got and got.startswith(b"second from "), got
+        s.close()
+    finally:
+        seen.stop()
 
 
 def test_session_cap_evicts_oldest(procs):
