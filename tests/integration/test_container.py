@@ -71,9 +71,14 @@ VERSION = _version()
 
 def _make(args, env=None, timeout=600):
     """Runs make in the repository, free of the make that may be running the
-    suite (its MAKEFLAGS would turn on SANITIZE=1 or pass its jobserver)."""
+    suite (its MAKEFLAGS would turn on SANITIZE=1 or pass its jobserver; and
+    make exports its command line's variables, SANITIZE=1 among them, into
+    the environment as well: those named after MAKEFLAGS' "--" go too)."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    cmdline = {a.split("=", 1)[0] for a in flags.split(" -- ", 1)[1].split()
+               if "=" in a} if " -- " in flags else set()
     full = {k: v for k, v in os.environ.items()
-            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES") and k not in cmdline}
     full.update(env or {})
     r = subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, env=full,
                        capture_output=True, text=True, timeout=timeout)
