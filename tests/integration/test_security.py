@@ -110,7 +110,8 @@ def test_session_key_not_logged_by_server(procs, tmp_path):
     key = sha256(TOKEN.encode() + nonce)
     s.sendall(key)
     assert read_exact(s, 4) == b"\x00" * 4
-    srv.wait_log("control channel established")
+    # the port opens a moment after the control channel: wait for the port
+    srv.wait_log("service svc: listening on")
     with socket.create_connection(("127.0.0.1", sp), timeout=10) as d:
         d.sendall(data_hello(key))
         d.sendall(b"")
