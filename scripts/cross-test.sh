@@ -18,8 +18,10 @@ arches=${*:-aarch64 armhf}
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+# another apt or dpkg running holds the dpkg lock: wait up to 10 minutes for it
+apt_lock="-o DPkg::Lock::Timeout=600"
 apt_install() {
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get $apt_lock install -y -qq "$@"
 }
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -69,7 +71,7 @@ if [ -n "$missing" ]; then
 		dpkg --print-foreign-architectures | grep -qx "$a" || $sudo dpkg --add-architecture "$a"
 	done
 	# a mirror in the middle of a sync may fail an index: go on with the rest
-	$sudo apt-get update -qq || true
+	$sudo apt-get $apt_lock update -qq || true
 	apt_install $pkgs
 	install_libssl
 fi
