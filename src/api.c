@@ -1,5 +1,6 @@
 #include "api.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "net.h"
 #include "secmem.h"
+#include "sha256.h"
 
 #define API_MAX_CONNS	64
 #define API_TIMEOUT_MS	5000
@@ -21,7 +23,12 @@ struct api {
 	struct loop *loop;
 	int lfd;
 	struct watcher lw;
-	char *token;
+	/* the token's digest: comparing digests takes the same time whatever
+	 * the length of the token or of the guess */
+	bool has_token;
+	uint8_t token_digest[SHA256_LEN];
+	char **hosts;
+	size_t nhosts;
 	struct api_hooks hooks;
 	void *arg;
 	struct list conns;
@@ -117,6 +124,19 @@ static int parse_header(const char *p, const char *eol, struct http_request *req
 	if (nlen == 13 && strncasecmp(p, "authorization", 13) == 0) {
 		req->auth = v;
 		req->auth_len = (size_t)(eol - v);
+	} else if (nlen == 4 && strncasecmp(p, "host", 4) == 0) {
+		if (req->host)
+			goto bad;	/* two Host headers: which one would count? */
+		req->host = v;
+		req->host_len = (size_t)(eol - v);
+	} else if (nlen == 6 && strncasecmp(p, "origin", 6) == 0) {
+		if (req->origin)
+			goto bad;
+		req->origin = v;
+		req->origin_len = (size_t)(eol - v);
+	} else if (nlen == 12 && strncasecmp(p, "content-type", 12) == 0) {
+		req->content_type = v;
+		req->content_type_len = (size_t)(eol - v);
 	} else if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
 		size_t cl = 0;
 		if (v == eol)
@@ -175,6 +195,128 @@ bad:
 	return -1;
 }
 
+/* ---- who may ask ---- */
+
+static bool ip_literal(const char *s, size_t n, int family)
+{
+	char tmp[64];
+	unsigned char out[16];
+
+	if (n == 0 || n >= sizeof tmp)
+		return false;
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
+	return inet_pton(family, tmp, out) == 1;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return n > 0 && n <= 5;
+}
+
+/* A Host value (host[:port], [v6][:port]) names us when it is an IP literal,
+ * localhost, or a name the operator listed. A browser fetching for a page
+ * whose name was rebound to our address sends that page's name: refused. */
+static bool host_allowed(const char *h, size_t n, char *const *hosts, size_t nhosts)
+{
+	const char *colon;
+
+	if (n > 0 && h[0] == '[') {
+		const char *close = memchr(h, ']', n);
+		size_t rest;
+
+		if (!close)
+			return false;
+		rest = n - (size_t)(close + 1 - h);
+		if (rest && (close[1] != ':' || !all_digits(close + 2, rest - 1)))
+			return false;
+		return ip_literal(h + 1, (size_t)(close - h - 1), AF_INET6);
+	}
+	colon = memchr(h, ':', n);
+	if (colon) {
+		if (!all_digits(colon + 1, n - (size_t)(colon + 1 - h)))
+			return false;
+		n = (size_t)(colon - h);
+	}
+	if (n > 0 && h[n - 1] == '.')
+		n--;		/* the absolute form of a name is the same name */
+	if (n == 0)
+		return false;
+	if (ip_literal(h, n, AF_INET) || (n == 9 && strncasecmp(h, "localhost", 9) == 0))
+		return true;
+	for (size_t i = 0; i < nhosts; i++) {
+		size_t hl = strlen(hosts[i]);
+
+		if (hl && hosts[i][hl - 1] == '.')
+			hl--;
+		if (hl == n && strncasecmp(hosts[i], h, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The origin (scheme://host[:port]) must be the Host we were asked as:
+ * the page that sends the request was served by this API. */
+static bool same_origin(const struct http_request *req)
+{
+	const char *o = req->origin, *sep;
+	size_t n = req->origin_len;
+
+	if (!req->host)
+		return false;
+	sep = n >= 3 ? memmem(o, n, "://", 3) : NULL;
+	if (!sep)
+		return false;	/* "null" (a sandboxed page, a file), or garbage */
+	sep += 3;
+	n -= (size_t)(sep - o);
+	if (n > 0 && sep[n - 1] == '/')
+		n--;
+	return n == req->host_len && strncasecmp(sep, req->host, n) == 0;
+}
+
+/* The content types an HTML form (or a "simple" fetch) sends without a CORS
+ * preflight: a state-changing request carrying one may come from any page. */
+static bool form_content_type(const char *ct, size_t n)
+{
+	static const char *const forms[] = { "application/x-www-form-urlencoded",
+					      "multipart/form-data", "text/plain" };
+	const char *semi = memchr(ct, ';', n);
+
+	if (semi)
+		n = (size_t)(semi - ct);
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
+		if (strlen(forms[i]) == n && strncasecmp(forms[i], ct, n) == 0)
+			return true;
+	return false;
+}
+
+static bool changes_state(const char *method)
+{
+	return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
+	       strcmp(method, "OPTIONS") != 0;
+}
+
+const char *api_request_refused(const struct http_request *req, char *const *hosts,
+				size_t nhosts)
+{
+	if (req->host && !host_allowed(req->host, req->host_len, hosts, nhosts))
+		return "the Host header names neither an IP address, nor localhost, nor a "
+		       "name listed in the api's hosts";
+	if (!changes_state(req->method))
+		return NULL;
+	if (req->origin && !same_origin(req))
+		return "a request from another origin (a web page elsewhere) may not change "
+		       "anything";
+	if (req->content_type && form_content_type(req->content_type, req->content_type_len))
+		return "a form's content type is refused: send no body, or application/json";
+	return NULL;
+}
+
 /* ---- serving ---- */
 
 static const char *reason(int code)
@@ -183,6 +325,7 @@ static const char *reason(int code)
 	case 200: return "OK";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
@@ -216,14 +359,17 @@ static void respond(struct apiconn *c, int code, const char *type, const char *e
 
 static bool authorized(const struct api *a, const struct http_request *req)
 {
-	size_t tlen;
+	uint8_t d[SHA256_LEN];
+	bool ok;
 
-	if (!a->token)
+	if (!a->has_token)
 		return true;
-	tlen = strlen(a->token);
-	if (!req->auth || req->auth_len != 7 + tlen || strncasecmp(req->auth, "Bearer ", 7) != 0)
+	if (!req->auth || req->auth_len < 7 || strncasecmp(req->auth, "Bearer ", 7) != 0)
 		return false;
-	return secure_equal(req->auth + 7, a->token, tlen);
+	sha256(req->auth + 7, req->auth_len - 7, d);
+	ok = secure_equal(d, a->token_digest, sizeof d);
+	explicit_bzero(d, sizeof d);
+	return ok;
 }
 
 static void route(struct apiconn *c, const struct http_request *req)
@@ -234,7 +380,14 @@ static void route(struct apiconn *c, const struct http_request *req)
 	bool post = strcmp(req->method, "POST") == 0;
 	const char *path = req->path;
 	size_t plen = strcspn(path, "?");
+	const char *refused = api_request_refused(req, a->hosts, a->nhosts);
 
+	if (refused) {
+		buf_printf(&body, "%s\n", refused);
+		respond(c, 403, "text/plain; charset=utf-8", NULL, &body);
+		buf_free(&body);
+		return;
+	}
 	if (!authorized(a, req)) {
 		respond(c, 401, NULL, "WWW-Authenticate: Bearer realm=\"rathole\"\r\n", NULL);
 		return;
@@ -402,9 +555,17 @@ static void on_accept(struct loop *l, struct watcher *w, uint32_t events)
 	}
 }
 
-struct api *api_new(struct loop *l, const char *bind_addr, const char *token,
+static void free_hosts(struct api *a)
+{
+	for (size_t i = 0; i < a->nhosts; i++)
+		free(a->hosts[i]);
+	free(a->hosts);
+}
+
+struct api *api_new(struct loop *l, const struct api_config *ac,
 		    const struct api_hooks *hooks, void *arg, char *err, size_t errlen)
 {
+	const char *bind_addr = ac->bind_addr, *token = ac->token;
 	struct api *a;
 	struct net_addr addr;
 
@@ -421,23 +582,33 @@ struct api *api_new(struct loop *l, const char *bind_addr, const char *token,
 	a->hooks = *hooks;
 	a->arg = arg;
 	list_init(&a->conns);
-	if (token && !(a->token = strdup(token))) {
-		free(a);
+	if (token) {
+		a->has_token = true;
+		sha256(token, strlen(token), a->token_digest);
+	}
+	a->hosts = calloc(ac->nhosts ? ac->nhosts : 1, sizeof *a->hosts);
+	for (size_t i = 0; a->hosts && i < ac->nhosts; i++, a->nhosts++)
+		if (!(a->hosts[i] = strdup(ac->hosts[i])))
+			break;
+	if (!a->hosts || a->nhosts < ac->nhosts) {
 		snprintf(err, errlen, "out of memory");
-		return NULL;
+		goto fail;
 	}
 	a->lfd = net_listen_tcp(&addr, 64);
 	if (a->lfd < 0) {
 		snprintf(err, errlen, "cannot listen on %s for the api: %s", bind_addr, strerror(errno));
-		free(a->token);
-		free(a);
-		return NULL;
+		goto fail;
 	}
 	watcher_init(&a->lw, a->lfd, on_accept);
 	loop_watch(l, &a->lw, EPOLLIN);
 	log_info("api listening on http://%s (/metrics, /api/status, /api/reload)%s", bind_addr,
 		 token ? ", bearer token required" : "");
 	return a;
+fail:
+	explicit_bzero(a->token_digest, sizeof a->token_digest);
+	free_hosts(a);
+	free(a);
+	return NULL;
 }
 
 void api_free(struct api *a)
@@ -448,8 +619,7 @@ void api_free(struct api *a)
 		conn_free(list_first(&a->conns, struct apiconn, link));
 	loop_unwatch(a->loop, &a->lw);
 	fds_close(a->lfd);
-	if (a->token)
-		explicit_bzero(a->token, strlen(a->token));
-	free(a->token);
+	explicit_bzero(a->token_digest, sizeof a->token_digest);
+	free_hosts(a);
 	free(a);
 }

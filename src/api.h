@@ -6,8 +6,12 @@
  *   POST /api/reload   reloads the configuration file
  *
  * With a token set, every request needs "Authorization: Bearer <token>"
- * (401 otherwise). One request per connection; requests are bounded in size
- * (8 KiB) and time (5 s), and at most 64 connections are served at once. */
+ * (401 otherwise). Whatever the token, a request is refused (403) when its
+ * Host is a name the operator did not list (DNS rebinding), and a request
+ * that changes state when it comes from another origin or as a form (a
+ * cross-site POST from a page in the operator's browser). One request per
+ * connection; requests are bounded in size (8 KiB) and time (5 s), and at
+ * most 64 connections are served at once. */
 #ifndef API_H
 #define API_H
 
@@ -15,6 +19,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "config.h"
 #include "loop.h"
 
 struct api;
@@ -26,7 +31,7 @@ struct api_hooks {
 	int (*reload)(void *arg);
 };
 
-struct api *api_new(struct loop *l, const char *bind_addr, const char *token,
+struct api *api_new(struct loop *l, const struct api_config *ac,
 		    const struct api_hooks *hooks, void *arg, char *err, size_t errlen);
 void api_free(struct api *a);
 
@@ -37,8 +42,15 @@ void api_free(struct api *a);
 struct http_request {
 	char method[8];
 	char path[256];
-	const char *auth;		/* the Authorization value inside the buffer, or NULL */
+	/* header values inside the buffer (trimmed), or NULL when absent */
+	const char *auth;		/* Authorization */
 	size_t auth_len;
+	const char *host;		/* Host */
+	size_t host_len;
+	const char *origin;		/* Origin */
+	size_t origin_len;
+	const char *content_type;	/* Content-Type */
+	size_t content_type_len;
 	size_t header_len;		/* bytes up to and including the blank line */
 	size_t content_length;
 };
@@ -47,5 +59,12 @@ struct http_request {
  * are needed, or -1 (with a status code in *status: 400, 405, 414, 431, 505)
  * for a request we refuse. */
 int http_parse_request(const char *buf, size_t len, struct http_request *req, int *status);
+
+/* Why a parsed request must be refused whatever its token (403), or NULL:
+ * a Host that is neither an IP literal, nor localhost, nor one of hosts; or,
+ * for a method that changes state, an Origin other than the Host itself or a
+ * content type an HTML form can send without the browser asking first. */
+const char *api_request_refused(const struct http_request *req, char *const *hosts,
+				size_t nhosts);
 
 #endif

@@ -174,6 +174,11 @@ static bool api_config_equal(const struct api_config *a, const struct api_config
 {
 	if (!a || !b)
 		return a == b;
+	if (a->nhosts != b->nhosts)
+		return false;
+	for (size_t i = 0; i < a->nhosts; i++)
+		if (strcmp(a->hosts[i], b->hosts[i]) != 0)
+			return false;
 	return strcmp(a->bind_addr, b->bind_addr) == 0 &&
 	       (a->token ? b->token && strcmp(a->token, b->token) == 0 : !b->token);
 }
@@ -188,7 +193,7 @@ static int start_api(void)
 	A.api = NULL;
 	if (!ac)
 		return 0;
-	A.api = api_new(A.loop, ac->bind_addr, ac->token, &hooks, NULL, err, sizeof err);
+	A.api = api_new(A.loop, ac, &hooks, NULL, err, sizeof err);
 	if (A.api)
 		return 0;
 	log_error("%s: %s", A.cfg->path, err);

@@ -53,6 +53,7 @@ enum kind {
 	K_PTABLE,	/* an optional nested struct, allocated when present */
 	K_SERVICES,	/* a table of services: struct service_config *, size_t count */
 	K_CIDRS,	/* an array of CIDR strings: struct cidr *, size_t count */
+	K_STRINGS,	/* an array of NUL-free strings: char **, size_t count */
 };
 
 #define KEY_REQUIRED	1u	/* "missing ..." when absent */
@@ -77,7 +78,7 @@ struct key {
 	const char *const *choices;	/* K_ENUM: names, NULL-terminated, index = value */
 	check_fn check;			/* K_STRING: extra validation */
 	const struct section *sub;	/* K_TABLE, K_PTABLE, K_SERVICES */
-	size_t count_off;		/* K_SERVICES, K_CIDRS: the size_t count */
+	size_t count_off;		/* K_SERVICES, K_CIDRS, K_STRINGS: the size_t count */
 	unsigned flags;
 	const char *hint;		/* what to write, for "missing" messages */
 };
@@ -184,15 +185,18 @@ static const struct section client_service_section = SECTION(client_service_keys
 #undef T
 
 static int check_numeric_addr(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_host_name(struct ctx *c, const char *kpath, int line, const char *value);
 
 #define T struct api_config
 static const struct key server_api_keys[] = {
 	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2334", .check = check_numeric_addr },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+	{ .name = "hosts", .kind = K_STRINGS, .off = OFF(T, hosts), .count_off = OFF(T, nhosts), .check = check_host_name },
 };
 static const struct key client_api_keys[] = {
 	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2335", .check = check_numeric_addr },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
+	{ .name = "hosts", .kind = K_STRINGS, .off = OFF(T, hosts), .count_off = OFF(T, nhosts), .check = check_host_name },
 };
 static const struct section server_api_section = SECTION(server_api_keys, T, .side = SIDE_ANY);
 static const struct section client_api_section = SECTION(client_api_keys, T, .side = SIDE_ANY);
@@ -376,6 +380,8 @@ static const char *expected_phrase(enum kind k)
 		return "a boolean (true or false)";
 	case K_CIDRS:
 		return "an array of addresses or CIDR blocks, e.g. [\"10.0.0.0/8\", \"2001:db8::/32\"]";
+	case K_STRINGS:
+		return "an array of strings";
 	case K_TABLE:
 	case K_PTABLE:
 	case K_SERVICES:
@@ -393,6 +399,7 @@ static enum toml_type toml_type_of(enum kind k)
 	case K_BOOL:
 		return TOML_BOOL;
 	case K_CIDRS:
+	case K_STRINGS:
 		return TOML_ARRAY;
 	case K_TABLE:
 	case K_PTABLE:
@@ -509,6 +516,23 @@ static int check_numeric_addr(struct ctx *c, const char *kpath, int line, const 
 	sb_quoted(&b, value, strlen(value), 64);
 	add_error(c, line, "%s: %s must be an IP address and a port, e.g. \"127.0.0.1:2334\"",
 		  kpath, shown);
+	return -1;
+}
+
+/* A name the admin API answers to: a DNS name, without port or scheme. */
+static int check_host_name(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	size_t n = strlen(value);
+	char shown[96];
+	struct sbuf b;
+
+	if (n > 0 && n < NET_HOST_MAX && strspn(value, "abcdefghijklmnopqrstuvwxyz"
+						 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == n)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, n, 64);
+	add_error(c, line, "%s: %s is not a host name (write the name alone, e.g. "
+		  "\"admin.example.org\", without scheme or port)", kpath, shown);
 	return -1;
 }
 
@@ -765,6 +789,44 @@ static bool store_cidrs(struct ctx *c, const struct key *k, const struct toml_kv
 	return ok;
 }
 
+static bool store_strings(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			  void *base, const char *kpath)
+{
+	char ***arr = (void *)((char *)base + k->off);
+	size_t *count = (void *)((char *)base + k->count_off);
+	const struct toml_value *a = kv->val;
+	bool ok = true;
+
+	*count = 0;
+	*arr = calloc(a->u.array.len ? a->u.array.len : 1, sizeof **arr);
+	if (!*arr) {
+		add_oom(c, kv->line);
+		return false;
+	}
+	for (size_t i = 0; i < a->u.array.len; i++) {
+		const struct toml_value *v = a->u.array.items[i];
+		char ipath[PATH_LEN + 24];
+
+		snprintf(ipath, sizeof ipath, "%s[%zu]", kpath, i);
+		if (v->type != TOML_STRING || memchr(v->u.str.ptr, '\0', v->u.str.len)) {
+			add_error(c, v->line, "%s: expected a string, found %s", ipath,
+				  toml_type_name(v->type));
+			ok = false;
+			continue;
+		}
+		if (k->check && k->check(c, ipath, v->line, v->u.str.ptr) < 0) {
+			ok = false;
+			continue;
+		}
+		if (!((*arr)[*count] = strdup(v->u.str.ptr))) {
+			add_oom(c, v->line);
+			return false;
+		}
+		(*count)++;
+	}
+	return ok;
+}
+
 static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv *kv,
 			void *base, const char *kpath)
 {
@@ -819,6 +881,8 @@ static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv
 		return true;
 	case K_CIDRS:
 		return store_cidrs(c, k, kv, base, kpath);
+	case K_STRINGS:
+		return store_strings(c, k, kv, base, kpath);
 	}
 	return false;
 }
@@ -925,6 +989,16 @@ static void free_section(const struct section *s, void *base)
 			free(*(struct cidr **)field);
 			*(struct cidr **)field = NULL;
 			break;
+		case K_STRINGS: {
+			char **arr = *(char ***)field;
+			size_t n = *(size_t *)((char *)base + k->count_off);
+
+			for (size_t j = 0; arr && j < n; j++)
+				free(arr[j]);
+			free(arr);
+			*(char ***)field = NULL;
+			break;
+		}
 		default:
 			break;
 		}

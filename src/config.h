@@ -82,6 +82,10 @@ struct service_config {
 struct api_config {
 	char *bind_addr;		/* default 127.0.0.1:2334 (server), :2335 (client) */
 	char *token;			/* bearer token; NULL: no authentication */
+	/* host names besides IP literals and localhost that a request's Host
+	 * header may carry (DNS rebinding: any other name is refused) */
+	char **hosts;
+	size_t nhosts;
 };
 
 struct server_config {

@@ -27,6 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (req.auth && (req.auth < copy || req.auth + req.auth_len > copy + size))
 			abort();
+		if (req.host && (req.host < copy || req.host + req.host_len > copy + size))
+			abort();
+		if (req.origin && (req.origin < copy || req.origin + req.origin_len > copy + size))
+			abort();
+		if (req.content_type && (req.content_type < copy ||
+					 req.content_type + req.content_type_len > copy + size))
+			abort();
+		/* the Host, Origin and content type checks read only those bytes */
+		(void)api_request_refused(&req, (char *[]){ "admin.example.org" }, 1);
 	} else if (rc == -1) {
 		if (status < 400 || status > 599)
 			abort();
