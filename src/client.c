@@ -24,6 +24,8 @@
 #define LOCAL_CONNECT_MS	10000
 #define MAX_DATA_SETUP		4096	/* data channels being set up, per service */
 #define FD_RESERVE_BASE		4	/* descriptors kept for the api, the resolver, OpenSSL */
+#define HC_FAILS_TO_WITHDRAW	3	/* failed health checks in a row that withdraw a service */
+#define HC_TIMEOUT_MAX_MS	10000	/* a health check's connect, at most */
 
 /* A data channel from CreateDataChannel until forwarding starts. */
 enum dstate { D_CONNECTING, D_WAIT_CMD, D_LOCAL };
@@ -582,6 +584,82 @@ static void ctrl_connect(struct cservice *svc)
 		ctrl_failed(svc, "out of memory");
 }
 
+/* ---- the health check of the local service ---- */
+
+/* The checks keep a steady pace: one starts every interval, whatever the
+ * previous one took. */
+static void hc_schedule(struct cservice *svc)
+{
+	timer_start(svc->cli->loop, &svc->hc_timer,
+		    (uint64_t)svc->cfg->health_check_interval * 1000);
+}
+
+/* The control channel closes, so the server stops sending visitors here
+ * (with balance, the other replicas get them); the checks go on. Forwarded
+ * connections stay: they end on their own. */
+static void hc_withdraw(struct cservice *svc, const char *why)
+{
+	log_warn("service %s: the local service %s failed %d health checks in a row (last: %s); "
+		 "withdrawing the service from the server until it answers again",
+		 svc->cfg->name, svc->cfg->local_addr, HC_FAILS_TO_WITHDRAW, why);
+	svc->healthy = false;
+	ctrl_close(svc);
+	timer_stop(svc->cli->loop, &svc->retry);
+	svc->state = CS_WITHDRAWN;
+}
+
+static void hc_restore(struct cservice *svc)
+{
+	log_info("service %s: the local service %s answers again; registering with the server",
+		 svc->cfg->name, svc->cfg->local_addr);
+	svc->healthy = true;
+	svc->backoff_ms = 0;
+	ctrl_connect(svc);
+}
+
+static void hc_result(struct cservice *svc, bool ok, const char *why)
+{
+	if (ok) {
+		svc->hc_fails = 0;
+		if (!svc->healthy)
+			hc_restore(svc);
+		return;
+	}
+	svc->hc_failures++;
+	svc->hc_fails++;
+	log_debug("service %s: health check of %s failed (%u in a row): %s", svc->cfg->name,
+		  svc->cfg->local_addr, svc->hc_fails, why);
+	if (svc->healthy && svc->hc_fails >= HC_FAILS_TO_WITHDRAW)
+		hc_withdraw(svc, why);
+}
+
+static void on_hc_done(void *arg, struct stream *s, const struct net_addr *addr,
+		       const char *err)
+{
+	struct cservice *svc = arg;
+
+	svc->hc_conn = NULL;
+	stream_free(s);		/* a connection accepted is the whole check */
+	hc_result(svc, s != NULL, err);
+}
+
+static void on_hc_timer(struct loop *l, struct timer *t)
+{
+	struct cservice *svc = container_of(t, struct cservice, hc_timer);
+	uint64_t timeout = (uint64_t)svc->cfg->health_check_interval * 1000;
+
+	hc_schedule(svc);
+	if (svc->hc_conn) {
+		connector_cancel(svc->hc_conn);
+		svc->hc_conn = NULL;
+		hc_result(svc, false, "no answer within health_check_interval");
+	}
+	if (timeout > HC_TIMEOUT_MAX_MS)
+		timeout = HC_TIMEOUT_MAX_MS;
+	svc->hc_conn = connector_start_plain(l, svc->cfg->local_addr, (uint32_t)timeout,
+					     on_hc_done, svc);
+}
+
 /* ---- building and freeing ---- */
 
 static struct cservice *service_new(struct client *cli, const struct service_config *cfg)
@@ -598,8 +676,12 @@ static struct cservice *service_new(struct client *cli, const struct service_con
 	watcher_init(&svc->w, -1, on_ctrl_event);
 	timer_init(&svc->retry, on_retry);
 	timer_init(&svc->heartbeat, on_heartbeat_timeout);
+	timer_init(&svc->hc_timer, on_hc_timer);
+	svc->healthy = true;
 	list_add_tail(&cli->services, &svc->link);
 	ctrl_connect(svc);
+	if (cfg->health_check_interval)
+		timer_start(cli->loop, &svc->hc_timer, 0);	/* the first check at once */
 	return svc;
 }
 
@@ -607,6 +689,8 @@ static void service_free(struct cservice *svc)
 {
 	ctrl_close(svc);
 	timer_stop(svc->cli->loop, &svc->retry);
+	timer_stop(svc->cli->loop, &svc->hc_timer);
+	connector_cancel(svc->hc_conn);
 	while (!list_empty(&svc->datas))
 		cdata_free(list_first(&svc->datas, struct cdata, link));
 	while (!list_empty(&svc->relays))
@@ -714,6 +798,8 @@ static uint64_t v_local_fail(const struct cservice *s) { return s->local_failure
 static uint64_t v_udp_sessions(const struct cservice *s) { return udp_client_sessions(s); }
 static uint64_t v_udp_dropped(const struct cservice *s) { return udp_client_dropped(s); }
 static uint64_t v_refused_fds(const struct cservice *s) { return s->refused_fds; }
+static uint64_t v_healthy(const struct cservice *s) { return s->healthy; }
+static uint64_t v_hc_failures(const struct cservice *s) { return s->hc_failures; }
 
 static void family(struct buf *b, struct client *cli, const char *name, const char *type,
 		   const char *help, svc_value get, const char *extra, bool head)
@@ -746,6 +832,11 @@ void client_metrics(struct client *cli, struct buf *b)
 	family(b, cli, "rathole_service_visitors_refused_total", "counter",
 	       "Visitors closed because file descriptors ran short (kept for control channels).",
 	       v_refused_fds, "reason=\"fds\"", true);
+	family(b, cli, "rathole_service_healthy", "gauge",
+	       "Whether the local service passes its health checks (1 without health_check_interval).",
+	       v_healthy, NULL, true);
+	family(b, cli, "rathole_service_health_check_failures_total", "counter",
+	       "Health checks of the local service that failed.", v_hc_failures, NULL, true);
 	family(b, cli, "rathole_service_udp_sessions", "gauge",
 	       "UDP visitors with a local socket.", v_udp_sessions, NULL, true);
 	family(b, cli, "rathole_service_udp_dropped_total", "counter",
@@ -761,6 +852,7 @@ static const char *state_name(enum cstate st)
 	case CS_ACK: return "handshake";
 	case CS_READY: return "established";
 	case CS_BACKOFF: return "retrying";
+	case CS_WITHDRAWN: return "withdrawn";
 	}
 	return "unknown";
 }
@@ -781,10 +873,14 @@ void client_status(struct client *cli, struct buf *b)
 		buf_json_string(b, svc->cfg->local_addr);
 		buf_printf(b, ", \"control_channel\": \"%s\", \"reconnects\": %llu, "
 			   "\"connections_active\": %zu, \"connections_total\": %llu, "
-			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu}",
+			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu, "
+			   "\"healthy\": %s, \"health_check_interval\": %d, "
+			   "\"health_check_failures\": %llu}",
 			   state_name(svc->state), (unsigned long long)svc->reconnects, svc->nactive,
 			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
-			   (unsigned long long)live_bytes(svc, 1), udp_client_sessions(svc));
+			   (unsigned long long)live_bytes(svc, 1), udp_client_sessions(svc),
+			   svc->healthy ? "true" : "false", svc->cfg->health_check_interval,
+			   (unsigned long long)svc->hc_failures);
 		first = false;
 	}
 	buf_printf(b, "\n]}\n");

@@ -32,7 +32,9 @@ struct client {
 	unsigned shed_suppressed;
 };
 
-enum cstate { CS_CONNECTING, CS_HELLO, CS_ACK, CS_READY, CS_BACKOFF };
+/* CS_WITHDRAWN: no control channel while the local service fails its
+ * health checks */
+enum cstate { CS_CONNECTING, CS_HELLO, CS_ACK, CS_READY, CS_BACKOFF, CS_WITHDRAWN };
 
 struct cservice {
 	struct list link;
@@ -58,6 +60,13 @@ struct cservice {
 	struct list relays;			/* active connections (relay_link) */
 	size_t nactive;
 	struct udp_client *udp;			/* the UDP data channel, if any */
+
+	/* the health check of the local service (health_check_interval) */
+	struct timer hc_timer;
+	struct connector *hc_conn;
+	unsigned hc_fails;			/* failed checks in a row */
+	bool healthy;				/* false: withdrawn from the server */
+	uint64_t hc_failures;			/* failed checks, all told */
 
 	uint64_t reconnects, visitors_total, bytes_in, bytes_out, local_failures, udp_dropped;
 	uint64_t refused_fds;			/* visitors closed: descriptors short */

@@ -180,6 +180,7 @@ static const struct key client_service_keys[] = {
 	  .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
 	{ .name = "udp_idle_timeout", .kind = K_INT, .off = OFF(T, udp_idle_timeout), .def = 60, .min = 1, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
 	{ .name = "udp_max_sessions", .kind = K_INT, .off = OFF(T, udp_max_sessions), .def = 1024, .min = 1, .max = CONFIG_MAX_UDP_SESSIONS, .unit = "sessions" },
+	{ .name = "health_check_interval", .kind = K_INT, .off = OFF(T, health_check_interval), .def = 0, .max = CONFIG_MAX_HEALTH_CHECK, .unit = "seconds (0: no health check)" },
 };
 static const struct section client_service_section = SECTION(client_service_keys, T, .side = SIDE_CLIENT, .service = true);
 #undef T
@@ -1068,6 +1069,12 @@ static void reject_tcp_only_keys(struct ctx *c, const struct service_config *s,
 		add_error(c, key_line(node, "proxy_protocol", s->line),
 			  "%s: applies to tcp services only (no PROXY header is sent with "
 			  "datagrams); remove it or set it to \"none\"", kpath);
+	}
+	if (s->health_check_interval) {
+		path_join(kpath, sizeof kpath, spath, "health_check_interval", 21);
+		add_error(c, key_line(node, "health_check_interval", s->line),
+			  "%s: applies to tcp services only (the check is a TCP connect to "
+			  "local_addr, which a udp service cannot answer); remove it", kpath);
 	}
 }
 

@@ -76,6 +76,9 @@ struct service_config {
 	struct cidr *allow, *deny;
 	size_t nallow, ndeny;
 	int max_connections;
+	/* ours, client, TCP: seconds between connects to local_addr (0: no
+	 * health check); 3 failures in a row withdraw the service */
+	int health_check_interval;
 };
 
 /* ours: the admin API ([server.api] / [client.api]) */
@@ -143,6 +146,7 @@ const char *service_type_name(enum service_type t);
 #define CONFIG_MAX_HEARTBEAT	86400	/* heartbeat_interval, heartbeat_timeout */
 #define CONFIG_MAX_RETRY	3600	/* retry_interval */
 #define CONFIG_MAX_UDP_SESSIONS	65536	/* udp_max_sessions */
+#define CONFIG_MAX_HEALTH_CHECK	86400	/* health_check_interval */
 #define CONFIG_MAX_CONNECTIONS	1000000	/* max_connections */
 #define CONFIG_MAX_KEEPALIVE	32767	/* keepalive_secs/interval: the kernel's limit */
 /* Largest config file read (a config is a few KiB; this bounds memory). */

@@ -355,6 +355,8 @@ static void print_services(const struct service_config *s, size_t n, bool server
 		       yes_no(s[i].nodelay));
 		if (!server)
 			printf(", retry_interval %ds", s[i].retry_interval);
+		if (!server && s[i].health_check_interval)
+			printf(", health_check_interval %ds", s[i].health_check_interval);
 		printf(", token: %s\n", s[i].token_from_default ? "default_token" : "service");
 	}
 }

@@ -249,7 +249,8 @@ bool service_config_equal(const struct service_config *a, const struct service_c
 	       str_eq(a->local_addr, b->local_addr) && a->nodelay == b->nodelay &&
 	       a->retry_interval == b->retry_interval &&
 	       a->udp_idle_timeout == b->udp_idle_timeout &&
-	       a->udp_max_sessions == b->udp_max_sessions;
+	       a->udp_max_sessions == b->udp_max_sessions &&
+	       a->health_check_interval == b->health_check_interval;
 }
 
 bool server_settings_equal(const struct server_config *a, const struct server_config *b)
