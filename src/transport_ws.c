@@ -408,24 +408,40 @@ static const char *check_request(const struct http_head *h)
 	return NULL;
 }
 
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* The status code of "HTTP/1.x NNN[ reason]", or -1. Parsed by hand: the
+ * line lies in the receive buffer, which need not hold a NUL anywhere (the
+ * frames after the header may fill it), so no str* or scanf function may
+ * read it; and the code is exactly three digits, not what %d would take
+ * (" 101", "+101", "1011"). */
+static int status_code(const char *line, size_t len)
+{
+	if (len < 12 || !http_version_ok(line, 8) || line[8] != ' ' || !is_digit(line[9]) ||
+	    !is_digit(line[10]) || !is_digit(line[11]) || (len > 12 && line[12] != ' '))
+		return -1;
+	return (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+}
+
 static int check_response(struct ws_stream *ws, const struct http_head *h)
 {
-	const char *line = h->first, *end = h->first + h->first_len, *reason;
-	char want[WS_ACCEPT_LEN + 1];
-	int code;
+	char want[WS_ACCEPT_LEN + 1], reason[61];
+	int code = status_code(h->first, h->first_len);
+	size_t i, n = 0;
 
-	if (h->first_len < 12 || !http_version_ok(line, 8) || line[8] != ' ' ||
-	    sscanf(line + 9, "%3d", &code) != 1)
+	if (code < 0)
 		return stream_set_error(&ws->s, "websocket: the server did not answer in HTTP "
 					"(is remote_addr a websocket server?)");
 	if (code != 101) {
-		/* "HTTP/1.1 404 Not Found": the reason starts at offset 13, if any */
-		size_t rlen = end - line > 13 ? (size_t)(end - line) - 13 : 0;
-
-		reason = line + (rlen ? 13 : 0);
-		return stream_set_error(&ws->s, "websocket: the server answered HTTP %d %.*s "
-					"instead of 101 Switching Protocols", code,
-					(int)(rlen > 60 ? 60 : rlen), reason);
+		/* "HTTP/1.1 404 Not Found": the reason, printable, cut for the log */
+		for (i = 13; i < h->first_len && n < sizeof reason - 1; i++)
+			reason[n++] = h->first[i] >= 0x20 && h->first[i] < 0x7f ? h->first[i] : '?';
+		reason[n] = '\0';
+		return stream_set_error(&ws->s, "websocket: the server answered HTTP %d %s "
+					"instead of 101 Switching Protocols", code, reason);
 	}
 	if (!h->upgrade_websocket || !h->connection_upgrade)
 		return stream_set_error(&ws->s, "websocket: the server's 101 answer lacks "

@@ -6,7 +6,14 @@
  *   0  server: the input is the upgrade request (and frames after it)
  *   1  server: a valid request, then the input as the client's frames
  *   2  client: the input is the server's answer (and frames)
- *   3  client: a valid 101 answer, then the input as the server's frames */
+ *   3  client: a valid 101 answer, then the input as the server's frames
+ *
+ * Byte 1 holds flags: 1 consume one byte at a time, 2 reply after each read,
+ * 4 shut down at the end, 8 pad the input with 'x' up to the size of the
+ * receive buffer (WS_RAW_CAP), so that a short input still fills it: the
+ * answer's header then has no NUL after it anywhere in the buffer (issue 23:
+ * the status line was read with sscanf, past the buffer's end), which inputs
+ * of libFuzzer's default length never reach. */
 #include <stdio.h>
 
 #include <openssl/evp.h>
@@ -14,6 +21,8 @@
 #include "base64.h"
 #include "fuzz.h"
 #include "transport.h"
+
+#define WS_RAW_CAP	(16 * 1024 + 64)	/* transport_ws.c: the receive buffer */
 
 static const char valid_request[] =
 	"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -56,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fuzz_feeder f;
 	struct stream *s;
 	uint8_t mode, flags, *input = NULL;
-	size_t len = 0;
+	size_t len = 0, pad;
 	char head[512];
 
 	if (size < 2)
@@ -87,13 +96,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		len = sizeof valid_request - 1;
 		memcpy(head, valid_request, len);
 	}
-	input = malloc(len + size + 1);
+	pad = flags & 8 && len + size < WS_RAW_CAP ? WS_RAW_CAP - len - size : 0;
+	input = malloc(len + size + pad + 1);
 	if (!input)
 		abort();
 	memcpy(input, head, len);
 	memcpy(input + len, data, size);
+	memset(input + len + size, 'x', pad);
 	f.data = input;
-	f.len = len + size;
+	f.len = len + size + pad;
 	if (fuzz_drive_stream(s, &f, false, flags & 1, flags & 2 ? 16 : 0) && flags & 4)
 		stream_shutdown(s);
 	stream_free(s);

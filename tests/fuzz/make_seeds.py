@@ -112,6 +112,8 @@ udp_idle_timeout = 60
     put("ws", "server-request-frames", b"\x00\x00" + req + masked + ping + close)
     put("ws", "server-frames", b"\x01\x02" + masked + b"\x02\x83\x00\x00\x00\x00abc" + b"\x80\x81\x00\x00\x00\x00d" + close)
     put("ws", "client-bad-answer", b"\x02\x00HTTP/1.1 403 Forbidden\r\n\r\n")
+    # flag 8: padded with 'x' to the client's whole receive buffer (issue 23)
+    put("ws", "client-answer-fills-buffer", b"\x02\x08HTTP/1.1 403 Forbidden\r\n\r\n")
     put("ws", "client-frames", b"\x03\x06" + b"\x82\x05hello" + b"\x89\x00" + b"\x82\x7e\x00\x03abc" + b"\x88\x02\x03\xe8")
 
     # noise: byte 0 = protocol, byte 1 = mode

@@ -12,13 +12,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
 from conftest import RATHOLE, free_port
-from helpers import (EchoServer, UdpEcho, client_config, echo_once, server_config,
-                     transfer_checked, wait_tunnel)
+from helpers import (EchoServer, UdpEcho, accepted, client_config, echo_once, listen_tcp,
+                     server_config, transfer_checked, wait_tunnel)
 from proc_stats import built_by_clang, is_asan
 
 pytestmark = [
@@ -103,3 +104,51 @@ def test_tunnel_session_under_valgrind(procs, tmp_path, transport):
     finally:
         echo.stop()
         uecho.stop()
+
+
+# The client's websocket receive buffer (transport_ws.c: WS_RAW_CAP)
+WS_RAW_CAP = 16 * 1024 + 64
+
+
+def test_ws_client_reads_a_full_answer_buffer_under_valgrind(procs, tmp_path):
+    """A websocket server whose answer fills the client's whole receive buffer:
+    a short status line and header, then bytes up to the buffer's end, none of
+    them NUL. The status line was parsed with sscanf, which runs strlen over
+    the buffer and read past its end (issue 23, part 3): valgrind reported an
+    invalid read after the 16,448-byte block. Now: no error, and the client
+    reports the server's status."""
+    ls = listen_tcp(timeout=1.0)
+    port = ls.getsockname()[1]
+    head = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+    answer = head + b"x" * (WS_RAW_CAP - len(head))
+    conns = []
+    stop = threading.Event()
+
+    def fake_server():
+        # the whole answer is sent at accept, before the client writes its
+        # request, so it is all there when the client reads its first bytes
+        for c in accepted(ls, stop.is_set):
+            conns.append(c)
+            try:
+                c.sendall(answer)
+            except OSError:
+                pass
+
+    threading.Thread(target=fake_server, daemon=True).start()
+    cfg = client_config(port, {"echo": dict(local_port=free_port(), token="vg-ws")},
+                        transport='[client.transport]\ntype = "websocket"\n'
+                                  '[client.transport.websocket]\ntls = false\n')
+    (tmp_path / "c.toml").write_text(cfg)
+    (tmp_path / "c.toml").chmod(0o600)
+    try:
+        cli = procs.start([*VALGRIND, RATHOLE, str(tmp_path / "c.toml")],
+                          env={"RATHOLE_LOG": "info"})
+        cli.wait_log("the server answered HTTP 403 Forbidden instead of 101", timeout=60)
+        rc = cli.stop(signal.SIGTERM, timeout=60)
+    finally:
+        stop.set()
+        ls.close()
+        for c in conns:
+            c.close()
+    assert rc == 0, f"client under valgrind exited {rc}:\n{cli.stderr[-6000:]}"
+    assert "ERROR SUMMARY: 0 errors" in cli.stderr, cli.stderr[-6000:]

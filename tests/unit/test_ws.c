@@ -691,6 +691,46 @@ static void test_client_side(void)
 	ws_close(&w);
 }
 
+/* The status code is exactly three digits after "HTTP/1.x " (sscanf's %3d
+ * took " 101", "+101" and the "101" of "1011"); otherwise good answers. */
+static void test_bad_status_lines(void)
+{
+	static const char *const lines[] = {
+		"HTTP/1.1 1011 Switching Protocols", "HTTP/1.1  101 Switching Protocols",
+		"HTTP/1.1 +101 Switching Protocols", "HTTP/1.1 10 Switching Protocols",
+		"HTTP/1.1 10a Switching Protocols", "HTTP/1.1 -01 Switching Protocols",
+		"HTTP/1.1 101Switching Protocols", "HTTP/1.0 101 Switching Protocols",
+	};
+	char answer[256];
+	struct ws w;
+	struct stream *c;
+	int rc;
+
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+		snprintf(answer, sizeof answer, "%s\r\nUpgrade: websocket\r\nConnection: Upgrade",
+			 lines[i]);
+		c = raw_server(&w, answer, true, "", 0, &rc);
+		CHECKF(rc == ST_ERROR && strstr(c->err, "did not answer in HTTP"), "%s: %d %s",
+		       lines[i], rc, c->err);
+		stream_free(c);
+		close(w.sfd);
+		ws_close(&w);
+	}
+	/* a 101 without a reason is a 101; a reason is printed without controls */
+	c = raw_server(&w, "HTTP/1.1 101\r\nUpgrade: websocket\r\nConnection: Upgrade", true,
+		       "", 0, &rc);
+	CHECKF(rc == 0, "%d %s", rc, c->err);
+	stream_free(c);
+	close(w.sfd);
+	ws_close(&w);
+	c = raw_server(&w, "HTTP/1.1 503 Busy\x1b[2J now", true, "", 0, &rc);
+	CHECKF(rc == ST_ERROR && strstr(c->err, "answered HTTP 503 Busy?[2J now instead"), "%s",
+	       c->err);
+	stream_free(c);
+	close(w.sfd);
+	ws_close(&w);
+}
+
 int main(void)
 {
 	load_openssl();
@@ -712,6 +752,7 @@ int main(void)
 	test_truncated_frame();
 	test_bad_requests();
 	test_client_side();
+	test_bad_status_lines();
 	sp_rmtree(dir);
 	return check_report("test_ws");
 }
