@@ -115,11 +115,13 @@ BIN      := $(B)/rathole
 	check-systemd check-install check-packaging static static-strip cross-build cross-test deb unit-bins \
 	fuzz fuzz-regress valgrind bench image images
 
-# ./rathole is the native release build; other builds stay in their directory.
-ifeq ($(VARIANT)|$(firstword $(subst -, ,$(TRIPLET))),release|$(shell uname -m))
+# ./rathole is the native compiler's release build; other builds (clang,
+# cross, sanitizers) stay in their directory. Copied by a rename, so that a
+# running ./rathole does not make the copy fail ("Text file busy").
+ifeq ($(VARIANT)|$(TRIPLET),release|$(NATIVE))
 all: rathole
 rathole: $(BIN)
-	cp $(BIN) rathole
+	cp $(BIN) rathole.tmp && mv -f rathole.tmp rathole
 else
 all: $(BIN)
 	@echo "built $(BIN)"
