@@ -206,6 +206,13 @@ static void on_api_restart(struct loop *l, struct deferred *d)
 	start_api();
 }
 
+/* The secret files of the config in force are watched with it. */
+static void follow_secret_files(void)
+{
+	if (A.reloader)
+		reloader_follow_files(A.reloader, A.cfg->secret_files, A.cfg->nsecret_files);
+}
+
 /* Replaces the running config by the file's, or keeps it if the file is
  * invalid: a reload is never half-applied. Returns 0 when the file's
  * configuration is in force, -1 when it was rejected. */
@@ -255,6 +262,7 @@ static int reload(bool forced)
 			return -1;
 		}
 		config_free(old);
+		follow_secret_files();
 		return 0;
 	}
 	if (A.role == ROLE_SERVER)
@@ -263,6 +271,7 @@ static int reload(bool forced)
 		client_apply(A.client, cfg->client, &rc);
 	A.cfg = cfg;
 	config_free(old);
+	follow_secret_files();
 	log_info("reload: +%d added, -%d removed, ~%d changed, %d unchanged", rc.added, rc.removed,
 		 rc.changed, rc.unchanged);
 	return 0;
@@ -288,6 +297,7 @@ static void start_reloader(void)
 	if (text)
 		reloader_content_changed(A.reloader, text, len);
 	free_config_text(text, len);
+	follow_secret_files();
 }
 
 int app_run(struct config *cfg, enum role role)

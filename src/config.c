@@ -41,6 +41,7 @@ struct ctx {
 	struct config_errors *errs;
 	enum side side;
 	int lines[CONFIG_MAX_ERRORS];	/* of each stored message, to sort them */
+	struct config *cfg;		/* being built: secret_files are noted there */
 };
 
 enum kind {
@@ -915,6 +916,112 @@ static void report_missing(struct ctx *c, const struct section *s, const struct 
 	}
 }
 
+/* ---- secrets from files ----
+ *
+ * Every secret key (token, default_token, local_private_key,
+ * pkcs12_password) may instead be given as KEY_file = "path": the file's
+ * content, without its trailing newlines, is the value. A deployment can
+ * then keep the config in a ConfigMap and only the secrets in a Secret
+ * (Docker / Kubernetes mount them as files). A relative path is taken from
+ * the working directory, as pkcs12 and trusted_root are. */
+
+#define FILE_SUFFIX	"_file"
+#define FILE_SUFFIX_LEN	(sizeof FILE_SUFFIX - 1)
+
+/* The secret key that kv (KEY_file) stands for, or NULL. */
+static const struct key *secret_file_key(const struct section *s, const struct toml_kv *kv)
+{
+	const struct key *k;
+
+	if (kv->keylen <= FILE_SUFFIX_LEN ||
+	    memcmp(kv->key + kv->keylen - FILE_SUFFIX_LEN, FILE_SUFFIX, FILE_SUFFIX_LEN) != 0)
+		return NULL;
+	k = find_key(s, kv->key, kv->keylen - FILE_SUFFIX_LEN);
+	return k && (k->flags & KEY_SECRET) ? k : NULL;
+}
+
+static void note_secret_file(struct ctx *c, const char *file, int line)
+{
+	struct config *cfg = c->cfg;
+	char **more;
+
+	for (size_t i = 0; i < cfg->nsecret_files; i++)
+		if (strcmp(cfg->secret_files[i], file) == 0)
+			return;
+	more = realloc(cfg->secret_files, (cfg->nsecret_files + 1) * sizeof *more);
+	if (!more || !(more[cfg->nsecret_files] = strdup(file))) {
+		if (more)
+			cfg->secret_files = more;
+		add_oom(c, line);
+		return;
+	}
+	cfg->secret_files = more;
+	cfg->nsecret_files++;
+}
+
+/* Reads the secret that kv (KEY_file = "path") names into *val, a string
+ * value standing for "KEY = ..." in out. false after reporting; else the
+ * caller wipes and frees val->u.str.ptr. */
+static bool read_secret_file(struct ctx *c, const struct toml_kv *kv, const char *kpath,
+			     struct toml_kv *out, struct toml_value *val)
+{
+	char err[300], *text;
+	size_t len = 0;
+
+	if (kv->val->type != TOML_STRING || memchr(kv->val->u.str.ptr, '\0', kv->val->u.str.len)) {
+		add_error(c, kv->line, "%s%s: expected the path of a file holding the secret (a "
+			  "string), found %s", kpath, FILE_SUFFIX, toml_type_name(kv->val->type));
+		return false;
+	}
+	text = config_read_file(kv->val->u.str.ptr, &len, err, sizeof err);
+	if (!text) {
+		add_error(c, kv->line, "%s%s: %s", kpath, FILE_SUFFIX, err);
+		return false;
+	}
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		len--;
+	if (len == 0 || len > CONFIG_MAX_SECRET_SIZE || memchr(text, '\0', len)) {
+		add_error(c, kv->line, "%s%s: %s %s", kpath, FILE_SUFFIX, kv->val->u.str.ptr,
+			  len == 0 ? "is empty" : len > CONFIG_MAX_SECRET_SIZE ?
+			  "is too long for a secret (over 4096 bytes)" : "holds a NUL byte");
+		explicit_bzero(text, len);
+		free(text);
+		return false;
+	}
+	text[len] = '\0';	/* config_read_file leaves room: len shrank or stays under cap */
+	note_secret_file(c, kv->val->u.str.ptr, kv->line);
+	*val = (struct toml_value){ .type = TOML_STRING, .line = kv->val->line, .col = kv->val->col };
+	val->u.str.ptr = text;
+	val->u.str.len = len;
+	*out = (struct toml_kv){ .key = kv->key, .keylen = kv->keylen - FILE_SUFFIX_LEN,
+				 .line = kv->line, .col = kv->col, .val = val };
+	return true;
+}
+
+static void wipe_secret_value(struct toml_value *val)
+{
+	explicit_bzero(val->u.str.ptr, val->u.str.len);
+	free(val->u.str.ptr);
+}
+
+/* Stores "KEY_file = path" as KEY; a key decoded later (KEY_WHEN_USED) is
+ * read then, by check_when_used(). */
+static bool store_secret_file(struct ctx *c, const struct key *k, const struct toml_kv *kv,
+			      void *base, const char *kpath)
+{
+	struct toml_value val;
+	struct toml_kv skv;
+	bool ok;
+
+	if (k->flags & KEY_WHEN_USED)
+		return false;
+	if (!read_secret_file(c, kv, kpath, &skv, &val))
+		return false;
+	ok = store_value(c, k, &skv, base, kpath);
+	wipe_secret_value(&val);
+	return ok;
+}
+
 static void parse_section(struct ctx *c, const struct section *s, const struct toml_value *tbl,
 			  void *base, const char *path, int line)
 {
@@ -926,15 +1033,34 @@ static void parse_section(struct ctx *c, const struct section *s, const struct t
 	for (size_t i = 0; i < tbl->u.table.len; i++) {
 		const struct toml_kv *kv = &tbl->u.table.items[i];
 		const struct key *k = find_key(s, kv->key, kv->keylen);
+		const struct key *fk = k ? NULL : secret_file_key(s, kv);
 		char kpath[PATH_LEN];
+		bool stored;
 
-		if (!k) {
+		if (!k && !fk) {
 			report_unknown_key(c, s, kv, path);
+			continue;
+		}
+		if (fk) {
+			k = fk;
+			if (seen[k - s->keys]) {
+				path_join(kpath, sizeof kpath, path, k->name, strlen(k->name));
+				add_error(c, kv->line, "%s: give either %s or %s%s, not both", kpath,
+					  k->name, k->name, FILE_SUFFIX);
+				continue;
+			}
+		} else if (seen[k - s->keys]) {	/* its _file came first */
+			path_join(kpath, sizeof kpath, path, k->name, strlen(k->name));
+			add_error(c, kv->line, "%s: give either %s or %s%s, not both", kpath, k->name,
+				  k->name, FILE_SUFFIX);
 			continue;
 		}
 		seen[k - s->keys] = true;
 		path_join(kpath, sizeof kpath, path, k->name, strlen(k->name));
-		if (store_value(c, k, kv, base, kpath) && k->has_off)
+		if (!fk && (k->flags & KEY_SECRET))
+			c->cfg->inline_secrets = true;
+		stored = fk ? store_secret_file(c, k, kv, base, kpath) : store_value(c, k, kv, base, kpath);
+		if (stored && k->has_off)
 			*(bool *)((char *)base + k->has_off - 1) = true;
 	}
 	for (size_t i = 0; i < s->nkeys; i++)
@@ -1017,9 +1143,19 @@ static void check_when_used(struct ctx *c, const struct section *s, const struct
 	for (size_t i = 0; tbl && tbl->type == TOML_TABLE && i < tbl->u.table.len; i++) {
 		const struct toml_kv *kv = &tbl->u.table.items[i];
 		const struct key *k = find_key(s, kv->key, kv->keylen);
+		const struct key *fk = k ? NULL : secret_file_key(s, kv);
+		struct toml_value val = { .type = TOML_BOOL };
+		struct toml_kv skv;
 		void *field;
 		char kpath[PATH_LEN];
 
+		if (fk && (fk->flags & KEY_WHEN_USED)) {
+			path_join(kpath, sizeof kpath, path, fk->name, strlen(fk->name));
+			if (!read_secret_file(c, kv, kpath, &skv, &val))
+				continue;
+			k = fk;
+			kv = &skv;
+		}
 		if (!k || !(k->flags & KEY_WHEN_USED) || kv->val->type != TOML_STRING)
 			continue;	/* unknown or mistyped: already reported */
 		field = (char *)base + k->off;
@@ -1028,6 +1164,8 @@ static void check_when_used(struct ctx *c, const struct section *s, const struct
 			k->check(c, kpath, kv->line, *(char **)field);
 		if (k->kind == K_KEY32 && store_key32(c, kv, field, kpath) && k->has_off)
 			*(bool *)((char *)base + k->has_off - 1) = true;
+		if (val.type == TOML_STRING)
+			wipe_secret_value(&val);
 	}
 }
 
@@ -1279,6 +1417,7 @@ struct config *config_parse(const char *path, const char *text, size_t len,
 		add_oom(&c, 0);
 		goto fail;
 	}
+	c.cfg = cfg;
 	parse_section(&c, &root_section, root, cfg, "", 1);
 	if (!cfg->server && !cfg->client)
 		add_error(&c, 1, "neither [server] nor [client] is defined: add a [server] table "
@@ -1391,6 +1530,9 @@ void config_free(struct config *cfg)
 	if (!cfg)
 		return;
 	free_section(&root_section, cfg);
+	for (size_t i = 0; i < cfg->nsecret_files; i++)
+		free(cfg->secret_files[i]);
+	free(cfg->secret_files);
 	free(cfg->path);
 	free(cfg);
 }

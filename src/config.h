@@ -112,10 +112,18 @@ struct client_config {
 	struct api_config *api;		/* NULL when there is no [client.api] */
 };
 
+/* A secret read from a file (KEY_file = "path") is at most this long. */
+#define CONFIG_MAX_SECRET_SIZE	4096
+
 struct config {
 	char *path;			/* as given on the command line */
 	struct server_config *server;	/* NULL when the file has no [server] */
 	struct client_config *client;	/* NULL when the file has no [client] */
+	/* ours: the files secrets were read from (token_file = ...), which a
+	 * reload watches like the config file itself */
+	char **secret_files;
+	size_t nsecret_files;
+	bool inline_secrets;		/* a secret is written in the file itself */
 };
 
 /* Up to CONFIG_MAX_ERRORS messages, each "path:line: message". */

@@ -168,28 +168,31 @@ static void init_logging(void)
 			 var, getenv(var));
 }
 
-static bool has_tokens(const struct config *cfg)
-{
-	return (cfg->server && (cfg->server->default_token || cfg->server->nservices)) ||
-	       (cfg->client && (cfg->client->default_token || cfg->client->nservices));
-}
-
-/* Tokens are secrets: the file holding them should be private. Readable by
- * its group is fine when that group is our own (root:rathole 0640, the
- * service's setup); readable by anyone else is worth a warning. */
-static void warn_if_readable(const struct config *cfg)
+/* Secrets should be private: the config file when it holds them, and the
+ * files they are read from (token_file = ...). Readable by its group is
+ * fine when that group is our own (root:rathole 0640, the service's setup);
+ * readable by anyone else is worth a warning. */
+static void warn_if_readable(const char *path, const char *what)
 {
 	struct stat st;
 	bool other, group;
 
-	if (!has_tokens(cfg) || stat(cfg->path, &st) < 0 || !S_ISREG(st.st_mode))
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 		return;
 	other = st.st_mode & S_IROTH;
 	group = (st.st_mode & S_IRGRP) && st.st_gid != getegid();
 	if (other || group)
-		log_warn("%s holds tokens but is readable by %s (mode %03o); tokens are secrets: "
-			 "chmod 600 %s", cfg->path, other ? "other users" : "its group",
-			 (unsigned)(st.st_mode & 0777), cfg->path);
+		log_warn("%s holds %s but is readable by %s (mode %03o); they are secrets: "
+			 "chmod 600 %s", path, what, other ? "other users" : "its group",
+			 (unsigned)(st.st_mode & 0777), path);
+}
+
+static void warn_if_secrets_readable(const struct config *cfg)
+{
+	if (cfg->inline_secrets)
+		warn_if_readable(cfg->path, "tokens");
+	for (size_t i = 0; i < cfg->nsecret_files; i++)
+		warn_if_readable(cfg->secret_files[i], "a secret");
 }
 
 static void print_config_errors(const char *path, const struct config_errors *errs)
@@ -466,7 +469,7 @@ int main(int argc, char **argv)
 		print_config_errors(o.config, &errs);
 		return 1;
 	}
-	warn_if_readable(cfg);
+	warn_if_secrets_readable(cfg);
 	if (o.check)
 		return check_config(cfg, &o);
 	if (choose_role(cfg, &o, &role) != 0) {

@@ -13,17 +13,23 @@
 #include "protocol.h"
 
 #define DEBOUNCE_MS	300	/* editors write a file in several steps */
-#define MAX_WATCHES	2	/* the path's directory and its symlink target's */
+/* The config's directory and its symlink target's, and the same for each
+ * secret file (token_file = ...); more distinct directories than this are
+ * not watched (SIGHUP still reloads them). */
+#define MAX_WATCHES	8
 
 struct reloader {
 	struct loop *loop;
 	char *path;
+	char **files;				/* secret files the config names */
+	size_t nfiles;
 	int fd;
 	struct watcher w;
 	struct timer debounce;
 	int wd[MAX_WATCHES];
 	char *dirs[MAX_WATCHES];		/* watched directories, NULL: none */
-	uint8_t digest[PROTO_DIGEST_LEN];
+	uint8_t digest[PROTO_DIGEST_LEN];	/* of the config's text */
+	uint8_t files_digest[PROTO_DIGEST_LEN];	/* of the secret files' contents */
 	bool have_digest;
 	reload_cb cb;
 	void *arg;
@@ -46,39 +52,83 @@ static bool same_dir(const char *a, const char *b)
 	return a && b ? strcmp(a, b) == 0 : a == b;
 }
 
-/* Watch the directory holding the path, and the one holding its final
- * target when it is a symlink; re-run after each load, since a swapped
- * symlink may now point elsewhere. */
+static void free_files(struct reloader *r)
+{
+	for (size_t i = 0; i < r->nfiles; i++)
+		free(r->files[i]);
+	free(r->files);
+	r->files = NULL;
+	r->nfiles = 0;
+}
+
+/* Adds the directory holding path, and the one holding its final target
+ * when it is a symlink, to want[] unless already there. */
+static void want_dirs_of(const char *path, char **want, size_t *n)
+{
+	char *real = realpath(path, NULL);
+	char *cand[2] = { dir_of(path), real ? dir_of(real) : NULL };
+
+	free(real);
+	for (int i = 0; i < 2; i++) {
+		bool dup = !cand[i];
+
+		for (size_t j = 0; !dup && j < *n; j++)
+			dup = same_dir(cand[i], want[j]);
+		if (dup || *n == MAX_WATCHES) {
+			if (!dup)
+				log_warn("not watching %s for changes: more than %d directories "
+					 "(SIGHUP still reloads)", cand[i], MAX_WATCHES);
+			free(cand[i]);
+			continue;
+		}
+		want[(*n)++] = cand[i];
+	}
+}
+
+/* Watch the directories holding the config and the secret files, and
+ * those holding their final targets when they are symlinks; re-run after
+ * each load, since a swapped symlink may now point elsewhere. */
 static void update_watches(struct reloader *r)
 {
 	const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
 			      IN_MOVED_FROM | IN_ATTRIB | IN_DONT_FOLLOW;
-	char *want[MAX_WATCHES] = { dir_of(r->path), NULL };
-	char *real = realpath(r->path, NULL);
+	char *want[MAX_WATCHES] = { NULL };
+	size_t n = 0;
 
-	if (real)
-		want[1] = dir_of(real);
-	free(real);
-	if (same_dir(want[0], want[1])) {
-		free(want[1]);
-		want[1] = NULL;
-	}
+	want_dirs_of(r->path, want, &n);
+	for (size_t i = 0; i < r->nfiles; i++)
+		want_dirs_of(r->files[i], want, &n);
 	for (int i = 0; i < MAX_WATCHES; i++) {
-		if (same_dir(want[i], r->dirs[i])) {
-			free(want[i]);
+		bool kept = false;
+
+		for (size_t j = 0; !kept && j < n; j++)
+			kept = want[j] && same_dir(want[j], r->dirs[i]);
+		if (kept || !r->dirs[i])
 			continue;
-		}
 		if (r->wd[i] >= 0)
 			inotify_rm_watch(r->fd, r->wd[i]);
 		r->wd[i] = -1;
 		free(r->dirs[i]);
-		r->dirs[i] = want[i];
-		if (!want[i])
+		r->dirs[i] = NULL;
+	}
+	for (size_t j = 0; j < n; j++) {
+		int slot = -1;
+		bool have = false;
+
+		for (int i = 0; i < MAX_WATCHES && !have; i++) {
+			have = same_dir(want[j], r->dirs[i]) && r->dirs[i];
+			if (!r->dirs[i] && slot < 0)
+				slot = i;
+		}
+		if (have || slot < 0) {
+			free(want[j]);
 			continue;
-		r->wd[i] = inotify_add_watch(r->fd, want[i], mask);
-		if (r->wd[i] < 0)
+		}
+		r->dirs[slot] = want[j];
+		r->wd[slot] = inotify_add_watch(r->fd, want[j], mask);
+		if (r->wd[slot] < 0)
 			log_warn("cannot watch %s for config changes: %s (SIGHUP still reloads)",
-				 want[i], strerror(errno));
+				 want[j], strerror(errno));
 	}
 }
 
@@ -113,7 +163,8 @@ struct reloader *reloader_new(struct loop *l, const char *path, reload_cb cb, vo
 	r->loop = l;
 	r->cb = cb;
 	r->arg = arg;
-	r->wd[0] = r->wd[1] = -1;
+	for (int i = 0; i < MAX_WATCHES; i++)
+		r->wd[i] = -1;
 	r->path = strdup(path);
 	r->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (!r->path || r->fd < 0) {
@@ -141,24 +192,70 @@ void reloader_free(struct reloader *r)
 	close(r->fd);
 	for (int i = 0; i < MAX_WATCHES; i++)
 		free(r->dirs[i]);
+	free_files(r);
 	free(r->path);
 	free(r);
 }
 
+/* One digest over the contents of the secret files; a file that cannot be
+ * read counts as empty (the load that follows says why). */
+static void digest_files(struct reloader *r, uint8_t out[PROTO_DIGEST_LEN])
+{
+	uint8_t *all = calloc(r->nfiles ? r->nfiles : 1, PROTO_DIGEST_LEN);
+	char err[256];
+
+	if (!all) {
+		memset(out, 0, PROTO_DIGEST_LEN);	/* a reload still follows SIGHUP */
+		return;
+	}
+	for (size_t i = 0; i < r->nfiles; i++) {
+		size_t len = 0;
+		char *text = config_read_file(r->files[i], &len, err, sizeof err);
+
+		proto_digest(text ? text : "", text ? len : 0, all + i * PROTO_DIGEST_LEN);
+		if (text) {
+			explicit_bzero(text, len);
+			free(text);
+		}
+	}
+	proto_digest(all, r->nfiles * PROTO_DIGEST_LEN, out);
+	free(all);
+}
+
 bool reloader_content_changed(struct reloader *r, const char *text, size_t len)
 {
-	uint8_t d[PROTO_DIGEST_LEN];
+	uint8_t d[PROTO_DIGEST_LEN], f[PROTO_DIGEST_LEN];
 	bool changed;
 
 	proto_digest(text, len, d);
-	changed = !r->have_digest || memcmp(d, r->digest, sizeof d) != 0;
+	digest_files(r, f);
+	changed = !r->have_digest || memcmp(d, r->digest, sizeof d) != 0 ||
+		  memcmp(f, r->files_digest, sizeof f) != 0;
 	memcpy(r->digest, d, sizeof d);
+	memcpy(r->files_digest, f, sizeof f);
 	r->have_digest = true;
 	update_watches(r);
 	return changed;
 }
 
-/* ---- applying it ---- */
+void reloader_follow_files(struct reloader *r, char *const *files, size_t n)
+{
+	char **copy = calloc(n ? n : 1, sizeof *copy);
+	size_t got = 0;
+
+	if (!copy) {
+		log_warn("out of memory: secret files are not watched for changes (SIGHUP "
+			 "still reloads)");
+		return;
+	}
+	while (got < n && (copy[got] = strdup(files[got])))
+		got++;
+	free_files(r);
+	r->files = copy;
+	r->nfiles = got;
+	digest_files(r, r->files_digest);
+	update_watches(r);
+}
 
 static bool service_running(struct list *running, const struct service_ops *ops,
 			    const struct service_config *sc)

@@ -1,4 +1,5 @@
-/* Hot reload: noticing that the config file changed, and telling what changed.
+/* Hot reload: noticing that the config file (or a secret file it names)
+ * changed, and telling what changed.
  *
  * The watcher follows the file through the ways editors and deployment tools
  * replace it: written in place, replaced by a rename (vim, sed -i, ansible),
@@ -25,6 +26,9 @@ void reloader_free(struct reloader *r);
 /* After a load: remember the content and re-resolve symlinks. Returns true if
  * the text differs from the previous one. */
 bool reloader_content_changed(struct reloader *r, const char *text, size_t len);
+/* After a load: the secret files the config names (cfg->secret_files) are
+ * watched too, and a change of their content counts as a change. */
+void reloader_follow_files(struct reloader *r, char *const *files, size_t n);
 
 /* Applying a reload to a role's running services (a list of the role's own
  * service structs): those whose config is unchanged get the new config's

@@ -526,6 +526,27 @@ def test_world_readable_token_warning(tmp_path):
         assert "readable by its group" in r.stderr
 
 
+
+def test_readable_secret_file_warning(tmp_path):
+    """token_file: the warning is about the secret's file, not the config
+    that only names it."""
+    secret = tmp_path / "nas-token"
+    secret.write_text(TOKEN + "\n")
+    text = (f'[server]\nbind_addr = "127.0.0.1:{free_port()}"\n[server.services.nas]\n'
+            f'token_file = "{secret}"\nbind_addr = "127.0.0.1:5202"\n')
+    path = tmp_path / "rathole.toml"
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    for mode, warned in ((0o644, True), (0o600, False)):
+        os.chmod(secret, mode)
+        r = subprocess.run([RATHOLE, "--check", str(path)], capture_output=True, text=True,
+                           timeout=20, env={**os.environ, **QUIET})
+        assert r.returncode == 0, r.stderr
+        warn = [l for l in r.stderr.splitlines() if "chmod 600" in l]
+        assert len(warn) == (1 if warned else 0), r.stderr
+        assert not warned or str(secret) in warn[0]
+        assert TOKEN not in r.stderr + r.stdout
+
 def test_no_permission_warning_without_tokens(tmp_path):
     r = check('[server]\nbind_addr = "127.0.0.1:1"\n', tmp_path, env=QUIET)
     os.chmod(tmp_path / "rathole.toml", 0o644)

@@ -13,13 +13,15 @@ the image itself, with the same settings, under podman). What is checked:
 3. kubernetes: the objects are there and consistent: selectors match the
    pods' labels, the Service selects the server's pods, every targetPort and
    probe port names a container port, the probes ask /api/status of the API
-   port of the config, the pods run as 10001 without privileges, the Secret
-   mounted at /etc/rathole holds a config.toml that passes `rathole --check`
-   and whose ports are the containers'. The client runs two replicas, the
+   port of the config, the pods run as 10001 without privileges, the
+   ConfigMap mounted at /etc/rathole holds a config.toml without a secret
+   that passes `rathole --check` with the Secret's files (mounted at
+   /run/secrets/rathole, each named by a *_file key) and whose ports are the
+   containers'. The client runs two replicas, the
    server's services share visitors (balance = "round_robin", issue 24):
    until rathole knows that key, the server's config is checked without it.
-4. The server's config from the Secret, mounted as the kubelet mounts a
-   Secret (config.toml -> ..data/config.toml, ..data -> a timestamped
+4. The server's config from the ConfigMap, mounted as the kubelet mounts a
+   ConfigMap or Secret (config.toml -> ..data/config.toml, ..data -> a timestamped
    directory) and updated as the kubelet updates one (a new directory, then
    ..data swapped by a rename): rathole reloads it, and /api/status shows
    the added service.
@@ -145,7 +147,10 @@ def _k8s(name):
     return by_kind
 
 
-def _pod_checks(dep, secret):
+SECRETS = "/run/secrets/rathole"
+
+
+def _pod_checks(dep, configmap, secret):
     """The Deployment's pod: what both sides share. Returns (container, its
     named ports, the config text)."""
     spec = dep["spec"]
@@ -164,21 +169,41 @@ def _pod_checks(dep, secret):
     for probe in ("livenessProbe", "readinessProbe"):
         get = c[probe]["httpGet"]
         assert get["path"] == "/api/status" and get["port"] == "api", f"{probe}: {get}"
-    (mount,) = c["volumeMounts"]
-    assert mount["mountPath"] == "/etc/rathole" and mount["readOnly"] is True
-    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert vol["secret"]["secretName"] == secret["metadata"]["name"]
-    assert vol["secret"]["defaultMode"] == 0o440
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert set(mounts) == {"/etc/rathole", SECRETS}
+    assert all(m["readOnly"] is True for m in mounts.values())
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols[mounts["/etc/rathole"]["name"]]["configMap"]["name"] == \
+        configmap["metadata"]["name"]
+    svol = vols[mounts[SECRETS]["name"]]["secret"]
+    assert svol["secretName"] == secret["metadata"]["name"]
+    assert svol["defaultMode"] == 0o440
     assert "args" not in c and "command" not in c, "the image's defaults name the config"
-    return c, ports, secret["stringData"]["config.toml"]
+    text = configmap["data"]["config.toml"]
+    # the ConfigMap holds no secret: every one is a file of the Secret
+    assert not re.search(r'(?m)^\s*(token|default_token|local_private_key|pkcs12_password)\s*=',
+                         text), "a secret in the ConfigMap"
+    named = set(re.findall(r'_file = "%s/([^"]+)"' % SECRETS, text))
+    assert named and named == set(secret["stringData"]), (named, secret["stringData"])
+    return c, ports, text
+
+
+def _with_secrets(text, secret, d):
+    """The config text with the Secret's files written to directory d, as
+    the kubelet would mount them, and the paths moved there."""
+    d.mkdir(exist_ok=True)
+    for name, value in secret["stringData"].items():
+        (d / name).write_text(value)
+        os.chmod(d / name, 0o600)
+    return text.replace(SECRETS, str(d))
 
 
 def test_kubernetes_server(tmp_path):
     k = _k8s("server.yaml")
-    (secret,), (dep,), (svc,) = k["Secret"], k["Deployment"], k["Service"]
-    assert set(k) == {"Secret", "Deployment", "Service"}
+    (cm,), (secret,), (dep,), (svc,) = k["ConfigMap"], k["Secret"], k["Deployment"], k["Service"]
+    assert set(k) == {"ConfigMap", "Secret", "Deployment", "Service"}
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
-    c, ports, text = _pod_checks(dep, secret)
+    c, ports, text = _pod_checks(dep, cm, secret)
     cfg = tomllib.loads(text)["server"]
     assert ports["api"] == _port(cfg["api"]["bind_addr"])
     assert _host(cfg["api"]["bind_addr"]) == "0.0.0.0", "the kubelet probes the pod's address"
@@ -196,21 +221,21 @@ def test_kubernetes_server(tmp_path):
         _port(s["bind_addr"]) for s in cfg["services"].values()}
     if not _knows_balance(tmp_path):
         text = _without_balance(text)
-    r = _check(text, tmp_path, "server.toml")
+    r = _check(_with_secrets(text, secret, tmp_path / "secrets"), tmp_path, "server.toml")
     assert r.returncode == 0, r.stderr
     assert "role: server" in r.stdout
 
 
 def test_kubernetes_client(tmp_path):
     k = _k8s("client.yaml")
-    assert set(k) == {"Secret", "Deployment"}
-    (secret,), (dep,) = k["Secret"], k["Deployment"]
+    assert set(k) == {"ConfigMap", "Secret", "Deployment"}
+    (cm,), (secret,), (dep,) = k["ConfigMap"], k["Secret"], k["Deployment"]
     assert dep["spec"]["replicas"] == 2
-    c, ports, text = _pod_checks(dep, secret)
+    c, ports, text = _pod_checks(dep, cm, secret)
     cfg = tomllib.loads(text)["client"]
     assert ports == {"api": _port(cfg["api"]["bind_addr"])}
     assert _host(cfg["api"]["bind_addr"]) == "0.0.0.0"
-    r = _check(text, tmp_path, "client.toml")
+    r = _check(_with_secrets(text, secret, tmp_path / "secrets"), tmp_path, "client.toml")
     assert r.returncode == 0, r.stderr
     assert "role: client" in r.stdout
 
@@ -236,8 +261,9 @@ def _kubelet_write(d, text, n):
 
 
 def test_kubernetes_secret_update_reloads(procs, tmp_path):
-    (secret,) = _k8s("server.yaml")["Secret"]
-    text = secret["stringData"]["config.toml"]
+    k = _k8s("server.yaml")
+    (cm,), (secret,) = k["ConfigMap"], k["Secret"]
+    text = _with_secrets(cm["data"]["config.toml"], secret, tmp_path / "secrets")
     if not _knows_balance(tmp_path):
         text = _without_balance(text)
     ctl, api, web, web2 = (free_port() for _ in range(4))

@@ -238,3 +238,49 @@ def test_settings_change_restarts_role(procs, echoes):
     write_atomically(p.spath, s.replace("[server]\n", "[server]\nheartbeat_interval = 7\n"))
     p.server.wait_log("[server] settings or transport changed; restarting the server", timeout=10)
     wait_tunnel(p.ports["one"], timeout=20)
+
+
+def kubelet_secret(directory, files, version):
+    """Writes files the way the kubelet updates a mounted Secret: a new
+    timestamped directory, then the ..data symlink swapped onto it by a
+    rename; each file is a symlink through ..data."""
+    directory.mkdir(exist_ok=True)
+    ts = directory / f"..v{version}"
+    ts.mkdir()
+    for name, text in files.items():
+        (ts / name).write_text(text)
+        os.chmod(ts / name, 0o600)
+        if not (directory / name).is_symlink():
+            os.symlink(f"..data/{name}", directory / name)
+    os.symlink(ts.name, directory / "..data_tmp")
+    os.rename(directory / "..data_tmp", directory / "..data")
+
+
+def test_token_file_change_reloads(procs, echoes):
+    """token_file: the token comes from a Secret-style directory apart from
+    the config; swapping it reloads the service with the new token: the
+    client that still holds the old one is refused (the service's port
+    stays closed) until its own config has the new token."""
+    p = Pair(procs, echoes)
+    secrets = procs.tmp / "secrets"
+    kubelet_secret(secrets, {"token": "old-token\n"}, 1)
+    s, _ = p.texts(["one"])
+    s = s.replace('token = "tk"', 'token_file = "%s"' % (secrets / "token"))
+    assert "token_file" in s
+    _, c = p.texts(["one"], token="old-token")
+    server = procs.rathole(s, name="server.toml")
+    client = procs.rathole(c, name="client.toml")
+    wait_tunnel(p.ports["one"])
+    assert echo_once(p.ports["one"], b"old") == b"old"
+
+    kubelet_secret(secrets, {"token": "new-token\n"}, 2)
+    server.wait_log("service one: changed by the reload", timeout=10)
+    # the old token no longer opens the port (the client keeps retrying)
+    wait_port_closed(p.ports["one"])
+    time.sleep(1.5)
+    assert not port_open(p.ports["one"])
+    _, c = p.texts(["one"], token="new-token")
+    write_atomically(p.cpath, c)
+    wait_tunnel(p.ports["one"], timeout=20)
+    assert echo_once(p.ports["one"], b"new") == b"new"
+    assert "reload rejected" not in server.stderr + client.stderr

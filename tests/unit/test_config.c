@@ -682,6 +682,89 @@ static void test_load(void)
 	config_free(NULL);
 }
 
+/* Writes text to a new temporary file; its path is left in path. */
+static bool write_temp(char *path, const char *text)
+{
+	int fd = mkstemp(path);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok;
+}
+
+/* token_file, default_token_file, local_private_key_file: the value is the
+ * file's content without trailing newlines, the file is noted for the
+ * reloader, and every misuse is an error naming the key. */
+static void test_secret_files(void)
+{
+	char tok[] = "/tmp/test_config_tok_XXXXXX", key[] = "/tmp/test_config_key_XXXXXX";
+	char empty[] = "/tmp/test_config_empty_XXXXXX", text[1024], want[600];
+	struct config *cfg;
+
+	CHECK(write_temp(tok, "s3cret\r\n\n"));
+	CHECK(write_temp(key, KEY_B64));
+	CHECK(write_temp(empty, "\n"));
+
+	snprintf(text, sizeof text, SERVER_HEAD "default_token_file = \"%s\"\n"
+		 "[server.transport]\ntype = \"noise\"\n[server.transport.noise]\n"
+		 "local_private_key_file = \"%s\"\n"
+		 "[server.services.a]\nbind_addr = \"a:1\"\n"
+		 "[server.services.b]\ntoken_file = \"%s\"\nbind_addr = \"a:2\"\n", tok, key, tok);
+	cfg = parse(text);
+	CHECK(cfg != NULL);
+	if (!cfg) {
+		dump_errors();
+	} else {
+		CHECK_STR(cfg->server->services[0].token, "s3cret");
+		CHECK_STR(cfg->server->services[1].token, "s3cret");
+		CHECK(cfg->server->transport.noise.has_local_private_key);
+		CHECK(cfg->server->transport.noise.local_private_key[31] == 31);
+		CHECK(cfg->nsecret_files == 2);	/* each file once */
+		CHECK(cfg->nsecret_files == 2 && strcmp(cfg->secret_files[0], tok) == 0 &&
+		      strcmp(cfg->secret_files[1], key) == 0);
+		CHECK(!cfg->inline_secrets);
+	}
+	config_free(cfg);
+
+	cfg = parse(SERVER_HEAD "[server.services.a]\ntoken = \"t\"\nbind_addr = \"a:1\"\n");
+	CHECK(cfg && cfg->inline_secrets && cfg->nsecret_files == 0);
+	config_free(cfg);
+
+	snprintf(text, sizeof text, SERVER_HEAD "[server.services.a]\ntoken = \"t\"\n"
+		 "token_file = \"%s\"\nbind_addr = \"a:1\"\n", tok);
+	EXPECT_ONLY_ERROR(text, "t.toml:5: server.services.a.token: give either token or "
+			  "token_file, not both");
+	EXPECT_ERROR(SERVER_HEAD "[server.services.a]\ntoken_file = \"/nonexistent/tok\"\n"
+		     "bind_addr = \"a:1\"\n", "t.toml:4: server.services.a.token_file: "
+		     "/nonexistent/tok: cannot read: No such file or directory");
+	EXPECT_ERROR(SERVER_HEAD "[server.services.a]\ntoken_file = 1\nbind_addr = \"a:1\"\n",
+		     "t.toml:4: server.services.a.token_file: expected the path of a file holding "
+		     "the secret (a string), found integer");
+	snprintf(text, sizeof text, SERVER_HEAD "[server.services.a]\ntoken_file = \"%s\"\n"
+		 "bind_addr = \"a:1\"\n", empty);
+	snprintf(want, sizeof want, "t.toml:4: server.services.a.token_file: %s is empty", empty);
+	EXPECT_ERROR(text, want);
+	/* only secrets come from files */
+	EXPECT_ERROR(SERVER_HEAD "[server.services.a]\ntoken = \"t\"\nbind_addr_file = \"x\"\n",
+		     "t.toml:5: unknown key \"bind_addr_file\" in [server.services.a] (expected one "
+		     "of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections)");
+	snprintf(text, sizeof text, CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n"
+		 "[client.transport.noise]\nremote_public_key = \"%s\"\n"
+		 "local_private_key_file = \"%s\"\n"
+		 "[client.services.a]\ntoken = \"t\"\nlocal_addr = \"a:1\"\n", KEY_B64, tok);
+	cfg = parse(text);	/* a token is no key: the key's own check says so */
+	CHECK(cfg == NULL && errs.count >= 1 && strstr(errs.msg[0], "local_private_key") != NULL);
+	if (cfg || !errs.count)
+		dump_errors();
+	config_free(cfg);
+	unlink(tok);
+	unlink(key);
+	unlink(empty);
+}
+
 int main(void)
 {
 	test_server_defaults();
@@ -703,5 +786,6 @@ int main(void)
 	test_many_errors();
 	test_our_keys();
 	test_load();
+	test_secret_files();
 	return check_report("test_config");
 }
