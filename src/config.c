@@ -101,6 +101,8 @@ static const char *const service_names[] = { "tcp", "udp", NULL };
 static const char *const proxy_protocol_names[] = { "none", "v1", "v2", NULL };
 
 static int check_addr(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_service_addr(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_ports(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_proxy(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_noise_pattern(struct ctx *c, const char *kpath, int line, const char *value);
 
@@ -161,7 +163,7 @@ static const struct section transport_section = SECTION(transport_keys, T, .side
 static const struct key server_service_keys[] = {
 	{ .name = "type", .kind = K_ENUM, .off = OFF(T, type), .def = SERVICE_TCP, .choices = service_names },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
-	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_service_addr, .flags = KEY_REQUIRED,
 	  .hint = "where visitors connect, e.g. \"0.0.0.0:5202\"" },
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
 	{ .name = "proxy_protocol", .kind = K_ENUM, .off = OFF(T, proxy_protocol), .def = 0, .choices = proxy_protocol_names },
@@ -174,8 +176,9 @@ static const struct section server_service_section = SECTION(server_service_keys
 static const struct key client_service_keys[] = {
 	{ .name = "type", .kind = K_ENUM, .off = OFF(T, type), .def = SERVICE_TCP, .choices = service_names },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
-	{ .name = "local_addr", .kind = K_STRING, .off = OFF(T, local_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	{ .name = "local_addr", .kind = K_STRING, .off = OFF(T, local_addr), .check = check_service_addr, .flags = KEY_REQUIRED,
 	  .hint = "the service to expose, e.g. \"127.0.0.1:22\"" },
+	{ .name = "remote_ports", .kind = K_STRING, .off = OFF(T, remote_ports), .check = check_ports },
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
 	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .has_off = HAS(T, has_retry_interval),
 	  .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
@@ -551,6 +554,96 @@ static int check_addr(struct ctx *c, const char *kpath, int line, const char *va
 	sb_quoted(&b, value, strlen(value), 64);
 	add_error(c, line, "%s: %s is not a valid address: %s (write \"host:port\", "
 		  "e.g. \"0.0.0.0:2333\" or \"[::1]:2333\")", kpath, shown, why ? why : "bad syntax");
+	return -1;
+}
+
+/* "FIRST-LAST": a port range of at most CONFIG_MAX_RANGE ports. */
+static int parse_ports(const char *s, unsigned *lo, unsigned *hi, const char **why)
+{
+	unsigned v[2] = { 0, 0 };
+
+	for (int i = 0; i < 2; i++) {
+		const char *start = s;
+
+		for (; *s >= '0' && *s <= '9'; s++)
+			if ((v[i] = v[i] * 10 + (unsigned)(*s - '0')) > 65535) {
+				*why = "a port is at most 65535";
+				return -1;
+			}
+		if (s == start || (i == 0 && *s != '-') || (i == 1 && *s)) {
+			*why = "expected FIRST-LAST, two port numbers";
+			return -1;
+		}
+		if (v[i] == 0) {
+			*why = "a port is at least 1";
+			return -1;
+		}
+		s++;
+	}
+	if (v[0] > v[1]) {
+		*why = "the first port is greater than the last";
+		return -1;
+	}
+	if (v[1] - v[0] + 1 > CONFIG_MAX_RANGE) {
+		*why = "more than 1024 ports";
+		return -1;
+	}
+	*lo = v[0];
+	*hi = v[1];
+	return 0;
+}
+
+/* An address with a port range, "host:FIRST-LAST": 0 with the host's length
+ * (brackets kept) and the ports; 1 when addr holds no range (a single port,
+ * checked as any address); -1 for a malformed range. */
+static int split_range(const char *addr, size_t *hostlen, unsigned *lo, unsigned *hi,
+		       const char **why)
+{
+	const char *colon = strrchr(addr, ':');
+
+	if (!colon || !strchr(colon, '-'))
+		return 1;
+	*hostlen = (size_t)(colon - addr);
+	return parse_ports(colon + 1, lo, hi, why);
+}
+
+static int check_ports(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	const char *why = NULL;
+	char shown[96];
+	unsigned lo, hi;
+	struct sbuf b;
+
+	if (parse_ports(value, &lo, &hi, &why) == 0)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s is not a port range: %s (write \"FIRST-LAST\", e.g. "
+		  "\"30000-30009\", at most %d ports)", kpath, shown, why, CONFIG_MAX_RANGE);
+	return -1;
+}
+
+/* A service's address: one port, or a range of ports (one service each). */
+static int check_service_addr(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	char first[NET_HOST_MAX + 8], shown[96];
+	const char *why = NULL;
+	unsigned lo, hi;
+	size_t hl;
+	struct sbuf b;
+	int r = split_range(value, &hl, &lo, &hi, &why);
+
+	if (r == 1)
+		return check_addr(c, kpath, line, value);
+	if (r == 0 && hl < NET_HOST_MAX) {
+		snprintf(first, sizeof first, "%.*s:%u", (int)hl, value, lo);
+		return check_addr(c, kpath, line, first);
+	}
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s is not a valid port range: %s (write \"host:FIRST-LAST\", "
+		  "e.g. \"0.0.0.0:30000-30009\", at most %d ports)", kpath, shown,
+		  why ? why : "the host is too long", CONFIG_MAX_RANGE);
 	return -1;
 }
 
@@ -1107,6 +1200,7 @@ static void free_section(const struct section *s, void *base)
 			for (size_t j = 0; arr && j < n; j++) {
 				free_section(k->sub, &arr[j]);
 				free(arr[j].name);
+				free(arr[j].range_name);
 			}
 			free(arr);
 			*(struct service_config **)field = NULL;
@@ -1251,6 +1345,286 @@ static void resolve_services(struct ctx *c, struct service_config *svcs, size_t 
 	}
 }
 
+/* ---- port ranges ---- */
+
+/* A service's range as written: the address that holds it (bind_addr on the
+ * server, local_addr on the client), its ports, and the server's ports that
+ * name the members (the client's remote_ports, or the same ports). */
+struct range {
+	const char *addr;
+	size_t hostlen;
+	unsigned lo, hi;	/* ports of addr */
+	unsigned name_lo;	/* the first member's name is NAME:name_lo */
+};
+
+/* Whether s is a range (parsed into r). Malformed ranges were reported. */
+static bool service_range(const struct service_config *s, bool server, struct range *r)
+{
+	const char *why;
+
+	r->addr = server ? s->bind_addr : s->local_addr;
+	if (!r->addr || split_range(r->addr, &r->hostlen, &r->lo, &r->hi, &why) != 0)
+		return false;
+	r->name_lo = r->lo;
+	if (!server && s->remote_ports) {
+		unsigned hi;
+
+		if (parse_ports(s->remote_ports, &r->name_lo, &hi, &why) != 0)
+			return false;
+	}
+	return true;
+}
+
+static unsigned range_len(const struct range *r)
+{
+	return r->hi - r->lo + 1;
+}
+
+static bool wildcard_host(const char *h, size_t n)
+{
+	return (n == 7 && memcmp(h, "0.0.0.0", 7) == 0) || (n == 4 && memcmp(h, "[::]", 4) == 0);
+}
+
+/* Two server ports on the same host (or a wildcard) and the same protocol. */
+static bool ranges_overlap(const struct service_config *a, const struct range *ra,
+			   const struct service_config *b, const struct range *rb)
+{
+	if (a->type != b->type || ra->hi < rb->lo || rb->hi < ra->lo)
+		return false;
+	return wildcard_host(ra->addr, ra->hostlen) || wildcard_host(rb->addr, rb->hostlen) ||
+	       (ra->hostlen == rb->hostlen && memcmp(ra->addr, rb->addr, ra->hostlen) == 0);
+}
+
+/* The port of a single address, as a one-port range (false: unparsable). */
+static bool single_port(const struct service_config *s, struct range *r)
+{
+	char host[NET_HOST_MAX];
+	const char *why;
+	unsigned port;
+
+	if (!s->bind_addr || net_split_hostport(s->bind_addr, host, sizeof host, &port, &why) < 0)
+		return false;
+	r->addr = s->bind_addr;
+	r->hostlen = (size_t)(strrchr(s->bind_addr, ':') - s->bind_addr);
+	r->lo = r->hi = r->name_lo = port;
+	return true;
+}
+
+/* Server: a range may not share a port with another range or a single
+ * port (two single ports are left to bind(), as before ranges). */
+static void check_overlaps(struct ctx *c, const struct service_config *svcs, size_t n,
+			   const struct toml_value *services_node)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct range ri;
+		bool ri_range = service_range(&svcs[i], true, &ri);
+
+		if (!ri_range && !single_port(&svcs[i], &ri))
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			char shown[PATH_LEN], spath[PATH_LEN];
+			struct range rj;
+			bool rj_range = service_range(&svcs[j], true, &rj);
+			struct sbuf b;
+
+			if ((!ri_range && !rj_range) || (!rj_range && !single_port(&svcs[j], &rj)))
+				continue;
+			if (!ranges_overlap(&svcs[i], &ri, &svcs[j], &rj))
+				continue;
+			path_join(spath, sizeof spath, "server.services", svcs[i].name,
+				  strlen(svcs[i].name));
+			sb_init(&b, shown, sizeof shown);
+			sb_quoted(&b, svcs[j].name, strlen(svcs[j].name), 64);
+			add_error(c, key_line(child(services_node, svcs[i].name), "bind_addr",
+					      svcs[i].line),
+				  "%s.bind_addr: \"%s\" overlaps the ports of service %s "
+				  "(bind_addr \"%s\"); ranges may not share a port", spath,
+				  svcs[i].bind_addr, shown, svcs[j].bind_addr);
+		}
+	}
+}
+
+/* Client: remote_ports needs a range of the same length in local_addr. */
+static void check_remote_ports(struct ctx *c, const struct service_config *s,
+			       const struct toml_value *node)
+{
+	char spath[PATH_LEN];
+	const char *why;
+	unsigned lo, hi;
+	struct range r;
+
+	if (!s->remote_ports || parse_ports(s->remote_ports, &lo, &hi, &why) != 0)
+		return;
+	path_join(spath, sizeof spath, "client.services", s->name, strlen(s->name));
+	if (!service_range(s, false, &r)) {
+		if (s->local_addr && split_range(s->local_addr, &r.hostlen, &r.lo, &r.hi, &why) == 1)
+			add_error(c, key_line(node, "remote_ports", s->line),
+				  "%s.remote_ports: needs a port range in local_addr too (of %u ports)",
+				  spath, hi - lo + 1);
+		return;
+	}
+	if (hi - lo + 1 != range_len(&r))
+		add_error(c, key_line(node, "remote_ports", s->line),
+			  "%s.remote_ports: \"%s\" has %u ports but local_addr \"%s\" has %u; "
+			  "the ranges must have the same length", spath, s->remote_ports,
+			  hi - lo + 1, s->local_addr, range_len(&r));
+}
+
+/* A copy of a service owning its own strings and lists, by its key table. */
+static bool dup_service(const struct section *sec, struct service_config *dst,
+			const struct service_config *src)
+{
+	bool ok = true;
+
+	*dst = *src;
+	dst->name = dst->range_name = NULL;
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct key *k = &sec->keys[i];
+		void *df = (char *)dst + k->off;
+		const void *sf = (const char *)src + k->off;
+
+		switch (k->kind) {
+		case K_STRING: {
+			const char *str = *(char *const *)sf;
+
+			*(char **)df = str ? strdup(str) : NULL;
+			ok = ok && (!str || *(char **)df);
+			break;
+		}
+		case K_CIDRS: {
+			size_t cnt = *(const size_t *)((const char *)src + k->count_off);
+			struct cidr *arr = *(struct cidr *const *)sf;
+
+			*(struct cidr **)df = arr ? calloc(cnt ? cnt : 1, sizeof *arr) : NULL;
+			if (arr && *(struct cidr **)df)
+				memcpy(*(struct cidr **)df, arr, cnt * sizeof *arr);
+			ok = ok && (!arr || *(struct cidr **)df);
+			break;
+		}
+		case K_INT:
+		case K_BOOL:
+		case K_ENUM:
+		case K_KEY32:
+			break;		/* copied with the struct */
+		case K_TABLE:
+		case K_PTABLE:
+		case K_SERVICES:
+			ok = false;	/* no service has one */
+			break;
+		}
+	}
+	return ok;
+}
+
+/* Member k of a range: "NAME:PORT" at "host:PORT". */
+static bool make_member(const struct section *sec, struct service_config *m,
+			const struct service_config *s, const struct range *r, unsigned k,
+			bool server)
+{
+	char **addr = server ? &m->bind_addr : &m->local_addr;
+	size_t nlen = strlen(s->name) + 8, alen = r->hostlen + 8;
+	bool ok = dup_service(sec, m, s);
+
+	m->name = malloc(nlen);
+	m->range_name = strdup(s->name);
+	free(*addr);
+	*addr = malloc(alen);
+	if (!ok || !m->name || !m->range_name || !*addr)
+		return false;
+	snprintf(m->name, nlen, "%s:%u", s->name, r->name_lo + k);
+	snprintf(*addr, alen, "%.*s:%u", (int)r->hostlen, r->addr, r->lo + k);
+	m->range_size = (int)range_len(r);
+	m->range_index = (int)k;
+	return true;
+}
+
+/* A service named like a member ("web:30001" beside the range "web"). */
+static void check_member_names(struct ctx *c, const struct service_config *svcs, size_t n,
+			       const char *role)
+{
+	for (size_t i = 0; i < n; i++) {
+		char shown[PATH_LEN];
+		struct sbuf b;
+
+		if (svcs[i].range_name || !strchr(svcs[i].name, ':'))
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			if (!svcs[j].range_name || strcmp(svcs[i].name, svcs[j].name) != 0)
+				continue;
+			sb_init(&b, shown, sizeof shown);
+			sb_quoted(&b, svcs[i].name, strlen(svcs[i].name), 64);
+			add_error(c, svcs[i].line, "%s.services: service %s has the name of a member "
+				  "of the port range of service \"%s\"; rename one", role, shown,
+				  svcs[j].range_name);
+			break;
+		}
+	}
+}
+
+/* Replaces each range by its members, so that everything past the config
+ * (the roles, reloads, the API) sees ordinary services. Only called on a
+ * config without errors so far. */
+static void expand_ranges(struct ctx *c, const struct section *sec, struct service_config **arr,
+			  size_t *n, bool server, const char *role)
+{
+	struct service_config *svcs = *arr, *out;
+	size_t total = 0, j = 0;
+	struct range r;
+
+	for (size_t i = 0; i < *n; i++)
+		total += service_range(&svcs[i], server, &r) ? range_len(&r) : 1;
+	if (total == *n)
+		return;
+	out = calloc(total, sizeof *out);
+	if (!out) {
+		add_oom(c, 0);
+		return;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		if (!service_range(&svcs[i], server, &r)) {
+			out[j++] = svcs[i];
+			continue;
+		}
+		for (unsigned k = 0; k < range_len(&r); k++)
+			if (!make_member(sec, &out[j++], &svcs[i], &r, k, server))
+				add_oom(c, svcs[i].line);
+		free_section(sec, &svcs[i]);
+		free(svcs[i].name);
+		free(svcs[i].range_name);
+	}
+	free(svcs);
+	*arr = out;
+	*n = total;
+	check_member_names(c, out, total, role);
+}
+
+/* Both roles in one file: a service that is a range on one side is a range
+ * of the same length on the other. */
+static void check_range_pairs(struct ctx *c, const struct config *cfg)
+{
+	const struct client_config *cl = cfg->client;
+
+	for (size_t i = 0; i < cl->nservices; i++) {
+		const struct service_config *cs = &cl->services[i], *ss;
+		const char *name = cs->range_name ? cs->range_name : cs->name;
+		size_t slen = 0;
+
+		for (size_t j = 0; j < cfg->server->nservices; j++) {
+			ss = &cfg->server->services[j];
+			if (strcmp(ss->range_name ? ss->range_name : ss->name, name) == 0)
+				slen = ss->range_name ? (size_t)ss->range_size : 1;
+		}
+		if (slen && slen != (cs->range_name ? (size_t)cs->range_size : 1)) {
+			add_error(c, cs->line, "service \"%s\": the server's bind_addr has %zu "
+				  "port(s) but the client's local_addr has %d; a range needs the "
+				  "same length on both sides", name, slen,
+				  cs->range_name ? cs->range_size : 1);
+		}
+		if (cs->range_name)
+			i += (size_t)cs->range_size - 1;
+	}
+}
+
 static void require_server_identity(struct ctx *c, const struct transport_config *t,
 				    const struct toml_value *tnode, const char *tpath, int line)
 {
@@ -1343,6 +1717,10 @@ static void resolve_server(struct ctx *c, struct server_config *s, const struct 
 	resolve_services(c, s->services, s->nservices, s->default_token, &s->transport, 0,
 			 child(node, "services"), "server");
 	resolve_transport(c, &s->transport, node, "server", true);
+	check_overlaps(c, s->services, s->nservices, child(node, "services"));
+	if (c->errs->count == 0)
+		expand_ranges(c, &server_service_section, &s->services, &s->nservices, true,
+			      "server");
 }
 
 static void resolve_client(struct ctx *c, struct client_config *cl, const struct toml_value *node)
@@ -1350,6 +1728,12 @@ static void resolve_client(struct ctx *c, struct client_config *cl, const struct
 	resolve_services(c, cl->services, cl->nservices, cl->default_token, &cl->transport,
 			 cl->retry_interval, child(node, "services"), "client");
 	resolve_transport(c, &cl->transport, node, "client", false);
+	for (size_t i = 0; i < cl->nservices; i++)
+		check_remote_ports(c, &cl->services[i],
+				   child(child(node, "services"), cl->services[i].name));
+	if (c->errs->count == 0)
+		expand_ranges(c, &client_service_section, &cl->services, &cl->nservices, false,
+			      "client");
 }
 
 /* With both roles in one file, the client must not time out between two
@@ -1428,6 +1812,8 @@ struct config *config_parse(const char *path, const char *text, size_t len,
 		resolve_client(&c, cfg->client, child(root, "client"));
 	if (cfg->server && cfg->client)
 		check_heartbeats(&c, cfg, root);
+	if (cfg->server && cfg->client && errs->count == 0)
+		check_range_pairs(&c, cfg);
 	if (errs->count == 0)
 		goto done;
 	sort_errors(&c);

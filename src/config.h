@@ -79,6 +79,14 @@ struct service_config {
 	/* ours, client, TCP: seconds between connects to local_addr (0: no
 	 * health check); 3 failures in a row withdraw the service */
 	int health_check_interval;
+	/* ours: a port range ("0.0.0.0:30000-30009") is expanded at load into
+	 * one ordinary service per port, named "NAME:PORT" after the server's
+	 * port. Each member keeps the range's name, size and its index in it
+	 * (range_name NULL: not a member). The client's remote_ports names the
+	 * server's ports when they differ from local_addr's (NULL: the same). */
+	char *remote_ports;
+	char *range_name;
+	int range_size, range_index;
 };
 
 /* ours: the admin API ([server.api] / [client.api]) */
@@ -156,6 +164,7 @@ const char *service_type_name(enum service_type t);
 #define CONFIG_MAX_UDP_SESSIONS	65536	/* udp_max_sessions */
 #define CONFIG_MAX_HEALTH_CHECK	86400	/* health_check_interval */
 #define CONFIG_MAX_CONNECTIONS	1000000	/* max_connections */
+#define CONFIG_MAX_RANGE	1024	/* ports in one bind_addr / local_addr range */
 #define CONFIG_MAX_KEEPALIVE	32767	/* keepalive_secs/interval: the kernel's limit */
 /* Largest config file read (a config is a few KiB; this bounds memory). */
 #define CONFIG_MAX_FILE_SIZE	(4 * 1024 * 1024)

@@ -351,16 +351,33 @@ static void print_services(const struct service_config *s, size_t n, bool server
 {
 	printf("  %-19s %zu\n", "services", n);
 	for (size_t i = 0; i < n; i++) {
+		const struct service_config *last = &s[i];
+
 		printf("    ");
-		print_name(s[i].name);
-		printf(": %s, %s %s, nodelay %s", service_type_name(s[i].type),
-		       server ? "bind_addr" : "local_addr", server ? s[i].bind_addr : s[i].local_addr,
-		       yes_no(s[i].nodelay));
+		if (s[i].range_name) {	/* a port range: one line for its members */
+			last = &s[i + (size_t)s[i].range_size - 1];
+			print_name(s[i].range_name);
+			printf(": port range of %d, services ", s[i].range_size);
+			print_name(s[i].name);
+			printf(" .. ");
+			print_name(last->name);
+			printf(", %s %s .. %s%s", server ? "bind_addr" : "local_addr",
+			       server ? s[i].bind_addr : s[i].local_addr,
+			       server ? last->bind_addr : last->local_addr,
+			       server ? ", 1 pooled data channel each" : "");
+			printf(", %s, nodelay %s", service_type_name(s[i].type), yes_no(s[i].nodelay));
+		} else {
+			print_name(s[i].name);
+			printf(": %s, %s %s, nodelay %s", service_type_name(s[i].type),
+			       server ? "bind_addr" : "local_addr",
+			       server ? s[i].bind_addr : s[i].local_addr, yes_no(s[i].nodelay));
+		}
 		if (!server)
 			printf(", retry_interval %ds", s[i].retry_interval);
 		if (!server && s[i].health_check_interval)
 			printf(", health_check_interval %ds", s[i].health_check_interval);
 		printf(", token: %s\n", s[i].token_from_default ? "default_token" : "service");
+		i += (size_t)(last - &s[i]);
 	}
 }
 

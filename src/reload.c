@@ -347,7 +347,8 @@ bool service_config_equal(const struct service_config *a, const struct service_c
 	       a->retry_interval == b->retry_interval &&
 	       a->udp_idle_timeout == b->udp_idle_timeout &&
 	       a->udp_max_sessions == b->udp_max_sessions &&
-	       a->health_check_interval == b->health_check_interval;
+	       a->health_check_interval == b->health_check_interval &&
+	       str_eq(a->range_name, b->range_name);	/* a member's pool is smaller */
 }
 
 bool server_settings_equal(const struct server_config *a, const struct server_config *b)

@@ -650,6 +650,51 @@ static void test_our_keys(void)
 			  "e.g. \"127.0.0.1:2334\"");
 }
 
+/* A range becomes ordinary services, each owning copies of its settings. */
+static void test_port_ranges(void)
+{
+	struct config *cfg = parse(SERVER_HEAD
+				   "[server.services.g]\ntoken = \"x\"\nbind_addr = \"[::]:30000-30002\"\n"
+				   "allow = [\"10.0.0.0/8\"]\nmax_connections = 5\n"
+				   "[server.services.one]\ntoken = \"y\"\nbind_addr = \"0.0.0.0:30003\"\n");
+
+	CHECK(cfg && cfg->server->nservices == 4);
+	if (cfg && cfg->server->nservices == 4) {
+		const struct service_config *s = cfg->server->services;
+
+		CHECK_STR(s[0].name, "g:30000");
+		CHECK_STR(s[2].name, "g:30002");
+		CHECK_STR(s[2].bind_addr, "[::]:30002");
+		CHECK_STR(s[1].range_name, "g");
+		CHECK(s[1].range_size == 3 && s[1].range_index == 1);
+		CHECK(s[2].nallow == 1 && s[2].allow != s[0].allow && s[2].max_connections == 5);
+		CHECK(s[2].token != s[0].token);
+		CHECK_STR(s[2].token, "x");
+		CHECK_STR(s[3].name, "one");
+		CHECK(s[3].range_name == NULL);
+	} else {
+		dump_errors();
+	}
+	config_free(cfg);
+
+	cfg = parse(CLIENT_HEAD "[client.services.g]\ntoken = \"x\"\n"
+		    "local_addr = \"127.0.0.1:40000-40001\"\nremote_ports = \"30000-30001\"\n");
+	CHECK(cfg && cfg->client->nservices == 2);
+	if (cfg && cfg->client->nservices == 2) {
+		CHECK_STR(cfg->client->services[1].name, "g:30001");
+		CHECK_STR(cfg->client->services[1].local_addr, "127.0.0.1:40001");
+	}
+	config_free(cfg);
+
+	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.services.g]\ntoken = \"x\"\n"
+			  "local_addr = \"127.0.0.1:1-2\"\nremote_ports = \"0-1\"\n",
+			  "t.toml:6: client.services.g.remote_ports: \"0-1\" is not a port range: a port "
+			  "is at least 1 (write \"FIRST-LAST\", e.g. \"30000-30009\", at most 1024 ports)");
+	EXPECT_OK(SERVER_HEAD "[server.services.a]\ntoken = \"x\"\nbind_addr = \"127.0.0.1:1-1024\"\n"
+		  "[server.services.b]\ntoken = \"x\"\nbind_addr = \"127.0.0.2:1-1024\"\n"
+		  "[server.services.c]\ntoken = \"x\"\ntype = \"udp\"\nbind_addr = \"0.0.0.0:1-1024\"\n");
+}
+
 static void test_load(void)
 {
 	char path[] = "/tmp/test_config_XXXXXX";
@@ -785,6 +830,7 @@ int main(void)
 	test_toml_syntax_error();
 	test_many_errors();
 	test_our_keys();
+	test_port_ranges();
 	test_load();
 	test_secret_files();
 	return check_report("test_config");
