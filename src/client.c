@@ -871,6 +871,10 @@ void client_status(struct client *cli, struct buf *b)
 		buf_json_string(b, svc->cfg->name);
 		buf_printf(b, ", \"type\": \"%s\", \"local_addr\": ", service_type_name(svc->cfg->type));
 		buf_json_string(b, svc->cfg->local_addr);
+		if (svc->cfg->range_name) {
+			buf_printf(b, ", \"range\": ");
+			buf_json_string(b, svc->cfg->range_name);
+		}
 		buf_printf(b, ", \"control_channel\": \"%s\", \"reconnects\": %llu, "
 			   "\"connections_active\": %zu, \"connections_total\": %llu, "
 			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu, "

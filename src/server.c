@@ -51,7 +51,7 @@ size_t server_fd_reserve(const struct server_config *cfg)
 	size_t n = FD_RESERVE_BASE;
 
 	for (size_t i = 0; i < cfg->nservices; i++)
-		n += cfg->services[i].type == SERVICE_UDP ? UDP_POOL_SIZE : TCP_POOL_SIZE;
+		n += (size_t)service_pool_size(&cfg->services[i]);
 	return n;
 }
 
@@ -650,6 +650,10 @@ void server_status(struct server *srv, struct buf *b)
 		buf_json_string(b, svc->cfg->name);
 		buf_printf(b, ", \"type\": \"%s\", \"bind_addr\": ", service_type_name(svc->cfg->type));
 		buf_json_string(b, svc->cfg->bind_addr);
+		if (svc->cfg->range_name) {
+			buf_printf(b, ", \"range\": ");
+			buf_json_string(b, svc->cfg->range_name);
+		}
 		buf_printf(b, ", \"control_channel\": %s", svc->ctrl ? "true" : "false");
 		if (svc->ctrl) {
 			buf_printf(b, ", \"client\": ");

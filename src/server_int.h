@@ -95,6 +95,15 @@ struct sservice {
 
 #define TCP_POOL_SIZE		8	/* data channels asked for in advance */
 #define UDP_POOL_SIZE		2
+#define RANGE_POOL_SIZE		1	/* per member of a port range: 100 ports cost
+					   200 connections to the client, not 900 */
+
+static inline int service_pool_size(const struct service_config *cfg)
+{
+	if (cfg->range_name)
+		return RANGE_POOL_SIZE;
+	return cfg->type == SERVICE_UDP ? UDP_POOL_SIZE : TCP_POOL_SIZE;
+}
 #define ACCEPT_BATCH		64	/* connections accepted per readiness event */
 #define BACKOFF_MAX_MS		1000	/* bind and accept retries */
 

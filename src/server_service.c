@@ -487,7 +487,7 @@ void service_down(struct sservice *svc)
 
 void service_up(struct sservice *svc, struct ctrl *c)
 {
-	int n = svc->cfg->type == SERVICE_UDP ? UDP_POOL_SIZE : TCP_POOL_SIZE;
+	int n = service_pool_size(svc->cfg);
 
 	if (svc->ctrl) {
 		log_warn("service %s: a new control channel from %s replaces the one from %s",
