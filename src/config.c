@@ -1501,6 +1501,17 @@ static bool dup_service(const struct section *sec, struct service_config *dst,
 			ok = ok && (!arr || *(struct cidr **)df);
 			break;
 		}
+		case K_STRINGS: {
+			size_t cnt = *(const size_t *)((const char *)src + k->count_off);
+			char *const *arr = *(char **const *)sf;
+			char **copy = arr ? calloc(cnt ? cnt : 1, sizeof *copy) : NULL;
+
+			*(char ***)df = copy;
+			for (size_t j = 0; copy && j < cnt; j++)
+				ok = (copy[j] = strdup(arr[j])) && ok;
+			ok = ok && (!arr || copy);
+			break;
+		}
 		case K_INT:
 		case K_BOOL:
 		case K_ENUM:
