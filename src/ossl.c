@@ -185,6 +185,7 @@ int ossl_load(char *err, size_t errlen)
 	F(int, SSL_do_handshake, (SSL *s), (s)) \
 	V(SSL_free, (SSL *ssl), (ssl)) \
 	F(int, SSL_has_pending, (const SSL *s), (s)) \
+	F(int, SSL_in_init, (const SSL *s), (s)) \
 	F(X509_VERIFY_PARAM *, SSL_get0_param, (SSL *ssl), (ssl)) \
 	F(void *, SSL_get_ex_data, (const SSL *ssl, int idx), (ssl, idx)) \
 	F(const SSL_CIPHER *, SSL_get_current_cipher, (const SSL *s), (s)) \

@@ -37,9 +37,11 @@ struct tls_session {
 	uint64_t origin;	/* client: when the full handshake of its ticket chain was */
 	uint32_t woff, wlen;	/* wbuf[woff, wlen) is still to send */
 	uint32_t taken;		/* plaintext written whose records wait in wbuf */
-	/* records OpenSSL opened and sealed under the application keys, before
-	 * the records became ours: where our sequence numbers start */
-	uint32_t rd_records, wr_records;
+	/* records OpenSSL opened (decrypted) and sealed under the application
+	 * keys, before the records became ours: where our sequence numbers
+	 * start. rd_headers counts the records whose header OpenSSL has read:
+	 * more than rd_records while it holds a record cut short. */
+	uint32_t rd_records, wr_records, rd_headers;
 	int fd;
 	bool batching;		/* collect records in wbuf instead of sending each */
 	bool want_rl;		/* take the records over after a TLS 1.3 handshake */
@@ -47,6 +49,7 @@ struct tls_session {
 				 * keys while OpenSSL read: leave the records to OpenSSL */
 	bool rd_app, wr_app;	/* the peer's / our Finished has passed: records counted */
 	bool await_ticket;	/* client: OpenSSL reads on until a ticket (or data) comes */
+	bool ossl_unsent;	/* OpenSSL holds bytes of a record the socket refused */
 	bool resumed;		/* the handshake resumed a session from a ticket */
 	bool done;		/* handshake finished */
 	bool fatal;		/* the session failed: no close_notify may follow */

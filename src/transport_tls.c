@@ -457,7 +457,12 @@ static void drop_tickets(struct tls_ctx *c)
 /* OpenSSL's message callback, while the records may still become ours:
  * counts the records sealed and opened under the application keys (those
  * after each side's Finished), where our sequence numbers must start. A
- * KeyUpdate read meanwhile would leave our keys behind: the records then
+ * record read counts once OpenSSL has decrypted it (its inner content
+ * type is reported), not when its header came: a header whose body has not
+ * come yet is a record OpenSSL holds (rd_headers > rd_records), and the
+ * takeover waits (openssl_holds_nothing). A record sealed counts at once
+ * (its sequence number is spent); whether its bytes left is ossl_unsent.
+ * A KeyUpdate read meanwhile would leave our keys behind: the records then
  * stay with OpenSSL. */
 static void count_records(int write_p, int version, int content_type, const void *buf,
 			  size_t len, SSL *ssl, void *arg)
@@ -471,6 +476,9 @@ static void count_records(int write_p, int version, int content_type, const void
 		if (write_p && ts->wr_app)
 			ts->wr_records++;
 		else if (!write_p && ts->rd_app)
+			ts->rd_headers++;
+	} else if (content_type == SSL3_RT_INNER_CONTENT_TYPE) {
+		if (!write_p && ts->rd_app)
 			ts->rd_records++;
 	} else if (content_type == SSL3_RT_HANDSHAKE && len > 0) {
 		if (p[0] == SSL3_MT_FINISHED) {
@@ -566,14 +574,10 @@ static int write_failed(BIO *b)
 	return -1;
 }
 
-static int wbio_write(BIO *b, const char *data, int len)
+static int wbio_take(struct tls_session *ts, BIO *b, const char *data, int len)
 {
-	struct tls_session *ts = BIO_get_data(b);
 	ssize_t n;
 
-	BIO_clear_flags(b, BIO_FLAGS_RWS | BIO_FLAGS_SHOULD_RETRY);
-	if (len <= 0)
-		return 0;
 	/* collected bytes go first; a full buffer makes room by sending */
 	if (ts->wlen && (!ts->batching || ts->wlen + (size_t)len > TLS_WRITE_BUF) &&
 	    send_collected(ts) < 0)
@@ -589,6 +593,22 @@ static int wbio_write(BIO *b, const char *data, int len)
 	}
 	n = send(ts->fd, data, (size_t)len, MSG_NOSIGNAL);
 	return n >= 0 ? (int)n : write_failed(b);
+}
+
+/* OpenSSL writes a record's bytes and, when they are not all taken, the
+ * rest again later: until a call takes all it offers, OpenSSL holds bytes
+ * of a record that must not die with it (ossl_unsent). */
+static int wbio_write(BIO *b, const char *data, int len)
+{
+	struct tls_session *ts = BIO_get_data(b);
+	int n;
+
+	BIO_clear_flags(b, BIO_FLAGS_RWS | BIO_FLAGS_SHOULD_RETRY);
+	if (len <= 0)
+		return 0;
+	n = wbio_take(ts, b, data, len);
+	ts->ossl_unsent = n != len;
+	return n;
 }
 
 static long wbio_ctrl(BIO *b, int cmd, long num, void *ptr)
@@ -840,10 +860,23 @@ static bool records_ours(const struct tls_session *ts)
 	return ts->rl && !ts->ssl;
 }
 
+/* Whether OpenSSL holds nothing that would die with its session: no
+ * record read in part (a header without all its body; with read-ahead off
+ * it reads no further than the record it is on), no plaintext not yet
+ * taken, no post-handshake message in part (spread over records: OpenSSL
+ * is then back in its handshake state), and no record sealed whose bytes
+ * the socket has not all taken. */
+static bool openssl_holds_nothing(const struct tls_session *ts)
+{
+	return ts->rd_headers == ts->rd_records && !SSL_has_pending(ts->ssl) &&
+	       !SSL_in_init(ts->ssl) && !ts->ossl_unsent;
+}
+
 /* After the handshake (client: after the first ticket, or data, has come):
  * a TLS 1.3 session with one of RFC 8446's ciphers goes on with our record
  * layer and frees OpenSSL's session (about 30 KiB per connection); any
- * other stays with OpenSSL, now reading ahead. */
+ * other stays with OpenSSL, now reading ahead. While OpenSSL holds part of
+ * a record, the takeover waits: the next read tries again. */
 static int take_over_records(struct tls_session *ts, struct stream *s)
 {
 	uint16_t suite;
@@ -853,7 +886,12 @@ static int take_over_records(struct tls_session *ts, struct stream *s)
 		return 0;
 	suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ts->ssl));
 	if (ts->rl && !ts->rl_broken && SSL_version(ts->ssl) == TLS1_3_VERSION &&
-	    tls13_cipher_supported(suite) && !SSL_has_pending(ts->ssl)) {
+	    tls13_cipher_supported(suite)) {
+		if (!openssl_holds_nothing(ts)) {
+			log_debug("tls: OpenSSL holds part of a record: the records stay "
+				  "with it for now");
+			return 0;
+		}
 		if (tls13_start(ts->rl, suite, ts->ctx->server, ts->rd_records, ts->wr_records,
 				err, sizeof err) < 0) {
 			ts->fatal = true;
@@ -905,16 +943,15 @@ int tls_session_handshake(struct tls_session *ts, struct stream *s)
 	return ssl_failure(ts, s, rc, errno, "handshake");
 }
 
-/* Client, after an SSL_read while awaiting the first ticket: whether the
- * records become ours now. The ticket (or data) has come, the read went
- * well, and OpenSSL holds nothing more. */
+/* After an SSL_read while the takeover waits (client: for the first
+ * ticket; either side: for OpenSSL to let go of a record): whether to try
+ * it now. The ticket (or data) has come and the read went well;
+ * take_over_records() checks what OpenSSL still holds. */
 static bool ready_to_take_over(struct tls_session *ts, int rc)
 {
 	if (!ts->want_rl || !ts->done || (ts->await_ticket && rc != 1))
 		return false;
-	if (rc != 1 && SSL_get_error(ts->ssl, rc) != SSL_ERROR_WANT_READ)
-		return false;
-	return !SSL_has_pending(ts->ssl);
+	return rc == 1 || SSL_get_error(ts->ssl, rc) == SSL_ERROR_WANT_READ;
 }
 
 ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len)

@@ -1,6 +1,10 @@
 /* The tls transport over loopback TCP pairs, with a PKI made at run time. */
 #include <dlfcn.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -734,6 +738,313 @@ static void test_hostile_records(void)
 	test_hostile_record(forged, sizeof forged, "a record failed authentication");
 }
 
+
+/* ---- the takeover, with the first records cut at every byte ----
+ *
+ * Our end and OpenSSL's talk through the test: two TCP pairs, and the test
+ * moves the bytes between its two sockets. After the handshake, the first
+ * records towards our end are held, then delivered in two parts cut at each
+ * byte (incoming); or our end's socket takes only so many bytes of its
+ * first records before refusing more for a while (outgoing). Either way
+ * the records must become ours without losing or repeating a record. */
+
+/* send() for the whole test binary (rathole's objects call it): on the
+ * socket budget_fd, the kernel takes at most budget bytes more, then
+ * EAGAIN, as a full socket buffer would, at the byte the test chooses. */
+static int budget_fd = -1;
+static size_t budget;
+static bool budget_hit;
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+	if (fd == budget_fd) {
+		if (len > budget) {
+			budget_hit = true;
+			len = budget;
+		}
+		if (len == 0) {
+			errno = EAGAIN;
+			return -1;
+		}
+		budget -= len;
+	}
+	return sendto(fd, buf, len, flags, NULL, 0);
+}
+
+struct mid {
+	struct stream *ours, *theirs;
+	int ours_mid, theirs_mid;	/* the test's sockets facing each end */
+};
+
+/* Moves what has come from one socket to the other: the bytes moved. */
+static size_t move(int from, int to)
+{
+	uint8_t buf[16384];
+	size_t moved = 0;
+	ssize_t n;
+	int i;
+
+	for (i = 0; i < 64 && (n = read(from, buf, sizeof buf)) > 0; i++) {
+		ssize_t off = 0, w;
+		int j;
+
+		for (j = 0; j < 200 && off < n; j++) {
+			w = write(to, buf + off, (size_t)(n - off));
+			if (w > 0)
+				off += w;
+			else
+				sp_wait(to, POLLOUT, 10);
+		}
+		moved += (size_t)off;
+	}
+	return moved;
+}
+
+/* Writes all of p to a test socket (the other end reads it at once). */
+static int put(int fd, const uint8_t *p, size_t n)
+{
+	size_t off = 0;
+	int i;
+
+	for (i = 0; i < 200 && off < n; i++) {
+		ssize_t w = write(fd, p + off, n - off);
+
+		if (w > 0)
+			off += (size_t)w;
+		else
+			sp_wait(fd, POLLOUT, 10);
+	}
+	return off == n ? 0 : -1;
+}
+
+/* Both handshakes through the middle. Bytes towards our end pass only
+ * until our handshake is done (what follows is the test's to deliver).
+ * arm_budget: our socket's budget starts when the first post-handshake
+ * record is about to be written (client: ours is done; server: theirs is,
+ * before its Finished reaches us). A handshake stalled on the budget gets
+ * the socket back, as a drained socket buffer would. */
+static int mid_handshake(struct mid *m, bool server, bool arm_budget, size_t k)
+{
+	int rc_o = ST_AGAIN, rc_t = ST_AGAIN, i, idle = 0;
+	bool armed = false;
+
+	for (i = 0; i < 2000 && (rc_o == ST_AGAIN || rc_t == ST_AGAIN); i++) {
+		size_t moved = 0;
+
+		if (rc_o == ST_AGAIN)
+			rc_o = stream_handshake(m->ours);
+		if (rc_t == ST_AGAIN)
+			rc_t = stream_handshake(m->theirs);
+		if (arm_budget && !armed && (server ? rc_t == 0 : rc_o == 0)) {
+			armed = true;
+			budget_fd = m->ours->fd;
+			budget = k;
+			budget_hit = false;
+		}
+		if (rc_o == ST_AGAIN)
+			moved += move(m->theirs_mid, m->ours_mid);
+		moved += move(m->ours_mid, m->theirs_mid);
+		if (moved) {
+			idle = 0;
+			continue;
+		}
+		if (++idle == 2 && budget_fd >= 0 && rc_o == ST_AGAIN)
+			budget_fd = -1;	/* the socket drains */
+		sp_wait(m->ours->fd, POLLIN, 1);
+	}
+	return rc_o == 0 && rc_t == 0 ? 0 : -1;
+}
+
+/* Reads want bytes from to (plaintext) into got, moving bytes both ways
+ * meanwhile unless hold (the test delivers to our end itself). */
+static int collect(struct mid *m, struct stream *to, char *got, size_t want, bool hold)
+{
+	size_t have = 0;
+	int i;
+
+	for (i = 0; i < 300 && have < want; i++) {
+		const uint8_t *d;
+		ssize_t n;
+
+		if (!hold) {
+			move(m->theirs_mid, m->ours_mid);
+			move(m->ours_mid, m->theirs_mid);
+		}
+		if (stream_flush(m->ours) == ST_ERROR || stream_flush(m->theirs) == ST_ERROR)
+			return -1;
+		n = stream_peek(to, &d);
+		if (n == ST_AGAIN) {
+			sp_wait(to->fd, POLLIN, 10);
+			continue;
+		}
+		if (n <= 0 || have + (size_t)n > want)
+			return -1;
+		memcpy(got + have, d, (size_t)n);
+		stream_consume(to, (size_t)n);
+		have += (size_t)n;
+	}
+	return have == want ? 0 : -1;
+}
+
+/* Reads from our end until it has nothing more without the socket. */
+static int drain_ours(struct mid *m, char *got, size_t *have, size_t cap)
+{
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		const uint8_t *d;
+		ssize_t n = stream_peek(m->ours, &d);
+
+		if (n == ST_AGAIN)
+			return 0;
+		if (n <= 0 || *have + (size_t)n > cap)
+			return -1;
+		memcpy(got + *have, d, (size_t)n);
+		stream_consume(m->ours, (size_t)n);
+		*have += (size_t)n;
+	}
+	return -1;
+}
+
+#define SPLIT_ALL ((size_t)-1)	/* incoming: one byte at a time */
+
+/* One connection: cut at byte k of the first records towards our end
+ * (incoming) or from it (outgoing). *total: how many bytes were held
+ * (incoming); *more: the budget was reached (outgoing: k is inside the
+ * records). Returns 0, or -1 with why. */
+static int split_run(struct pair *p, enum peer peer, void (*prepare)(SSL *ssl), bool incoming,
+		     size_t k, size_t *total, bool *more, char *why, size_t whylen)
+{
+	static const char first[] = "first record", second[] = "and the second";
+	char got[256];
+	uint8_t held[8192];
+	size_t nheld = 0, have = 0;
+	struct mid m;
+	int fds[4], rc = -1;
+	ssize_t n;
+
+	*more = false;
+	if (sp_tcp_pair(&fds[0], &fds[1]) < 0 || sp_tcp_pair(&fds[2], &fds[3]) < 0) {
+		snprintf(why, whylen, "no TCP pair");
+		return -1;
+	}
+	stream_free(p->c);
+	stream_free(p->s);
+	tls_records_by_openssl = peer == OPENSSL_CLIENT;
+	p->c = transport_wrap(p->ct, fds[0], false);
+	tls_records_by_openssl = peer == OPENSSL_SERVER;
+	p->s = transport_wrap(p->st, fds[2], true);
+	tls_records_by_openssl = false;
+	m.ours = our_end(p, peer);
+	m.theirs = their_end(p, peer);
+	m.ours_mid = m.ours == p->c ? fds[1] : fds[3];
+	m.theirs_mid = m.ours == p->c ? fds[3] : fds[1];
+	if (!p->c || !p->s) {
+		snprintf(why, whylen, "no streams");
+		goto out;
+	}
+	if (prepare)
+		prepare(tls_stream_session(m.theirs)->ssl);
+	if (mid_handshake(&m, m.ours == p->s, !incoming, k) < 0) {
+		snprintf(why, whylen, "handshake: %s / %s", m.ours->err, m.theirs->err);
+		goto out;
+	}
+	/* their first records: a ticket or two (from a server), and data */
+	if (stream_send(m.theirs, first, strlen(first)) < 0 ||
+	    stream_send(m.theirs, second, strlen(second)) < 0 || stream_flush(m.theirs) != 0) {
+		snprintf(why, whylen, "their send: %s", m.theirs->err);
+		goto out;
+	}
+	if (incoming) {
+		sp_wait(m.theirs_mid, POLLIN, 100);
+		while ((n = read(m.theirs_mid, held + nheld, sizeof held - nheld)) > 0)
+			nheld += (size_t)n;
+		*total = nheld;
+		for (size_t off = 0; off < nheld;) {
+			size_t part = k == SPLIT_ALL ? 1 : off < k ? k - off : nheld - off;
+
+			if (put(m.ours_mid, held + off, part) < 0 ||
+			    drain_ours(&m, got, &have, sizeof got) < 0) {
+				snprintf(why, whylen, "after %zu bytes: %s", off + part, m.ours->err);
+				goto out;
+			}
+			off += part;
+		}
+	} else if (stream_send(m.ours, "hello", 5) < 0) {
+		snprintf(why, whylen, "our send: %s", m.ours->err);
+		goto out;
+	}
+	/* what came in the held bytes, and the rest */
+	if (collect(&m, m.ours, got + have, strlen(first) + strlen(second) - have, false) < 0 ||
+	    memcmp(got, "first recordand the second", 26) != 0) {
+		snprintf(why, whylen, "their records: %s", m.ours->err);
+		goto out;
+	}
+	*more = budget_hit;
+	budget_fd = -1;	/* our socket drains */
+	if (!incoming && (collect(&m, m.theirs, got, 5, false) < 0 || memcmp(got, "hello", 5))) {
+		snprintf(why, whylen, "our first record: %s", m.theirs->err);
+		goto out;
+	}
+	if (stream_send(m.ours, "ours after", 10) < 0 ||
+	    collect(&m, m.theirs, got, 10, false) < 0 || memcmp(got, "ours after", 10) ||
+	    stream_send(m.theirs, "theirs after", 12) < 0 ||
+	    collect(&m, m.ours, got, 12, false) < 0 || memcmp(got, "theirs after", 12)) {
+		snprintf(why, whylen, "after: %s / %s", m.ours->err, m.theirs->err);
+		goto out;
+	}
+	if (!records_ours(m.ours)) {
+		snprintf(why, whylen, "the records stayed with OpenSSL");
+		goto out;
+	}
+	rc = 0;
+out:
+	budget_fd = -1;
+	close(fds[1]);
+	close(fds[3]);
+	return rc;
+}
+
+/* Every cut of the first records, one connection each (the client resumes
+ * after the first): the records become ours, and every byte arrives. */
+static void test_takeover_split(enum peer peer, bool incoming, void (*prepare)(SSL *ssl),
+				const char *what)
+{
+	char err[512], why[512] = "";
+	size_t k, total = 0, failed = 0, first_failed = 0, runs = 0;
+	bool more = true;
+	struct pair p;
+
+	memset(&p, 0, sizeof p);
+	p.st = server_tls(&p.scfg, file("good.p12"), "secret", err, sizeof err);
+	p.ct = client_tls(&p.ccfg, ca_pem, NULL, "localhost:2333", err, sizeof err);
+	CHECKF(p.st && p.ct, "%s: %s", what, err);
+	if (!p.st || !p.ct)
+		goto out;
+	for (k = 0; incoming ? k <= total || k == 0 : more; k++) {
+		char w[512];
+
+		if (split_run(&p, peer, prepare, incoming, k, &total, &more, w, sizeof w) < 0) {
+			if (!failed++) {
+				first_failed = k;
+				snprintf(why, sizeof why, "%s", w);
+			}
+		}
+		runs++;
+		if (runs > 2000)
+			break;
+	}
+	CHECKF(failed == 0, "%s: %zu of %zu cuts failed, the first at byte %zu: %s", what, failed,
+	       runs, first_failed, why);
+	CHECKF(runs > 20, "%s: only %zu cuts", what, runs);
+	if (incoming) {
+		CHECKF(split_run(&p, peer, prepare, true, SPLIT_ALL, &total, &more, why, sizeof why) == 0,
+		       "%s, a byte at a time: %s", what, why);
+	}
+out:
+	close_pair(&p);
+}
+
 int main(void)
 {
 	load_openssl();
@@ -790,6 +1101,12 @@ int main(void)
 	test_server_without_tickets();
 	test_resumption_ends();
 	test_hostile_records();
+	test_takeover_split(OPENSSL_SERVER, true, NULL, "our client, their records cut");
+	test_takeover_split(OPENSSL_CLIENT, true, NULL, "our server, their records cut");
+	test_takeover_split(OPENSSL_SERVER, true, two_tickets,
+			    "our client, two tickets, their records cut");
+	test_takeover_split(OPENSSL_SERVER, false, NULL, "our client, our records cut");
+	test_takeover_split(OPENSSL_CLIENT, false, NULL, "our server, our records cut");
 
 	sp_rmtree(dir);
 	return check_report("test_tls");
