@@ -148,6 +148,11 @@ $(B) $(B)/tests:
 
 -include $(OBJS:.o=.d) $(UNITBINS:=.d) $(UNITHOBJ:.o=.d)
 
+# The dashboard's files are included by the assembler (src/dashboard.c, .incbin),
+# which the compiler's dependency lists do not see.
+DASHFILES := $(wildcard src/dashboard/*)
+$(B)/dashboard.o: $(DASHFILES)
+
 # Unit tests run from the repository root; shared test data lives beside it.
 TESTDATA ?= $(abspath ../shared/testdata)
 
@@ -209,6 +214,7 @@ $(FB)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FB)/librathole.a
 		-o $@ $< $(FB)/librathole.a $(LDLIBS)
 
 -include $(FUZZLIBO:.o=.d)
+$(FB)/obj/dashboard.o: $(DASHFILES)
 
 fuzz: $(FUZZBINS)
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) TESTDATA=$(TESTDATA) tests/fuzz/run.sh $(FUZZBINS)

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dashboard.h"
+#include "events.h"
 #include "fds.h"
 #include "list.h"
 #include "log.h"
@@ -381,6 +383,7 @@ static void route(struct apiconn *c, const struct http_request *req)
 	const char *path = req->path;
 	size_t plen = strcspn(path, "?");
 	const char *refused = api_request_refused(req, a->hosts, a->nhosts);
+	const struct dashboard_file *df = get ? dashboard_find(path, plen) : NULL;
 
 	if (refused) {
 		buf_printf(&body, "%s\n", refused);
@@ -388,11 +391,20 @@ static void route(struct apiconn *c, const struct http_request *req)
 		buf_free(&body);
 		return;
 	}
-	if (!authorized(a, req)) {
+	if (df) {
+		/* the page holds no secret: it asks for the token itself */
+		buf_append(&body, df->data, df->len);
+		respond(c, 200, df->type, DASHBOARD_HEADERS, &body);
+	} else if (!authorized(a, req)) {
 		respond(c, 401, NULL, "WWW-Authenticate: Bearer realm=\"rathole\"\r\n", NULL);
-		return;
-	}
-	if (plen == 8 && strncmp(path, "/metrics", 8) == 0) {
+	} else if (plen == 11 && strncmp(path, "/api/events", 11) == 0) {
+		if (!get) {
+			respond(c, 405, NULL, "Allow: GET\r\n", NULL);
+			return;
+		}
+		events_json(&body);
+		respond(c, 200, "application/json", NULL, &body);
+	} else if (plen == 8 && strncmp(path, "/metrics", 8) == 0) {
 		if (!get) {
 			respond(c, 405, NULL, "Allow: GET\r\n", NULL);
 			return;

@@ -3,13 +3,16 @@
  *
  *   GET  /metrics      Prometheus text format
  *   GET  /api/status   JSON
+ *   GET  /api/events   JSON: recent reloads, warnings and errors (events.h)
  *   POST /api/reload   reloads the configuration file
+ *   GET  /             the dashboard (dashboard.h), and its /dashboard.css, /dashboard.js
  *
- * With a token set, every request needs "Authorization: Bearer <token>"
- * (401 otherwise). Whatever the token, a request is refused (403) when its
- * Host is a name the operator did not list (DNS rebinding), and a request
- * that changes state when it comes from another origin or as a form (a
- * cross-site POST from a page in the operator's browser). One request per
+ * With a token set, every request but those of the dashboard's files needs
+ * "Authorization: Bearer <token>" (401 otherwise). Whatever the token, a
+ * request is refused (403) when its Host is a name the operator did not list
+ * (DNS rebinding), and a request that changes state when it comes from
+ * another origin or as a form (a cross-site POST from a page in the
+ * operator's browser). One request per
  * connection; requests are bounded in size (8 KiB) and time (5 s), and at
  * most 64 connections are served at once. */
 #ifndef API_H

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -31,9 +32,18 @@ static struct {
 	struct reloader *reloader;
 	struct api *api;
 	struct deferred api_restart;
+	struct timespec started;		/* CLOCK_MONOTONIC, for the uptime */
 } A = { .sigfd = -1 };
 
 static int reload(bool forced);
+
+uint64_t app_uptime_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > A.started.tv_sec ? (uint64_t)(now.tv_sec - A.started.tv_sec) : 0;
+}
 
 void app_exit(int status)
 {
@@ -66,7 +76,7 @@ static void on_signal(struct loop *l, struct watcher *w, uint32_t events)
 			app_exit(0);
 			break;
 		case SIGHUP:
-			log_info("SIGHUP received; reloading %s", A.cfg->path);
+			log_event("SIGHUP received; reloading %s", A.cfg->path);
 			reload(true);
 			break;
 		}
@@ -161,7 +171,7 @@ static void api_status(void *arg, struct buf *b)
 
 static int api_reload(void *arg)
 {
-	log_info("reload requested through the api");
+	log_event("reload requested through the api");
 	return reload(true);
 }
 
@@ -248,7 +258,7 @@ static int reload(bool forced)
 	if (!api_config_equal(role_api(old), role_api(cfg)))
 		loop_defer(A.loop, &A.api_restart);
 	if (!role_settings_equal(old, cfg)) {
-		log_info("reload: %s settings or transport changed; restarting the %s", block,
+		log_event("reload: %s settings or transport changed; restarting the %s", block,
 			 A.role == ROLE_SERVER ? "server" : "client");
 		stop_role();
 		A.cfg = cfg;
@@ -272,7 +282,7 @@ static int reload(bool forced)
 	A.cfg = cfg;
 	config_free(old);
 	follow_secret_files();
-	log_info("reload: +%d added, -%d removed, ~%d changed, %d unchanged", rc.added, rc.removed,
+	log_event("reload: +%d added, -%d removed, ~%d changed, %d unchanged", rc.added, rc.removed,
 		 rc.changed, rc.unchanged);
 	return 0;
 }
@@ -305,6 +315,7 @@ int app_run(struct config *cfg, enum role role)
 	A.cfg = cfg;
 	A.role = role;
 	A.status = 0;
+	clock_gettime(CLOCK_MONOTONIC, &A.started);
 	raise_fd_limit();
 	A.loop = loop_new();
 	if (!A.loop || setup_signals() < 0 || resolve_init(A.loop) < 0) {
@@ -317,6 +328,8 @@ int app_run(struct config *cfg, enum role role)
 		A.status = 1;
 		goto out;
 	}
+	log_event("%s started (rathole %s, %s)", role == ROLE_SERVER ? "server" : "client",
+		  RATHOLE_VERSION, A.cfg->path);
 	start_reloader();
 	fds_init();	/* what is open once the role is set up */
 	if (loop_run(A.loop) < 0) {

@@ -2,6 +2,8 @@
 #ifndef APP_H
 #define APP_H
 
+#include <stdint.h>
+
 #include "config.h"
 
 enum role { ROLE_SERVER, ROLE_CLIENT };
@@ -13,5 +15,8 @@ int app_run(struct config *cfg, enum role role);
 /* Ends the run with this exit status (a fatal error found on the loop, such
  * as a bind_addr that cannot be listened on). */
 void app_exit(int status);
+
+/* Seconds since app_run() started (the API's status reports it). */
+uint64_t app_uptime_seconds(void);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "client_int.h"
 #include "connect.h"
 #include "fds.h"
@@ -862,7 +863,8 @@ void client_status(struct client *cli, struct buf *b)
 	struct list *n, *tmp;
 	bool first = true;
 
-	buf_printf(b, "{\"role\": \"client\", \"version\": \"%s\", \"remote_addr\": ", RATHOLE_VERSION);
+	buf_printf(b, "{\"role\": \"client\", \"version\": \"%s\", \"uptime_seconds\": %llu, "
+		   "\"remote_addr\": ", RATHOLE_VERSION, (unsigned long long)app_uptime_seconds());
 	buf_json_string(b, cli->cfg->remote_addr);
 	buf_printf(b, ", \"transport\": \"%s\", \"services\": [", cli->tr->impl->name);
 	list_for_each_safe(n, tmp, &cli->services) {
@@ -879,12 +881,12 @@ void client_status(struct client *cli, struct buf *b)
 			   "\"connections_active\": %zu, \"connections_total\": %llu, "
 			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu, "
 			   "\"healthy\": %s, \"health_check_interval\": %d, "
-			   "\"health_check_failures\": %llu}",
+			   "\"health_check_failures\": %llu, \"visitors_refused\": %llu}",
 			   state_name(svc->state), (unsigned long long)svc->reconnects, svc->nactive,
 			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
 			   (unsigned long long)live_bytes(svc, 1), udp_client_sessions(svc),
 			   svc->healthy ? "true" : "false", svc->cfg->health_check_interval,
-			   (unsigned long long)svc->hc_failures);
+			   (unsigned long long)svc->hc_failures, (unsigned long long)svc->refused_fds);
 		first = false;
 	}
 	buf_printf(b, "\n]}\n");

@@ -1,12 +1,15 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "events.h"
 
 enum log_level log_level = LOG_INFO;
 
@@ -111,24 +114,28 @@ struct log_utc log_utc(int64_t t)
 	return u;
 }
 
-void log_msg(enum log_level lvl, const char *fmt, ...)
+__attribute__((format(printf, 3, 0)))
+static void vlog(enum log_level lvl, bool event, const char *fmt, va_list ap)
 {
 	char line[1024];
 	struct timespec ts;
 	struct log_utc u;
-	va_list ap;
 	int n, m;
 
+	if (!event && !log_enabled(lvl))
+		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	u = log_utc(ts.tv_sec);
 	n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
 		     u.year, u.month, u.day, u.hour, u.min, u.sec, ts.tv_nsec / 1000000,
 		     level_tags[lvl]);
-	va_start(ap, fmt);
 	m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-	va_end(ap);
 	if (m < 0)
 		m = 0;
+	if (event)
+		events_add(lvl, line + n);
+	if (!log_enabled(lvl))
+		return;
 	n += m;
 	if (n > (int)sizeof line - 2)
 		n = (int)sizeof line - 2;
@@ -137,4 +144,22 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
 		/* nowhere left to report it */
 	}
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(lvl, lvl <= LOG_WARN, fmt, ap);
+	va_end(ap);
+}
+
+void log_event(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_INFO, true, fmt, ap);
+	va_end(ap);
 }

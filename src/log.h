@@ -20,13 +20,19 @@ int log_parse_level(const char *spec, enum log_level *out);
 struct log_utc { int year, month, day, hour, min, sec; };
 struct log_utc log_utc(int64_t t);
 
+/* Writes the line when lvl is enabled. Warnings and errors also go to the
+ * event log (events.h) whatever the level, so the macros below always call
+ * log_msg() for them. */
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* An info line that also goes to the event log: what an operator looks for
+ * after the fact (reloads, services added or removed). */
+void log_event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define log_enabled(lvl) ((lvl) <= log_level)
 #define LOG_AT(lvl, ...) do { if (log_enabled(lvl)) log_msg(lvl, __VA_ARGS__); } while (0)
-#define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
-#define log_warn(...)  LOG_AT(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...)  LOG_AT(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
 #define log_trace(...) LOG_AT(LOG_TRACE, __VA_ARGS__)

@@ -285,10 +285,10 @@ void services_apply(struct list *running, const struct service_ops *ops, void *r
 			continue;
 		}
 		if (nc) {
-			log_info("service %s: changed by the reload; restarting it", nc->name);
+			log_event("service %s: changed by the reload; restarting it", nc->name);
 			rc->changed++;
 		} else {
-			log_info("service %s: removed by the reload", oc->name);
+			log_event("service %s: removed by the reload", oc->name);
 			rc->removed++;
 		}
 		ops->stop(n);
@@ -299,7 +299,7 @@ void services_apply(struct list *running, const struct service_ops *ops, void *r
 		if (service_running(running, ops, sc))
 			continue;
 		if (!config_find_service(old, nold, sc->name)) {
-			log_info("service %s: added by the reload", sc->name);
+			log_event("service %s: added by the reload", sc->name);
 			rc->added++;
 		}
 		if (!ops->start(role, sc))

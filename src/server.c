@@ -640,7 +640,8 @@ void server_status(struct server *srv, struct buf *b)
 	struct list *n, *tmp;
 	bool first = true;
 
-	buf_printf(b, "{\"role\": \"server\", \"version\": \"%s\", \"bind_addr\": ", RATHOLE_VERSION);
+	buf_printf(b, "{\"role\": \"server\", \"version\": \"%s\", \"uptime_seconds\": %llu, "
+		   "\"bind_addr\": ", RATHOLE_VERSION, (unsigned long long)app_uptime_seconds());
 	buf_json_string(b, srv->cfg->bind_addr);
 	buf_printf(b, ", \"listening\": %s, \"transport\": \"%s\", \"handshaking\": %zu, \"services\": [",
 		   srv->lfd >= 0 ? "true" : "false", srv->tr->impl->name, srv->npending);
@@ -661,10 +662,11 @@ void server_status(struct server *srv, struct buf *b)
 		}
 		buf_printf(b, ", \"listening\": %s, \"connections_active\": %zu, "
 			   "\"connections_total\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, "
-			   "\"data_channels_pooled\": %zu}",
+			   "\"data_channels_pooled\": %zu, \"visitors_refused\": %llu}",
 			   svc->lfd >= 0 ? "true" : "false", svc->nactive,
 			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
-			   (unsigned long long)live_bytes(svc, 1), svc->npool);
+			   (unsigned long long)live_bytes(svc, 1), svc->npool,
+			   (unsigned long long)(svc->refused_acl + svc->refused_max + svc->refused_fds));
 		first = false;
 	}
 	buf_printf(b, "\n]}\n");

@@ -1,0 +1,305 @@
+"""The dashboard (GET / on the admin API) and GET /api/events.
+
+Without a browser: the page, its script and stylesheet are served with a
+strict Content-Security-Policy, self-contained and small; the event log
+records reloads and errors. In a real browser (headless Chromium through
+chromedriver and python3-selenium): the page of a running server shows its
+service with counters moving under load; with a token it asks for it once.
+
+RATHOLE_DASHBOARD_SCREENSHOT=PATH makes the browser test write a screenshot
+of the dashboard with live traffic there (docs/dashboard.png is made so).
+"""
+import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import RATHOLE, free_port, wait_port, wait_until
+from helpers import Tunnel, client_config, http, server_config, wait_tunnel
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+PAGE_LIMIT = 64 << 10		# "a few tens of KiB at most", the three files together
+
+
+def get(url, token=None):
+    """(status, headers, body bytes); HTTP errors are answers too."""
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def api_tunnel(procs, echo, token=None, name="echo"):
+    sapi, capi = free_port(), free_port()
+    tok = f'token = "{token}"\n' if token else ""
+    t = Tunnel(procs, name=name, local_port=echo.port,
+               server_extra=f'[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n{tok}',
+               client_extra=f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n{tok}').start()
+    wait_tunnel(t.service_port)
+    return t, f"http://127.0.0.1:{sapi}", f"http://127.0.0.1:{capi}"
+
+
+# ---- without a browser ----
+
+def test_page_served_with_strict_csp(procs, echo):
+    """GET / and its two files: types, CSP, nothing from elsewhere, no inline
+    script or style, small; served without the token (the page asks for it),
+    while the API itself still wants it."""
+    t, surl, curl_ = api_tunnel(procs, echo, token="dash-secret")
+    total = 0
+    for base in (surl, curl_):
+        code, hdr, html = get(base + "/")
+        assert code == 200
+        assert hdr["Content-Type"].startswith("text/html")
+        csp = hdr["Content-Security-Policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["default-src"] == "'none'"
+        assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
+        assert directives["connect-src"] == "'self'" and directives["frame-ancestors"] == "'none'"
+        assert "unsafe" not in csp
+        assert hdr["X-Content-Type-Options"] == "nosniff"
+        page = html.decode()
+        assert '<script src="dashboard.js" defer></script>' in page
+        assert '<link rel="stylesheet" href="dashboard.css">' in page
+        # every script is an empty element with a src; no style element or attribute
+        assert re.findall(r"<script\b[^>]*>(.*?)</script>", page, re.S) == [""]
+        assert "<style" not in page and " style=" not in page and "javascript:" not in page
+        files = {"/": html}
+        for path, ctype in (("/dashboard.js", "text/javascript"), ("/dashboard.css", "text/css")):
+            code, hdr, body = get(base + path)
+            assert code == 200 and hdr["Content-Type"].startswith(ctype)
+            assert "script-src 'self'" in hdr["Content-Security-Policy"]
+            files[path] = body
+        for path, body in files.items():
+            # nothing loaded from elsewhere: no absolute URL at all
+            assert not re.search(rb"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", body, re.I), path
+            assert b"@import" not in body and b"url(" not in body, path
+        total = sum(len(b) for b in files.values())
+        assert 8 << 10 < total <= PAGE_LIMIT, total
+        # HEAD: the headers alone
+        req = urllib.request.Request(base + "/", method="HEAD")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200 and r.read() == b""
+            assert int(r.headers["Content-Length"]) == len(html)
+        # the API is still behind the token
+        assert get(base + "/api/status")[0] == 401
+        assert get(base + "/api/events")[0] == 401
+        assert get(base + "/api/status", token="dash-secret")[0] == 200
+        # only GET serves the page
+        assert http(base + "/", method="POST", token="dash-secret")[0] in (404, 405)
+    code, st = http(surl + "/api/status", token="dash-secret")
+    status = json.loads(st)
+    assert status["uptime_seconds"] >= 0 and status["services"][0]["visitors_refused"] == 0
+    code, st = http(curl_ + "/api/status", token="dash-secret")
+    assert json.loads(st)["uptime_seconds"] >= 0
+
+
+def events_of(url):
+    code, body = http(url + "/api/events")
+    assert code == 200
+    ev = json.loads(body)["events"]
+    for e in ev:
+        assert set(e) == {"time", "level", "message"} and e["level"] in ("info", "warn", "error")
+        assert abs(e["time"] - time.time()) < 3600
+    return ev
+
+
+def test_events_record_reloads_and_errors(procs, echo, tmp_path):
+    """GET /api/events: the start, a reload that adds a service (with the
+    service named), a rejected reload (an error with the reason), oldest
+    first; the tunnel is untouched."""
+    api = free_port()
+    t = Tunnel(procs, local_port=echo.port,
+               server_extra=f'[server.api]\nbind_addr = "127.0.0.1:{api}"\n').start()
+    wait_tunnel(t.service_port)
+    url = f"http://127.0.0.1:{api}"
+    ev = events_of(url)
+    assert any(e["level"] == "info" and e["message"].startswith("server started") for e in ev)
+    n0 = len(ev)
+    cfg = tmp_path / "server.toml"
+    extra_port = free_port()
+    cfg.write_text(cfg.read_text() + f'\n[server.services.more]\ntoken = "x"\n'
+                   f'bind_addr = "127.0.0.1:{extra_port}"\n')
+    assert http(url + "/api/reload", method="POST")[0] == 200
+    ev = events_of(url)
+    new = [e["message"] for e in ev[n0:]]
+    assert "reload requested through the api" in new
+    assert "service more: added by the reload" in new
+    assert "reload: +1 added, -0 removed, ~0 changed, 1 unchanged" in new
+    n1 = len(ev)
+    cfg.write_text(cfg.read_text() + "\n[server.services.broken]\nbind_addr = 5\n")
+    assert http(url + "/api/reload", method="POST")[0] == 409
+    ev = events_of(url)
+    errors = [e["message"] for e in ev[n1:] if e["level"] == "error"]
+    assert any("broken" in m and "bind_addr" in m for m in errors), errors
+    assert "reload rejected: the running configuration stays in force" in errors
+    times = [e["time"] for e in ev]
+    assert times == sorted(times)
+    wait_tunnel(t.service_port)
+
+
+# ---- in a real browser ----
+
+@pytest.fixture
+def browser(procs, tmp_path):
+    """A headless Chromium driven through chromedriver (started by procs,
+    stopped by its PID); skipped with the reason where it cannot start."""
+    try:
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+    except ImportError:
+        pytest.skip("python3-selenium is not installed (apt-get install python3-selenium; "
+                    ".ci/run installs it)")
+    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            pytest.skip(f"{path} is missing (apt-get install {pkg}; .ci/run installs it)")
+    port = free_port()
+    drv = procs.start([CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"])
+    try:
+        wait_port(port, timeout=20)
+    except AssertionError:
+        pytest.skip(f"chromedriver did not start: {drv.stderr[-500:]}")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1280,1000", "--no-first-run", "--disable-extensions",
+              "--disable-background-networking", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'chromium'}"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        d = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}", options=opts)
+    except WebDriverException as e:
+        pytest.skip(f"Chromium cannot be started: {e.msg}")
+    d.set_page_load_timeout(30)
+    d.set_script_timeout(10)
+    yield d
+    try:
+        # the page must not have broken its own CSP or thrown
+        logs = d.get_log("browser")
+        # (an API answer such as 401 is logged as a failed resource: not a fault)
+        bad = [l["message"] for l in logs
+               if l["level"] == "SEVERE" and "Failed to load resource" not in l["message"]]
+        assert not bad, bad
+    finally:
+        d.quit()
+
+
+def cell(d, service, cls):
+    """The raw value (data-value) of a service's cell, or None."""
+    return d.execute_script(
+        "const r = document.querySelector(`#services tr[data-service=\"${arguments[0]}\"]`);"
+        "const c = r && r.querySelector('td.' + arguments[1]);"
+        "return c ? c.dataset.value || c.textContent : null;", service, cls)
+
+
+def text_of(d, css):
+    return d.execute_script("const e = document.querySelector(arguments[0]);"
+                            "return e ? e.textContent : null;", css)
+
+
+class Load:
+    """Echo traffic through a port until stopped (bounded: 90 s at most)."""
+
+    def __init__(self, port, chunk=256 << 10):
+        self.port, self.chunk = port, chunk
+        self.stop_ev = threading.Event()
+        self.moved = 0
+        self.err = None
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        data = os.urandom(self.chunk)
+        deadline = time.monotonic() + 90
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                while not self.stop_ev.is_set() and time.monotonic() < deadline:
+                    s.sendall(data)
+                    got = 0
+                    while got < len(data):
+                        b = s.recv(len(data) - got)
+                        if not b:
+                            raise OSError("the echo closed")
+                        got += len(b)
+                    self.moved += len(data)
+                    time.sleep(0.02)
+        except OSError as e:
+            self.err = e
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(15)
+        assert self.err is None, self.err
+
+
+def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
+    """The server's dashboard (token set: asked once, kept for the tab) shows
+    role, version, uptime, transport; the service up, its bytes moving and a
+    rate above zero while a load runs; the event log. The client's page shows
+    its side as established."""
+    d = browser
+    t, surl, curl_ = api_tunnel(procs, echo, token="tab-secret")
+    d.get(surl + "/")
+    wait_until(lambda: d.execute_script("return !document.getElementById('login').hidden"),
+               15, what="the token form")
+    d.find_element("id", "token").send_keys("tab-secret")
+    d.find_element("css selector", "#login-form button[type=submit]").click()
+    wait_until(lambda: cell(d, "echo", "state") == "up", 15, what="the echo service, up")
+    assert d.execute_script("return sessionStorage.getItem('rathole.token')") == "tab-secret"
+    assert text_of(d, "#role") == "server"
+    assert text_of(d, "#version") == json.loads(http(surl + "/api/status", token="tab-secret")[1])["version"]
+    assert text_of(d, "#transport") == "tcp"
+    assert re.fullmatch(r"(\d+[dhm] )*\d+s", text_of(d, "#uptime"))
+    assert text_of(d, "#link") == "live"
+    wait_until(lambda: "server started" in (text_of(d, "#events") or ""), 10, what="the event log")
+
+    load = Load(t.service_port)
+    try:
+        wait_until(lambda: int(cell(d, "echo", "in") or 0) > 0, 20, what="bytes in to show")
+        first = int(cell(d, "echo", "in"))
+        wait_until(lambda: int(cell(d, "echo", "in")) > first, 20, what="bytes in to grow")
+        wait_until(lambda: int(cell(d, "echo", "out")) > 0, 10, what="bytes out to show")
+        wait_until(lambda: int(cell(d, "echo", "rate-in")) > 0, 20, what="a rate above zero")
+        wait_until(lambda: int(cell(d, "echo", "active")) == 1, 10, what="one connection in flight")
+        # the graph has drawn something: non-blank pixels of the "in" colour
+        painted = d.execute_script("""
+            const c = document.getElementById('graph'), g = c.getContext('2d');
+            const px = g.getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < px.length; i += 4) if (px[i]) n++; return n;""")
+        assert painted > 1000
+        shot = os.environ.get("RATHOLE_DASHBOARD_SCREENSHOT")
+        if shot:
+            # a minute of graph makes a better picture than a few seconds
+            time.sleep(float(os.environ.get("RATHOLE_DASHBOARD_SCREENSHOT_WAIT", "0")))
+            d.save_screenshot(shot)
+    finally:
+        load.stop()
+    assert load.moved > 0
+    served = int(cell(d, "echo", "served"))
+    assert served >= 2	# wait_tunnel's echo and the load
+
+    # the token is kept for the tab: a reload of the page does not ask again
+    d.refresh()
+    wait_until(lambda: cell(d, "echo", "state") == "up", 15, what="the page after a refresh")
+    assert d.execute_script("return document.getElementById('login').hidden")
+
+    # the client's dashboard: its side of the service
+    d.get(curl_ + "/")
+    wait_until(lambda: d.execute_script("return !document.getElementById('login').hidden"),
+               15, what="the client page's token form")
+    d.find_element("id", "token").send_keys("tab-secret")
+    d.find_element("css selector", "#login-form button[type=submit]").click()
+    wait_until(lambda: cell(d, "echo", "state") == "established", 15, what="the client's service")
+    assert text_of(d, "#role") == "client"
+    assert int(cell(d, "echo", "in")) >= load.moved
