@@ -105,7 +105,7 @@ LIBOBJS  := $(LIBSRCS:src/%.c=$(B)/%.o)
 UNITSRCS := $(wildcard tests/unit/test_*.c)
 UNITHELP := $(filter-out $(UNITSRCS),$(wildcard tests/unit/*.c))
 ifneq ($(TLS),1)
-UNITSRCS := $(filter-out tests/unit/test_tls.c tests/unit/test_ws.c,$(UNITSRCS))
+UNITSRCS := $(filter-out tests/unit/test_tls.c tests/unit/test_tls13.c tests/unit/test_ws.c,$(UNITSRCS))
 endif
 UNITBINS := $(UNITSRCS:tests/unit/%.c=$(B)/tests/%)
 UNITHOBJ := $(UNITHELP:tests/unit/%.c=$(B)/tests/%.o)
