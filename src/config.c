@@ -29,6 +29,7 @@
 #include "noise.h"
 #include "proxy.h"
 #include "toml.h"
+#include "vhost.h"
 
 #define PATH_LEN	256	/* a key path in messages: server.services.nas.token */
 #define MAX_KEYS	16	/* keys of the largest section */
@@ -99,8 +100,10 @@ struct section {
 static const char *const transport_names[] = { "tcp", "tls", "noise", "websocket", NULL };
 static const char *const service_names[] = { "tcp", "udp", NULL };
 static const char *const proxy_protocol_names[] = { "none", "v1", "v2", NULL };
+static const char *const vhost_names[] = { "both", "http", "https", NULL };
 
 static int check_addr(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_vhost_name(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_service_addr(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_ports(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_proxy(struct ctx *c, const char *kpath, int line, const char *value);
@@ -163,13 +166,15 @@ static const struct section transport_section = SECTION(transport_keys, T, .side
 static const struct key server_service_keys[] = {
 	{ .name = "type", .kind = K_ENUM, .off = OFF(T, type), .def = SERVICE_TCP, .choices = service_names },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
-	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_service_addr, .flags = KEY_REQUIRED,
-	  .hint = "where visitors connect, e.g. \"0.0.0.0:5202\"" },
+	/* required unless hostnames is set: resolve_vhosts() */
+	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_service_addr },
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
 	{ .name = "proxy_protocol", .kind = K_ENUM, .off = OFF(T, proxy_protocol), .def = 0, .choices = proxy_protocol_names },
 	{ .name = "allow", .kind = K_CIDRS, .off = OFF(T, allow), .count_off = OFF(T, nallow) },
 	{ .name = "deny", .kind = K_CIDRS, .off = OFF(T, deny), .count_off = OFF(T, ndeny) },
 	{ .name = "max_connections", .kind = K_INT, .off = OFF(T, max_connections), .def = 0, .max = CONFIG_MAX_CONNECTIONS, .unit = "connections (0: no limit)" },
+	{ .name = "hostnames", .kind = K_STRINGS, .off = OFF(T, hostnames), .count_off = OFF(T, nhostnames), .check = check_vhost_name },
+	{ .name = "vhost", .kind = K_ENUM, .off = OFF(T, vhost), .def = VHOST_ON_BOTH, .choices = vhost_names },
 };
 static const struct section server_service_section = SECTION(server_service_keys, T, .side = SIDE_SERVER, .service = true);
 
@@ -212,6 +217,8 @@ static const struct key server_keys[] = {
 	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .check = check_addr, .flags = KEY_REQUIRED,
 	  .hint = "where clients connect, e.g. \"0.0.0.0:2333\"" },
 	{ .name = "default_token", .kind = K_STRING, .off = OFF(T, default_token), .flags = KEY_SECRET },
+	{ .name = "http_bind_addr", .kind = K_STRING, .off = OFF(T, http_bind_addr), .check = check_addr },
+	{ .name = "https_bind_addr", .kind = K_STRING, .off = OFF(T, https_bind_addr), .check = check_addr },
 	{ .name = "heartbeat_interval", .kind = K_INT, .off = OFF(T, heartbeat_interval), .def = 30, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
 	{ .name = "transport", .kind = K_TABLE, .off = OFF(T, transport), .sub = &transport_section },
 	{ .name = "services", .kind = K_SERVICES, .off = OFF(T, services), .count_off = OFF(T, nservices), .sub = &server_service_section },
@@ -538,6 +545,22 @@ static int check_host_name(struct ctx *c, const char *kpath, int line, const cha
 	sb_quoted(&b, value, n, 64);
 	add_error(c, line, "%s: %s is not a host name (write the name alone, e.g. "
 		  "\"admin.example.org\", without scheme or port)", kpath, shown);
+	return -1;
+}
+
+/* A name of a service's hostnames (vhost_pattern_check()); it is stored as
+ * written and normalized by resolve_vhosts(). */
+static int check_vhost_name(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	char norm[VHOST_NAME_MAX + 1], shown[96];
+	const char *why;
+	struct sbuf b;
+
+	if (vhost_pattern_check(value, norm, &why) == 0)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s: %s", kpath, shown, why);
 	return -1;
 }
 
@@ -1723,8 +1746,112 @@ static void resolve_transport(struct ctx *c, struct transport_config *t,
 	}
 }
 
+static void service_path(char *out, size_t cap, const struct service_config *s)
+{
+	path_join(out, cap, "server.services", s->name, strlen(s->name));
+}
+
+static bool vhost_overlap(int a, int b)
+{
+	return a == VHOST_ON_BOTH || b == VHOST_ON_BOTH || a == b;
+}
+
+/* A name routes to one service per listener: the second claim is an error
+ * naming both services. */
+static void check_hostname_claims(struct ctx *c, const struct server_config *s,
+				  const struct toml_value *services_node)
+{
+	for (size_t i = 0; i < s->nservices; i++) {
+		const struct service_config *a = &s->services[i];
+		const struct toml_value *an = child(child(services_node, a->name), "hostnames");
+
+		for (size_t x = 0; x < a->nhostnames; x++) {
+			for (size_t j = 0; j <= i; j++) {
+				const struct service_config *b = &s->services[j];
+				size_t ylim = j == i ? x : b->nhostnames;
+				char apath[PATH_LEN], shown[PATH_LEN];
+				struct sbuf sb;
+				size_t y;
+
+				if (!vhost_overlap(a->vhost, b->vhost))
+					continue;
+				for (y = 0; y < ylim; y++)
+					if (strcmp(a->hostnames[x], b->hostnames[y]) == 0)
+						break;
+				if (y == ylim)
+					continue;
+				service_path(apath, sizeof apath, a);
+				sb_init(&sb, shown, sizeof shown);
+				sb_quoted(&sb, b->name, strlen(b->name), 64);
+				add_error(c, an && an->type == TOML_ARRAY && x < an->u.array.len ?
+					  line_of(an->u.array.items[x], a->line) : a->line,
+					  "%s.hostnames[%zu]: \"%s\" is already claimed by service %s "
+					  "(line %d); a name routes to one service on each listener",
+					  apath, x, a->hostnames[x], shown, b->line);
+				break;		/* once per name */
+			}
+		}
+	}
+}
+
+/* bind_addr, or hostnames on a shared listener: a service needs a way in. */
+static void resolve_vhosts(struct ctx *c, struct server_config *s, const struct toml_value *node)
+{
+	const struct toml_value *services_node = child(node, "services");
+
+	for (size_t i = 0; i < s->nservices; i++) {
+		struct service_config *sc = &s->services[i];
+		const struct toml_value *sn = child(services_node, sc->name);
+		char spath[PATH_LEN], shown[PATH_LEN];
+		bool http = s->http_bind_addr && sc->vhost != VHOST_ON_HTTPS;
+		bool https = s->https_bind_addr && sc->vhost != VHOST_ON_HTTP;
+		struct range r;
+		struct sbuf b;
+
+		service_path(spath, sizeof spath, sc);
+		sb_init(&b, shown, sizeof shown);
+		sb_quoted(&b, sc->name, strlen(sc->name), 64);
+		if (!sc->bind_addr && !sc->nhostnames && !child(sn, "bind_addr") &&
+		    !child(sn, "hostnames"))
+			add_error(c, sc->line, "service %s: missing bind_addr (where visitors connect, "
+				  "e.g. \"0.0.0.0:5202\"; set %s.bind_addr, or hostnames with "
+				  "server.http_bind_addr or https_bind_addr)", shown, spath);
+		if (child(sn, "vhost") && !child(sn, "hostnames"))
+			add_error(c, key_line(sn, "vhost", sc->line), "%s.vhost: applies to a "
+				  "service with hostnames; add hostnames or remove it", spath);
+		if (!sc->nhostnames)
+			continue;
+		/* as the listeners compare them: lower case, no trailing dot (never
+		 * longer than written; each passed check_vhost_name()) */
+		for (size_t j = 0; j < sc->nhostnames; j++) {
+			char norm[VHOST_NAME_MAX + 1];
+			const char *why;
+
+			if (vhost_pattern_check(sc->hostnames[j], norm, &why) == 0)
+				memcpy(sc->hostnames[j], norm, strlen(norm) + 1);
+		}
+		if (service_range(sc, true, &r))
+			add_error(c, key_line(sn, "hostnames", sc->line), "%s.hostnames: a port range "
+				  "(bind_addr \"%s\") cannot have hostnames: give them to a service "
+				  "of their own", spath, sc->bind_addr);
+		else if (sc->type == SERVICE_UDP)
+			add_error(c, key_line(sn, "hostnames", sc->line), "%s.hostnames: applies to tcp "
+				  "services only (HTTP and TLS are routed by name); remove it or give "
+				  "the service a bind_addr", spath);
+		else if (!http && !https)
+			add_error(c, key_line(sn, "hostnames", sc->line), "%s.hostnames: no shared "
+				  "listener routes them: set server.%s", spath,
+				  sc->vhost == VHOST_ON_HTTP ? "http_bind_addr" :
+				  sc->vhost == VHOST_ON_HTTPS ? "https_bind_addr" :
+				  "http_bind_addr or server.https_bind_addr (e.g. \"0.0.0.0:80\", "
+				  "\"0.0.0.0:443\")");
+	}
+	check_hostname_claims(c, s, services_node);
+}
+
 static void resolve_server(struct ctx *c, struct server_config *s, const struct toml_value *node)
 {
+	resolve_vhosts(c, s, node);
 	resolve_services(c, s->services, s->nservices, s->default_token, &s->transport, 0,
 			 child(node, "services"), "server");
 	resolve_transport(c, &s->transport, node, "server", true);

@@ -87,7 +87,16 @@ struct service_config {
 	char *remote_ports;
 	char *range_name;
 	int range_size, range_index;
+	/* ours, server, TCP: virtual host names (normalized: lower case, no
+	 * trailing dot; "*.example.com" for a wildcard) routed to the service
+	 * by the shared listeners, on those vhost says (enum vhost_on) */
+	char **hostnames;
+	size_t nhostnames;
+	int vhost;
 };
+
+/* Which shared listeners route a service's hostnames. */
+enum vhost_on { VHOST_ON_BOTH, VHOST_ON_HTTP, VHOST_ON_HTTPS };
 
 /* ours: the admin API ([server.api] / [client.api]) */
 struct api_config {
@@ -101,6 +110,9 @@ struct api_config {
 
 struct server_config {
 	char *bind_addr;
+	/* ours: the shared listeners of virtual hosts (NULL: off) */
+	char *http_bind_addr;		/* routed by the Host of the first request */
+	char *https_bind_addr;		/* routed by the SNI of the TLS ClientHello */
 	char *default_token;
 	int heartbeat_interval;		/* default 30; 0 disables */
 	struct transport_config transport;

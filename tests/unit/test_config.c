@@ -257,7 +257,8 @@ static void test_missing_required(void)
 			  "bind_addr as reachable from here, e.g. \"example.com:2333\")");
 	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.nas]\ntoken = \"x\"\n",
 			  "t.toml:3: service \"nas\": missing bind_addr (where visitors connect, "
-			  "e.g. \"0.0.0.0:5202\"; set server.services.nas.bind_addr)");
+			  "e.g. \"0.0.0.0:5202\"; set server.services.nas.bind_addr, or hostnames with "
+			  "server.http_bind_addr or https_bind_addr)");
 	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.services.nas]\ntoken = \"x\"\n",
 			  "t.toml:3: service \"nas\": missing local_addr (the service to expose, "
 			  "e.g. \"127.0.0.1:22\"; set client.services.nas.local_addr)");
@@ -533,7 +534,8 @@ static void test_unknown_keys(void)
 			  "\"bind_addr\"?)");
 	EXPECT_ONLY_ERROR(SERVER_HEAD "colour = 1\n",
 			  "t.toml:3: unknown key \"colour\" in [server] (expected one of: bind_addr, "
-			  "default_token, heartbeat_interval, transport, services, api)");
+			  "default_token, http_bind_addr, https_bind_addr, heartbeat_interval, "
+			  "transport, services, api)");
 	EXPECT_ONLY_ERROR(CLIENT_HEAD "heartbeat_timout = 5\n",
 			  "t.toml:3: unknown key \"heartbeat_timout\" in [client] (did you mean "
 			  "\"heartbeat_timeout\"?)");
@@ -546,12 +548,14 @@ static void test_unknown_keys(void)
 	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.s]\ntoken = \"t\"\nbind_addr = \"a:1\"\n"
 			  "retry_interval = 1\n",
 			  "t.toml:6: unknown key \"retry_interval\" in [server.services.s] (expected "
-			  "one of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections)");
+			  "one of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections, "
+			  "hostnames, vhost)");
 	EXPECT_ERROR("[\"we ird\"]\n",
 		     "t.toml:1: unknown key \"we ird\" at the top level (expected one of: server, client)");
 	EXPECT_ERROR("[server]\nbind_addr = \"a:1\"\n\"x\\ny\" = 1\n",
 		     "t.toml:3: unknown key \"x\\u000Ay\" in [server] (expected one of: bind_addr, "
-		     "default_token, heartbeat_interval, transport, services, api)");
+		     "default_token, http_bind_addr, https_bind_addr, heartbeat_interval, "
+		     "transport, services, api)");
 }
 
 static void test_toml_syntax_error(void)
@@ -695,6 +699,71 @@ static void test_port_ranges(void)
 		  "[server.services.c]\ntoken = \"x\"\ntype = \"udp\"\nbind_addr = \"0.0.0.0:1-1024\"\n");
 }
 
+/* Virtual hosts: shared listeners, hostnames (normalized), vhost, claims. */
+static void test_vhosts(void)
+{
+	const struct service_config *sc;
+	struct config *cfg;
+
+	cfg = parse(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+		    "https_bind_addr = \"[::]:443\"\n"
+		    "[server.services.a]\nhostnames = [\"NAS.Example.com.\", \"*.Home.example.com\"]\n"
+		    "vhost = \"http\"\n"
+		    "[server.services.b]\nhostnames = [\"nas.example.com\"]\nvhost = \"https\"\n"
+		    "bind_addr = \"0.0.0.0:1\"\n");
+	CHECK(cfg != NULL);
+	if (!cfg) {
+		dump_errors();
+		return;
+	}
+	CHECK_STR(cfg->server->http_bind_addr, "0.0.0.0:80");
+	CHECK_STR(cfg->server->https_bind_addr, "[::]:443");
+	sc = config_find_service(cfg->server->services, cfg->server->nservices, "a");
+	CHECK(sc && sc->bind_addr == NULL && sc->nhostnames == 2 && sc->vhost == VHOST_ON_HTTP);
+	CHECK(sc && strcmp(sc->hostnames[0], "nas.example.com") == 0 &&
+	      strcmp(sc->hostnames[1], "*.home.example.com") == 0);
+	sc = config_find_service(cfg->server->services, cfg->server->nservices, "b");
+	CHECK(sc && sc->vhost == VHOST_ON_HTTPS && sc->nhostnames == 1);
+	config_free(cfg);
+	/* the second claim of a name on a listener names both services */
+	EXPECT_ONLY_ERROR(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+			  "[server.services.a]\nhostnames = [\"x.org\"]\n"
+			  "[server.services.b]\nhostnames = [\"y.org\",\n \"X.org\"]\n",
+			  "t.toml:9: server.services.b.hostnames[1]: \"x.org\" is already claimed "
+			  "by service \"a\" (line 5); a name routes to one service on each listener");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "default_token = \"t\"\nhttps_bind_addr = \"0.0.0.0:443\"\n"
+			  "[server.services.a]\nhostnames = [\"x.org\", \"x.org.\"]\n",
+			  "t.toml:6: server.services.a.hostnames[1]: \"x.org\" is already claimed "
+			  "by service \"a\" (line 5); a name routes to one service on each listener");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+			  "[server.services.a]\nhostnames = [\"x.org\"]\nvhost = \"https\"\n",
+			  "t.toml:6: server.services.a.hostnames: no shared listener routes them: "
+			  "set server.https_bind_addr");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "default_token = \"t\"\n[server.services.a]\n"
+			  "bind_addr = \"0.0.0.0:1\"\nvhost = \"http\"\n",
+			  "t.toml:6: server.services.a.vhost: applies to a service with hostnames; "
+			  "add hostnames or remove it");
+	EXPECT_ERROR(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+			  "[server.services.a]\nhostnames = [\"x.org\", 1, \"*\"]\n",
+			  "t.toml:6: server.services.a.hostnames[1]: expected a string, found integer");
+	EXPECT_ERROR(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+		     "[server.services.a]\nhostnames = [\"x.org\", 1, \"*\"]\n",
+		     "t.toml:6: server.services.a.hostnames[2]: \"*\": a wildcard needs a domain "
+		     "after it, e.g. \"*.example.com\"");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+			  "[server.services.a]\nhostnames = \"x.org\"\n",
+			  "t.toml:6: server.services.a.hostnames: expected an array of strings, found string");
+	EXPECT_ONLY_ERROR(SERVER_HEAD "default_token = \"t\"\nhttp_bind_addr = \"0.0.0.0:80\"\n"
+			  "[server.services.a]\nbind_addr = \"0.0.0.0:1-2\"\nhostnames = [\"x.org\"]\n",
+			  "t.toml:7: server.services.a.hostnames: a port range (bind_addr "
+			  "\"0.0.0.0:1-2\") cannot have hostnames: give them to a service of their own");
+	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.services.a]\nlocal_addr = \"a:1\"\ntoken = \"t\"\n"
+			  "hostnames = [\"x.org\"]\n",
+			  "t.toml:6: unknown key \"hostnames\" in [client.services.a] (expected one of: "
+			  "type, token, local_addr, remote_ports, nodelay, retry_interval, "
+			  "udp_idle_timeout, udp_max_sessions, health_check_interval)");
+}
+
 static void test_load(void)
 {
 	char path[] = "/tmp/test_config_XXXXXX";
@@ -795,7 +864,8 @@ static void test_secret_files(void)
 	/* only secrets come from files */
 	EXPECT_ERROR(SERVER_HEAD "[server.services.a]\ntoken = \"t\"\nbind_addr_file = \"x\"\n",
 		     "t.toml:5: unknown key \"bind_addr_file\" in [server.services.a] (expected one "
-		     "of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections)");
+		     "of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections, "
+		     "hostnames, vhost)");
 	snprintf(text, sizeof text, CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n"
 		 "[client.transport.noise]\nremote_public_key = \"%s\"\n"
 		 "local_private_key_file = \"%s\"\n"
@@ -831,6 +901,7 @@ int main(void)
 	test_many_errors();
 	test_our_keys();
 	test_port_ranges();
+	test_vhosts();
 	test_load();
 	test_secret_files();
 	return check_report("test_config");
