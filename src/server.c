@@ -494,6 +494,11 @@ struct server *server_new(struct loop *l, const struct server_config *cfg, bool 
 			return NULL;
 		}
 	}
+	if (vhost_start(srv) < 0) {
+		snprintf(err, errlen, "out of memory");
+		server_free(srv);
+		return NULL;
+	}
 	srv->rr = resolve_start(cfg->bind_addr, SOCK_STREAM, on_main_resolved, srv);
 	return srv;
 }
@@ -510,6 +515,7 @@ void server_free(struct server *srv)
 		loop_unwatch(srv->loop, &srv->lw);
 		fds_close(srv->lfd);
 	}
+	vhost_stop(srv);
 	while (!list_empty(&srv->services))
 		server_drop_service(list_first(&srv->services, struct sservice, link));
 	while (!list_empty(&srv->pending))
@@ -550,6 +556,8 @@ void server_apply(struct server *srv, const struct server_config *cfg, struct re
 	transport_rebind(srv->tr, &cfg->transport, NULL);
 	services_apply(&srv->services, &ops, srv, old->services, old->nservices,
 		       cfg->services, cfg->nservices, rc);
+	if (vhost_apply(srv) < 0)
+		log_error("reload: out of memory for the shared listeners");
 }
 
 /* ---- metrics and status ---- */
@@ -632,7 +640,23 @@ void server_metrics(struct server *srv, struct buf *b)
 	metrics_family(b, "rathole_unknown_service_total", "counter",
 		       "Control channels asking for a service this server does not have.");
 	metrics_sample(b, "rathole_unknown_service_total", NULL, NULL, srv->unknown_service);
+	vhost_metrics(srv, b);
 	metrics_process(b, "server");
+}
+
+/* "hostnames": [...] of a service with virtual hosts, and their listeners. */
+static void status_hostnames(struct buf *b, const struct service_config *c)
+{
+	static const char *const on[] = { "both", "http", "https" };
+
+	if (!c->nhostnames)
+		return;
+	buf_printf(b, ", \"hostnames\": [");
+	for (size_t i = 0; i < c->nhostnames; i++) {
+		buf_printf(b, "%s", i ? ", " : "");
+		buf_json_string(b, c->hostnames[i]);
+	}
+	buf_printf(b, "], \"vhost\": \"%s\"", on[c->vhost]);
 }
 
 void server_status(struct server *srv, struct buf *b)
@@ -643,18 +667,24 @@ void server_status(struct server *srv, struct buf *b)
 	buf_printf(b, "{\"role\": \"server\", \"version\": \"%s\", \"uptime_seconds\": %llu, "
 		   "\"bind_addr\": ", RATHOLE_VERSION, (unsigned long long)app_uptime_seconds());
 	buf_json_string(b, srv->cfg->bind_addr);
-	buf_printf(b, ", \"listening\": %s, \"transport\": \"%s\", \"handshaking\": %zu, \"services\": [",
+	buf_printf(b, ", \"listening\": %s, \"transport\": \"%s\", \"handshaking\": %zu, ",
 		   srv->lfd >= 0 ? "true" : "false", srv->tr->impl->name, srv->npending);
+	vhost_status(srv, b);
+	buf_printf(b, "\"services\": [");
 	list_for_each_safe(n, tmp, &srv->services) {
 		struct sservice *svc = container_of(n, struct sservice, link);
 		buf_printf(b, "%s\n  {\"name\": ", first ? "" : ",");
 		buf_json_string(b, svc->cfg->name);
 		buf_printf(b, ", \"type\": \"%s\", \"bind_addr\": ", service_type_name(svc->cfg->type));
-		buf_json_string(b, svc->cfg->bind_addr);
+		if (svc->cfg->bind_addr)
+			buf_json_string(b, svc->cfg->bind_addr);
+		else
+			buf_printf(b, "null");
 		if (svc->cfg->range_name) {
 			buf_printf(b, ", \"range\": ");
 			buf_json_string(b, svc->cfg->range_name);
 		}
+		status_hostnames(b, svc->cfg);
 		buf_printf(b, ", \"control_channel\": %s", svc->ctrl ? "true" : "false");
 		if (svc->ctrl) {
 			buf_printf(b, ", \"client\": ");
@@ -663,7 +693,8 @@ void server_status(struct server *srv, struct buf *b)
 		buf_printf(b, ", \"listening\": %s, \"connections_active\": %zu, "
 			   "\"connections_total\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, "
 			   "\"data_channels_pooled\": %zu, \"visitors_refused\": %llu}",
-			   svc->lfd >= 0 ? "true" : "false", svc->nactive,
+			   svc->lfd >= 0 || (service_has_client(svc) && vhost_reachable(srv, svc)) ? "true" : "false",
+			   svc->nactive,
 			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
 			   (unsigned long long)live_bytes(svc, 1), svc->npool,
 			   (unsigned long long)(svc->refused_acl + svc->refused_max + svc->refused_fds));

@@ -20,8 +20,10 @@
 #include "protocol.h"
 #include "transport.h"
 
+struct buf;
 struct resolve_req;
 struct udp_server;
+struct vhosts;
 
 struct server {
 	struct loop *loop;
@@ -41,6 +43,7 @@ struct server {
 	size_t visitors_waiting;	/* of every service: each will need a data channel */
 	size_t fd_reserve;		/* kept for control and data channels (server_fd_reserve()) */
 	uint64_t unknown_service, handshake_failures;
+	struct vhosts *vh;		/* the shared listeners (server_vhost.c) */
 };
 
 /* An authenticated control channel. */
@@ -149,6 +152,11 @@ void service_down(struct sservice *svc);
 /* A data channel arrived from the client: it serves a waiting visitor, or
  * the UDP service, or goes to the pool. */
 void service_offer_channel(struct sservice *svc, struct stream *s);
+/* Whether the service's client is connected (visitors can be served). */
+bool service_has_client(const struct sservice *svc);
+/* Descriptors kept free for control and data channels, the waiting
+ * visitors' included: a visitor is admitted only beyond them. */
+size_t fds_kept_for_channels(const struct server *srv);
 /* EMFILE and friends: stop accepting for a while instead of spinning. */
 void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
 		     uint32_t *backoff, const char *what);
@@ -166,6 +174,17 @@ struct stream *service_take_pooled(struct sservice *svc);
  * pool is full). */
 void pool_add(struct sservice *svc, struct stream *s);
 void drop_pool(struct sservice *svc);
+
+/* Virtual hosts: the shared listeners (server_vhost.c). vhost_apply()
+ * follows srv->cfg after a reload: a changed address closes the old
+ * listener and opens the new one; hostnames are read at each visitor. */
+int vhost_start(struct server *srv);
+int vhost_apply(struct server *srv);
+void vhost_stop(struct server *srv);
+/* Whether a shared listener that routes the service's hostnames is open. */
+bool vhost_reachable(const struct server *srv, const struct sservice *svc);
+void vhost_status(const struct server *srv, struct buf *b);
+void vhost_metrics(const struct server *srv, struct buf *b);
 
 /* UDP services (udp.c). */
 void udp_server_init(struct sservice *svc);

@@ -231,7 +231,7 @@ static bool ratelimit(uint64_t *last, uint64_t now, unsigned *suppressed, unsign
 /* Descriptors that must stay free for control and data channels: the
  * reserve (server_fd_reserve(), at most a quarter of the limit) and one for
  * the data channel of every visitor waiting. */
-static size_t fds_kept_for_channels(const struct server *srv)
+size_t fds_kept_for_channels(const struct server *srv)
 {
 	size_t reserve = srv->fd_reserve;
 
@@ -461,6 +461,8 @@ static void on_service_resolved(void *arg, const char *err, const struct net_add
 
 static void open_listener(struct sservice *svc)
 {
+	if (!svc->cfg->bind_addr)
+		return;		/* reached by its hostnames only (server_vhost.c) */
 	if (svc->lfd >= 0 || svc->rr || timer_armed(&svc->bind_retry))
 		return;
 	svc->rr = resolve_start(svc->cfg->bind_addr,
@@ -469,6 +471,11 @@ static void open_listener(struct sservice *svc)
 }
 
 /* ---- service lifetime ---- */
+
+bool service_has_client(const struct sservice *svc)
+{
+	return svc->ctrl != NULL;
+}
 
 static void close_waiting(struct sservice *svc)
 {
