@@ -100,3 +100,46 @@ def start_microsocks(procs, user=None, password=None):
     p = procs.start(args)
     wait_port(port, timeout=10)
     return p, port
+
+
+def start_nginx_site(procs, text, cert=None, name="site"):
+    """nginx on a new port answering every request with 200 and the body
+    "<text> host=<the Host it saw>\\n" (keep-alive on); with cert = (pem, key),
+    over TLS with that certificate. Returns (proc, port)."""
+    nginx = need_binary("nginx", "nginx-light")
+    d = procs.tmp / name
+    d.mkdir(exist_ok=True)
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    ssl = ""
+    if cert:
+        listen += " ssl"
+        ssl = f"ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n"
+    temp = "\n".join(f"    {k}_temp_path {d}/{k};" for k in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = f"""
+daemon off;
+master_process off;
+error_log {d}/error.log info;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+{temp}
+    server {{
+        listen {listen};
+        server_name _;
+        {ssl}
+        location / {{
+            default_type text/plain;
+            return 200 "{text} host=$host\\n";
+        }}
+    }}
+}}
+"""
+    path = d / "nginx.conf"
+    path.write_text(conf)
+    p = procs.start([nginx, "-p", str(d), "-c", str(path), "-e", f"{d}/error.log"])
+    wait_port(port, timeout=10)
+    p.log_file = d / "error.log"
+    return p, port

@@ -99,6 +99,23 @@ class Pki:
     def path(self, name):
         return os.path.join(self.dir, name)
 
+    def leaf(self, cn, *dns):
+        """A certificate of the CA for cn (and more DNS names), made once:
+        returns the paths (pem, key)."""
+        pem, key = self.path(cn + ".pem"), self.path(cn + ".key")
+        if not os.path.exists(pem):
+            ext = cn + ".ext"
+            names = ",".join("DNS:" + n for n in (cn, *dns))
+            with open(self.path(ext), "w") as f:
+                f.write(SERVER_EXT.replace("DNS:localhost,IP:127.0.0.1", names))
+            _key(self.dir, cn + ".key")
+            _run(["req", "-new", "-key", cn + ".key", "-subj", "/CN=" + cn,
+                  "-out", cn + ".csr"], self.dir)
+            _run(["x509", "-req", "-in", cn + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", cn + ".pem"],
+                 self.dir)
+        return pem, key
+
     # ---- config fragments ----
 
     def tls_server(self, p12="identity.p12", password=PASSWORD, section="transport",

@@ -1,0 +1,315 @@
+"""Virtual hosts (issue 26): services reached by name through the shared
+listeners server.http_bind_addr (Host of the first request) and
+https_bind_addr (SNI of the TLS ClientHello), with real nginx as the local
+services behind the client."""
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import free_port, need_binary, run_rathole, wait_port_closed, wait_until
+from external import start_nginx_site
+from helpers import ProxyProtocolService, http, metric
+
+
+def curl(url, *args, resolve=None, timeout=10):
+    """curl's (status code, body) for url; resolve: (name, port) to 127.0.0.1."""
+    cmd = [need_binary("curl", "curl"), "-sS", "--max-time", str(timeout), "-o", "-",
+           "-w", "\n%{http_code}"]
+    if resolve:
+        cmd += ["--resolve", f"{resolve[0]}:{resolve[1]}:127.0.0.1"]
+    r = subprocess.run(cmd + list(args) + [url], capture_output=True, text=True,
+                       timeout=timeout + 5)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body.removesuffix("\n")
+
+
+def get(name, port):
+    return curl(f"http://{name}:{port}/", resolve=(name, port))
+
+
+def raw(port, data, timeout=10):
+    """Sends data on a new connection, half-closes, returns all it gets back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        out = b""
+        try:
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+        except OSError:		# reset already: a refusal
+            return out
+        while True:
+            try:
+                d = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            out += d
+        return out
+
+
+class Vhosts:
+    """Two nginx sites behind one client, reached by name on the server's
+    shared listener(s). services: {name: (server keys, local port)}."""
+
+    def __init__(self, procs, services, https=False, http_listener=True):
+        self.procs = procs
+        self.server_port = free_port()
+        self.api = free_port()
+        self.http_port = free_port() if http_listener else None
+        self.https_port = free_port() if https else None
+        self.services = services
+
+    def server_text(self, services=None, http_port=None):
+        http_port = http_port or self.http_port
+        out = [f'[server]\nbind_addr = "127.0.0.1:{self.server_port}"\ndefault_token = "t"\n']
+        if http_port:
+            out.append(f'http_bind_addr = "127.0.0.1:{http_port}"\n')
+        if self.https_port:
+            out.append(f'https_bind_addr = "127.0.0.1:{self.https_port}"\n')
+        out.append(f'[server.api]\nbind_addr = "127.0.0.1:{self.api}"\n')
+        for name, (keys, _) in (services or self.services).items():
+            out.append(f'[server.services.{name}]\n{keys}\n')
+        return "".join(out)
+
+    def client_text(self):
+        out = [f'[client]\nremote_addr = "127.0.0.1:{self.server_port}"\ndefault_token = "t"\n']
+        for name, (_, local) in self.services.items():
+            out.append(f'[client.services.{name}]\nlocal_addr = "127.0.0.1:{local}"\n')
+        return "".join(out)
+
+    def start(self):
+        self.server = self.procs.rathole(self.server_text(), name="server.toml")
+        self.server.wait_log(f"listening on 127.0.0.1:{self.server_port}")
+        self.client = self.procs.rathole(self.client_text(), name="client.toml")
+        for name in self.services:
+            self.server.wait_log(f"service {name}: control channel established", timeout=15)
+        for port in (self.http_port, self.https_port):
+            if port:
+                self.server.wait_log(f"listening on 127.0.0.1:{port} for virtual hosts")
+        return self
+
+    def metrics(self):
+        code, text = http(f"http://127.0.0.1:{self.api}/metrics")
+        assert code == 200
+        return text
+
+    def status(self):
+        code, text = http(f"http://127.0.0.1:{self.api}/api/status")
+        assert code == 200
+        return json.loads(text)
+
+
+@pytest.fixture
+def sites(procs):
+    _, a = start_nginx_site(procs, "site-a", name="site-a")
+    _, b = start_nginx_site(procs, "site-b", name="site-b")
+    return a, b
+
+
+def two_sites(procs, sites, **kw):
+    a, b = sites
+    return Vhosts(procs, {
+        "a": ('hostnames = ["a.example.com"]', a),
+        "b": ('hostnames = ["B.example.com.", "*.wild.example.com"]', b),
+        # an exact name beats the wildcard; this one also has its own port
+        "exact": (f'hostnames = ["exact.wild.example.com"]\nbind_addr = "127.0.0.1:{free_port()}"', a),
+    }, **kw).start()
+
+
+def test_http_routes_by_host(procs, sites):
+    v = two_sites(procs, sites)
+    p = v.http_port
+    assert get("a.example.com", p) == (200, "site-a host=a.example.com")
+    assert get("b.example.com", p) == (200, "site-b host=b.example.com")
+    # a wildcard: one label or more; the exact name wins over it
+    assert get("x.wild.example.com", p) == (200, "site-b host=x.wild.example.com")
+    assert get("y.x.wild.example.com", p) == (200, "site-b host=y.x.wild.example.com")
+    assert get("exact.wild.example.com", p) == (200, "site-a host=exact.wild.example.com")
+    # case, a trailing dot and a port do not matter; the head reaches nginx untouched
+    out = raw(p, b"GET / HTTP/1.1\r\nHost: A.Example.COM.:80\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"site-a host=a.example.com\n"), out
+    # an absolute-form target names the host (RFC 9112 3.2.2)
+    out = raw(p, b"GET http://b.example.com/x HTTP/1.1\r\nHost: a.example.com\r\n"
+                 b"Connection: close\r\n\r\n")
+    assert out.endswith(b"site-b host=b.example.com\n"), out
+    # keep-alive: curl's second request goes on the same tunnelled connection
+    code, body = curl(f"http://a.example.com:{p}/1", "-o", "-", f"http://a.example.com:{p}/2",
+                      resolve=("a.example.com", p))
+    assert body.count("site-a host=a.example.com") == 2, body
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_connections_total", listener="http") >= 8
+    assert metric(m, "rathole_service_connections_total", service="a") >= 3
+    assert metric(m, "rathole_service_connections_total", service="exact") == 1
+
+
+def test_unknown_or_missing_host_gets_404(procs, sites):
+    v = two_sites(procs, sites)
+    p = v.http_port
+    code, body = get("nope.example.com", p)
+    assert code == 404
+    # the page names nothing of the configuration
+    for word in ("example", "site", "wild", "rathole"):
+        assert word not in body.lower()
+    # a wildcard needs a label in front of it
+    assert get("wild.example.com", p)[0] == 404
+    for head in (b"GET / HTTP/1.0\r\n\r\n",                   # no Host at all
+                 b"GET / HTTP/1.1\r\nHost: \r\n\r\n",          # an empty one
+                 b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"):  # an address
+        out = raw(p, head)
+        assert out.startswith(b"HTTP/1.1 404 Not Found\r\n"), (head, out)
+    out = raw(p, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")   # TLS on the HTTP port
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_refused_total", listener="http", reason="unknown_name") == 5
+    assert metric(m, "rathole_vhost_refused_total", listener="http", reason="bad_head") == 1
+    assert metric(m, "rathole_service_connections_total", service="a") == 0
+
+
+def test_slow_and_oversized_heads_are_closed(procs, sites):
+    v = two_sites(procs, sites)
+    p = v.http_port
+    slow = socket.create_connection(("127.0.0.1", p), timeout=15)
+    slow.sendall(b"GET / HTTP/1.1\r\nHo")
+    silent = socket.create_connection(("127.0.0.1", p), timeout=15)
+    # cut after the deadline (5 s): the peer's close, not our timeout, ends the wait
+    for c in (slow, silent):
+        try:
+            assert c.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        c.close()
+    # 16 KiB of fields and still no Host: closed, no page
+    big = b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 100 + b"\r\n" * 1
+    big = b"GET / HTTP/1.1\r\n" + (b"X-Pad: " + b"p" * 100 + b"\r\n") * 170
+    assert len(big) > 16384
+    with socket.create_connection(("127.0.0.1", p), timeout=10) as c:
+        c.sendall(big)
+        try:
+            assert c.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_refused_total", listener="http", reason="slow") == 2
+    assert metric(m, "rathole_vhost_refused_total", listener="http", reason="too_big") == 1
+    assert metric(m, "rathole_vhost_heads_reading") == 0
+    # the listener still serves
+    assert get("a.example.com", p) == (200, "site-a host=a.example.com")
+
+
+def test_head_forwarded_first_with_proxy_protocol_and_acl(procs):
+    pp = ProxyProtocolService()
+    try:
+        v = Vhosts(procs, {
+            "pp": ('hostnames = ["pp.example.com"]\nproxy_protocol = "v1"', pp.port),
+            "denied": ('hostnames = ["denied.example.com"]\ndeny = ["127.0.0.0/8"]', pp.port),
+        }).start()
+        p = v.http_port
+        head = b"GET /p HTTP/1.1\r\nHost: pp.example.com\r\n\r\nand a body"
+        with socket.create_connection(("127.0.0.1", p), timeout=10) as c:
+            c.sendall(head)
+            f = c.makefile("rb")
+            line = f.readline()
+            src = c.getsockname()[1]
+            assert line == b"v1 TCP4 127.0.0.1 %d 127.0.0.1 %d\n" % (src, p)
+            # the bytes read to route come first and untouched, then the rest
+            c.sendall(b" and more")
+            want = head + b" and more"
+            got = f.read(len(want))
+            assert got == want
+        # allow/deny apply: refused before any data channel is spent
+        assert raw(p, b"GET / HTTP/1.1\r\nHost: denied.example.com\r\n\r\n") == b""
+        m = v.metrics()
+        assert metric(m, "rathole_service_visitors_refused_total", service="denied",
+                      reason="acl") == 1
+        assert len(pp.headers) == 1
+    finally:
+        pp.stop()
+
+
+def test_status_of_a_hostnames_only_service(procs, sites):
+    v = two_sites(procs, sites)
+    st = v.status()
+    assert st["http_bind_addr"] == f"127.0.0.1:{v.http_port}" and st["http_listening"] is True
+    assert st["https_bind_addr"] is None and st["https_listening"] is False
+    svc = {s["name"]: s for s in st["services"]}
+    assert svc["a"]["bind_addr"] is None
+    assert svc["a"]["hostnames"] == ["a.example.com"] and svc["a"]["vhost"] == "both"
+    assert svc["a"]["listening"] is True and svc["a"]["control_channel"] is True
+    assert svc["b"]["hostnames"] == ["b.example.com", "*.wild.example.com"]
+    assert svc["exact"]["bind_addr"].startswith("127.0.0.1:")
+
+
+def test_client_away_gets_503(procs, sites):
+    a, _ = sites
+    v = Vhosts(procs, {"a": ('hostnames = ["a.example.com"]', a)})
+    v.server = procs.rathole(v.server_text(), name="server.toml")
+    v.server.wait_log(f"listening on 127.0.0.1:{v.http_port} for virtual hosts")
+    assert get("a.example.com", v.http_port)[0] == 503
+    assert get("b.example.com", v.http_port)[0] == 404
+
+
+def test_reload_moves_names_and_listener(procs, sites):
+    a, b = sites
+    v = Vhosts(procs, {"a": ('hostnames = ["a.example.com"]', a),
+                       "b": ('hostnames = ["b.example.com"]', b)}).start()
+    old = v.http_port
+    assert get("a.example.com", old)[1] == "site-a host=a.example.com"
+    # a name moves from one service to the other: no service restarts
+    held = socket.create_connection(("127.0.0.1", old), timeout=10)
+    held.sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+    assert b"site-a" in held.recv(4096)
+    moved = {"a": ('hostnames = ["x.example.com"]', a),
+             "b": ('hostnames = ["b.example.com", "a.example.com"]', b)}
+    (procs.tmp / "server.toml").write_text(v.server_text(moved))
+    wait_until(lambda: get("a.example.com", old)[1] == "site-b host=a.example.com",
+               timeout=15, what="a.example.com to reach site-b")
+    assert get("x.example.com", old)[1] == "site-a host=x.example.com"
+    # the connection routed before the reload goes on
+    held.sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+    assert b"site-a" in held.recv(4096)
+    held.close()
+    # the shared listener moves to another port; the old one closes
+    new = free_port()
+    (procs.tmp / "server.toml").write_text(v.server_text(moved, http_port=new))
+    v.server.wait_log(f"listening on 127.0.0.1:{new} for virtual hosts", timeout=15)
+    assert get("b.example.com", new)[1] == "site-b host=b.example.com"
+    wait_port_closed(old)
+    assert "restarting the server" not in v.server.stderr
+    assert "changed by the reload" not in v.server.stderr
+
+
+CHECK_HEAD = '[server]\nbind_addr = "0.0.0.0:2333"\ndefault_token = "t"\n'
+
+
+def test_check_accepts_and_rejects(tmp_path):
+    ok = CHECK_HEAD + ('http_bind_addr = "0.0.0.0:80"\nhttps_bind_addr = "[::]:443"\n'
+                       '[server.services.nas]\nhostnames = ["nas.example.com", "*.home.example.com"]\n'
+                       '[server.services.acme]\nhostnames = ["nas.example.com"]\nvhost = "http"\n'
+                       '[server.services.tls]\nhostnames = ["nas.example.com"]\nvhost = "https"\n'
+                       '[server.services.both]\nbind_addr = "0.0.0.0:8443"\nhostnames = ["x.org"]\n')
+    # acme and nas both claim nas.example.com on the http listener
+    r = run_rathole(["--check"], ok, tmp_path)
+    assert r.returncode == 1
+    assert ('server.services.acme.hostnames[0]: "nas.example.com" is already claimed by '
+            'service "nas" (line 6)') in r.stderr, r.stderr
+    r = run_rathole(["--check"], ok.replace('hostnames = ["nas.example.com", "*.home',
+                                            'hostnames = ["*.home'), tmp_path)
+    assert r.returncode == 0, r.stderr
+    for text, msg in (
+        (CHECK_HEAD + '[server.services.a]\nhostnames = ["a.org"]\n',
+         "server.services.a.hostnames: no shared listener routes them"),
+        (CHECK_HEAD + 'http_bind_addr = "0.0.0.0:80"\n[server.services.a]\nhostnames = ["a:80"]\n',
+         'server.services.a.hostnames[0]: "a:80": write the name without a port'),
+        (CHECK_HEAD + 'http_bind_addr = "0.0.0.0:80"\n[server.services.a]\nhostnames = ["a.*.org"]\n',
+         "a wildcard is only allowed as the whole first label"),
+        (CHECK_HEAD + 'http_bind_addr = "0.0.0.0:80"\n[server.services.a]\ntype = "udp"\n'
+                      'hostnames = ["a.org"]\n',
+         "server.services.a.hostnames: applies to tcp services only"),
+        (CHECK_HEAD + 'http_bind_addr = "nope"\n', "server.http_bind_addr: \"nope\" is not a valid address"),
+        (CHECK_HEAD + '[server.services.a]\n', 'service "a": missing bind_addr'),
+    ):
+        r = run_rathole(["--check"], text, tmp_path)
+        assert r.returncode == 1 and msg in r.stderr, (text, r.stderr)
