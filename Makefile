@@ -7,6 +7,7 @@
 #   make fuzz-regress    replays the fuzz corpora without libFuzzer (part of make test)
 #   make valgrind        a tunnel session under valgrind (fails on errors and leaks)
 #   make TLS=0           without TLS (no tls transport, websocket over TCP only, no -lssl)
+#   make DASHBOARD=0     without the dashboard page of the admin API (28 KiB smaller)
 #   make static          fully static binary (glibc), stripped copy in ./rathole-static
 #   make OSSL_DLOPEN=0   OpenSSL linked instead of loaded on demand (build/release-linked)
 #   make CC=aarch64-linux-gnu-gcc   cross build (the build directory names the target)
@@ -58,6 +59,13 @@ endif
 ifneq ($(TLS),1)
 VARIANT  := $(VARIANT)-notls
 CPPFLAGS += -DRATHOLE_NO_TLS
+endif
+# DASHBOARD=0 leaves the admin API's dashboard page out (src/dashboard/, 28 KiB
+# of the stripped binary); GET / then says so, the rest of the API stays.
+DASHBOARD ?= 1
+ifneq ($(DASHBOARD),1)
+VARIANT  := $(VARIANT)-nodash
+CPPFLAGS += -DRATHOLE_NO_DASHBOARD
 endif
 
 # The target, from the compiler: builds for different targets or compilers

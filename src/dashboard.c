@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#ifndef RATHOLE_NO_DASHBOARD
+
 #define EMBED(sym, file) \
 	__asm__(".section .rodata\n" \
 		".balign 16\n" \
@@ -31,6 +33,7 @@ const struct dashboard_file *dashboard_find(const char *path, size_t len)
 	};
 
 	if (!files[0].data) {
+		/* the symbols' difference is no C constant: filled in once */
 		const char *start[] = { rathole_dashboard_html, rathole_dashboard_css,
 					rathole_dashboard_js };
 		const char *end[] = { rathole_dashboard_html_end, rathole_dashboard_css_end,
@@ -45,3 +48,20 @@ const struct dashboard_file *dashboard_find(const char *path, size_t len)
 			return &files[i];
 	return NULL;
 }
+
+#else
+
+/* make DASHBOARD=0: a page that says where the dashboard went */
+const struct dashboard_file *dashboard_find(const char *path, size_t len)
+{
+	static const char page[] = "<!doctype html>\n<title>rathole</title>\n"
+		"<p>This build of rathole leaves the dashboard out (make DASHBOARD=0).\n"
+		"<p>The API is here: /api/status, /api/events, /metrics.\n";
+	static const struct dashboard_file file = {
+		"/", "text/html; charset=utf-8", page, sizeof page - 1
+	};
+
+	return len == 1 && path[0] == '/' ? &file : NULL;
+}
+
+#endif

@@ -253,7 +253,10 @@ function renderServices() {
       el("td", { text: s.type || "tcp" }),
       el("td", { text: (client ? s.local_addr : s.bind_addr) || "-",
                  title: client ? "local_addr" : (s.client ? "client " + s.client : "bind_addr") }),
-      el("td", { class: "state" }, channelPill(s.control_channel)),
+      el("td", { class: "state" }, channelPill(s.control_channel),
+         s.health_check_interval > 0 && s.healthy === false
+           ? el("span", { class: "pill down", text: "local service failing",
+                          title: s.health_check_failures + " health checks failed" }) : null),
       num(s.connections_active, "active"),
       num(s.connections_total, "served"),
       num(s.visitors_refused, "refused"),
@@ -429,11 +432,13 @@ function openEditor(cfg) {
 $("add").addEventListener("click", () => openEditor(null));
 $("cancel").addEventListener("click", () => { $("editor").hidden = true; state.editing = null; });
 
+// A message goes next to the field of its key; one about a key the form has
+// no field for (typed in the JSON box) goes under that box.
 function fieldError(key, msg) {
-  const slot = form.querySelector('.err[data-for="' + CSS.escape(key) + '"]');
-  if (slot) { slot.textContent = msg; return; }
-  // a key typed in the JSON box, or one the form has no field for
-  form.querySelector('.err[data-for="*more"]').textContent = (key ? key + ": " : "") + msg;
+  const slot = form.querySelector('.err[data-for="' + CSS.escape(key) + '"]') ||
+               form.querySelector('.err[data-for="*more"]');
+  const text = slot.dataset.for === key ? msg : (key && key !== "*more" ? key + ": " : "") + msg;
+  slot.textContent = slot.textContent ? slot.textContent + " " + text : text;
 }
 
 // The body of the PUT: the service's TOML keys.
@@ -481,6 +486,9 @@ form.addEventListener("submit", async (ev) => {
       const fresh = configOf(name);
       if (fresh) openEditor(fresh);
       $("form-error").textContent = "This service was changed meanwhile; the form now shows the new version: check and save again.";
+    } else if (e.body && Array.isArray(e.body.errors) && e.body.errors.length) {
+      // every message next to the key it names
+      for (const x of e.body.errors) fieldError(x.key || "", x.error || x.message || String(x));
     } else if (e.body && e.body.key) {
       fieldError(e.body.key, e.body.error || e.message);
     } else {
