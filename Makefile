@@ -340,7 +340,7 @@ cross-test: cross-build
 # build for the others, as above) in IMAGE:VERSION-<arch> (amd64, arm64,
 # armhf), also IMAGE:latest for this machine's. make images: all of
 # IMAGE_ARCHES and the manifest list IMAGE:VERSION. ENGINE: podman, else
-# docker, with any global options ("podman --root DIR"); TLS=0 goes through.
+# docker, with any global options ("podman --root DIR"); TLS=0 and DASHBOARD=0 go through.
 
 IMAGE        ?= rathole
 IMAGE_ARCHES ?= amd64 aarch64 armhf
@@ -354,7 +354,7 @@ ITRIPLET_x86_64 := x86_64-linux-gnu
 ITRIPLET_arm64  := aarch64-linux-gnu
 IMG_TRIPLET := $(or $(XTRIPLET_$(IMG_ARCH)),$(ITRIPLET_$(IMG_ARCH)))
 IMG_CC   := $(if $(filter $(NATIVE),$(IMG_TRIPLET)),,CC=$(IMG_TRIPLET)-gcc)
-IMG_BIN  := build/$(if $(IMG_CC),$(IMG_TRIPLET)-)static$(if $(filter-out 1,$(TLS)),-notls)/rathole-stripped
+IMG_BIN  := build/$(if $(IMG_CC),$(IMG_TRIPLET)-)static$(if $(filter-out 1,$(TLS)),-notls)$(if $(filter-out 1,$(DASHBOARD)),-nodash)/rathole-stripped
 
 image:
 	@test -n "$(IMG_TRIPLET)" || { echo "ARCH=$(IMG_ARCH): use ARCH=amd64, aarch64 or armhf"; exit 2; }
