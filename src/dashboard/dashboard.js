@@ -229,48 +229,92 @@ function channelPill(cc) {
   return el("span", { class: "pill " + kind, text });
 }
 
-function num(v, cls, shown) {
-  return el("td", { class: "n " + cls, "data-value": v === undefined ? null : String(v),
-                    text: shown !== undefined ? shown : v === undefined ? "-" : String(v) });
-}
-
 function configOf(name) {
   const list = state.services && state.services.services;
   return list ? list.find((s) => s.name === name) : undefined;
 }
 
+// Rows are made once per service (and per replica or upstream) and updated
+// in place at each poll: a button stays the same element between polls, so
+// a click, the focus or an armed delete survive the refresh.
+const rowCache = new Map();     // key -> {tr, td: {class: cell}, seen}
+
+function cachedRow(key, attrs, classes) {
+  let r = rowCache.get(key);
+  if (!r) {
+    const td = {};
+    const cells = classes.map(([cls, span]) => {
+      const name = cls.replace(/^n-/, "");
+      return (td[name] = el("td", { class: cls.startsWith("n-") ? "n " + name : name, colspan: span }));
+    });
+    r = { tr: el("tr", attrs, ...cells), td };
+    rowCache.set(key, r);
+  }
+  r.seen = true;
+  return r;
+}
+
+// A cell's text and raw value (data-value), touched only when they change.
+function put(td, text, value) {
+  text = text === undefined || text === null ? "-" : String(text);
+  if (td.textContent !== text) td.textContent = text;
+  const v = value === undefined || value === null ? "" : String(value);
+  if (td.dataset.value !== v) td.dataset.value = v;
+}
+
+// A cell made of elements: rebuilt only when its key changes.
+function putNodes(td, key, make) {
+  if (td.dataset.key === key) return;
+  td.dataset.key = key;
+  td.replaceChildren(...make().filter((n) => n));
+}
+
+const MAIN_CELLS = [["name"], ["type"], ["addr"], ["state"], ["n-active"], ["n-served"],
+                    ["n-refused"], ["n-in"], ["n-out"], ["n-rate-in"], ["n-rate-out"],
+                    ["source"], ["actions"]];
+const SUB_CELLS = [["label", 2], ["pooled"], ["state"], ["n-active"], ["n-served"], ["gap"],
+                   ["n-in"], ["n-out"], ["extra", 4]];
+
 function renderServices() {
   const st = state.status;
   if (!st) return;
   const tb = document.querySelector("#services tbody");
-  const rows = [];
   const client = st.role === "client";
+  const rows = [];
+  for (const r of rowCache.values()) r.seen = false;
   for (const s of st.services || []) {
-    const r = state.rates.get(s.name) || { in: 0, out: 0 };
+    const rt = state.rates.get(s.name) || { in: 0, out: 0 };
     const cfg = configOf(s.name);
-    rows.push(el("tr", { "data-service": s.name },
-      el("td", { class: "name", text: s.name }),
-      el("td", { text: s.type || "tcp" }),
-      el("td", { text: (client ? s.local_addr : s.bind_addr) || "-",
-                 title: client ? "local_addr" : (s.client ? "client " + s.client : "bind_addr") }),
-      el("td", { class: "state" }, channelPill(s.control_channel),
-         s.health_check_interval > 0 && s.healthy === false
-           ? el("span", { class: "pill down", text: "local service failing",
-                          title: s.health_check_failures + " health checks failed" }) : null),
-      num(s.connections_active, "active"),
-      num(s.connections_total, "served"),
-      num(s.visitors_refused, "refused"),
-      num(s.bytes_in, "in", bytes(s.bytes_in)),
-      num(s.bytes_out, "out", bytes(s.bytes_out)),
-      num(Math.round(r.in), "rate-in", rate(r.in)),
-      num(Math.round(r.out), "rate-out", rate(r.out)),
-      el("td", { class: "source", text: cfg ? cfg.source : "" }),
-      actions(s.name, cfg)));
-    for (const sub of s.replicas || []) rows.push(subRow("replica", sub.peer, sub));
-    for (const sub of s.upstreams || []) rows.push(subRow("upstream", sub.remote_addr, sub));
+    const td = cachedRow("s:" + s.name, { "data-service": s.name }, MAIN_CELLS).td;
+    put(td.name, s.name);
+    put(td.type, s.type || "tcp");
+    put(td.addr, client ? s.local_addr : s.bind_addr);
+    td.addr.title = client ? "local_addr" : s.client ? "client " + s.client : "bind_addr";
+    const failing = s.health_check_interval > 0 && s.healthy === false;
+    putNodes(td.state, String(s.control_channel) + failing, () => [channelPill(s.control_channel),
+      failing ? el("span", { class: "pill down", text: "local service failing",
+                             title: s.health_check_failures + " health checks failed" }) : null]);
+    put(td.active, s.connections_active, s.connections_active);
+    put(td.served, s.connections_total, s.connections_total);
+    put(td.refused, s.visitors_refused, s.visitors_refused);
+    put(td.in, bytes(s.bytes_in), s.bytes_in);
+    put(td.out, bytes(s.bytes_out), s.bytes_out);
+    put(td["rate-in"], rate(rt.in), Math.round(rt.in));
+    put(td["rate-out"], rate(rt.out), Math.round(rt.out));
+    put(td.source, cfg ? cfg.source : "", cfg ? cfg.source : "");
+    putNodes(td.actions, cfg ? cfg.source : "", () => actions(s.name, cfg));
+    rows.push(td.name.parentNode);
+    for (const o of s.replicas || []) rows.push(subRow(s.name, "replica", o.peer, o));
+    for (const o of s.upstreams || []) rows.push(subRow(s.name, "upstream", o.remote_addr, o));
   }
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 13, class: "hint", text: "no services" })));
-  tb.replaceChildren(...rows);
+  if (!rows.length) {
+    const td = cachedRow("none", {}, [["hint", 13]]).td;
+    put(td.hint, "no services");
+    rows.push(td.hint.parentNode);
+  }
+  for (const [k, r] of rowCache) if (!r.seen) rowCache.delete(k);
+  const now = [...tb.children];
+  if (now.length !== rows.length || now.some((n, i) => n !== rows[i])) tb.replaceChildren(...rows);
   const sv = state.services;
   $("add").hidden = !sv;
   $("persist").textContent = state.servicesMissing
@@ -281,34 +325,36 @@ function renderServices() {
 }
 
 // A replica (server) or an upstream (client) under its service's row.
-function subRow(kind, label, o) {
+function subRow(service, kind, label, o) {
   const known = new Set(["peer", "remote_addr", "control_channel", "connections_active",
                          "connections_total", "bytes_in", "bytes_out", "data_channels_pooled"]);
   const extra = Object.entries(o).filter(([k, v]) => !known.has(k) && typeof v !== "object")
     .map(([k, v]) => k + " " + v).join(", ");
-  return el("tr", { class: "sub", "data-sub": kind },
-    el("td", { colspan: 2, text: kind + " " + (label || "?") }),
-    el("td", { text: o.data_channels_pooled !== undefined ? o.data_channels_pooled + " pooled" : extra }),
-    el("td", {}, o.control_channel !== undefined ? channelPill(o.control_channel) : null),
-    num(o.connections_active, "active"),
-    num(o.connections_total, "served"),
-    el("td", {}),
-    num(o.bytes_in, "in", o.bytes_in === undefined ? "-" : bytes(o.bytes_in)),
-    num(o.bytes_out, "out", o.bytes_out === undefined ? "-" : bytes(o.bytes_out)),
-    el("td", { colspan: 4, class: "hint", text: o.data_channels_pooled !== undefined ? extra : "" }));
+  const td = cachedRow("r:" + service + ":" + kind + ":" + label, { class: "sub", "data-sub": kind },
+                       SUB_CELLS).td;
+  put(td.label, kind + " " + (label || "?"));
+  put(td.pooled, o.data_channels_pooled !== undefined ? o.data_channels_pooled + " pooled" : "");
+  putNodes(td.state, String(o.control_channel),
+           () => [o.control_channel !== undefined ? channelPill(o.control_channel) : null]);
+  put(td.active, o.connections_active, o.connections_active);
+  put(td.served, o.connections_total, o.connections_total);
+  put(td.gap, "");
+  put(td.in, bytes(o.bytes_in), o.bytes_in);
+  put(td.out, bytes(o.bytes_out), o.bytes_out);
+  put(td.extra, extra);
+  return td.label.parentNode;
 }
 
+// The buttons look the service up when clicked: its ETag is the latest seen.
 function actions(name, cfg) {
-  const td = el("td", { class: "actions" });
-  if (!cfg) return td;
+  if (!cfg) return [];
+  const now = () => configOf(name) || cfg;
   if (cfg.source === "api") {
-    td.append(el("button", { type: "button", class: "edit", text: "Edit", onclick: () => openEditor(cfg) }),
-              el("button", { type: "button", class: "delete danger", text: "Delete",
-                             onclick: (ev) => removeService(ev.currentTarget, cfg) }));
-  } else {
-    td.append(el("button", { type: "button", class: "view", text: "View", onclick: () => openEditor(cfg) }));
+    return [el("button", { type: "button", class: "edit", text: "Edit", onclick: () => openEditor(now()) }),
+            el("button", { type: "button", class: "delete danger", text: "Delete",
+                           onclick: (ev) => removeService(ev.currentTarget, now()) })];
   }
-  return td;
+  return [el("button", { type: "button", class: "view", text: "View", onclick: () => openEditor(now()) })];
 }
 
 function renderEvents(events) {

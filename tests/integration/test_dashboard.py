@@ -19,8 +19,8 @@ import urllib.request
 
 import pytest
 
-from conftest import RATHOLE, free_port, wait_port, wait_until
-from helpers import Tunnel, client_config, http, server_config, wait_tunnel
+from conftest import free_port, wait_port, wait_until
+from helpers import Tunnel, http, wait_tunnel
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -303,3 +303,4 @@ def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
     wait_until(lambda: cell(d, "echo", "state") == "established", 15, what="the client's service")
     assert text_of(d, "#role") == "client"
     assert int(cell(d, "echo", "in")) >= load.moved
+
