@@ -339,6 +339,80 @@ static void test_key_update_by_count(void)
 	tls13_free(rl);
 }
 
+/* Several post-handshake messages in one record, and one message spread
+ * over two (as stacks that pack their handshake messages send them): two
+ * tickets and the server's KeyUpdate in one record (its record 1), then
+ * the trace's payload under the server's next secret; and a ticket cut in
+ * two records. */
+static void test_messages_in_one_record(void)
+{
+	static const uint8_t ticket[] = { 4, 0, 0, 13, 0, 0, 0x0e, 0x10, 1, 2, 3, 4, 0, 0, 2,
+					  0xaa, 0xbb };
+	struct tls13 *rl = keyed(false, 1, 0), *peer_rl = keyed(true, 0, 1);
+	uint8_t inner[64], rec[128], buf[128];
+	size_t n = 0;
+	struct stream *s;
+	ssize_t got;
+	int peer;
+
+	if (!rl || !peer_rl || !(s = reader(&peer))) {
+		tls13_free(rl);
+		tls13_free(peer_rl);
+		return;
+	}
+	check_sealed(rl, c_app_record, "record 0");
+	memcpy(inner, ticket, sizeof ticket);
+	memcpy(inner + sizeof ticket, ticket, sizeof ticket);
+	n = 2 * sizeof ticket;
+	memcpy(inner + n, "\x18\x00\x00\x01\x01", 5);	/* KeyUpdate, update_requested */
+	n += 5;
+	CHECK(tls13_seal_record(peer_rl, 22, inner, n, rec) == 0);
+	CHECK(write(peer, rec, n + TLS13_OVERHEAD) == (ssize_t)(n + TLS13_OVERHEAD));
+	feed(peer, s_app_1);
+	got = read_all(rl, s, buf, sizeof payload);
+	CHECKF(got == (ssize_t)sizeof payload && memcmp(buf, payload, sizeof payload) == 0,
+	       "after two tickets and a KeyUpdate in one record: %zd, %s", got, s->err);
+	/* our KeyUpdate goes first, as in test_key_update */
+	{
+		uint8_t want[256], out[256];
+		size_t wn = unhex(c_key_update, want, sizeof want), taken;
+		ssize_t w;
+
+		wn += unhex(c_app_1, want + wn, sizeof want - wn);
+		w = tls13_seal(rl, payload, sizeof payload, out, sizeof out, &taken);
+		CHECKF(w == (ssize_t)wn && memcmp(out, want, wn) == 0,
+		       "our KeyUpdate and record: %zd bytes, %zu expected", w, wn);
+	}
+	close(peer);
+	stream_free(s);
+	tls13_free(rl);
+	tls13_free(peer_rl);
+
+	/* a ticket in two records, then data: nothing comes out of the ticket */
+	rl = keyed(false, 0, 0);
+	peer_rl = keyed(true, 0, 0);
+	if (!rl || !peer_rl || !(s = reader(&peer))) {
+		tls13_free(rl);
+		tls13_free(peer_rl);
+		return;
+	}
+	CHECK(tls13_seal_record(peer_rl, 22, ticket, 6, rec) == 0);
+	CHECK(write(peer, rec, 6 + TLS13_OVERHEAD) == 6 + TLS13_OVERHEAD);
+	CHECK(tls13_read(rl, s, buf, sizeof buf) == ST_AGAIN);
+	CHECK(tls13_seal_record(peer_rl, 22, ticket + 6, sizeof ticket - 6, rec) == 0);
+	CHECK(write(peer, rec, sizeof ticket - 6 + TLS13_OVERHEAD) ==
+	      (ssize_t)(sizeof ticket - 6 + TLS13_OVERHEAD));
+	CHECK(tls13_seal_record(peer_rl, 23, payload, 5, rec) == 0);
+	CHECK(write(peer, rec, 5 + TLS13_OVERHEAD) == 5 + TLS13_OVERHEAD);
+	got = read_all(rl, s, buf, 5);
+	CHECKF(got == 5 && memcmp(buf, payload, 5) == 0, "after a ticket in two records: %zd, %s",
+	       got, s->err);
+	close(peer);
+	stream_free(s);
+	tls13_free(rl);
+	tls13_free(peer_rl);
+}
+
 int main(void)
 {
 	load_openssl();
@@ -350,5 +424,6 @@ int main(void)
 	test_tampered_record();
 	test_key_update();
 	test_key_update_by_count();
+	test_messages_in_one_record();
 	return check_report("test_tls13");
 }
