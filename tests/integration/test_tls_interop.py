@@ -63,6 +63,10 @@ def connections(relay):
             for m in LINE.finditer(relay.stdout)]
 
 
+def bulk_connections(relay):
+    return [c for c in connections(relay) if c["bytes_up"] >= 3 << 20]
+
+
 def test_through_gnutls(procs, pki, relay_bin):
     """Bulk echo through GnuTLS, visitors one after the other: every byte
     comes back, the resumptions happen both ways, GnuTLS's KeyUpdates reach
@@ -78,11 +82,12 @@ def test_through_gnutls(procs, pki, relay_bin):
             assert n == 3 << 20 and sent == got, "transfer %d" % i
         assert echo_once(t.service_port, b"last") == b"last"
         t.client.stop()
-        wait_until(lambda: len(connections(relay)) >= 3, 15, what="the relay's connection lines")
+        wait_until(lambda: len(bulk_connections(relay)) >= 4, 15,
+                   what="the relay's lines of the 4 bulk connections")
     finally:
         e.stop()
     conns = connections(relay)
-    bulk = [c for c in conns if c["bytes_up"] >= 3 << 20]
+    bulk = bulk_connections(relay)
     assert len(bulk) == 4, relay.stdout
     for c in bulk:
         assert c["end"] == "closed", c
