@@ -1,6 +1,8 @@
-/* The client role: one control channel per service, kept up with the
- * reference's backoff; a data channel per CreateDataChannel, connected to the
- * local service when the server starts forwarding on it. */
+/* The client role: one control channel per service and server (an
+ * upstream), kept up with the reference's backoff; a data channel per
+ * CreateDataChannel, connected to the local service when the server starts
+ * forwarding on it. With several servers (remote_addr as an array) each
+ * upstream lives on its own: a server that goes costs only its visitors. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +34,9 @@
 enum dstate { D_CONNECTING, D_WAIT_CMD, D_LOCAL };
 
 struct cdata {
-	struct list link;
-	struct cservice *svc;
+	struct list link;		/* in up->datas */
+	struct cupstream *up;
+	struct cservice *svc;		/* up->svc */
 	enum dstate state;
 	struct connector *conn;
 	struct stream *s;
@@ -47,16 +50,17 @@ struct cdata {
 	size_t have;
 };
 
-static void ctrl_connect(struct cservice *svc);
+static void ctrl_connect(struct cupstream *up);
 static void cdata_free(struct cdata *d);
 
 /* ---- file descriptors: control channels, then visitors, then new data channels ---- */
 
-/* Kept free for control channels (one per service, reconnecting) and the
- * process's own needs; at most a quarter of the limit. */
+/* Kept free for control channels (one per service and server, and the
+ * health checks) and the process's own needs; at most a quarter of the
+ * limit. */
 static size_t fd_reserve(const struct client *cli)
 {
-	size_t n = FD_RESERVE_BASE + cli->cfg->nservices;
+	size_t n = FD_RESERVE_BASE + cli->cfg->nservices * (cli->nservers + 1);
 
 	return n < fds_limit() / 4 ? n : fds_limit() / 4;
 }
@@ -133,15 +137,15 @@ static void cdata_free(struct cdata *d)
 static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *st,
 			  const char *err)
 {
-	struct cservice *svc = arg;
+	struct cupstream *up = arg;
 
-	svc->nactive--;
-	fds_released(svc->cli);
+	up->nactive--;
+	fds_released(up->svc->cli);
 	/* [0]: local service -> tunnel, [1]: tunnel -> local service */
-	svc->bytes_out += st->bytes[0];
-	svc->bytes_in += st->bytes[1];
+	up->bytes_out += st->bytes[0];
+	up->bytes_in += st->bytes[1];
 	if (err)
-		log_debug("service %s: connection ended: %s", svc->cfg->name, err);
+		log_debug("service %s: connection ended: %s", up->svc->cfg->name, err);
 }
 
 static void on_local_connected(void *arg, struct stream *local, const struct net_addr *addr,
@@ -149,6 +153,7 @@ static void on_local_connected(void *arg, struct stream *local, const struct net
 {
 	struct cdata *d = arg;
 	struct cservice *svc = d->svc;
+	struct cupstream *up = d->up;
 	struct stream *tunnel;
 	struct relay *r;
 
@@ -164,13 +169,13 @@ static void on_local_connected(void *arg, struct stream *local, const struct net
 	tunnel = d->s;
 	d->s = NULL;
 	cdata_free(d);
-	r = relay_new(svc->cli->loop, local, tunnel, on_relay_done, svc);
+	r = relay_new(svc->cli->loop, local, tunnel, on_relay_done, up);
 	if (!r) {
 		log_warn("service %s: out of memory for a connection", svc->cfg->name);
 		return;
 	}
-	list_add_tail(&svc->relays, relay_link(r));
-	svc->nactive++;
+	list_add_tail(&up->relays, relay_link(r));
+	up->nactive++;
 }
 
 /* No descriptor for the local connection: the data channel is closed, and
@@ -212,13 +217,15 @@ static void cdata_start_forward(struct cdata *d, enum data_cmd cmd)
 		return;
 	}
 	if (want == SERVICE_UDP) {
+		struct cupstream *up = d->up;
+
 		s = d->s;
 		d->s = NULL;
 		cdata_free(d);
-		udp_client_start(svc, s);
+		udp_client_start(up, s);
 		return;
 	}
-	svc->visitors_total++;
+	d->up->visitors_total++;
 	if (!fds_allow_local(svc->cli)) {
 		shed_visitor(d);
 		return;
@@ -295,7 +302,7 @@ static void on_data_connected(void *arg, struct stream *s, const struct net_addr
 	d->s = s;
 	cdata_promise(d, 1);	/* the local connection */
 	/* the connector applied the transport's options */
-	if (svc->cfg->nodelay != svc->cli->tr->cfg->tcp.nodelay)
+	if (svc->cfg->nodelay != d->up->srv->tr->cfg->tcp.nodelay)
 		net_set_nodelay(s->fd, svc->cfg->nodelay);
 	proto_encode_hello(hello, HELLO_DATA, d->session_key);
 	if (stream_send(s, hello, sizeof hello) < 0) {
@@ -328,220 +335,233 @@ static void cdata_connect(struct cdata *d)
 	}
 	list_del(&d->fd_wait);
 	cdata_promise(d, 2);
-	d->conn = connector_start(svc->cli->loop, svc->cli->tr,
-				  svc->have_addr ? &svc->server_addr : NULL,
+	d->conn = connector_start(svc->cli->loop, d->up->srv->tr,
+				  d->up->have_addr ? &d->up->server_addr : NULL,
 				  CONNECT_TIMEOUT_MS, on_data_connected, d);
 	if (!d->conn)
 		cdata_free(d);
 }
 
-static void open_data_channel(struct cservice *svc)
+static void open_data_channel(struct cupstream *up)
 {
+	struct cservice *svc = up->svc;
 	struct cdata *d;
 	size_t n = 0;
 	struct list *it, *tmp;
 
-	list_for_each_safe(it, tmp, &svc->datas)
+	list_for_each_safe(it, tmp, &up->datas)
 		n++;
 	if (n >= MAX_DATA_SETUP) {
-		log_warn("service %s: %zu data channels already being opened; ignoring the request",
-			 svc->cfg->name, n);
+		log_warn("service %s: %zu data channels to %s already being opened; ignoring the "
+			 "request", svc->cfg->name, n, up->srv->addr);
 		return;
 	}
 	d = calloc(1, sizeof *d);
 	if (!d)
 		return;
+	d->up = up;
 	d->svc = svc;
 	d->state = D_CONNECTING;
 	d->started = loop_now(svc->cli->loop);
-	memcpy(d->session_key, svc->session_key, sizeof d->session_key);
+	memcpy(d->session_key, up->session_key, sizeof d->session_key);
 	watcher_init(&d->w, -1, on_cdata_event);
 	timer_init(&d->retry, on_cdata_retry);
 	list_init(&d->fd_wait);
-	list_add_tail(&svc->datas, &d->link);
+	list_add_tail(&up->datas, &d->link);
 	cdata_connect(d);
 }
 
 /* ---- the control channel ---- */
 
-static void ctrl_close(struct cservice *svc)
+/* Names the server in a service's lines when there are several. */
+static const char *via(const struct cupstream *up)
 {
-	struct loop *l = svc->cli->loop;
+	static char buf[NET_HOST_MAX + 32];
 
-	connector_cancel(svc->conn);
-	svc->conn = NULL;
-	loop_unwatch(l, &svc->w);
-	timer_stop(l, &svc->heartbeat);
-	stream_free(svc->s);
-	svc->s = NULL;
+	if (up->svc->cli->nservers < 2)
+		return "";
+	snprintf(buf, sizeof buf, " (server %s)", up->srv->addr);
+	return buf;
 }
 
-static uint32_t next_backoff(struct cservice *svc)
+static void ctrl_close(struct cupstream *up)
 {
-	uint32_t cap = (uint32_t)svc->cfg->retry_interval * 1000, d, jitter;
+	struct loop *l = up->svc->cli->loop;
+
+	connector_cancel(up->conn);
+	up->conn = NULL;
+	loop_unwatch(l, &up->w);
+	timer_stop(l, &up->heartbeat);
+	stream_free(up->s);
+	up->s = NULL;
+}
+
+static uint32_t next_backoff(struct cupstream *up)
+{
+	uint32_t cap = (uint32_t)up->svc->cfg->retry_interval * 1000, d, jitter;
 	uint32_t r;
 
 	if (cap < BACKOFF_MIN_MS)
 		cap = BACKOFF_MIN_MS;
-	if (!svc->backoff_ms)
-		svc->backoff_ms = BACKOFF_INITIAL_MS;
-	if (svc->backoff_ms > cap)
-		svc->backoff_ms = cap;
-	d = svc->backoff_ms;
+	if (!up->backoff_ms)
+		up->backoff_ms = BACKOFF_INITIAL_MS;
+	if (up->backoff_ms > cap)
+		up->backoff_ms = cap;
+	d = up->backoff_ms;
 	/* +-20 % so that many clients do not reconnect in lockstep */
 	if (proto_random(&r, sizeof r) < 0)
 		r = 0;
 	jitter = d / 5;
 	d = d - jitter + (jitter ? r % (2 * jitter + 1) : 0);
-	svc->backoff_ms = svc->backoff_ms > cap / 3 ? cap : svc->backoff_ms * 3;
+	up->backoff_ms = up->backoff_ms > cap / 3 ? cap : up->backoff_ms * 3;
 	return d;
 }
 
 /* The control channel failed: retry later, like the reference, forever. */
-static void ctrl_failed(struct cservice *svc, const char *why)
+static void ctrl_failed(struct cupstream *up, const char *why)
 {
-	struct loop *l = svc->cli->loop;
+	struct loop *l = up->svc->cli->loop;
 	char msg[512];
 	uint32_t d;
 
 	/* why may be the stream's own err, which ctrl_close() frees */
 	snprintf(msg, sizeof msg, "%s", why);
 	why = msg;
-	ctrl_close(svc);
-	if (loop_now(l) - svc->attempt_at > STABLE_MS)
-		svc->backoff_ms = 0;
-	d = next_backoff(svc);
-	svc->state = CS_BACKOFF;
-	svc->reconnects++;
-	log_error("service %s: %s; retrying in %u ms", svc->cfg->name, why, d);
-	timer_start(l, &svc->retry, d);
+	ctrl_close(up);
+	if (loop_now(l) - up->attempt_at > STABLE_MS)
+		up->backoff_ms = 0;
+	d = next_backoff(up);
+	up->state = CS_BACKOFF;
+	up->reconnects++;
+	log_error("service %s%s: %s; retrying in %u ms", up->svc->cfg->name, via(up), why, d);
+	timer_start(l, &up->retry, d);
 }
 
 static void on_retry(struct loop *l, struct timer *t)
 {
-	ctrl_connect(container_of(t, struct cservice, retry));
+	ctrl_connect(container_of(t, struct cupstream, retry));
 }
 
 static void on_heartbeat_timeout(struct loop *l, struct timer *t)
 {
-	struct cservice *svc = container_of(t, struct cservice, heartbeat);
+	struct cupstream *up = container_of(t, struct cupstream, heartbeat);
 	char why[96];
 
 	snprintf(why, sizeof why, "no heartbeat from the server for %d s",
-		 svc->cli->cfg->heartbeat_timeout);
-	ctrl_failed(svc, why);
+		 up->svc->cli->cfg->heartbeat_timeout);
+	ctrl_failed(up, why);
 }
 
-static void arm_heartbeat_timeout(struct cservice *svc)
+static void arm_heartbeat_timeout(struct cupstream *up)
 {
-	int secs = svc->cli->cfg->heartbeat_timeout;
+	int secs = up->svc->cli->cfg->heartbeat_timeout;
 
 	if (secs > 0)
-		timer_start(svc->cli->loop, &svc->heartbeat, (uint64_t)secs * 1000);
+		timer_start(up->svc->cli->loop, &up->heartbeat, (uint64_t)secs * 1000);
 }
 
-static int handle_hello(struct cservice *svc)
+static int handle_hello(struct cupstream *up)
 {
 	struct hello h;
 	uint8_t auth[PROTO_AUTH_LEN];
 
-	if (proto_decode_hello(svc->buf, &h) < 0 || h.kind != HELLO_CONTROL) {
-		ctrl_failed(svc, "the server did not answer with a control channel hello");
+	if (proto_decode_hello(up->buf, &h) < 0 || h.kind != HELLO_CONTROL) {
+		ctrl_failed(up, "the server did not answer with a control channel hello");
 		return -1;
 	}
 	if (h.version != PROTO_VERSION) {
-		ctrl_failed(svc, "protocol version mismatched");
+		ctrl_failed(up, "protocol version mismatched");
 		return -1;
 	}
-	proto_session_key(svc->cfg->token, h.digest, svc->session_key);
-	memcpy(auth, svc->session_key, sizeof auth);
-	if (stream_send(svc->s, auth, sizeof auth) < 0) {
-		ctrl_failed(svc, svc->s->err);
+	proto_session_key(up->svc->cfg->token, h.digest, up->session_key);
+	memcpy(auth, up->session_key, sizeof auth);
+	if (stream_send(up->s, auth, sizeof auth) < 0) {
+		ctrl_failed(up, up->s->err);
 		return -1;
 	}
-	svc->state = CS_ACK;
-	svc->have = 0;
+	up->state = CS_ACK;
+	up->have = 0;
 	return 0;
 }
 
-static int handle_ack(struct cservice *svc)
+static int handle_ack(struct cupstream *up)
 {
-	int a = proto_decode_enum(svc->buf, 3);
+	int a = proto_decode_enum(up->buf, 3);
 	char why[160];
 
 	if (a == ACK_OK) {
 		/* the backoff stays: a channel the server accepts and drops at
 		 * once is retried ever more slowly; only one that lived longer
 		 * than STABLE_MS resets it (ctrl_failed), as in the reference */
-		svc->state = CS_READY;
-		svc->have = 0;
-		log_info("service %s: control channel established", svc->cfg->name);
-		arm_heartbeat_timeout(svc);
-		stream_trim(svc->s);
+		up->state = CS_READY;
+		up->have = 0;
+		log_info("service %s%s: control channel established", up->svc->cfg->name, via(up));
+		arm_heartbeat_timeout(up);
+		stream_trim(up->s);
 		return 0;
 	}
 	if (a == ACK_SERVICE_NOT_EXIST)
 		snprintf(why, sizeof why, "the server has no service named \"%s\" "
-			 "(the names in both configs must match)", svc->cfg->name);
+			 "(the names in both configs must match)", up->svc->cfg->name);
 	else if (a == ACK_AUTH_FAILED)
 		snprintf(why, sizeof why, "authentication failed: the token differs from the server's");
 	else
 		snprintf(why, sizeof why, "the server sent an unknown answer to the handshake");
-	ctrl_failed(svc, why);
+	ctrl_failed(up, why);
 	return -1;
 }
 
-static int handle_command(struct cservice *svc)
+static int handle_command(struct cupstream *up)
 {
-	int cmd = proto_decode_enum(svc->buf, 2);
+	int cmd = proto_decode_enum(up->buf, 2);
 
-	svc->have = 0;
-	arm_heartbeat_timeout(svc);
+	up->have = 0;
+	arm_heartbeat_timeout(up);
 	switch (cmd) {
 	case CMD_CREATE_DATA_CHANNEL:
-		log_trace("service %s: CreateDataChannel", svc->cfg->name);
-		open_data_channel(svc);
+		log_trace("service %s: CreateDataChannel", up->svc->cfg->name);
+		open_data_channel(up);
 		return 0;
 	case CMD_HEARTBEAT:
-		log_trace("service %s: heartbeat", svc->cfg->name);
+		log_trace("service %s: heartbeat", up->svc->cfg->name);
 		return 0;
 	}
-	ctrl_failed(svc, "the server sent an unknown command");
+	ctrl_failed(up, "the server sent an unknown command");
 	return -1;
 }
 
 static void on_ctrl_event(struct loop *l, struct watcher *w, uint32_t events)
 {
-	struct cservice *svc = container_of(w, struct cservice, w);
+	struct cupstream *up = container_of(w, struct cupstream, w);
 
-	if (stream_flush(svc->s) == ST_ERROR) {
-		ctrl_failed(svc, svc->s->err);
+	if (stream_flush(up->s) == ST_ERROR) {
+		ctrl_failed(up, up->s->err);
 		return;
 	}
 	/* bounded: yield after a burst of commands */
 	for (int i = 0; i < 256; i++) {
-		size_t need = svc->state == CS_HELLO ? PROTO_HELLO_LEN : PROTO_CMD_LEN;
-		int rc = stream_read_exact(svc->s, svc->buf, need, &svc->have), res;
+		size_t need = up->state == CS_HELLO ? PROTO_HELLO_LEN : PROTO_CMD_LEN;
+		int rc = stream_read_exact(up->s, up->buf, need, &up->have), res;
 
 		if (rc == ST_AGAIN) {
-			loop_watch(l, w, svc->s->want | (stream_tx_pending(svc->s) ? EPOLLOUT : 0));
+			loop_watch(l, w, up->s->want | (stream_tx_pending(up->s) ? EPOLLOUT : 0));
 			return;
 		}
 		if (rc == 0) {
-			ctrl_failed(svc, svc->state == CS_READY ? "the server closed the control channel"
+			ctrl_failed(up, up->state == CS_READY ? "the server closed the control channel"
 				    : "the server closed the connection during the handshake");
 			return;
 		}
 		if (rc < 0) {
-			ctrl_failed(svc, svc->s->err);
+			ctrl_failed(up, up->s->err);
 			return;
 		}
-		if (svc->state == CS_HELLO)
-			res = handle_hello(svc);
-		else if (svc->state == CS_ACK)
-			res = handle_ack(svc);
+		if (up->state == CS_HELLO)
+			res = handle_hello(up);
+		else if (up->state == CS_ACK)
+			res = handle_ack(up);
 		else
-			res = handle_command(svc);
+			res = handle_command(up);
 		if (res < 0)
 			return;
 	}
@@ -551,38 +571,38 @@ static void on_ctrl_event(struct loop *l, struct watcher *w, uint32_t events)
 static void on_ctrl_connected(void *arg, struct stream *s, const struct net_addr *addr,
 			      const char *err)
 {
-	struct cservice *svc = arg;
+	struct cupstream *up = arg;
 	uint8_t hello[PROTO_HELLO_LEN];
 
-	svc->conn = NULL;
+	up->conn = NULL;
 	if (!s) {
-		ctrl_failed(svc, err);
+		ctrl_failed(up, err);
 		return;
 	}
-	svc->s = s;
-	svc->server_addr = *addr;
-	svc->have_addr = true;
-	proto_encode_hello(hello, HELLO_CONTROL, svc->digest);
+	up->s = s;
+	up->server_addr = *addr;
+	up->have_addr = true;
+	proto_encode_hello(hello, HELLO_CONTROL, up->svc->digest);
 	if (stream_send(s, hello, sizeof hello) < 0) {
-		ctrl_failed(svc, s->err);
+		ctrl_failed(up, s->err);
 		return;
 	}
-	svc->state = CS_HELLO;
-	svc->have = 0;
-	watcher_init(&svc->w, s->fd, on_ctrl_event);
-	loop_watch(svc->cli->loop, &svc->w, EPOLLIN | (stream_tx_pending(s) ? EPOLLOUT : 0));
+	up->state = CS_HELLO;
+	up->have = 0;
+	watcher_init(&up->w, s->fd, on_ctrl_event);
+	loop_watch(up->svc->cli->loop, &up->w, EPOLLIN | (stream_tx_pending(s) ? EPOLLOUT : 0));
 }
 
-static void ctrl_connect(struct cservice *svc)
+static void ctrl_connect(struct cupstream *up)
 {
-	svc->state = CS_CONNECTING;
-	svc->attempt_at = loop_now(svc->cli->loop);
-	svc->have_addr = false;
-	log_debug("service %s: connecting to %s", svc->cfg->name, svc->cli->cfg->remote_addr);
-	svc->conn = connector_start(svc->cli->loop, svc->cli->tr, NULL, CONNECT_TIMEOUT_MS,
-				    on_ctrl_connected, svc);
-	if (!svc->conn)
-		ctrl_failed(svc, "out of memory");
+	up->state = CS_CONNECTING;
+	up->attempt_at = loop_now(up->svc->cli->loop);
+	up->have_addr = false;
+	log_debug("service %s: connecting to %s", up->svc->cfg->name, up->srv->addr);
+	up->conn = connector_start(up->svc->cli->loop, up->srv->tr, NULL, CONNECT_TIMEOUT_MS,
+				   on_ctrl_connected, up);
+	if (!up->conn)
+		ctrl_failed(up, "out of memory");
 }
 
 /* ---- the health check of the local service ---- */
@@ -595,27 +615,41 @@ static void hc_schedule(struct cservice *svc)
 		    (uint64_t)svc->cfg->health_check_interval * 1000);
 }
 
-/* The control channel closes, so the server stops sending visitors here
- * (with balance, the other replicas get them); the checks go on. Forwarded
- * connections stay: they end on their own. */
+static void up_withdraw(struct cupstream *up)
+{
+	ctrl_close(up);
+	timer_stop(up->svc->cli->loop, &up->retry);
+	up->state = CS_WITHDRAWN;
+}
+
+/* Every control channel of the service closes, so the servers stop sending
+ * visitors here (with balance, the other replicas get them); the checks go
+ * on. Forwarded connections stay: they end on their own. */
 static void hc_withdraw(struct cservice *svc, const char *why)
 {
+	struct list *n, *tmp;
+
 	log_warn("service %s: the local service %s failed %d health checks in a row (last: %s); "
 		 "withdrawing the service from the server until it answers again",
 		 svc->cfg->name, svc->cfg->local_addr, HC_FAILS_TO_WITHDRAW, why);
 	svc->healthy = false;
-	ctrl_close(svc);
-	timer_stop(svc->cli->loop, &svc->retry);
-	svc->state = CS_WITHDRAWN;
+	list_for_each_safe(n, tmp, &svc->ups)
+		up_withdraw(container_of(n, struct cupstream, link));
 }
 
 static void hc_restore(struct cservice *svc)
 {
+	struct list *n, *tmp;
+
 	log_info("service %s: the local service %s answers again; registering with the server",
 		 svc->cfg->name, svc->cfg->local_addr);
 	svc->healthy = true;
-	svc->backoff_ms = 0;
-	ctrl_connect(svc);
+	list_for_each_safe(n, tmp, &svc->ups) {
+		struct cupstream *up = container_of(n, struct cupstream, link);
+
+		up->backoff_ms = 0;
+		ctrl_connect(up);
+	}
 }
 
 static void hc_result(struct cservice *svc, bool ok, const char *why)
@@ -663,24 +697,76 @@ static void on_hc_timer(struct loop *l, struct timer *t)
 
 /* ---- building and freeing ---- */
 
+/* A withdrawn service's new upstream waits for the health check too. */
+static struct cupstream *up_new(struct cservice *svc, struct cserver *srv)
+{
+	struct cupstream *up = calloc(1, sizeof *up);
+
+	if (!up)
+		return NULL;
+	up->svc = svc;
+	up->srv = srv;
+	list_init(&up->datas);
+	list_init(&up->relays);
+	watcher_init(&up->w, -1, on_ctrl_event);
+	timer_init(&up->retry, on_retry);
+	timer_init(&up->heartbeat, on_heartbeat_timeout);
+	list_add_tail(&svc->ups, &up->link);
+	if (svc->healthy)
+		ctrl_connect(up);
+	else
+		up->state = CS_WITHDRAWN;
+	return up;
+}
+
+/* Everything that went through this server ends with it (its streams use
+ * the server's transport); its counts stay in the service's totals. */
+static void up_free(struct cupstream *up)
+{
+	struct cservice *svc = up->svc;
+
+	ctrl_close(up);
+	timer_stop(svc->cli->loop, &up->retry);
+	while (!list_empty(&up->datas))
+		cdata_free(list_first(&up->datas, struct cdata, link));
+	while (!list_empty(&up->relays)) {
+		struct relay *r = relay_from_link(up->relays.next);
+
+		up->bytes_out += relay_stats(r)->bytes[0];
+		up->bytes_in += relay_stats(r)->bytes[1];
+		relay_free(r);
+	}
+	udp_client_stop(up);		/* adds its drops to svc->udp_dropped */
+	svc->reconnects += up->reconnects;
+	svc->visitors_total += up->visitors_total;
+	svc->bytes_in += up->bytes_in;
+	svc->bytes_out += up->bytes_out;
+	list_del(&up->link);
+	free(up);
+}
+
+static void service_free(struct cservice *svc);
+
 static struct cservice *service_new(struct client *cli, const struct service_config *cfg)
 {
 	struct cservice *svc = calloc(1, sizeof *svc);
+	struct list *n, *tmp;
 
 	if (!svc)
 		return NULL;
 	svc->cli = cli;
 	svc->cfg = cfg;
-	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
-	list_init(&svc->datas);
-	list_init(&svc->relays);
-	watcher_init(&svc->w, -1, on_ctrl_event);
-	timer_init(&svc->retry, on_retry);
-	timer_init(&svc->heartbeat, on_heartbeat_timeout);
-	timer_init(&svc->hc_timer, on_hc_timer);
 	svc->healthy = true;
+	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
+	list_init(&svc->ups);
+	timer_init(&svc->hc_timer, on_hc_timer);
 	list_add_tail(&cli->services, &svc->link);
-	ctrl_connect(svc);
+	list_for_each_safe(n, tmp, &cli->servers) {
+		if (!up_new(svc, container_of(n, struct cserver, link))) {
+			service_free(svc);
+			return NULL;
+		}
+	}
 	if (cfg->health_check_interval)
 		timer_start(cli->loop, &svc->hc_timer, 0);	/* the first check at once */
 	return svc;
@@ -688,17 +774,59 @@ static struct cservice *service_new(struct client *cli, const struct service_con
 
 static void service_free(struct cservice *svc)
 {
-	ctrl_close(svc);
-	timer_stop(svc->cli->loop, &svc->retry);
 	timer_stop(svc->cli->loop, &svc->hc_timer);
 	connector_cancel(svc->hc_conn);
-	while (!list_empty(&svc->datas))
-		cdata_free(list_first(&svc->datas, struct cdata, link));
-	while (!list_empty(&svc->relays))
-		relay_free(relay_from_link(svc->relays.next));
-	udp_client_stop(svc);
+	while (!list_empty(&svc->ups))
+		up_free(list_first(&svc->ups, struct cupstream, link));
 	list_del(&svc->link);
 	free(svc);
+}
+
+static struct cserver *cserver_new(struct client *cli, const char *addr, char *err, size_t errlen)
+{
+	struct cserver *srv = calloc(1, sizeof *srv);
+
+	if (!srv || !(srv->addr = strdup(addr))) {
+		free(srv);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	srv->tr = transport_new(&cli->cfg->transport, false, srv->addr, err, errlen);
+	if (!srv->tr) {
+		free(srv->addr);
+		free(srv);
+		return NULL;
+	}
+	list_add_tail(&cli->servers, &srv->link);
+	cli->nservers++;
+	return srv;
+}
+
+/* The server's upstreams go first: their streams use its transport. */
+static void cserver_free(struct client *cli, struct cserver *srv)
+{
+	struct list *n, *tmp, *u, *utmp;
+
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+
+		list_for_each_safe(u, utmp, &svc->ups)
+			if (container_of(u, struct cupstream, link)->srv == srv)
+				up_free(container_of(u, struct cupstream, link));
+	}
+	list_del(&srv->link);
+	cli->nservers--;
+	transport_free(srv->tr);
+	free(srv->addr);
+	free(srv);
+}
+
+static bool config_lists(const struct client_config *cfg, const char *addr)
+{
+	for (size_t i = 0; i < cfg->nremote_addrs; i++)
+		if (strcmp(cfg->remote_addrs[i], addr) == 0)
+			return true;
+	return false;
 }
 
 struct client *client_new(struct loop *l, const struct client_config *cfg,
@@ -712,13 +840,15 @@ struct client *client_new(struct loop *l, const struct client_config *cfg,
 	}
 	cli->loop = l;
 	cli->cfg = cfg;
+	list_init(&cli->servers);
 	list_init(&cli->services);
 	list_init(&cli->fd_waiting);
 	deferred_init(&cli->fd_kick, on_fd_kick);
-	cli->tr = transport_new(&cfg->transport, false, cfg->remote_addr, err, errlen);
-	if (!cli->tr) {
-		free(cli);
-		return NULL;
+	for (size_t i = 0; i < cfg->nremote_addrs; i++) {
+		if (!cserver_new(cli, cfg->remote_addrs[i], err, errlen)) {
+			client_free(cli);
+			return NULL;
+		}
 	}
 	for (size_t i = 0; i < cfg->nservices; i++) {
 		if (!service_new(cli, &cfg->services[i])) {
@@ -736,8 +866,9 @@ void client_free(struct client *cli)
 		return;
 	while (!list_empty(&cli->services))
 		service_free(list_first(&cli->services, struct cservice, link));
+	while (!list_empty(&cli->servers))
+		cserver_free(cli, list_first(&cli->servers, struct cserver, link));
 	loop_undefer(cli->loop, &cli->fd_kick);
-	transport_free(cli->tr);
 	free(cli);
 }
 
@@ -761,6 +892,48 @@ static bool cservice_start(void *cli, const struct service_config *sc)
 	return service_new(cli, sc) != NULL;
 }
 
+/* remote_addr changed (the transport did not: that restarts the client):
+ * a server no longer listed takes its upstreams with it, a new one gets an
+ * upstream for every running service; the others are untouched. */
+static void servers_apply(struct client *cli, const struct client_config *cfg)
+{
+	struct list *n, *tmp;
+	char err[512];
+
+	list_for_each_safe(n, tmp, &cli->servers) {
+		struct cserver *srv = container_of(n, struct cserver, link);
+
+		if (config_lists(cfg, srv->addr)) {
+			transport_rebind(srv->tr, &cfg->transport, srv->addr);
+			continue;
+		}
+		log_info("server %s: removed by the reload; closing its channels and connections",
+			 srv->addr);
+		cserver_free(cli, srv);
+	}
+	for (size_t i = 0; i < cfg->nremote_addrs; i++) {
+		struct cserver *srv;
+		bool known = false;
+
+		list_for_each_safe(n, tmp, &cli->servers)
+			known = known || strcmp(container_of(n, struct cserver, link)->addr,
+						cfg->remote_addrs[i]) == 0;
+		if (known)
+			continue;
+		srv = cserver_new(cli, cfg->remote_addrs[i], err, sizeof err);
+		if (!srv) {
+			log_error("server %s: added by the reload but not started: %s",
+				  cfg->remote_addrs[i], err);
+			continue;
+		}
+		log_info("server %s: added by the reload", srv->addr);
+		list_for_each_safe(n, tmp, &cli->services)
+			if (!up_new(container_of(n, struct cservice, link), srv))
+				log_error("server %s: out of memory; a service is not served there",
+					  srv->addr);
+	}
+}
+
 void client_apply(struct client *cli, const struct client_config *cfg, struct reload_counts *rc)
 {
 	static const struct service_ops ops = {
@@ -769,7 +942,7 @@ void client_apply(struct client *cli, const struct client_config *cfg, struct re
 	const struct client_config *old = cli->cfg;
 
 	cli->cfg = cfg;
-	transport_rebind(cli->tr, &cfg->transport, cfg->remote_addr);
+	servers_apply(cli, cfg);
 	services_apply(&cli->services, &ops, cli, old->services, old->nservices,
 		       cfg->services, cfg->nservices, rc);
 }
@@ -777,27 +950,50 @@ void client_apply(struct client *cli, const struct client_config *cfg, struct re
 /* ---- metrics and status ---- */
 
 /* dir 0: from the tunnel to the local service (in), 1: back (out) */
-static uint64_t live_bytes(const struct cservice *svc, int dir)
+static uint64_t up_bytes(const struct cupstream *up, int dir)
 {
-	uint64_t n = dir == 0 ? svc->bytes_in : svc->bytes_out;
+	uint64_t n = dir == 0 ? up->bytes_in : up->bytes_out;
 	const struct list *it;
 
-	for (it = svc->relays.next; it != &svc->relays; it = it->next)
+	for (it = up->relays.next; it != &up->relays; it = it->next)
 		n += relay_stats(relay_from_link((struct list *)it))->bytes[dir == 0 ? 1 : 0];
 	return n;
 }
 
+typedef uint64_t (*up_value)(const struct cupstream *up);
+
+static uint64_t u_up(const struct cupstream *u) { return u->state == CS_READY; }
+static uint64_t u_reconnects(const struct cupstream *u) { return u->reconnects; }
+static uint64_t u_active(const struct cupstream *u) { return u->nactive; }
+static uint64_t u_total(const struct cupstream *u) { return u->visitors_total; }
+static uint64_t u_in(const struct cupstream *u) { return up_bytes(u, 0); }
+static uint64_t u_out(const struct cupstream *u) { return up_bytes(u, 1); }
+static uint64_t u_udp_sessions(const struct cupstream *u) { return udp_client_sessions(u); }
+static uint64_t u_udp_dropped(const struct cupstream *u) { return udp_client_dropped(u); }
+
+/* A service's figure: the sum over its upstreams, plus what removed
+ * upstreams had counted (base). */
+static uint64_t sum_ups(const struct cservice *svc, up_value get, uint64_t base)
+{
+	const struct list *it;
+
+	for (it = svc->ups.next; it != &svc->ups; it = it->next)
+		base += get(container_of(it, struct cupstream, link));
+	return base;
+}
+
 typedef uint64_t (*svc_value)(const struct cservice *svc);
 
-static uint64_t v_up(const struct cservice *s) { return s->state == CS_READY; }
-static uint64_t v_reconnects(const struct cservice *s) { return s->reconnects; }
-static uint64_t v_active(const struct cservice *s) { return s->nactive; }
-static uint64_t v_total(const struct cservice *s) { return s->visitors_total; }
-static uint64_t v_in(const struct cservice *s) { return live_bytes(s, 0); }
-static uint64_t v_out(const struct cservice *s) { return live_bytes(s, 1); }
+/* control_channel_up: 1 when the service is registered with any server */
+static uint64_t v_up(const struct cservice *s) { return sum_ups(s, u_up, 0) > 0; }
+static uint64_t v_reconnects(const struct cservice *s) { return sum_ups(s, u_reconnects, s->reconnects); }
+static uint64_t v_active(const struct cservice *s) { return sum_ups(s, u_active, 0); }
+static uint64_t v_total(const struct cservice *s) { return sum_ups(s, u_total, s->visitors_total); }
+static uint64_t v_in(const struct cservice *s) { return sum_ups(s, u_in, s->bytes_in); }
+static uint64_t v_out(const struct cservice *s) { return sum_ups(s, u_out, s->bytes_out); }
 static uint64_t v_local_fail(const struct cservice *s) { return s->local_failures; }
-static uint64_t v_udp_sessions(const struct cservice *s) { return udp_client_sessions(s); }
-static uint64_t v_udp_dropped(const struct cservice *s) { return udp_client_dropped(s); }
+static uint64_t v_udp_sessions(const struct cservice *s) { return sum_ups(s, u_udp_sessions, 0); }
+static uint64_t v_udp_dropped(const struct cservice *s) { return sum_ups(s, u_udp_dropped, s->udp_dropped); }
 static uint64_t v_refused_fds(const struct cservice *s) { return s->refused_fds; }
 static uint64_t v_healthy(const struct cservice *s) { return s->healthy; }
 static uint64_t v_hc_failures(const struct cservice *s) { return s->hc_failures; }
@@ -815,10 +1011,35 @@ static void family(struct buf *b, struct client *cli, const char *name, const ch
 	}
 }
 
+/* The same per upstream, labelled with the server's address too. */
+static void up_family(struct buf *b, struct client *cli, const char *name, const char *type,
+		      const char *help, up_value get)
+{
+	struct list *n, *tmp, *u, *utmp;
+
+	metrics_family(b, name, type, help);
+	list_for_each_safe(n, tmp, &cli->services) {
+		struct cservice *svc = container_of(n, struct cservice, link);
+
+		list_for_each_safe(u, utmp, &svc->ups) {
+			struct cupstream *up = container_of(u, struct cupstream, link);
+			struct buf label = { 0 };
+
+			buf_append(&label, "remote_addr=\"", 13);
+			metrics_label_value(&label, up->srv->addr);
+			buf_append(&label, "\"", 1);
+			if (!label.oom)
+				metrics_sample(b, name, svc->cfg->name, label.p, get(up));
+			buf_free(&label);
+		}
+	}
+}
+
 void client_metrics(struct client *cli, struct buf *b)
 {
 	family(b, cli, "rathole_service_control_channel_up", "gauge",
-	       "Whether the service's control channel is established.", v_up, NULL, true);
+	       "Whether the service's control channel is established (to any of its servers).",
+	       v_up, NULL, true);
 	family(b, cli, "rathole_service_reconnects_total", "counter",
 	       "Control channel failures followed by a reconnection attempt.", v_reconnects, NULL, true);
 	family(b, cli, "rathole_service_connections_active", "gauge",
@@ -842,6 +1063,15 @@ void client_metrics(struct client *cli, struct buf *b)
 	       "UDP visitors with a local socket.", v_udp_sessions, NULL, true);
 	family(b, cli, "rathole_service_udp_dropped_total", "counter",
 	       "UDP datagrams dropped (queue full, oversized, local errors).", v_udp_dropped, NULL, true);
+	up_family(b, cli, "rathole_upstream_control_channel_up", "gauge",
+		  "Whether the service's control channel to this server is established.", u_up);
+	up_family(b, cli, "rathole_upstream_reconnects_total", "counter",
+		  "Control channel failures to this server followed by a reconnection attempt.",
+		  u_reconnects);
+	up_family(b, cli, "rathole_upstream_connections_active", "gauge",
+		  "Connections from this server being forwarded to the local service.", u_active);
+	up_family(b, cli, "rathole_upstream_connections_total", "counter",
+		  "Connections from this server forwarded to the local service.", u_total);
 	metrics_process(b, "client");
 }
 
@@ -858,6 +1088,42 @@ static const char *state_name(enum cstate st)
 	return "unknown";
 }
 
+/* The service's state in one word: the best of its upstreams'. */
+static enum cstate service_state(const struct cservice *svc)
+{
+	static const enum cstate rank[] = {
+		CS_READY, CS_ACK, CS_HELLO, CS_CONNECTING, CS_BACKOFF, CS_WITHDRAWN
+	};
+	const struct list *it;
+
+	for (size_t i = 0; i < sizeof rank / sizeof rank[0]; i++)
+		for (it = svc->ups.next; it != &svc->ups; it = it->next)
+			if (container_of(it, struct cupstream, link)->state == rank[i])
+				return rank[i];
+	return svc->healthy ? CS_CONNECTING : CS_WITHDRAWN;
+}
+
+static void status_upstreams(struct buf *b, const struct cservice *svc)
+{
+	const struct list *it;
+
+	buf_printf(b, ", \"upstreams\": [");
+	for (it = svc->ups.next; it != &svc->ups; it = it->next) {
+		const struct cupstream *up = container_of(it, struct cupstream, link);
+
+		buf_printf(b, "%s{\"remote_addr\": ", it == svc->ups.next ? "" : ", ");
+		buf_json_string(b, up->srv->addr);
+		buf_printf(b, ", \"control_channel\": %s, \"state\": \"%s\", \"reconnects\": %llu, "
+			   "\"connections_active\": %zu, \"connections_total\": %llu, "
+			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu}",
+			   up->state == CS_READY ? "true" : "false", state_name(up->state),
+			   (unsigned long long)up->reconnects, up->nactive,
+			   (unsigned long long)up->visitors_total, (unsigned long long)up_bytes(up, 0),
+			   (unsigned long long)up_bytes(up, 1), udp_client_sessions(up));
+	}
+	buf_printf(b, "]");
+}
+
 void client_status(struct client *cli, struct buf *b)
 {
 	struct list *n, *tmp;
@@ -865,8 +1131,14 @@ void client_status(struct client *cli, struct buf *b)
 
 	buf_printf(b, "{\"role\": \"client\", \"version\": \"%s\", \"uptime_seconds\": %llu, "
 		   "\"remote_addr\": ", RATHOLE_VERSION, (unsigned long long)app_uptime_seconds());
-	buf_json_string(b, cli->cfg->remote_addr);
-	buf_printf(b, ", \"transport\": \"%s\", \"services\": [", cli->tr->impl->name);
+	buf_json_string(b, cli->cfg->remote_addrs[0]);
+	buf_printf(b, ", \"remote_addrs\": [");
+	for (size_t i = 0; i < cli->cfg->nremote_addrs; i++) {
+		buf_printf(b, "%s", i ? ", " : "");
+		buf_json_string(b, cli->cfg->remote_addrs[i]);
+	}
+	buf_printf(b, "], \"transport\": \"%s\", \"services\": [",
+		   transport_type_name(cli->cfg->transport.type));
 	list_for_each_safe(n, tmp, &cli->services) {
 		struct cservice *svc = container_of(n, struct cservice, link);
 		buf_printf(b, "%s\n  {\"name\": ", first ? "" : ",");
@@ -878,15 +1150,18 @@ void client_status(struct client *cli, struct buf *b)
 			buf_json_string(b, svc->cfg->range_name);
 		}
 		buf_printf(b, ", \"control_channel\": \"%s\", \"reconnects\": %llu, "
-			   "\"connections_active\": %zu, \"connections_total\": %llu, "
-			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %zu, "
+			   "\"connections_active\": %llu, \"connections_total\": %llu, "
+			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %llu, "
 			   "\"healthy\": %s, \"health_check_interval\": %d, "
-			   "\"health_check_failures\": %llu, \"visitors_refused\": %llu}",
-			   state_name(svc->state), (unsigned long long)svc->reconnects, svc->nactive,
-			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
-			   (unsigned long long)live_bytes(svc, 1), udp_client_sessions(svc),
-			   svc->healthy ? "true" : "false", svc->cfg->health_check_interval,
-			   (unsigned long long)svc->hc_failures, (unsigned long long)svc->refused_fds);
+			   "\"health_check_failures\": %llu, \"visitors_refused\": %llu",
+			   state_name(service_state(svc)), (unsigned long long)v_reconnects(svc),
+			   (unsigned long long)v_active(svc), (unsigned long long)v_total(svc),
+			   (unsigned long long)v_in(svc), (unsigned long long)v_out(svc),
+			   (unsigned long long)v_udp_sessions(svc), svc->healthy ? "true" : "false",
+			   svc->cfg->health_check_interval, (unsigned long long)svc->hc_failures,
+			   (unsigned long long)svc->refused_fds);
+		status_upstreams(b, svc);
+		buf_printf(b, "}");
 		first = false;
 	}
 	buf_printf(b, "\n]}\n");

@@ -15,10 +15,19 @@
 struct connector;
 struct udp_client;
 
+/* A server the client serves through: one of `remote_addr`. The transport
+ * is per server (TLS names and WebSocket hosts come from the address). */
+struct cserver {
+	struct list link;		/* in client.servers, in the config's order */
+	char *addr;			/* "host:port", our own copy */
+	struct transport *tr;
+};
+
 struct client {
 	struct loop *loop;
 	const struct client_config *cfg;
-	struct transport *tr;
+	struct list servers;		/* struct cserver */
+	size_t nservers;
 	struct list services;		/* struct cservice */
 	/* descriptors that data channels being set up may still open (fds.h):
 	 * two for a channel being connected (itself, then its local
@@ -36,11 +45,15 @@ struct client {
  * health checks */
 enum cstate { CS_CONNECTING, CS_HELLO, CS_ACK, CS_READY, CS_BACKOFF, CS_WITHDRAWN };
 
-struct cservice {
-	struct list link;
-	struct client *cli;
-	const struct service_config *cfg;
-	uint8_t digest[PROTO_DIGEST_LEN];	/* sha256(name) */
+struct cservice;
+
+/* A service as served through one server: its control channel, backoff,
+ * data channels and forwarded connections. Each is independent of the
+ * service's other upstreams. */
+struct cupstream {
+	struct list link;			/* in cservice.ups */
+	struct cservice *svc;
+	struct cserver *srv;
 
 	/* the control channel */
 	enum cstate state;
@@ -61,21 +74,36 @@ struct cservice {
 	size_t nactive;
 	struct udp_client *udp;			/* the UDP data channel, if any */
 
+	uint64_t reconnects, visitors_total, bytes_in, bytes_out;
+};
+
+struct cservice {
+	struct list link;
+	struct client *cli;
+	const struct service_config *cfg;
+	uint8_t digest[PROTO_DIGEST_LEN];	/* sha256(name) */
+	struct list ups;			/* struct cupstream, one per server */
+
 	/* the health check of the local service (health_check_interval) */
 	struct timer hc_timer;
 	struct connector *hc_conn;
 	unsigned hc_fails;			/* failed checks in a row */
-	bool healthy;				/* false: withdrawn from the server */
+	bool healthy;				/* false: withdrawn from the servers */
 	uint64_t hc_failures;			/* failed checks, all told */
 
-	uint64_t reconnects, visitors_total, bytes_in, bytes_out, local_failures, udp_dropped;
+	/* counters of upstreams removed by a reload, so totals never go back */
+	uint64_t reconnects, visitors_total, bytes_in, bytes_out;
+	uint64_t local_failures, udp_dropped;
 	uint64_t refused_fds;			/* visitors closed: descriptors short */
 };
 
-/* UDP services (udp.c). Takes the data channel; replaces any previous one. */
-void udp_client_start(struct cservice *svc, struct stream *s);
-void udp_client_stop(struct cservice *svc);
-size_t udp_client_sessions(const struct cservice *svc);
-uint64_t udp_client_dropped(const struct cservice *svc);
+/* UDP services (udp.c), per upstream. Takes the data channel; replaces any
+ * previous one of the same upstream. */
+void udp_client_start(struct cupstream *up, struct stream *s);
+void udp_client_stop(struct cupstream *up);
+size_t udp_client_sessions(const struct cupstream *up);
+/* datagrams dropped by the upstream's current channel (stopped ones add to
+ * the service's udp_dropped) */
+uint64_t udp_client_dropped(const struct cupstream *up);
 
 #endif

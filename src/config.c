@@ -62,6 +62,9 @@ enum kind {
 #define KEY_CLIENT_ONLY	2u	/* an error inside [server] */
 #define KEY_SECRET	4u	/* wiped when freed; never printed anyway */
 #define KEY_WHEN_USED	8u	/* value checked only when its transport is selected */
+#define KEY_ONE_OR_MANY	16u	/* K_STRINGS: a single string is an array of one */
+#define KEY_NONEMPTY	32u	/* K_STRINGS: an empty array is an error */
+#define KEY_DISTINCT	64u	/* K_STRINGS: a string listed twice is an error */
 
 struct section;
 
@@ -78,7 +81,7 @@ struct key {
 	long long min, max;		/* K_INT: range is min..max */
 	const char *unit;		/* K_INT: "seconds" */
 	const char *const *choices;	/* K_ENUM: names, NULL-terminated, index = value */
-	check_fn check;			/* K_STRING: extra validation */
+	check_fn check;			/* K_STRING, K_STRINGS (each): extra validation */
 	const struct section *sub;	/* K_TABLE, K_PTABLE, K_SERVICES */
 	size_t count_off;		/* K_SERVICES, K_CIDRS, K_STRINGS: the size_t count */
 	unsigned flags;
@@ -229,7 +232,8 @@ static const struct section server_section = SECTION(server_keys, T, .side = SID
 
 #define T struct client_config
 static const struct key client_keys[] = {
-	{ .name = "remote_addr", .kind = K_STRING, .off = OFF(T, remote_addr), .check = check_addr, .flags = KEY_REQUIRED,
+	{ .name = "remote_addr", .kind = K_STRINGS, .off = OFF(T, remote_addrs), .count_off = OFF(T, nremote_addrs),
+	  .check = check_addr, .flags = KEY_REQUIRED | KEY_ONE_OR_MANY | KEY_NONEMPTY | KEY_DISTINCT,
 	  .hint = "the server's bind_addr as reachable from here, e.g. \"example.com:2333\"" },
 	{ .name = "default_token", .kind = K_STRING, .off = OFF(T, default_token), .flags = KEY_SECRET },
 	{ .name = "heartbeat_timeout", .kind = K_INT, .off = OFF(T, heartbeat_timeout), .def = 40, .max = CONFIG_MAX_HEARTBEAT, .unit = "seconds" },
@@ -907,39 +911,89 @@ static bool store_cidrs(struct ctx *c, const struct key *k, const struct toml_kv
 	return ok;
 }
 
+static void free_strings(char **arr, size_t n)
+{
+	for (size_t i = 0; arr && i < n; i++)
+		free(arr[i]);
+	free(arr);
+}
+
+/* One string is an array of one where the key allows it (KEY_ONE_OR_MANY:
+ * its messages then name the key alone, as for a K_STRING); an empty array
+ * (KEY_NONEMPTY) and a string given twice (KEY_DISTINCT) are errors where
+ * the key says so. */
 static bool store_strings(struct ctx *c, const struct key *k, const struct toml_kv *kv,
 			  void *base, const char *kpath)
 {
 	char ***arr = (void *)((char *)base + k->off);
 	size_t *count = (void *)((char *)base + k->count_off);
-	const struct toml_value *a = kv->val;
-	bool ok = true;
+	const struct toml_value *v = kv->val;
+	const struct toml_value *const *items = (const struct toml_value *const *)&kv->val;
+	bool one = v->type == TOML_STRING, ok = true;
+	size_t n = 1;
 
+	if (one && !(k->flags & KEY_ONE_OR_MANY)) {
+		add_error(c, kv->line, "%s: expected an array of strings, found string", kpath);
+		return false;
+	}
+	if (!one && v->type != TOML_ARRAY) {
+		add_error(c, kv->line, "%s: expected %s, found %s", kpath,
+			  k->flags & KEY_ONE_OR_MANY ? "a string or an array of strings" :
+			  "an array of strings", toml_type_name(v->type));
+		return false;
+	}
+	if (!one) {
+		items = (const struct toml_value *const *)v->u.array.items;
+		n = v->u.array.len;
+	}
+	if (n == 0 && (k->flags & KEY_NONEMPTY)) {
+		add_error(c, kv->line, "%s: the array is empty; give at least one value", kpath);
+		return false;
+	}
+	free_strings(*arr, *count);
 	*count = 0;
-	*arr = calloc(a->u.array.len ? a->u.array.len : 1, sizeof **arr);
+	*arr = calloc(n ? n : 1, sizeof **arr);
 	if (!*arr) {
 		add_oom(c, kv->line);
 		return false;
 	}
-	for (size_t i = 0; i < a->u.array.len; i++) {
-		const struct toml_value *v = a->u.array.items[i];
-		char ipath[PATH_LEN + 24];
+	for (size_t i = 0; i < n; i++) {
+		const struct toml_value *e = items[i];
+		char epath[PATH_LEN + 24], shown[96];
+		struct sbuf b;
+		bool dup = false;
 
-		snprintf(ipath, sizeof ipath, "%s[%zu]", kpath, i);
-		if (v->type != TOML_STRING || memchr(v->u.str.ptr, '\0', v->u.str.len)) {
-			add_error(c, v->line, "%s: expected a string, found %s", ipath,
-				  toml_type_name(v->type));
+		if (one)
+			snprintf(epath, sizeof epath, "%s", kpath);
+		else
+			snprintf(epath, sizeof epath, "%s[%zu]", kpath, i);
+		if (e->type != TOML_STRING) {
+			add_error(c, e->line, "%s: expected a string, found %s", epath,
+				  toml_type_name(e->type));
 			ok = false;
 			continue;
 		}
-		if (k->check && k->check(c, ipath, v->line, v->u.str.ptr) < 0) {
+		if (memchr(e->u.str.ptr, '\0', e->u.str.len)) {
+			add_error(c, e->line, "%s: the string contains a NUL character (\\u0000)", epath);
 			ok = false;
 			continue;
 		}
-		if (!((*arr)[*count] = strdup(v->u.str.ptr))) {
-			add_oom(c, v->line);
+		for (size_t j = 0; j < *count && !dup && (k->flags & KEY_DISTINCT); j++)
+			dup = strcmp((*arr)[j], e->u.str.ptr) == 0;
+		if (dup) {
+			sb_init(&b, shown, sizeof shown);
+			sb_quoted(&b, e->u.str.ptr, e->u.str.len, 64);
+			add_error(c, e->line, "%s: %s is listed twice", epath, shown);
+			ok = false;
+			continue;
+		}
+		if (!((*arr)[*count] = strdup(e->u.str.ptr))) {
+			add_oom(c, e->line);
 			return false;
 		}
+		if (k->check && k->check(c, epath, e->line > 0 ? e->line : kv->line,
+					 (*arr)[*count]) < 0)
+			ok = false;
 		(*count)++;
 	}
 	return ok;
@@ -955,6 +1009,8 @@ static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv
 			  "remove it here or move it to the client's config", kpath, k->name);
 		return false;
 	}
+	if (k->kind == K_STRINGS)
+		return store_strings(c, k, kv, base, kpath);
 	if (k->kind != K_ENUM && k->kind != K_KEY32 && !expect_type(c, k, kv, kpath))
 		return false;
 	if ((k->kind == K_ENUM || k->kind == K_KEY32) && kv->val->type != TOML_STRING) {
@@ -1000,7 +1056,7 @@ static bool store_value(struct ctx *c, const struct key *k, const struct toml_kv
 	case K_CIDRS:
 		return store_cidrs(c, k, kv, base, kpath);
 	case K_STRINGS:
-		return store_strings(c, k, kv, base, kpath);
+		break;		/* stored above, before the type check */
 	}
 	return false;
 }
@@ -1233,16 +1289,10 @@ static void free_section(const struct section *s, void *base)
 			free(*(struct cidr **)field);
 			*(struct cidr **)field = NULL;
 			break;
-		case K_STRINGS: {
-			char **arr = *(char ***)field;
-			size_t n = *(size_t *)((char *)base + k->count_off);
-
-			for (size_t j = 0; arr && j < n; j++)
-				free(arr[j]);
-			free(arr);
+		case K_STRINGS:
+			free_strings(*(char ***)field, *(size_t *)((char *)base + k->count_off));
 			*(char ***)field = NULL;
 			break;
-		}
 		default:
 			break;
 		}

@@ -122,7 +122,10 @@ struct server_config {
 };
 
 struct client_config {
-	char *remote_addr;
+	/* the servers, "host:port" each: `remote_addr` as a string (one, the
+	 * reference's) or an array (ours: the client serves through each) */
+	char **remote_addrs;
+	size_t nremote_addrs;
 	char *default_token;
 	int heartbeat_timeout;		/* default 40; 0 disables */
 	int retry_interval;		/* default 1 */

@@ -397,7 +397,10 @@ static void print_summary(const struct config *cfg, bool server, bool client)
 		const struct client_config *c = cfg->client;
 
 		printf("role: client\n");
-		printf("  %-19s %s\n", "remote_addr", c->remote_addr);
+		printf("  %-19s", "remote_addr");
+		for (size_t i = 0; i < c->nremote_addrs; i++)
+			printf("%s %s", i ? "," : "", c->remote_addrs[i]);
+		printf("\n");
 		print_transport(&c->transport, false);
 		print_seconds("heartbeat_timeout", c->heartbeat_timeout);
 		print_seconds("retry_interval", c->retry_interval);
@@ -444,7 +447,9 @@ static int check_config(struct config *cfg, const struct options *o)
 	if (server)
 		ok = transport_ok(cfg, &cfg->server->transport, true, NULL);
 	if (client)
-		ok = transport_ok(cfg, &cfg->client->transport, false, cfg->client->remote_addr) && ok;
+		for (size_t i = 0; i < cfg->client->nremote_addrs; i++)
+			ok = transport_ok(cfg, &cfg->client->transport, false,
+					  cfg->client->remote_addrs[i]) && ok;
 	if (!ok) {
 		config_free(cfg);
 		return 1;

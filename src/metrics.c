@@ -10,8 +10,7 @@ void metrics_family(struct buf *b, const char *name, const char *type, const cha
 	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* Label values escape backslash, double quote and newline. */
-static void label_value(struct buf *b, const char *v)
+void metrics_label_value(struct buf *b, const char *v)
 {
 	for (; *v; v++) {
 		if (*v == '\\')
@@ -33,7 +32,7 @@ void metrics_sample(struct buf *b, const char *name, const char *service, const 
 		buf_append(b, "{", 1);
 		if (service) {
 			buf_append(b, "service=\"", 9);
-			label_value(b, service);
+			metrics_label_value(b, service);
 			buf_append(b, "\"", 1);
 		}
 		if (extra)

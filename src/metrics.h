@@ -12,6 +12,8 @@ void metrics_family(struct buf *b, const char *name, const char *type, const cha
 /* name{service="...",extra} value   (extra: e.g. direction="in", or NULL) */
 void metrics_sample(struct buf *b, const char *name, const char *service, const char *extra,
 		    uint64_t value);
+/* Appends a label value, escaped (backslash, double quote, newline). */
+void metrics_label_value(struct buf *b, const char *v);
 /* Process-wide families: open fds, resident memory, build info. */
 void metrics_process(struct buf *b, const char *role);
 

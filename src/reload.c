@@ -360,7 +360,7 @@ bool server_settings_equal(const struct server_config *a, const struct server_co
 
 bool client_settings_equal(const struct client_config *a, const struct client_config *b)
 {
-	return str_eq(a->remote_addr, b->remote_addr) &&
-	       a->heartbeat_timeout == b->heartbeat_timeout &&
+	/* remote_addr is not here: client_apply() adds and removes servers */
+	return a->heartbeat_timeout == b->heartbeat_timeout &&
 	       transport_equal(&a->transport, &b->transport);
 }

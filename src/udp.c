@@ -533,6 +533,7 @@ struct usess {
 
 struct udp_client {
 	struct cservice *svc;
+	struct cupstream *up;
 	struct stream *ch;
 	struct watcher cw;
 	struct deferred more;		/* frames left in the stream's buffer */
@@ -600,9 +601,13 @@ static void uc_channel_lost(struct udp_client *uc, const char *why)
 {
 	struct cservice *svc = uc->svc;
 
-	log_warn("service %s: UDP data channel lost: %s", svc->cfg->name, why);
+	bool several = svc->cli->nservers > 1;
+
+	log_warn("service %s%s%s%s: UDP data channel lost: %s", svc->cfg->name,
+		 several ? " (server " : "", several ? uc->up->srv->addr : "", several ? ")" : "",
+		 why);
 	/* the server will hand a new channel out of its pool */
-	udp_client_stop(svc);
+	udp_client_stop(uc->up);
 }
 
 static void on_sess_readable(struct loop *l, struct watcher *w, uint32_t events)
@@ -805,12 +810,13 @@ static void on_uc_more(struct loop *l, struct deferred *d)
 	on_uc_channel(l, &container_of(d, struct udp_client, more)->cw, EPOLLIN);
 }
 
-void udp_client_start(struct cservice *svc, struct stream *ch)
+void udp_client_start(struct cupstream *up, struct stream *ch)
 {
+	struct cservice *svc = up->svc;
 	struct udp_client *uc;
 	size_t nb = 16;
 
-	udp_client_stop(svc);
+	udp_client_stop(up);
 	uc = calloc(1, sizeof *uc);
 	while (nb < (size_t)svc->cfg->udp_max_sessions && nb < 65536)
 		nb *= 2;
@@ -820,13 +826,14 @@ void udp_client_start(struct cservice *svc, struct stream *ch)
 		return;
 	}
 	uc->svc = svc;
+	uc->up = up;
 	uc->ch = ch;
 	uc->nbuckets = nb;
 	list_init(&uc->lru);
 	timer_init(&uc->sweep, on_sweep);
 	watcher_init(&uc->cw, ch->fd, on_uc_channel);
 	deferred_init(&uc->more, on_uc_more);
-	svc->udp = uc;
+	up->udp = uc;
 	if (net_parse_numeric(svc->cfg->local_addr, &uc->local) == 0)
 		uc->have_local = true;
 	else
@@ -836,9 +843,10 @@ void udp_client_start(struct cservice *svc, struct stream *ch)
 	on_uc_channel(svc->cli->loop, &uc->cw, EPOLLIN);
 }
 
-void udp_client_stop(struct cservice *svc)
+void udp_client_stop(struct cupstream *up)
 {
-	struct udp_client *uc = svc->udp;
+	struct udp_client *uc = up->udp;
+	struct cservice *svc = up->svc;
 	struct loop *l;
 
 	if (!uc)
@@ -861,15 +869,15 @@ void udp_client_stop(struct cservice *svc)
 	txb_free(&uc->tx);
 	free(uc->table);
 	free(uc);
-	svc->udp = NULL;
+	up->udp = NULL;
 }
 
-size_t udp_client_sessions(const struct cservice *svc)
+size_t udp_client_sessions(const struct cupstream *up)
 {
-	return svc->udp ? svc->udp->nsess : 0;
+	return up->udp ? up->udp->nsess : 0;
 }
 
-uint64_t udp_client_dropped(const struct cservice *svc)
+uint64_t udp_client_dropped(const struct cupstream *up)
 {
-	return svc->udp_dropped + (svc->udp ? svc->udp->dropped : 0);
+	return up->udp ? up->udp->dropped : 0;
 }

@@ -2,13 +2,36 @@
 withdraws a service whose local side is down, and one client serving through
 several servers (remote_addr as an array). Real processes on loopback."""
 import json
+import random
+import signal
+import socket
 
 import pytest
 
-from conftest import free_port, port_open, run_rathole, wait_port, wait_port_closed, wait_until
-from helpers import EchoServer, client_config, http, metric, server_config, wait_tunnel
+from conftest import (RATHOLE, free_port, port_open, run_rathole, wait_port, wait_port_closed,
+                      wait_until)
+from helpers import (EchoServer, client_config, closed_by_peer, echo_on, echo_once, held, http,
+                     metric, server_config, wait_tunnel)
 
 HC = 1  # health_check_interval of the tests, in seconds
+
+
+def reopened_port():
+    """A free TCP port below the ephemeral range, for a port these tests
+    close and open again: while it is closed, no outgoing connection of this
+    machine (a pooled data channel, a reconnect attempt) can take it as its
+    own local port and keep the listener from coming back."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(200):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return free_port()
 
 
 def api_extra(role, port):
@@ -39,6 +62,11 @@ local_addr = "127.0.0.1:80"
 """
 
 ERRORS = [
+    ("[]", "", 2, "client.remote_addr: the array is empty; give at least one value"),
+    ('["127.0.0.1:1", "127.0.0.1:1"]', "", 2,
+     'client.remote_addr[1]: "127.0.0.1:1" is listed twice'),
+    ('["127.0.0.1:1", "nohost"]', "", 2, 'client.remote_addr[1]: "nohost" is not a valid address'),
+    ("2333", "", 2, "client.remote_addr: expected a string or an array of strings, found integer"),
     ('"127.0.0.1:2333"', 'type = "udp"\nhealth_check_interval = 5', 8,
      "client.services.web.health_check_interval: applies to tcp services only"),
     ('"127.0.0.1:2333"', "health_check_interval = -1", 7,
@@ -58,11 +86,12 @@ def test_config_errors(tmp_path, remote, extra, line, msg):
         assert any(l.startswith(want) for l in r.stderr.splitlines()), f"{want!r} not in\n{r.stderr}"
 
 
-def test_check_shows_health_check(tmp_path):
-    r = run_rathole(["--check"], CHECK_CLIENT.format(remote='"127.0.0.1:2333"',
+def test_check_shows_both_keys(tmp_path):
+    r = run_rathole(["--check"], CHECK_CLIENT.format(remote='["a.example:2333", "[::1]:2333"]',
                                                      extra="health_check_interval = 7"), tmp_path)
     assert r.returncode == 0, r.stderr
     assert "health_check_interval 7s" in r.stdout
+    assert "remote_addr         a.example:2333, [::1]:2333" in r.stdout
 
 
 # ---- health checks ----
@@ -71,10 +100,10 @@ def test_health_check_withdraws_and_returns(procs):
     """The local service stops: after 3 failed checks the client closes the
     service's control channel (the server closes the service's port); the
     checks go on, and the first that passes registers the service again."""
-    local = EchoServer()
+    local = EchoServer(port=reopened_port())
     lport = local.port
     try:
-        sp, vp, sapi, capi = free_port(), free_port(), free_port(), free_port()
+        sp, vp, sapi, capi = free_port(), reopened_port(), free_port(), free_port()
         server = procs.rathole(server_config(sp, {"web": dict(bind_port=vp, token="t")},
                                              extra=api_extra("server", sapi)), name="s.toml")
         server.wait_log("listening on 127.0.0.1:%d" % sp)
@@ -136,3 +165,118 @@ def test_health_check_off_by_default(procs):
         wait_port(vp)
     finally:
         local.stop()
+
+
+# ---- several servers ----
+
+def two_servers(procs, sp, vp, sapi=None, names=("s1.toml", "s2.toml")):
+    """Two servers of the same service "web" (ports sp[i], service ports vp[i])."""
+    out = []
+    for i in range(2):
+        extra = api_extra("server", sapi[i]) if sapi else ""
+        s = procs.rathole(server_config(sp[i], {"web": dict(bind_port=vp[i], token="t")},
+                                        extra=extra), name=names[i])
+        s.wait_log("listening on 127.0.0.1:%d" % sp[i])
+        out.append(s)
+    return out
+
+
+def multi_client_text(sp_list, lport, capi, remote=None):
+    addrs = ", ".join(f'"127.0.0.1:{p}"' for p in sp_list)
+    text = client_config(0, {"web": dict(local_port=lport, token="t")},
+                         extra=api_extra("client", capi))
+    return text.replace('remote_addr = "127.0.0.1:0"',
+                        f"remote_addr = {remote if remote is not None else '[' + addrs + ']'}")
+
+
+def upstreams(capi):
+    return {u["remote_addr"]: u for u in client_status(capi)["web"]["upstreams"]}
+
+
+def test_one_client_two_servers(procs, echo):
+    """Visitors through either server reach the service, each counted on its
+    own upstream; one server killed: the other keeps serving (a connection
+    held through it stays), and the client comes back to the killed one when
+    it returns."""
+    sp, vp, capi = [reopened_port(), free_port()], [reopened_port(), free_port()], free_port()
+    a1, a2 = f"127.0.0.1:{sp[0]}", f"127.0.0.1:{sp[1]}"
+    servers = two_servers(procs, sp, vp)
+    procs.rathole(multi_client_text(sp, echo.port, capi), name="c.toml")
+    wait_tunnel(vp[0])
+    wait_tunnel(vp[1])
+    code, text = http(f"http://127.0.0.1:{capi}/api/status")
+    status = json.loads(text)
+    assert status["remote_addrs"] == [a1, a2] and status["remote_addr"] == a1
+    ups = upstreams(capi)
+    assert list(ups) == [a1, a2]
+    assert all(u["control_channel"] is True and u["state"] == "established" for u in ups.values())
+    before = {a: u["connections_total"] for a, u in ups.items()}
+    for i in range(5):
+        assert echo_once(vp[0], b"one %d" % i) == b"one %d" % i
+    for i in range(3):
+        assert echo_once(vp[1], b"two %d" % i) == b"two %d" % i
+    ups = upstreams(capi)
+    assert ups[a1]["connections_total"] == before[a1] + 5
+    assert ups[a2]["connections_total"] == before[a2] + 3
+    assert metric(client_metrics(capi), "rathole_upstream_control_channel_up",
+                  service="web", remote_addr=a2) == 1
+
+    kept = held(vp[1], b"through server 2")
+    lost = held(vp[0], b"through server 1")
+    try:
+        servers[0].stop(signal.SIGKILL)
+        assert closed_by_peer(lost)
+        wait_until(lambda: upstreams(capi)[a1]["control_channel"] is False, 15,
+                   what="the client to see server 1 gone")
+        for i in range(5):
+            assert echo_once(vp[1], b"still %d" % i) == b"still %d" % i
+        assert echo_on(kept, b"kept") == b"kept"
+        st = client_status(capi)["web"]
+        assert st["control_channel"] == "established"
+        assert upstreams(capi)[a2]["control_channel"] is True
+        assert metric(client_metrics(capi), "rathole_upstream_control_channel_up",
+                      service="web", remote_addr=a1) == 0
+
+        # server 1 back on its port: the client reconnects by itself
+        s1 = procs.rathole(server_config(sp[0], {"web": dict(bind_port=vp[0], token="t")}),
+                           name="s1.toml")
+        s1.wait_log("listening on 127.0.0.1:%d" % sp[0])
+        wait_tunnel(vp[0], timeout=20)
+        assert upstreams(capi)[a1]["control_channel"] is True
+        assert echo_on(kept, b"kept again") == b"kept again"
+    finally:
+        kept.close()
+        lost.close()
+
+
+def test_reload_adds_and_removes_a_server(procs, echo, tmp_path):
+    """remote_addr edited on a running client: a server added gets the
+    services; a server removed loses them (its connections close); a server
+    kept is untouched (a connection through it stays open)."""
+    sp, vp, capi = [free_port(), free_port()], [free_port(), free_port()], free_port()
+    a1, a2 = f"127.0.0.1:{sp[0]}", f"127.0.0.1:{sp[1]}"
+    two_servers(procs, sp, vp)
+    path = tmp_path / "c.toml"
+    path.write_text(multi_client_text(sp, echo.port, capi, remote=f'"{a1}"'))
+    cl = procs.start([RATHOLE, str(path)])
+    wait_tunnel(vp[0])
+    assert list(upstreams(capi)) == [a1]
+    assert not port_open(vp[1])     # server 2 has no client for the service
+    c1 = held(vp[0], b"via 1")
+    try:
+        path.write_text(multi_client_text(sp, echo.port, capi))
+        wait_tunnel(vp[1], timeout=15)
+        assert list(upstreams(capi)) == [a1, a2]
+        assert echo_on(c1, b"via 1 still") == b"via 1 still"
+        c2 = held(vp[1], b"via 2")
+
+        path.write_text(multi_client_text(sp, echo.port, capi, remote=f'["{a2}"]'))
+        wait_port_closed(vp[0], timeout=15)
+        assert closed_by_peer(c1)
+        assert list(upstreams(capi)) == [a2]
+        assert echo_on(c2, b"via 2 still") == b"via 2 still"
+        assert echo_once(vp[1], b"new") == b"new"
+        assert cl.alive()
+        c2.close()
+    finally:
+        c1.close()

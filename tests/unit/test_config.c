@@ -116,7 +116,8 @@ static void test_client_defaults(void)
 		return;
 	}
 	CHECK(cfg->server == NULL);
-	CHECK_STR(cfg->client->remote_addr, "example.com:2333");
+	CHECK(cfg->client->nremote_addrs == 1);
+	CHECK_STR(cfg->client->remote_addrs[0], "example.com:2333");
 	CHECK(cfg->client->heartbeat_timeout == 40);
 	CHECK(cfg->client->retry_interval == 1);
 	CHECK(cfg->client->transport.type == TRANSPORT_TCP);
@@ -332,7 +333,17 @@ static void test_types_and_ranges(void)
 			  "t.toml:4: client.transport.tcp.nodelay: expected a boolean (true or false), "
 			  "found integer");
 	EXPECT_ONLY_ERROR("[client]\nremote_addr = 2333\n",
-			  "t.toml:2: client.remote_addr: expected a string, found integer");
+			  "t.toml:2: client.remote_addr: expected a string or an array of strings, found integer");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = []\n",
+			  "t.toml:2: client.remote_addr: the array is empty; give at least one value");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = [\"a:1\", 2]\n",
+			  "t.toml:2: client.remote_addr[1]: expected a string, found integer");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = [\"a:1\",\n  \"b\"]\n",
+			  "t.toml:3: client.remote_addr[1]: \"b\" is not a valid address: expected "
+			  "host:port (write \"host:port\", e.g. \"0.0.0.0:2333\" or \"[::1]:2333\")");
+	EXPECT_ONLY_ERROR("[client]\nremote_addr = [\"a:1\", \"b:2\", \"a:1\"]\n",
+			  "t.toml:2: client.remote_addr[2]: \"a:1\" is listed twice");
+	EXPECT_OK("[client]\nremote_addr = [\"a:1\", \"[::1]:2\"]\n");
 	EXPECT_ONLY_ERROR("[server]\nbind_addr = \"a:1\"\nheartbeat_interval = 30.0\n",
 			  "t.toml:3: server.heartbeat_interval: expected an integer, found float");
 	EXPECT_ERROR("server = 1\n", "t.toml:1: server: expected a table, found integer");
