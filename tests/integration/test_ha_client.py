@@ -2,15 +2,16 @@
 withdraws a service whose local side is down, and one client serving through
 several servers (remote_addr as an array). Real processes on loopback."""
 import json
+import os
 import random
 import signal
 import socket
 
 import pytest
 
-from conftest import (RATHOLE, free_port, port_open, run_rathole, wait_port, wait_port_closed,
+from conftest import (RATHOLE, REPO, free_port, port_open, run_rathole, wait_port, wait_port_closed,
                       wait_until)
-from helpers import (EchoServer, client_config, closed_by_peer, echo_on, echo_once, held, http,
+from helpers import (EchoServer, UdpEcho, client_config, closed_by_peer, echo_on, echo_once, held, http,
                      metric, server_config, wait_tunnel)
 
 HC = 1  # health_check_interval of the tests, in seconds
@@ -280,3 +281,69 @@ def test_reload_adds_and_removes_a_server(procs, echo, tmp_path):
         c2.close()
     finally:
         c1.close()
+
+
+def test_udp_through_two_servers(procs):
+    """A UDP service through two servers: each server's visitors get their
+    datagrams back (each upstream has its own UDP data channel)."""
+    uecho = UdpEcho()
+    try:
+        sp = [free_port(), free_port()]
+        vp = [free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)]
+        capi = free_port()
+        for i in range(2):
+            procs.rathole(server_config(sp[i], {"dns": dict(bind_port=vp[i], token="t",
+                                                            type="udp")}),
+                          name=f"s{i}.toml").wait_log("listening on 127.0.0.1:%d" % sp[i])
+        text = client_config(0, {"dns": dict(local_port=uecho.port, token="t", type="udp")},
+                             extra=api_extra("client", capi))
+        procs.rathole(text.replace('"127.0.0.1:0"', f'["127.0.0.1:{sp[0]}", "127.0.0.1:{sp[1]}"]'),
+                      name="c.toml")
+        for i in range(2):
+            v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            v.settimeout(0.3)
+
+            def answered(i=i, v=v):
+                v.sendto(b"via %d" % i, ("127.0.0.1", vp[i]))
+                try:
+                    return v.recvfrom(100)[0] == b"via %d" % i
+                except socket.timeout:
+                    return False
+            try:
+                wait_until(answered, 15, what=f"UDP through server {i + 1}")
+            finally:
+                v.close()
+        ups = client_status(capi)["dns"]["upstreams"]
+        assert [u["udp_sessions"] for u in ups] == [1, 1]
+    finally:
+        uecho.stop()
+
+
+REFERENCE = os.environ.get("RATHOLE_REFERENCE") or os.path.join(
+    os.path.dirname(REPO), "shared", "peers", "rathole")
+
+
+@pytest.mark.skipif(not os.access(REFERENCE, os.X_OK),
+                    reason=f"the reference rathole is not at {REFERENCE} (see "
+                           "../shared/peers/README.md; RATHOLE_REFERENCE=path overrides it)")
+def test_reference_server_as_one_of_two(procs, echo):
+    """Our client with our server and the reference server: visitors of both
+    reach the service; the reference server killed, ours keeps serving."""
+    sp, vp, capi = [free_port(), free_port()], [free_port(), free_port()], free_port()
+    a2 = f"127.0.0.1:{sp[1]}"
+    procs.rathole(server_config(sp[0], {"web": dict(bind_port=vp[0], token="t")}),
+                  name="s1.toml").wait_log("listening on 127.0.0.1:%d" % sp[0])
+    ref_cfg = procs.tmp / "ref.toml"
+    ref_cfg.write_text(server_config(sp[1], {"web": dict(bind_port=vp[1], token="t")}))
+    ref = procs.start([REFERENCE, "--server", str(ref_cfg)], env={"RUST_LOG": "info"})
+    wait_port(sp[1])
+    procs.rathole(multi_client_text(sp, echo.port, capi), name="c.toml")
+    wait_tunnel(vp[0])
+    wait_tunnel(vp[1])
+    for i in range(2):
+        assert echo_once(vp[i], b"both %d" % i) == b"both %d" % i
+    ref.stop(signal.SIGKILL)
+    wait_until(lambda: upstreams(capi)[a2]["control_channel"] is False, 15,
+               what="the client to see the reference server gone")
+    for i in range(3):
+        assert echo_once(vp[0], b"ours %d" % i) == b"ours %d" % i
