@@ -104,6 +104,7 @@ static const char *const transport_names[] = { "tcp", "tls", "noise", "websocket
 static const char *const service_names[] = { "tcp", "udp", NULL };
 static const char *const proxy_protocol_names[] = { "none", "v1", "v2", NULL };
 static const char *const vhost_names[] = { "both", "http", "https", NULL };
+static const char *const balance_names[] = { "round_robin", "least_connections", NULL };
 
 static int check_addr(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_vhost_name(struct ctx *c, const char *kpath, int line, const char *value);
@@ -178,6 +179,7 @@ static const struct key server_service_keys[] = {
 	{ .name = "max_connections", .kind = K_INT, .off = OFF(T, max_connections), .def = 0, .max = CONFIG_MAX_CONNECTIONS, .unit = "connections (0: no limit)" },
 	{ .name = "hostnames", .kind = K_STRINGS, .off = OFF(T, hostnames), .count_off = OFF(T, nhostnames), .check = check_vhost_name },
 	{ .name = "vhost", .kind = K_ENUM, .off = OFF(T, vhost), .def = VHOST_ON_BOTH, .choices = vhost_names },
+	{ .name = "balance", .kind = K_ENUM, .off = OFF(T, balance), .has_off = HAS(T, has_balance), .def = BALANCE_ROUND_ROBIN, .choices = balance_names },
 };
 static const struct section server_service_section = SECTION(server_service_keys, T, .side = SIDE_SERVER, .service = true);
 
@@ -263,6 +265,12 @@ const char *service_type_name(enum service_type t)
 {
 	return (unsigned)t < sizeof service_names / sizeof service_names[0] - 1 ?
 	       service_names[t] : "?";
+}
+
+const char *balance_policy_name(enum balance_policy b)
+{
+	return (unsigned)b < sizeof balance_names / sizeof balance_names[0] - 1 ?
+	       balance_names[b] : "?";
 }
 
 const struct service_config *config_find_service(const struct service_config *s,

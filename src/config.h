@@ -15,6 +15,7 @@ struct cidr;
 
 enum transport_type { TRANSPORT_TCP, TRANSPORT_TLS, TRANSPORT_NOISE, TRANSPORT_WEBSOCKET };
 enum service_type { SERVICE_TCP, SERVICE_UDP };
+enum balance_policy { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONNECTIONS };
 
 struct tcp_config {
 	char *proxy;			/* client only; NULL when unset */
@@ -93,6 +94,11 @@ struct service_config {
 	char **hostnames;
 	size_t nhostnames;
 	int vhost;
+	/* ours, server: every authenticated client of the service is a
+	 * replica and visitors are shared among them by this policy; unset,
+	 * a new client replaces the old one (the reference's behaviour) */
+	bool has_balance;
+	enum balance_policy balance;
 };
 
 /* Which shared listeners route a service's hostnames. */
@@ -172,6 +178,7 @@ const struct service_config *config_find_service(const struct service_config *s,
 						 size_t n, const char *name);
 const char *transport_type_name(enum transport_type t);
 const char *service_type_name(enum service_type t);
+const char *balance_policy_name(enum balance_policy b);
 
 /* Limits of the integer keys (seconds), also quoted in the error messages. */
 #define CONFIG_MAX_HEARTBEAT	86400	/* heartbeat_interval, heartbeat_timeout */

@@ -376,6 +376,8 @@ static void print_services(const struct service_config *s, size_t n, bool server
 			printf(", retry_interval %ds", s[i].retry_interval);
 		if (!server && s[i].health_check_interval)
 			printf(", health_check_interval %ds", s[i].health_check_interval);
+		if (server && s[i].has_balance)
+			printf(", balance %s", balance_policy_name(s[i].balance));
 		printf(", token: %s\n", s[i].token_from_default ? "default_token" : "service");
 		i += (size_t)(last - &s[i]);
 	}

@@ -67,16 +67,21 @@ static struct sservice *find_service_by_digest(struct server *srv, const uint8_t
 	return NULL;
 }
 
-/* Constant time in the key: every live session key is compared in full. */
-static struct sservice *find_service_by_session(struct server *srv, const uint8_t *key)
+/* A data channel carries the session key of the control channel it
+ * belongs to: that names the replica. Constant time in the key: every live
+ * session key is compared in full. */
+static struct replica *find_replica_by_session(struct server *srv, const uint8_t *key)
 {
-	struct sservice *found = NULL;
-	struct list *n, *tmp;
+	struct replica *found = NULL;
+	struct list *n, *tmp, *m, *mtmp;
 
 	list_for_each_safe(n, tmp, &srv->services) {
 		struct sservice *svc = container_of(n, struct sservice, link);
-		if (svc->ctrl && proto_digest_equal(svc->ctrl->session_key, key))
-			found = svc;
+		list_for_each_safe(m, mtmp, &svc->replicas) {
+			struct replica *r = list_entry(m, struct replica, link);
+			if (proto_digest_equal(r->session_key, key))
+				found = r;
+		}
 	}
 	return found;
 }
@@ -135,7 +140,7 @@ static void handle_auth(struct pconn *p)
 	uint8_t expect[PROTO_DIGEST_LEN];
 	char peer[NET_ADDRSTR_MAX];
 	struct stream *s;
-	struct ctrl *c;
+	struct replica *r;
 	uint8_t b[PROTO_CMD_LEN];
 
 	proto_session_key(svc->cfg->token, p->nonce, expect);
@@ -159,12 +164,12 @@ static void handle_auth(struct pconn *p)
 	 * the transport's options from the listening socket */
 	if (!srv->tr->cfg->tcp.nodelay)
 		net_set_nodelay(s->fd, true);
-	c = ctrl_new(svc, s, expect, peer);
-	if (!c) {
+	r = replica_new(svc, s, expect, peer);
+	if (!r) {
 		stream_free(s);
 		return;
 	}
-	service_up(svc, c);
+	service_replica_up(svc, r);
 }
 
 /* Returns true when p goes on to read the Auth. */
@@ -201,19 +206,21 @@ static bool handle_control_hello(struct pconn *p, const struct hello *h)
 
 static void handle_data_hello(struct pconn *p, const struct hello *h)
 {
-	struct sservice *svc = find_service_by_session(p->srv, h->digest);
+	struct replica *r = find_replica_by_session(p->srv, h->digest);
+	struct sservice *svc;
 
-	if (!svc) {
+	if (!r) {
 		p->srv->handshake_failures++;
 		log_warn("data channel from %s has an unknown session key; closing it", p->peer);
 		pconn_free(p);
 		return;
 	}
+	svc = r->svc;
 	log_trace("service %s: data channel from %s", svc->cfg->name, p->peer);
 	/* the transport's options came from the listening socket */
 	if (svc->cfg->nodelay != p->srv->tr->cfg->tcp.nodelay)
 		net_set_nodelay(p->s->fd, svc->cfg->nodelay);
-	service_offer_channel(svc, pconn_release(p));
+	service_offer_channel(r, pconn_release(p));
 }
 
 /* Returns true when p goes on to read the Auth; otherwise p has a new
@@ -529,9 +536,14 @@ static const struct service_config *sservice_config(struct list *n)
 	return container_of(n, struct sservice, link)->cfg;
 }
 
+/* Settings read at each use (allow/deny, max_connections, proxy_protocol,
+ * balance) change in place: no connection is dropped for them. */
 static void sservice_set_config(struct list *n, const struct service_config *sc)
 {
-	container_of(n, struct sservice, link)->cfg = sc;
+	struct sservice *svc = container_of(n, struct sservice, link);
+
+	svc->cfg = sc;
+	service_balance_changed(svc);
 }
 
 static void sservice_stop(struct list *n)
@@ -562,25 +574,53 @@ void server_apply(struct server *srv, const struct server_config *cfg, struct re
 
 /* ---- metrics and status ---- */
 
-/* Bytes of finished connections plus those still flowing. */
+/* Bytes still flowing through a replica's connections. */
+static uint64_t relays_bytes(const struct replica *r, int dir)
+{
+	const struct list *it;
+	uint64_t n = 0;
+
+	for (it = r->relays.next; it != &r->relays; it = it->next)
+		n += relay_stats(relay_from_link((struct list *)it))->bytes[dir];
+	return n;
+}
+
+static uint64_t replica_bytes(const struct replica *r, int dir)
+{
+	return (dir == 0 ? r->bytes_in : r->bytes_out) + relays_bytes(r, dir);
+}
+
+/* Bytes of finished connections plus those still flowing, through every
+ * replica, those that left included. */
 static uint64_t live_bytes(const struct sservice *svc, int dir)
 {
 	uint64_t n = dir == 0 ? svc->bytes_in : svc->bytes_out;
-	const struct list *it;
+	const struct list *heads[2] = { &svc->replicas, &svc->gone };
 
-	for (it = svc->relays.next; it != &svc->relays; it = it->next)
-		n += relay_stats(relay_from_link((struct list *)it))->bytes[dir];
+	for (int h = 0; h < 2; h++)
+		for (const struct list *it = heads[h]->next; it != heads[h]; it = it->next)
+			n += relays_bytes(list_entry(it, struct replica, link), dir);
+	return n;
+}
+
+static size_t service_pooled(const struct sservice *svc)
+{
+	size_t n = 0;
+
+	for (const struct list *it = svc->replicas.next; it != &svc->replicas; it = it->next)
+		n += list_entry(it, struct replica, link)->npool;
 	return n;
 }
 
 typedef uint64_t (*svc_value)(const struct sservice *svc);
 
-static uint64_t v_up(const struct sservice *s) { return s->ctrl != NULL; }
+static uint64_t v_up(const struct sservice *s) { return s->nreplicas > 0; }
+static uint64_t v_replicas(const struct sservice *s) { return s->nreplicas; }
 static uint64_t v_ups(const struct sservice *s) { return s->ctrl_ups; }
 static uint64_t v_active(const struct sservice *s) { return s->nactive; }
 static uint64_t v_total(const struct sservice *s) { return s->visitors_total; }
 static uint64_t v_authfail(const struct sservice *s) { return s->auth_failures; }
-static uint64_t v_pooled(const struct sservice *s) { return s->npool; }
+static uint64_t v_pooled(const struct sservice *s) { return service_pooled(s); }
 static uint64_t v_waiting(const struct sservice *s) { return s->nwaiting; }
 static uint64_t v_in(const struct sservice *s) { return live_bytes(s, 0); }
 static uint64_t v_out(const struct sservice *s) { return live_bytes(s, 1); }
@@ -602,10 +642,59 @@ static void family(struct buf *b, struct server *srv, const char *name, const ch
 	}
 }
 
+typedef uint64_t (*replica_value)(const struct replica *r);
+
+static uint64_t r_active(const struct replica *r) { return r->nactive; }
+static uint64_t r_total(const struct replica *r) { return r->visitors_total; }
+static uint64_t r_in(const struct replica *r) { return replica_bytes(r, 0); }
+static uint64_t r_out(const struct replica *r) { return replica_bytes(r, 1); }
+static uint64_t r_pooled(const struct replica *r) { return r->npool; }
+
+/* One series per live replica, labelled with its client's address. */
+static void replica_family(struct buf *b, struct server *srv, const char *name,
+			   const char *type, const char *help, replica_value get,
+			   const char *extra, bool head)
+{
+	struct list *n, *tmp, *m, *mtmp;
+	char label[NET_ADDRSTR_MAX + 64];
+
+	if (head)
+		metrics_family(b, name, type, help);
+	list_for_each_safe(n, tmp, &srv->services) {
+		struct sservice *svc = container_of(n, struct sservice, link);
+		list_for_each_safe(m, mtmp, &svc->replicas) {
+			struct replica *r = list_entry(m, struct replica, link);
+			/* an address holds no quote nor backslash: no escaping */
+			snprintf(label, sizeof label, "replica=\"%s\"%s%s", r->peer,
+				 extra ? "," : "", extra ? extra : "");
+			metrics_sample(b, name, svc->cfg->name, label, get(r));
+		}
+	}
+}
+
+static void replica_metrics(struct server *srv, struct buf *b)
+{
+	replica_family(b, srv, "rathole_replica_connections_active", "gauge",
+		       "Visitor connections being forwarded through the replica (UDP: sessions).",
+		       r_active, NULL, true);
+	replica_family(b, srv, "rathole_replica_connections_total", "counter",
+		       "Visitors served by the replica (UDP: sessions started).", r_total, NULL, true);
+	replica_family(b, srv, "rathole_replica_bytes_total", "counter",
+		       "Bytes forwarded through the replica: in = from visitors, out = to visitors.",
+		       r_in, "direction=\"in\"", true);
+	replica_family(b, srv, "rathole_replica_bytes_total", "counter", NULL, r_out,
+		       "direction=\"out\"", false);
+	replica_family(b, srv, "rathole_replica_data_channels_pooled", "gauge",
+		       "Idle data channels of the replica ready for visitors.", r_pooled, NULL, true);
+}
+
 void server_metrics(struct server *srv, struct buf *b)
 {
 	family(b, srv, "rathole_service_control_channel_up", "gauge",
 	       "Whether the service's client is connected.", v_up, NULL, true);
+	family(b, srv, "rathole_service_replicas", "gauge",
+	       "Clients connected for the service (more than one only with balance).", v_replicas,
+	       NULL, true);
 	family(b, srv, "rathole_service_control_channel_connects_total", "counter",
 	       "Control channels established (a reconnecting client counts again).", v_ups, NULL, true);
 	family(b, srv, "rathole_service_connections_active", "gauge",
@@ -631,6 +720,7 @@ void server_metrics(struct server *srv, struct buf *b)
 	       "reason=\"max_connections\"", false);
 	family(b, srv, "rathole_service_visitors_refused_total", "counter", NULL, v_refused_fds,
 	       "reason=\"fds\"", false);
+	replica_metrics(srv, b);
 	metrics_family(b, "rathole_connections_handshaking", "gauge",
 		       "Connections on bind_addr still in their handshake.");
 	metrics_sample(b, "rathole_connections_handshaking", NULL, NULL, srv->npending);
@@ -659,6 +749,24 @@ static void status_hostnames(struct buf *b, const struct service_config *c)
 	buf_printf(b, "], \"vhost\": \"%s\"", on[c->vhost]);
 }
 
+static void replicas_status(const struct sservice *svc, struct buf *b)
+{
+	bool first = true;
+
+	for (const struct list *it = svc->replicas.next; it != &svc->replicas; it = it->next) {
+		const struct replica *r = list_entry(it, struct replica, link);
+
+		buf_printf(b, "%s{\"peer\": ", first ? "" : ", ");
+		buf_json_string(b, r->peer);
+		buf_printf(b, ", \"connections_active\": %zu, \"connections_total\": %llu, "
+			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"data_channels_pooled\": %zu}",
+			   r->nactive, (unsigned long long)r->visitors_total,
+			   (unsigned long long)replica_bytes(r, 0), (unsigned long long)replica_bytes(r, 1),
+			   r->npool);
+		first = false;
+	}
+}
+
 void server_status(struct server *srv, struct buf *b)
 {
 	struct list *n, *tmp;
@@ -685,19 +793,24 @@ void server_status(struct server *srv, struct buf *b)
 			buf_json_string(b, svc->cfg->range_name);
 		}
 		status_hostnames(b, svc->cfg);
-		buf_printf(b, ", \"control_channel\": %s", svc->ctrl ? "true" : "false");
-		if (svc->ctrl) {
+		buf_printf(b, ", \"control_channel\": %s", svc->nreplicas ? "true" : "false");
+		if (svc->nreplicas) {
+			/* the newest client: without balance, the only one */
 			buf_printf(b, ", \"client\": ");
-			buf_json_string(b, svc->ctrl->peer);
+			buf_json_string(b, list_entry(svc->replicas.prev, struct replica, link)->peer);
 		}
+		if (svc->cfg->has_balance)
+			buf_printf(b, ", \"balance\": \"%s\"", balance_policy_name(svc->cfg->balance));
 		buf_printf(b, ", \"listening\": %s, \"connections_active\": %zu, "
 			   "\"connections_total\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, "
-			   "\"data_channels_pooled\": %zu, \"visitors_refused\": %llu}",
+			   "\"data_channels_pooled\": %zu, \"visitors_refused\": %llu, \"replicas\": [",
 			   svc->lfd >= 0 || (service_has_client(svc) && vhost_reachable(srv, svc)) ? "true" : "false",
 			   svc->nactive,
 			   (unsigned long long)svc->visitors_total, (unsigned long long)live_bytes(svc, 0),
-			   (unsigned long long)live_bytes(svc, 1), svc->npool,
+			   (unsigned long long)live_bytes(svc, 1), service_pooled(svc),
 			   (unsigned long long)(svc->refused_acl + svc->refused_max + svc->refused_fds));
+		replicas_status(svc, b);
+		buf_printf(b, "]}");
 		first = false;
 	}
 	buf_printf(b, "\n]}\n");

@@ -24,6 +24,7 @@ struct buf;
 struct resolve_req;
 struct udp_server;
 struct vhosts;
+struct udp_replica;
 
 struct server {
 	struct loop *loop;
@@ -46,21 +47,41 @@ struct server {
 	struct vhosts *vh;		/* the shared listeners (server_vhost.c) */
 };
 
-/* An authenticated control channel. */
-struct ctrl {
+/* A replica: one authenticated client of a service, as the server sees
+ * it - its control channel (heartbeats, CreateDataChannel), its pool of
+ * idle data channels, and the connections forwarded through it. Without
+ * `balance` a service has at most one (a newer client replaces it); with
+ * it, every client is one and visitors are shared among them.
+ *
+ * A replica whose control channel went leaves the service's list of live
+ * replicas at once (no visitor is sent to it again, its pool is closed) but
+ * lives on in the service's `gone` list while connections forwarded
+ * through it are still in flight: they keep running, and their figures
+ * still add to the service's. */
+struct replica {
+	struct list link;		/* svc->replicas, or svc->gone */
 	struct sservice *svc;
-	struct stream *s;
+	struct stream *s;		/* the control channel; NULL once gone */
 	struct watcher w;
 	struct timer heartbeat;
 	struct deferred flush;		/* commands queued this turn go out together */
 	uint8_t session_key[PROTO_DIGEST_LEN];
 	char peer[NET_ADDRSTR_MAX];
+
+	struct list pool;		/* struct pooled */
+	size_t npool;
+	size_t requested;		/* data channels asked for, not yet arrived */
+	struct list relays;		/* connections forwarded through it (relay_link) */
+	size_t nactive;
+	uint64_t visitors_total;	/* UDP: sessions started */
+	uint64_t bytes_in, bytes_out;	/* of finished connections (UDP: all datagrams) */
+	struct udp_replica *udp;	/* UDP: its data channel and sessions */
 };
 
 /* An idle data channel waiting for a visitor. */
 struct pooled {
 	struct list link;
-	struct sservice *svc;
+	struct replica *r;
 	struct stream *s;
 	struct watcher w;
 };
@@ -70,9 +91,12 @@ struct sservice {
 	struct server *srv;
 	const struct service_config *cfg;
 	uint8_t digest[PROTO_DIGEST_LEN];	/* sha256(name) */
-	struct ctrl *ctrl;			/* NULL while the client is away */
+	struct list replicas;			/* struct replica: live ones, oldest first */
+	size_t nreplicas;
+	struct list gone;			/* replicas gone, connections still in flight */
+	struct replica *rr_last;		/* the last one picked (round robin's cursor) */
 
-	/* the service port, open while the control channel is up */
+	/* the service port, open while at least one replica is up */
 	struct resolve_req *rr;
 	struct net_addr bind_addr;
 	int lfd;
@@ -82,12 +106,9 @@ struct sservice {
 	bool bind_failed;
 	bool accept_held;			/* too many visitors waiting */
 
-	struct list pool;			/* struct pooled */
-	size_t npool;
 	struct list waiting;			/* struct visitor */
 	size_t nwaiting;
-	struct list relays;			/* active connections (relay_link) */
-	size_t nactive;
+	size_t nactive;				/* forwarded connections, all replicas */
 	struct udp_server *udp;
 
 	uint64_t visitors_total, bytes_in, bytes_out, auth_failures, ctrl_ups, udp_dropped;
@@ -145,14 +166,23 @@ void service_free(struct sservice *svc);
  * accepted it. It is checked (allow/deny, max_connections), counted, and
  * paired with a data channel now or when one arrives. */
 void service_visitor_arrive(struct sservice *svc, int fd, const struct net_addr *peer);
-/* An authenticated control channel for the service. */
-void service_up(struct sservice *svc, struct ctrl *c);
-/* The control channel went: the port closes, waiting visitors are dropped. */
-void service_down(struct sservice *svc);
-/* A data channel arrived from the client: it serves a waiting visitor, or
- * the UDP service, or goes to the pool. */
-void service_offer_channel(struct sservice *svc, struct stream *s);
-/* Whether the service's client is connected (visitors can be served). */
+/* An authenticated client for the service: it joins the replicas (with
+ * `balance`) or replaces the one there (without). */
+void service_replica_up(struct sservice *svc, struct replica *r);
+/* A replica's control channel went (r is unlinked and its pool closed
+ * already): visitors waiting are given to the others; with none left the
+ * port closes and they are dropped. */
+void service_replica_gone(struct sservice *svc, struct replica *r);
+/* A data channel arrived from replica r: it serves a waiting visitor, or
+ * the UDP service, or goes to r's pool. */
+void service_offer_channel(struct replica *r, struct stream *s);
+/* The live replica the policy picks among those ok() accepts (NULL: all),
+ * by their connections in flight; NULL if none qualifies. */
+struct replica *service_pick(struct sservice *svc, bool (*ok)(const struct replica *));
+/* A reload changed the service's config in place: without `balance` now,
+ * only the newest replica stays. */
+void service_balance_changed(struct sservice *svc);
+/* Whether the service has a client connected (visitors can be served). */
 bool service_has_client(const struct sservice *svc);
 /* Descriptors kept free for control and data channels, the waiting
  * visitors' included: a visitor is admitted only beyond them. */
@@ -163,17 +193,22 @@ void pause_accepting(struct loop *l, struct watcher *lw, struct timer *retry,
 
 /* A service's client (server_replica.c). */
 /* A control channel that passed authentication (s: the stream, after Ack). */
-struct ctrl *ctrl_new(struct sservice *svc, struct stream *s, const uint8_t *session_key,
-		      const char *peer);
-void ctrl_free(struct ctrl *c);
-/* Asks the client for n more data channels; -1 if the control channel broke. */
-int ctrl_request_channels(struct sservice *svc, int n);
-/* Takes an idle data channel out of the pool, or NULL. */
-struct stream *service_take_pooled(struct sservice *svc);
+struct replica *replica_new(struct sservice *svc, struct stream *s, const uint8_t *session_key,
+			    const char *peer);
+/* The control channel goes (why: for the log line, NULL: no line): r
+ * leaves the live replicas, its pool and UDP channel close; connections in
+ * flight through it stay. The service is told (service_replica_gone()). */
+void replica_leave(struct replica *r, const char *why);
+/* Frees r with whatever it still holds (its connections in flight too). */
+void replica_free(struct replica *r);
+/* Asks the client for n more data channels; -1 if the control channel
+ * broke (r has then left: see replica_leave()). */
+int replica_request_channels(struct replica *r, int n);
+/* Takes an idle data channel out of r's pool, or NULL. */
+struct stream *replica_take_pooled(struct replica *r);
 /* Keeps an idle data channel for a later visitor (or closes it when the
  * pool is full). */
-void pool_add(struct sservice *svc, struct stream *s);
-void drop_pool(struct sservice *svc);
+void replica_pool_add(struct replica *r, struct stream *s);
 
 /* Virtual hosts: the shared listeners (server_vhost.c). vhost_apply()
  * follows srv->cfg after a reload: a changed address closes the old
@@ -187,12 +222,11 @@ void vhost_status(const struct server *srv, struct buf *b);
 void vhost_metrics(const struct server *srv, struct buf *b);
 
 /* UDP services (udp.c). */
-void udp_server_init(struct sservice *svc);
 void udp_server_open(struct sservice *svc, int fd);	/* the service socket is bound */
-void udp_server_close(struct sservice *svc);		/* closes socket and channel */
-bool udp_server_wants_channel(const struct sservice *svc);
-void udp_server_take_channel(struct sservice *svc, struct stream *s);
-void udp_server_drop_channel(struct sservice *svc);
+void udp_server_close(struct sservice *svc);		/* closes socket and channels */
+bool udp_replica_wants_channel(const struct replica *r);
+void udp_replica_take_channel(struct replica *r, struct stream *s);
+void udp_replica_drop(struct replica *r);		/* its channel and its sessions */
 uint64_t udp_server_dropped(const struct sservice *svc);
 
 #endif

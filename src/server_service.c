@@ -1,6 +1,11 @@
-/* A server service: its port (open while the service's client is
- * connected), the intake of visitors, the visitors waiting for a data
- * channel, and pairing a visitor with a data channel into a relay. */
+/* A server service: its port (open while at least one of the service's
+ * clients is connected), the intake of visitors, the visitors waiting for a
+ * data channel, the choice of the replica (client) that serves one, and
+ * pairing a visitor with a data channel into a relay.
+ *
+ * Visitors wait in one queue per service, whichever replica was asked for
+ * their data channel: the first channel to arrive from any replica serves
+ * the first visitor, so a replica that is slow or gone delays nobody. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,12 +111,78 @@ static void on_visitor_event(struct loop *l, struct watcher *w, uint32_t events)
 	visitor_free(v);
 }
 
-static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *st,
+/* ---- choosing a replica ---- */
+
+static bool has_pooled(const struct replica *r)
+{
+	return r->npool > 0;
+}
+
+/* Walks the live replicas once, starting after the last one picked, so
+ * that round robin takes them in turn and least_connections breaks ties in
+ * turn. A replica's load: its connections in flight, plus (for a visitor
+ * that will wait) the data channels already asked of it. */
+static struct replica *pick(struct sservice *svc, bool (*ok)(const struct replica *),
+			    bool count_requested)
+{
+	bool least = svc->cfg->has_balance && svc->cfg->balance == BALANCE_LEAST_CONNECTIONS;
+	struct list *it = svc->rr_last ? &svc->rr_last->link : &svc->replicas;
+	struct replica *best = NULL;
+	size_t best_load = 0;
+
+	for (size_t i = 0; i < svc->nreplicas; ) {
+		struct replica *r;
+		size_t load;
+
+		it = it->next;
+		if (it == &svc->replicas)
+			continue;
+		i++;
+		r = list_entry(it, struct replica, link);
+		if (ok && !ok(r))
+			continue;
+		load = r->nactive + (count_requested ? r->requested : 0);
+		if (!best || load < best_load) {
+			best = r;
+			best_load = load;
+			if (!least)
+				break;
+		}
+	}
+	if (best)
+		svc->rr_last = best;
+	return best;
+}
+
+struct replica *service_pick(struct sservice *svc, bool (*ok)(const struct replica *))
+{
+	return pick(svc, ok, false);
+}
+
+/* A visitor will wait: one more data channel, asked of the replica the
+ * policy picks. -1 when no replica is left. */
+static int request_for_waiting(struct sservice *svc)
+{
+	struct replica *r;
+
+	/* each failure takes a replica away: this ends */
+	while ((r = pick(svc, NULL, true)))
+		if (replica_request_channels(r, 1) == 0)
+			return 0;
+	return -1;
+}
+
+static void on_relay_done(void *arg, struct relay *rl, const struct relay_stats *st,
 			  const char *err)
 {
-	struct sservice *svc = arg;
+	struct replica *r = arg;
+	struct sservice *svc = r->svc;
 
+	list_del(relay_link(rl));
+	r->nactive--;
 	svc->nactive--;
+	r->bytes_in += st->bytes[0];
+	r->bytes_out += st->bytes[1];
 	svc->bytes_in += st->bytes[0];
 	svc->bytes_out += st->bytes[1];
 	if (err)
@@ -120,6 +191,9 @@ static void on_relay_done(void *arg, struct relay *r, const struct relay_stats *
 	else
 		log_trace("service %s: connection done (%llu bytes in, %llu out)", svc->cfg->name,
 			  (unsigned long long)st->bytes[0], (unsigned long long)st->bytes[1]);
+	/* a replica that left stayed for its connections in flight */
+	if (!r->s && !r->nactive)
+		replica_free(r);
 }
 
 /* The PROXY protocol header goes right after StartForwardTcp, so the local
@@ -138,13 +212,15 @@ static int send_proxy_header(struct sservice *svc, int vfd, const struct net_add
 	return n ? stream_send(ch, hdr, n) : 0;
 }
 
-/* Starts forwarding between a visitor and a data channel. Returns -1 if the
- * data channel turned out to be broken (it is freed; the visitor is not). */
-static int pair(struct sservice *svc, int vfd, const struct net_addr *peer, struct stream *ch)
+/* Starts forwarding between a visitor and a data channel of replica r.
+ * Returns -1 if the data channel turned out to be broken (it is freed; the
+ * visitor is not). */
+static int pair(struct replica *r, int vfd, const struct net_addr *peer, struct stream *ch)
 {
+	struct sservice *svc = r->svc;
 	uint8_t b[PROTO_CMD_LEN];
 	struct stream *vs;
-	struct relay *r;
+	struct relay *rl;
 
 	proto_encode_u32(b, DATA_START_FORWARD_TCP);
 	if (stream_send(ch, b, sizeof b) < 0 ||
@@ -158,30 +234,56 @@ static int pair(struct sservice *svc, int vfd, const struct net_addr *peer, stru
 		stream_free(ch);
 		return 0;
 	}
-	r = relay_new(svc->srv->loop, vs, ch, on_relay_done, svc);
-	if (!r) {
+	rl = relay_new(svc->srv->loop, vs, ch, on_relay_done, r);
+	if (!rl) {
 		log_warn("service %s: out of memory for a connection", svc->cfg->name);
 		return 0;
 	}
-	list_add_tail(&svc->relays, relay_link(r));
+	list_add_tail(&r->relays, relay_link(rl));
+	r->nactive++;
+	r->visitors_total++;
 	svc->nactive++;
 	return 0;
 }
 
-/* Hands a visitor to a pooled data channel, trying the next one when a
- * channel turns out to be dead. Returns 0 if paired, -1 if the pool ran dry. */
+#define POOL_TRIES	64	/* broken pooled channels tried for one visitor */
+
+/* Hands a visitor to a pooled data channel of the replica the policy
+ * picks, trying the next one when a channel turns out to be dead. Returns
+ * 0 if paired, -1 if no replica has a channel ready. */
 static int serve_from_pool(struct sservice *svc, int vfd, const struct net_addr *peer)
 {
-	struct stream *ch;
+	struct replica *r;
 
-	while ((ch = service_take_pooled(svc))) {
-		if (pair(svc, vfd, peer, ch) == 0)
+	for (int i = 0; i < POOL_TRIES && (r = pick(svc, has_pooled, false)); i++) {
+		/* One more data channel for each one taken keeps the replica's
+		 * pool topped up, and replaces a broken one as the reference
+		 * does. A replica whose control channel broke has left. */
+		struct stream *ch;
+
+		if (replica_request_channels(r, 1) < 0)
+			continue;
+		if ((ch = replica_take_pooled(r)) && pair(r, vfd, peer, ch) == 0)
 			return 0;
-		/* like the reference: replace the broken channel */
-		if (ctrl_request_channels(svc, 1) < 0)
-			break;
 	}
 	return -1;
+}
+
+/* Visitors waiting while some replica has a channel pooled (one that came
+ * while they were being served elsewhere) take it now. */
+static void serve_waiting(struct sservice *svc)
+{
+	while (!list_empty(&svc->waiting)) {
+		struct visitor *v = list_first(&svc->waiting, struct visitor, link);
+
+		loop_unwatch(svc->srv->loop, &v->w);	/* the relay watches it now */
+		if (serve_from_pool(svc, v->fd, &v->peer) < 0) {
+			visitor_watch(v);
+			return;
+		}
+		v->fd = -1;
+		visitor_free(v);
+	}
 }
 
 static void on_visitor_expire(struct loop *l, struct timer *t)
@@ -294,36 +396,44 @@ void service_visitor_arrive(struct sservice *svc, int fd, const struct net_addr 
 	}
 	svc->visitors_total++;
 	log_debug("service %s: new visitor from %s", svc->cfg->name, net_addr_str(peer, a, sizeof a));
-	/* One more data channel per visitor keeps the pool topped up. */
-	if (ctrl_request_channels(svc, 1) < 0) {
+	if (serve_from_pool(svc, fd, peer) == 0)
+		return;
+	if (request_for_waiting(svc) < 0) {
 		fds_close(fd);
 		return;
 	}
-	if (serve_from_pool(svc, fd, peer) < 0)
-		visitor_wait(svc, fd, peer);
+	visitor_wait(svc, fd, peer);
 }
 
-void service_offer_channel(struct sservice *svc, struct stream *s)
+void service_offer_channel(struct replica *r, struct stream *s)
 {
-	if (svc->cfg->type == SERVICE_UDP && udp_server_wants_channel(svc)) {
-		udp_server_take_channel(svc, s);
+	struct sservice *svc = r->svc;
+
+	if (r->requested)
+		r->requested--;
+	if (svc->cfg->type == SERVICE_UDP) {
+		if (udp_replica_wants_channel(r))
+			udp_replica_take_channel(r, s);
+		else
+			replica_pool_add(r, s);
 		return;
 	}
 	if (!list_empty(&svc->waiting)) {
 		struct visitor *v = list_first(&svc->waiting, struct visitor, link);
 
 		loop_unwatch(svc->srv->loop, &v->w);	/* the relay watches it now */
-		if (pair(svc, v->fd, &v->peer, s) == 0) {
+		if (pair(r, v->fd, &v->peer, s) == 0) {
 			v->fd = -1;
 			visitor_free(v);
 		} else {
 			/* the channel was broken: the visitor waits for its replacement */
 			visitor_watch(v);
-			ctrl_request_channels(svc, 1);
+			if (replica_request_channels(r, 1) < 0)
+				request_for_waiting(svc);
 		}
 		return;
 	}
-	pool_add(svc, s);
+	replica_pool_add(r, s);
 }
 
 /* ---- the service port ---- */
@@ -474,7 +584,7 @@ static void open_listener(struct sservice *svc)
 
 bool service_has_client(const struct sservice *svc)
 {
-	return svc->ctrl != NULL;
+	return svc->nreplicas > 0;
 }
 
 static void close_waiting(struct sservice *svc)
@@ -483,34 +593,73 @@ static void close_waiting(struct sservice *svc)
 		visitor_free(list_first(&svc->waiting, struct visitor, link));
 }
 
-void service_down(struct sservice *svc)
+/* The last replica went: the port closes and waiting visitors go. */
+static void service_down(struct sservice *svc)
 {
-	ctrl_free(svc->ctrl);
-	svc->ctrl = NULL;
-	drop_pool(svc);
 	close_waiting(svc);
 	close_listener(svc);
 }
 
-void service_up(struct sservice *svc, struct ctrl *c)
+void service_replica_gone(struct sservice *svc, struct replica *gone)
+{
+	size_t asked = 0;
+	struct list *n, *tmp;
+
+	if (!svc->nreplicas) {
+		service_down(svc);
+		return;
+	}
+	/* The channels asked of the replica that went will not come: its
+	 * share of the waiting visitors is asked of the others, now. */
+	serve_waiting(svc);
+	list_for_each_safe(n, tmp, &svc->replicas)
+		asked += list_entry(n, struct replica, link)->requested;
+	for (size_t i = asked; i < svc->nwaiting; i++)
+		if (request_for_waiting(svc) < 0)
+			return;
+	(void)gone;
+}
+
+/* Without `balance`, as the reference: the newest client is the one. */
+static void replace_older(struct sservice *svc, struct replica *r)
+{
+	while (svc->nreplicas > 1) {
+		struct replica *old = list_first(&svc->replicas, struct replica, link);
+
+		if (old == r)
+			old = list_entry(r->link.next, struct replica, link);
+		log_warn("service %s: a new control channel from %s replaces the one from %s",
+			 svc->cfg->name, r->peer, old->peer);
+		replica_leave(old, NULL);
+	}
+}
+
+void service_replica_up(struct sservice *svc, struct replica *r)
 {
 	int n = service_pool_size(svc->cfg);
 
-	if (svc->ctrl) {
-		log_warn("service %s: a new control channel from %s replaces the one from %s",
-			 svc->cfg->name, c->peer, svc->ctrl->peer);
-		ctrl_free(svc->ctrl);
-		svc->ctrl = NULL;
-		drop_pool(svc);
-		if (svc->cfg->type == SERVICE_UDP)
-			udp_server_drop_channel(svc);
-	}
-	svc->ctrl = c;
+	list_add_tail(&svc->replicas, &r->link);
+	svc->nreplicas++;
 	svc->ctrl_ups++;
-	log_info("service %s: control channel established with %s", svc->cfg->name, c->peer);
-	if (ctrl_request_channels(svc, n) < 0)
+	if (svc->cfg->has_balance)
+		log_info("service %s: control channel established with %s; %zu replica%s",
+			 svc->cfg->name, r->peer, svc->nreplicas, svc->nreplicas == 1 ? "" : "s");
+	else
+		log_info("service %s: control channel established with %s", svc->cfg->name, r->peer);
+	if (!svc->cfg->has_balance)
+		replace_older(svc, r);
+	if (replica_request_channels(r, n) < 0)
 		return;
 	open_listener(svc);
+}
+
+void service_balance_changed(struct sservice *svc)
+{
+	if (svc->cfg->has_balance || svc->nreplicas < 2)
+		return;
+	log_info("service %s: balance removed by the reload; keeping the newest of its %zu "
+		 "clients", svc->cfg->name, svc->nreplicas);
+	replace_older(svc, list_entry(svc->replicas.prev, struct replica, link));
 }
 
 struct sservice *service_new(struct server *srv, const struct service_config *cfg)
@@ -523,22 +672,25 @@ struct sservice *service_new(struct server *srv, const struct service_config *cf
 	svc->cfg = cfg;
 	svc->lfd = -1;
 	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
-	list_init(&svc->pool);
+	list_init(&svc->replicas);
+	list_init(&svc->gone);
 	list_init(&svc->waiting);
-	list_init(&svc->relays);
 	timer_init(&svc->bind_retry, on_bind_retry);
 	timer_init(&svc->accept_retry, on_accept_retry);
 	watcher_init(&svc->lw, -1, on_service_accept);
-	udp_server_init(svc);
 	list_add_tail(&srv->services, &svc->link);
 	return svc;
 }
 
 void service_free(struct sservice *svc)
 {
+	/* replicas first: a UDP one's channel uses the service socket's state */
+	while (!list_empty(&svc->replicas))
+		replica_free(list_first(&svc->replicas, struct replica, link));
+	while (!list_empty(&svc->gone))
+		replica_free(list_first(&svc->gone, struct replica, link));
+	svc->nreplicas = 0;
 	service_down(svc);
-	while (!list_empty(&svc->relays))
-		relay_free(relay_from_link(svc->relays.next));
 	list_del(&svc->link);
 	free(svc);
 }

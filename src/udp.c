@@ -257,93 +257,239 @@ static void txb_free(struct udp_txbatch *b)
 	b->used = 0;
 }
 
+/* A visitor's address, hashed for the session tables of both sides. */
+static uint32_t addr_hash(const struct net_addr *a)
+{
+	const uint8_t *p;
+	size_t n;
+	uint32_t h = 2166136261u;
+	uint16_t port;
+
+	if (a->u.sa.sa_family == AF_INET) {
+		p = (const uint8_t *)&a->u.in4.sin_addr;
+		n = 4;
+		port = a->u.in4.sin_port;
+	} else {
+		p = (const uint8_t *)&a->u.in6.sin6_addr;
+		n = 16;
+		port = a->u.in6.sin6_port;
+	}
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	h = (h ^ (port & 0xff)) * 16777619u;
+	h = (h ^ (port >> 8)) * 16777619u;
+	return h;
+}
+
 /* ---- server ---- */
 
 #define FRAME_BUDGET	64	/* frames per turn before yielding to others */
+#define STICKY_IDLE_MS	60000	/* a visitor silent this long may move to another replica */
+#define STICKY_MAX	16384	/* sessions remembered per service; the oldest goes first */
+#define STICKY_BUCKETS	1024
 
+/* With `balance`, a visitor (source address) sticks to the replica that got
+ * its first datagram, so that its session stays on one client (one local
+ * socket, one conversation with the local service). */
+struct sticky {
+	struct sticky *hnext;
+	struct list lru;		/* the service's: least recently active first */
+	struct list rlink;		/* its replica's */
+	struct replica *r;
+	struct net_addr visitor;
+	uint64_t last;
+};
+
+/* The service socket, shared by every replica. */
 struct udp_server {
 	struct sservice *svc;
 	int fd;
 	struct watcher uw;
+	struct udp_batch batch;
+	struct udp_txbatch tx;		/* datagrams to visitors */
+	uint64_t dropped;
+	struct sticky **table;		/* with balance */
+	struct list lru;
+	size_t nsticky;
+};
+
+/* A replica's UDP data channel (and its spare in the replica's pool). */
+struct udp_replica {
+	struct replica *r;
 	struct stream *ch;
 	struct watcher cw;
 	struct deferred more;		/* frames left in the stream's buffer */
 	struct udp_framer rx;
-	struct udp_batch batch;
-	struct udp_txbatch tx;		/* datagrams to visitors */
-	uint64_t dropped;
+	struct list sessions;		/* struct sticky, rlink */
 };
 
-static void us_update(struct udp_server *u)
-{
-	struct loop *l = u->svc->srv->loop;
-	bool room;
+/* ---- sticky sessions ---- */
 
-	if (!u->ch) {
-		loop_watch(l, &u->uw, 0);
-		return;
+static struct sticky **sticky_bucket(struct udp_server *u, const struct net_addr *a)
+{
+	return &u->table[addr_hash(a) & (STICKY_BUCKETS - 1)];
+}
+
+static void sticky_free(struct udp_server *u, struct sticky *st)
+{
+	struct sticky **pp = sticky_bucket(u, &st->visitor);
+
+	while (*pp != st)
+		pp = &(*pp)->hnext;
+	*pp = st->hnext;
+	list_del(&st->lru);
+	list_del(&st->rlink);
+	st->r->nactive--;
+	u->svc->nactive--;
+	u->nsticky--;
+	free(st);
+}
+
+static void sticky_expire(struct udp_server *u, uint64_t now)
+{
+	while (!list_empty(&u->lru)) {
+		struct sticky *st = list_first(&u->lru, struct sticky, lru);
+		if (st->last + STICKY_IDLE_MS > now && u->nsticky < STICKY_MAX)
+			break;
+		sticky_free(u, st);
 	}
-	/* stop reading visitors while the channel's queue is nearly full: the
-	 * kernel drops for us, cheaper than reading to drop */
-	room = (size_t)u->ch->tx_len + 2 * UDP_SLOT <= STREAM_TX_MAX;
-	if (u->fd >= 0)
-		loop_watch(l, &u->uw, room ? EPOLLIN : 0);
-	loop_watch(l, &u->cw, EPOLLIN | (stream_tx_pending(u->ch) ? EPOLLOUT : 0));
 }
 
-static void us_free_channel(struct udp_server *u)
+static bool channel_ready(const struct replica *r)
 {
-	if (!u->ch)
-		return;
-	loop_unwatch(u->svc->srv->loop, &u->cw);
-	loop_undefer(u->svc->srv->loop, &u->more);
-	stream_free(u->ch);
-	u->ch = NULL;
-	udp_framer_reset(&u->rx);
+	return r->udp && r->udp->ch;
 }
 
-/* The channel broke: take the next pooled one, and ask for a replacement. */
-static void us_channel_lost(struct udp_server *u, const char *why)
+/* The replica of a visitor's session, a new session with the replica the
+ * policy picks, or NULL (no replica has a channel, or no memory). */
+static struct replica *sticky_get(struct udp_server *u, const struct net_addr *visitor,
+				  uint64_t now)
+{
+	struct sticky *st, **b;
+	struct replica *r;
+
+	if (!u->table && !(u->table = calloc(STICKY_BUCKETS, sizeof *u->table)))
+		return NULL;
+	b = sticky_bucket(u, visitor);
+	for (st = *b; st; st = st->hnext) {
+		if (net_addr_equal(&st->visitor, visitor)) {
+			st->last = now;
+			list_del(&st->lru);
+			list_add_tail(&u->lru, &st->lru);
+			return st->r;
+		}
+	}
+	r = service_pick(u->svc, channel_ready);
+	if (!r || !(st = calloc(1, sizeof *st)))
+		return NULL;
+	st->r = r;
+	st->visitor = *visitor;
+	st->last = now;
+	st->hnext = *b;
+	*b = st;
+	list_add_tail(&u->lru, &st->lru);
+	list_add_tail(&r->udp->sessions, &st->rlink);
+	u->nsticky++;
+	r->nactive++;
+	r->visitors_total++;
+	u->svc->nactive++;
+	return r;
+}
+
+/* Without balance the one replica there is takes every datagram. */
+static struct replica *replica_for(struct udp_server *u, const struct net_addr *visitor,
+				   uint64_t now)
 {
 	struct sservice *svc = u->svc;
-	struct stream *s;
 
-	log_warn("service %s: UDP data channel lost: %s", svc->cfg->name, why);
-	us_free_channel(u);
-	if (ctrl_request_channels(svc, 1) < 0)
-		return;
-	s = service_take_pooled(svc);
-	if (s)
-		udp_server_take_channel(svc, s);
-	else
-		us_update(u);
+	if (svc->cfg->has_balance)
+		return sticky_get(u, visitor, now);
+	if (!svc->nreplicas)
+		return NULL;
+	return list_first(&svc->replicas, struct replica, link);
 }
 
-static void us_send(struct udp_server *u, const uint8_t *payload, size_t len)
+/* ---- the service socket ---- */
+
+/* Visitors are read while some replica's channel has room: the kernel
+ * drops for us while all are nearly full, cheaper than reading to drop. */
+static void us_update(struct udp_server *u)
 {
-	if (u->fd < 0)
+	struct list *n, *tmp;
+	bool room = false;
+
+	if (!u || u->fd < 0)
 		return;
-	if (txb_add(&u->tx, payload, len, &u->rx.from))
+	list_for_each_safe(n, tmp, &u->svc->replicas) {
+		struct replica *r = list_entry(n, struct replica, link);
+		if (channel_ready(r) && (size_t)r->udp->ch->tx_len + 2 * UDP_SLOT <= STREAM_TX_MAX)
+			room = true;
+	}
+	loop_watch(u->svc->srv->loop, &u->uw, room ? EPOLLIN : 0);
+}
+
+static void ur_update(struct udp_replica *ur)
+{
+	loop_watch(ur->r->svc->srv->loop, &ur->cw,
+		   EPOLLIN | (stream_tx_pending(ur->ch) ? EPOLLOUT : 0));
+}
+
+static void ur_free_channel(struct udp_replica *ur)
+{
+	struct loop *l = ur->r->svc->srv->loop;
+
+	if (!ur->ch)
+		return;
+	loop_unwatch(l, &ur->cw);
+	loop_undefer(l, &ur->more);
+	stream_free(ur->ch);
+	ur->ch = NULL;
+	udp_framer_reset(&ur->rx);
+}
+
+/* The channel broke: take the replica's spare, and ask for a replacement.
+ * Its sessions stay: the client keeps its visitor sockets. */
+static void ur_channel_lost(struct udp_replica *ur, const char *why)
+{
+	struct replica *r = ur->r;
+	struct stream *s;
+
+	log_warn("service %s: UDP data channel lost: %s (client %s)", r->svc->cfg->name, why, r->peer);
+	ur_free_channel(ur);
+	if (replica_request_channels(r, 1) < 0)
+		return;			/* r has left */
+	s = replica_take_pooled(r);
+	if (s)
+		udp_replica_take_channel(r, s);
+	else
+		us_update(r->svc->udp);
+}
+
+static void us_send(struct udp_server *u, const uint8_t *payload, size_t len,
+		    const struct net_addr *to)
+{
+	if (txb_add(&u->tx, payload, len, to))
 		return;
 	u->dropped += txb_flush(&u->tx, u->fd);
-	if (!txb_add(&u->tx, payload, len, &u->rx.from))
+	if (!txb_add(&u->tx, payload, len, to))
 		u->dropped++;
 }
 
 static void us_flush(struct udp_server *u)
 {
-	if (u->tx.n && u->fd >= 0)
+	if (u && u->tx.n && u->fd >= 0)
 		u->dropped += txb_flush(&u->tx, u->fd);
-	u->tx.n = 0;
-	u->tx.used = 0;
 }
 
-static void on_us_channel(struct loop *l, struct watcher *w, uint32_t events)
+/* Frames from a replica's client go to the visitor in their header. */
+static void on_ur_channel(struct loop *l, struct watcher *w, uint32_t events)
 {
-	struct udp_server *u = container_of(w, struct udp_server, cw);
+	struct udp_replica *ur = container_of(w, struct udp_replica, cw);
+	struct replica *r = ur->r;
+	struct udp_server *u = r->svc->udp;
 
-	if (stream_flush(u->ch) == ST_ERROR) {
-		us_channel_lost(u, u->ch->err);
+	if (stream_flush(ur->ch) == ST_ERROR) {
+		ur_channel_lost(ur, ur->ch->err);
 		return;
 	}
 	for (int i = 0; ; i++) {
@@ -353,40 +499,48 @@ static void on_us_channel(struct loop *l, struct watcher *w, uint32_t events)
 		/* Decoded frames may remain in the stream's buffer, which epoll
 		 * does not announce: come back on the next turn. */
 		if (i == FRAME_BUDGET) {
-			loop_defer(l, &u->more);
+			loop_defer(l, &ur->more);
 			break;
 		}
-		rc = udp_framer_next(&u->rx, u->ch, &payload);
+		rc = udp_framer_next(&ur->rx, ur->ch, &payload);
 		if (rc == ST_AGAIN)
 			break;
 		if (rc != 1) {
 			us_flush(u);
-			us_channel_lost(u, rc == 0 ? "closed by the client" :
+			ur_channel_lost(ur, rc == 0 ? "closed by the client" :
 					rc == UDP_BAD_FRAME ? "malformed frame from the client" :
-					u->ch->err);
+					ur->ch->err);
 			return;
 		}
-		us_send(u, payload, u->rx.len);
+		r->bytes_out += ur->rx.len;
+		r->svc->bytes_out += ur->rx.len;
+		if (u && u->fd >= 0)
+			us_send(u, payload, ur->rx.len, &ur->rx.from);
 	}
 	us_flush(u);
+	ur_update(ur);
 	us_update(u);
 }
 
 static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 {
 	struct udp_server *u = container_of(w, struct udp_server, uw);
-	int n;
+	const struct service_config *c = u->svc->cfg;
+	uint64_t now = loop_now(l);
+	struct list *n, *tmp;
+	int got;
 
-	if (!u->ch || batch_init(&u->batch) < 0) {
+	if (batch_init(&u->batch) < 0) {
 		us_update(u);
 		return;
 	}
-	n = batch_recv(&u->batch, u->fd, true);
-	for (int i = 0; i < n; i++) {
+	if (c->has_balance)
+		sticky_expire(u, now);
+	got = batch_recv(&u->batch, u->fd, true);
+	for (int i = 0; i < got; i++) {
+		struct replica *r;
 		size_t flen;
 		uint8_t *frame;
-
-		const struct service_config *c = u->svc->cfg;
 
 		u->batch.from[i].len = u->batch.msgs[i].msg_hdr.msg_namelen;
 		if (u->batch.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -398,66 +552,55 @@ static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 			u->svc->refused_acl++;
 			continue;
 		}
-		frame = batch_frame(&u->batch, i, &u->batch.from[i], &flen);
-		if (!frame || udp_queue_frame(u->ch, frame, flen) != 0)
+		r = replica_for(u, &u->batch.from[i], now);
+		if (!r || !channel_ready(r)) {
 			u->dropped++;
+			continue;
+		}
+		frame = batch_frame(&u->batch, i, &u->batch.from[i], &flen);
+		if (!frame || udp_queue_frame(r->udp->ch, frame, flen) != 0) {
+			u->dropped++;
+			continue;
+		}
+		r->bytes_in += u->batch.msgs[i].msg_len;
+		u->svc->bytes_in += u->batch.msgs[i].msg_len;
 	}
-	if (stream_flush(u->ch) == ST_ERROR) {
-		us_channel_lost(u, u->ch->err);
-		return;
+	/* A channel that fails to flush is dealt with from its own deferred
+	 * call: losing it here could take the service (and u) away. */
+	list_for_each_safe(n, tmp, &u->svc->replicas) {
+		struct replica *r = list_entry(n, struct replica, link);
+		if (!channel_ready(r) || !stream_tx_pending(r->udp->ch))
+			continue;
+		if (stream_flush(r->udp->ch) == ST_ERROR)
+			loop_defer(l, &r->udp->more);
+		else
+			ur_update(r->udp);
 	}
 	us_update(u);
 }
 
-static void on_us_more(struct loop *l, struct deferred *d)
+static void on_ur_more(struct loop *l, struct deferred *d)
 {
-	struct udp_server *u = container_of(d, struct udp_server, more);
+	struct udp_replica *ur = container_of(d, struct udp_replica, more);
 
-	if (u->ch)
-		on_us_channel(l, &u->cw, EPOLLIN);
-}
-
-void udp_server_init(struct sservice *svc)
-{
-	svc->udp = NULL;
-}
-
-static struct udp_server *us_get(struct sservice *svc)
-{
-	struct udp_server *u = svc->udp;
-
-	if (u)
-		return u;
-	u = calloc(1, sizeof *u);
-	if (!u)
-		return NULL;
-	u->svc = svc;
-	u->fd = -1;
-	watcher_init(&u->uw, -1, on_us_socket);
-	watcher_init(&u->cw, -1, on_us_channel);
-	deferred_init(&u->more, on_us_more);
-	svc->udp = u;
-	return u;
+	if (ur->ch)
+		on_ur_channel(l, &ur->cw, EPOLLIN);
 }
 
 void udp_server_open(struct sservice *svc, int fd)
 {
-	struct udp_server *u = us_get(svc);
+	struct udp_server *u = calloc(1, sizeof *u);
 
 	if (!u) {
-		fds_close(fd);
-		return;
+		log_error("service %s: out of memory for the UDP socket", svc->cfg->name);
+		return;		/* the socket stays the listener's, unread */
 	}
+	u->svc = svc;
 	u->fd = fd;
+	list_init(&u->lru);
 	udp_sock_buffers(fd);
 	watcher_init(&u->uw, fd, on_us_socket);
-	if (!u->ch) {
-		struct stream *s = service_take_pooled(svc);
-		if (s) {
-			udp_server_take_channel(svc, s);
-			return;
-		}
-	}
+	svc->udp = u;
 	us_update(u);
 }
 
@@ -468,10 +611,12 @@ void udp_server_close(struct sservice *svc)
 	if (!u)
 		return;
 	if (u->dropped)
-		log_info("service %s: %llu datagrams dropped (queue full or oversized)",
-			 svc->cfg->name, (unsigned long long)u->dropped);
+		log_info("service %s: %llu datagrams dropped (queue full, oversized, or no client "
+			 "channel)", svc->cfg->name, (unsigned long long)u->dropped);
 	svc->udp_dropped += u->dropped;
-	us_free_channel(u);
+	while (!list_empty(&u->lru))
+		sticky_free(u, list_first(&u->lru, struct sticky, lru));
+	free(u->table);
 	loop_unwatch(svc->srv->loop, &u->uw);
 	/* the socket itself is the service's listener: server_service.c closed it */
 	batch_free(&u->batch);
@@ -480,38 +625,60 @@ void udp_server_close(struct sservice *svc)
 	svc->udp = NULL;
 }
 
-bool udp_server_wants_channel(const struct sservice *svc)
+bool udp_replica_wants_channel(const struct replica *r)
 {
-	return !svc->udp || !svc->udp->ch;
+	return !channel_ready(r);
 }
 
-void udp_server_take_channel(struct sservice *svc, struct stream *s)
+void udp_replica_take_channel(struct replica *r, struct stream *s)
 {
-	struct udp_server *u = us_get(svc);
+	struct udp_replica *ur = r->udp;
 	uint8_t b[PROTO_CMD_LEN];
 
-	if (!u) {
-		stream_free(s);
-		return;
+	if (!ur) {
+		if (!(ur = calloc(1, sizeof *ur))) {
+			stream_free(s);
+			return;
+		}
+		ur->r = r;
+		list_init(&ur->sessions);
+		watcher_init(&ur->cw, -1, on_ur_channel);
+		deferred_init(&ur->more, on_ur_more);
+		r->udp = ur;
 	}
 	proto_encode_u32(b, DATA_START_FORWARD_UDP);
 	if (stream_send(s, b, sizeof b) < 0) {
 		stream_free(s);
-		us_channel_lost(u, "broken before use");
+		ur_channel_lost(ur, "broken before use");
 		return;
 	}
-	u->ch = s;
-	watcher_init(&u->cw, s->fd, on_us_channel);
-	log_debug("service %s: UDP data channel ready", svc->cfg->name);
-	us_update(u);
+	ur->ch = s;
+	watcher_init(&ur->cw, s->fd, on_ur_channel);
+	log_debug("service %s: UDP data channel from %s ready", r->svc->cfg->name, r->peer);
+	ur_update(ur);
+	us_update(r->svc->udp);
 }
 
-void udp_server_drop_channel(struct sservice *svc)
+void udp_replica_drop(struct replica *r)
 {
-	if (svc->udp) {
-		us_free_channel(svc->udp);
-		us_update(svc->udp);
+	struct udp_replica *ur = r->udp;
+	struct udp_server *u = r->svc->udp;
+
+	if (!ur)
+		return;
+	ur_free_channel(ur);
+	/* its sessions go with it: those visitors pick another replica at
+	 * their next datagram */
+	while (!list_empty(&ur->sessions)) {
+		struct sticky *st = list_first(&ur->sessions, struct sticky, rlink);
+		if (u)
+			sticky_free(u, st);
+		else
+			list_del(&st->rlink);	/* not reached: the table outlives replicas */
 	}
+	free(ur);
+	r->udp = NULL;
+	us_update(u);
 }
 
 uint64_t udp_server_dropped(const struct sservice *svc)
@@ -551,29 +718,6 @@ struct udp_client {
 	struct net_addr tx_visitor;	/* ... and its visitor */
 	uint64_t dropped, evicted;
 };
-
-static uint32_t addr_hash(const struct net_addr *a)
-{
-	const uint8_t *p;
-	size_t n;
-	uint32_t h = 2166136261u;
-	uint16_t port;
-
-	if (a->u.sa.sa_family == AF_INET) {
-		p = (const uint8_t *)&a->u.in4.sin_addr;
-		n = 4;
-		port = a->u.in4.sin_port;
-	} else {
-		p = (const uint8_t *)&a->u.in6.sin6_addr;
-		n = 16;
-		port = a->u.in6.sin6_port;
-	}
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	h = (h ^ (port & 0xff)) * 16777619u;
-	h = (h ^ (port >> 8)) * 16777619u;
-	return h;
-}
 
 static struct usess **bucket(struct udp_client *uc, const struct net_addr *a)
 {

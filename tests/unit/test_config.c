@@ -560,7 +560,7 @@ static void test_unknown_keys(void)
 			  "retry_interval = 1\n",
 			  "t.toml:6: unknown key \"retry_interval\" in [server.services.s] (expected "
 			  "one of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections, "
-			  "hostnames, vhost)");
+			  "hostnames, vhost, balance)");
 	EXPECT_ERROR("[\"we ird\"]\n",
 		     "t.toml:1: unknown key \"we ird\" at the top level (expected one of: server, client)");
 	EXPECT_ERROR("[server]\nbind_addr = \"a:1\"\n\"x\\ny\" = 1\n",
