@@ -95,6 +95,7 @@ struct sservice {
 	size_t nreplicas;
 	struct list gone;			/* replicas gone, connections still in flight */
 	struct replica *rr_last;		/* the last one picked (round robin's cursor) */
+	struct deferred rebalance;		/* after one left: waiting visitors re-asked */
 
 	/* the service port, open while at least one replica is up */
 	struct resolve_req *rr;
@@ -169,10 +170,10 @@ void service_visitor_arrive(struct sservice *svc, int fd, const struct net_addr 
 /* An authenticated client for the service: it joins the replicas (with
  * `balance`) or replaces the one there (without). */
 void service_replica_up(struct sservice *svc, struct replica *r);
-/* A replica's control channel went (r is unlinked and its pool closed
- * already): visitors waiting are given to the others; with none left the
- * port closes and they are dropped. */
-void service_replica_gone(struct sservice *svc, struct replica *r);
+/* A replica's control channel went (it is unlinked and its pool closed
+ * already): at the end of the turn, visitors waiting are given to the
+ * others; with none left the port closes and they are dropped. */
+void service_replica_gone(struct sservice *svc);
 /* A data channel arrived from replica r: it serves a waiting visitor, or
  * the UDP service, or goes to r's pool. */
 void service_offer_channel(struct replica *r, struct stream *s);

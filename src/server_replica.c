@@ -54,7 +54,7 @@ void replica_leave(struct replica *r, const char *why)
 	/* connections in flight through it keep running: it stays for them */
 	if (r->nactive)
 		list_add_tail(&svc->gone, &r->link);
-	service_replica_gone(svc, r);
+	service_replica_gone(svc);
 	if (!r->nactive)
 		replica_free(r);
 }

@@ -428,8 +428,7 @@ void service_offer_channel(struct replica *r, struct stream *s)
 		} else {
 			/* the channel was broken: the visitor waits for its replacement */
 			visitor_watch(v);
-			if (replica_request_channels(r, 1) < 0)
-				request_for_waiting(svc);
+			replica_request_channels(r, 1);	/* if r left, see on_rebalance() */
 		}
 		return;
 	}
@@ -600,8 +599,15 @@ static void service_down(struct sservice *svc)
 	close_listener(svc);
 }
 
-void service_replica_gone(struct sservice *svc, struct replica *gone)
+/* After a replica left: with none left the port closes and the waiting
+ * visitors go; otherwise the channels asked of it will not come, so its
+ * share of the waiting visitors is asked of the others. Deferred to the end
+ * of the turn: a replica can leave from deep inside serving a visitor (a
+ * write on its control channel failed), where the waiting list and the
+ * port must not change under the caller. */
+static void on_rebalance(struct loop *l, struct deferred *d)
 {
+	struct sservice *svc = container_of(d, struct sservice, rebalance);
 	size_t asked = 0;
 	struct list *n, *tmp;
 
@@ -609,15 +615,17 @@ void service_replica_gone(struct sservice *svc, struct replica *gone)
 		service_down(svc);
 		return;
 	}
-	/* The channels asked of the replica that went will not come: its
-	 * share of the waiting visitors is asked of the others, now. */
 	serve_waiting(svc);
 	list_for_each_safe(n, tmp, &svc->replicas)
 		asked += list_entry(n, struct replica, link)->requested;
 	for (size_t i = asked; i < svc->nwaiting; i++)
 		if (request_for_waiting(svc) < 0)
 			return;
-	(void)gone;
+}
+
+void service_replica_gone(struct sservice *svc)
+{
+	loop_defer(svc->srv->loop, &svc->rebalance);
 }
 
 /* Without `balance`, as the reference: the newest client is the one. */
@@ -677,6 +685,7 @@ struct sservice *service_new(struct server *srv, const struct service_config *cf
 	list_init(&svc->waiting);
 	timer_init(&svc->bind_retry, on_bind_retry);
 	timer_init(&svc->accept_retry, on_accept_retry);
+	deferred_init(&svc->rebalance, on_rebalance);
 	watcher_init(&svc->lw, -1, on_service_accept);
 	list_add_tail(&srv->services, &svc->link);
 	return svc;
@@ -690,6 +699,7 @@ void service_free(struct sservice *svc)
 	while (!list_empty(&svc->gone))
 		replica_free(list_first(&svc->gone, struct replica, link));
 	svc->nreplicas = 0;
+	loop_undefer(svc->srv->loop, &svc->rebalance);
 	service_down(svc);
 	list_del(&svc->link);
 	free(svc);
