@@ -17,9 +17,9 @@ the image itself, with the same settings, under podman). What is checked:
    ConfigMap mounted at /etc/rathole holds a config.toml without a secret
    that passes `rathole --check` with the Secret's files (mounted at
    /run/secrets/rathole, each named by a *_file key) and whose ports are the
-   containers'. The client runs two replicas, the
-   server's services share visitors (balance = "round_robin", issue 24):
-   until rathole knows that key, the server's config is checked without it.
+   containers'. The client runs two replicas, the server's services share
+   visitors between them (balance = "round_robin", docs/ha.md), which
+   --check reports.
 4. The server's config from the ConfigMap, mounted as the kubelet mounts a
    ConfigMap or Secret (config.toml -> ..data/config.toml, ..data -> a timestamped
    directory) and updated as the kubelet updates one (a new directory, then
@@ -63,20 +63,6 @@ def _host(addr):
 def _check(text, tmp_path, name):
     """rathole --check of a config text; the CompletedProcess."""
     return run_rathole(["--check"], text, tmp_path, name=name)
-
-
-def _knows_balance(tmp_path):
-    """Whether this rathole has the services' "balance" key (issue 24)."""
-    r = _check('[server]\nbind_addr = "127.0.0.1:2333"\n[server.services.a]\ntoken = "t"\n'
-               'bind_addr = "127.0.0.1:5202"\nbalance = "round_robin"\n', tmp_path, "probe.toml")
-    if r.returncode == 0:
-        return True
-    assert 'unknown key "balance"' in r.stderr, r.stderr
-    return False
-
-
-def _without_balance(text):
-    return re.sub(r'(?m)^\s*balance = "round_robin"\s*$\n?', "", text)
 
 
 def test_yaml_files_parse():
@@ -219,11 +205,11 @@ def test_kubernetes_server(tmp_path):
     assert "control" in targets and "api" not in targets
     assert {ports[t] for t in targets} == {ports["control"]} | {
         _port(s["bind_addr"]) for s in cfg["services"].values()}
-    if not _knows_balance(tmp_path):
-        text = _without_balance(text)
     r = _check(_with_secrets(text, secret, tmp_path / "secrets"), tmp_path, "server.toml")
     assert r.returncode == 0, r.stderr
     assert "role: server" in r.stdout
+    for name in cfg["services"]:
+        assert re.search(rf"(?m)^    {name}: .*, balance round_robin,", r.stdout), r.stdout
 
 
 def test_kubernetes_client(tmp_path):
@@ -264,8 +250,6 @@ def test_kubernetes_secret_update_reloads(procs, tmp_path):
     k = _k8s("server.yaml")
     (cm,), (secret,) = k["ConfigMap"], k["Secret"]
     text = _with_secrets(cm["data"]["config.toml"], secret, tmp_path / "secrets")
-    if not _knows_balance(tmp_path):
-        text = _without_balance(text)
     ctl, api, web, web2 = (free_port() for _ in range(4))
     text = (text.replace('"0.0.0.0:2333"', f'"127.0.0.1:{ctl}"')
                 .replace('"0.0.0.0:2334"', f'"127.0.0.1:{api}"')
