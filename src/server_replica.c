@@ -40,6 +40,14 @@ void replica_leave(struct replica *r, const char *why)
 
 	if (!r->s)
 		return;
+	/* (why may be the stream's error text: it goes with the stream) */
+	if (why && svc->cfg->has_balance)
+		log_info("service %s: control channel from %s closed (%s); %zu replica%s left",
+			 svc->cfg->name, r->peer, why, svc->nreplicas - 1,
+			 svc->nreplicas == 2 ? "" : "s");
+	else if (why)
+		log_info("service %s: control channel from %s closed (%s)", svc->cfg->name, r->peer,
+			 why);
 	ctrl_close(r);
 	drop_pool(r);
 	if (svc->cfg->type == SERVICE_UDP)
@@ -48,9 +56,6 @@ void replica_leave(struct replica *r, const char *why)
 	svc->nreplicas--;
 	if (svc->rr_last == r)
 		svc->rr_last = NULL;
-	if (why)
-		log_info("service %s: control channel from %s closed (%s)%s", svc->cfg->name,
-			 r->peer, why, svc->cfg->has_balance ? "; the replica left" : "");
 	/* connections in flight through it keep running: it stays for them */
 	if (r->nactive)
 		list_add_tail(&svc->gone, &r->link);
