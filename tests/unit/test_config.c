@@ -876,7 +876,7 @@ static void test_secret_files(void)
 	EXPECT_ERROR(SERVER_HEAD "[server.services.a]\ntoken = \"t\"\nbind_addr_file = \"x\"\n",
 		     "t.toml:5: unknown key \"bind_addr_file\" in [server.services.a] (expected one "
 		     "of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections, "
-		     "hostnames, vhost)");
+		     "hostnames, vhost, balance)");
 	snprintf(text, sizeof text, CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n"
 		 "[client.transport.noise]\nremote_public_key = \"%s\"\n"
 		 "local_private_key_file = \"%s\"\n"
