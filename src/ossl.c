@@ -190,6 +190,7 @@ int ossl_load(char *err, size_t errlen)
 	F(void *, SSL_get_ex_data, (const SSL *ssl, int idx), (ssl, idx)) \
 	F(const SSL_CIPHER *, SSL_get_current_cipher, (const SSL *s), (s)) \
 	F(int, SSL_get_error, (const SSL *s, int ret_code), (s, ret_code)) \
+	F(int, SSL_get_shutdown, (const SSL *ssl), (ssl)) \
 	F(long, SSL_get_verify_result, (const SSL *ssl), (ssl)) \
 	F(const char *, SSL_get_version, (const SSL *s), (s)) \
 	F(int, SSL_version, (const SSL *ssl), (ssl)) \

@@ -414,6 +414,11 @@ static enum pump_result pump(struct relay *r, struct dir *d)
 				go_idle(r, d);
 			return res;
 		}
+		/* An end its transport did not announce is not passed on as a
+		 * clean end (a FIN): the relay fails, and both sides are reset. */
+		if (eof && from->cut)
+			return fail(r, NULL, "the stream ended without its transport's "
+				    "end message (cut on the path?)");
 		d->eof = eof;
 	}
 	/* Yield to other connections; come back on the next turn, since the
@@ -435,9 +440,18 @@ static void update_interest(struct relay *r)
 	}
 }
 
+/* A relay that failed (an error, or a stream cut) resets both connections:
+ * the far ends see ECONNRESET and know the stream is incomplete, where a
+ * FIN would tell them it ended as sent. The failed side is reset too: if
+ * it is a channel, the peer's relay fails in turn and resets its side. */
 static void finish(struct relay *r)
 {
 	relay_done_cb cb = r->cb;
+
+	if (r->err) {
+		stream_abort(r->s[0]);
+		stream_abort(r->s[1]);
+	}
 
 	if (cb)
 		cb(r->arg, r, &r->stats, r->err);

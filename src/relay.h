@@ -8,7 +8,11 @@
  *   destination takes plaintext;
  * - a direction stops reading while its destination cannot take more
  *   (backpressure), and an end of stream becomes a shutdown of the other
- *   side's sending direction (half-close). */
+ *   side's sending direction (half-close);
+ * - an error on either side, or an end of stream that its transport did not
+ *   announce (s->cut: no close_notify, no close frame), ends the relay and
+ *   resets both connections (RST), so that a truncated stream never looks
+ *   complete to the far end. */
 #ifndef RELAY_H
 #define RELAY_H
 

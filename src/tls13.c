@@ -80,6 +80,7 @@ struct tls13 {
 	uint64_t rekey_after;	/* the suite's, unless a test set it */
 	bool update_owed;	/* the peer asked for our KeyUpdate */
 	bool closed;		/* the peer's close_notify or EOF came */
+	bool close_notify;	/* ... and it was close_notify */
 	bool failed;		/* an error is to be reported (after plaintext given) */
 };
 
@@ -438,7 +439,7 @@ static int on_alert(struct tls13 *rl, struct stream *s, const uint8_t *p, size_t
 	if (len != 2)
 		return fail(rl, s, "a malformed alert from the peer");
 	if (p[1] == 0) {	/* close_notify */
-		rl->closed = true;
+		rl->closed = rl->close_notify = true;
 		return 0;
 	}
 	name = alert_name(p[1]);
@@ -665,6 +666,11 @@ ssize_t tls13_read(struct tls13 *rl, struct stream *s, void *buf, size_t len)
 		if (n < 0)
 			return n;
 	}
+}
+
+bool tls13_close_notify_received(const struct tls13 *rl)
+{
+	return rl->close_notify;
 }
 
 bool tls13_pending(const struct tls13 *rl)

@@ -68,6 +68,10 @@ void tls13_free(struct tls13 *rl);
  * several records comes out of one call when buf has room for it. */
 ssize_t tls13_read(struct tls13 *rl, struct stream *s, void *buf, size_t len);
 
+/* Whether the end tls13_read() reported was the peer's close_notify (not a
+ * bare EOF, which may be a cut on the path). */
+bool tls13_close_notify_received(const struct tls13 *rl);
+
 /* Whether tls13_read() has plaintext, or a complete record, without
  * reading the socket. */
 bool tls13_pending(const struct tls13 *rl);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fds.h"
@@ -128,6 +129,14 @@ struct stream *stream_alloc(size_t size, const struct stream_ops *ops,
 	s->max_chunk = 64 * 1024;
 	s->err = no_error;
 	return s;
+}
+
+void stream_abort(struct stream *s)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (s->fd >= 0 && setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0)
+		log_debug("cannot set SO_LINGER 0 (the close will not reset): %s", strerror(errno));
 }
 
 void stream_free(struct stream *s)

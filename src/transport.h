@@ -42,7 +42,11 @@ struct stream_ops {
 	int (*handshake)(struct stream *s);
 	/* Called with no plaintext pending: receives and makes plaintext
 	 * available at s->rx + s->rx_off (s->rx_len bytes). Returns the number
-	 * available (> 0), 0 at end of stream, ST_AGAIN or ST_ERROR. */
+	 * available (> 0), 0 at end of stream, ST_AGAIN or ST_ERROR. A
+	 * transport whose protocol announces the end of a stream (TLS's
+	 * close_notify, websocket's close frame) sets s->cut when it returns 0
+	 * for an end that came without that announcement: a bare TCP FIN,
+	 * which anyone on the path can forge to truncate the stream. */
 	ssize_t (*fill)(struct stream *s);
 	/* Releases n bytes of the exposed plaintext (optional; default moves rx_off). */
 	void (*consume)(struct stream *s, size_t n);
@@ -76,6 +80,8 @@ struct stream {
 	bool server;		/* accepted by the server (responder) */
 	bool plain;		/* wire bytes == plaintext: splice() is possible */
 	bool eof;		/* fill() reported end of stream */
+	bool cut;		/* ... without the transport's own end message
+				 * (close_notify, close frame): may be a cut */
 	bool shut;		/* our sending direction is closed */
 };
 
@@ -152,6 +158,10 @@ static inline bool stream_tx_pending(const struct stream *s) { return s->tx_len 
 int stream_shutdown(struct stream *s);
 /* Drops buffers that hold nothing (an idle stream costs only its struct). */
 void stream_trim(struct stream *s);
+/* Makes stream_free() end the connection abortively: a TCP reset (SO_LINGER
+ * 0), so the peer sees ECONNRESET, not an end that looks complete; what is
+ * still unsent is dropped. For a relay whose other stream failed or was cut. */
+void stream_abort(struct stream *s);
 
 /* Helpers for implementations: plain socket I/O with errno mapped to ST_*. */
 ssize_t stream_sock_read(struct stream *s, void *buf, size_t len);

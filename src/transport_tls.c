@@ -954,7 +954,7 @@ static bool ready_to_take_over(struct tls_session *ts, int rc)
 	return rc == 1 || SSL_get_error(ts->ssl, rc) == SSL_ERROR_WANT_READ;
 }
 
-ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len)
+static ssize_t session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len)
 {
 	size_t n = 0;
 	unsigned long code;
@@ -977,7 +977,7 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 		if (take_over_records(ts, s) < 0)
 			return ST_ERROR;
 		if (rc != 1 && records_ours(ts))
-			return tls_session_read(ts, s, buf, len);
+			return session_read(ts, s, buf, len);
 	}
 	if (rc == 1)
 		return (ssize_t)n;
@@ -991,6 +991,28 @@ ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, si
 		return 0;
 	}
 	return ssl_failure(ts, s, rc, saved_errno, "read");
+}
+
+/* Whether the peer ended its stream with close_notify. */
+static bool close_notify_received(const struct tls_session *ts)
+{
+	if (records_ours(ts))
+		return tls13_close_notify_received(ts->rl);
+	return ts->ssl && (SSL_get_shutdown(ts->ssl) & SSL_RECEIVED_SHUTDOWN);
+}
+
+/* The end of the peer's stream without close_notify (a bare TCP FIN) is
+ * marked as a cut (s->cut): anyone on the path can forge it to truncate
+ * the stream, and the relay resets the other side rather than pass it on
+ * as a clean end. Every peer of ours, and the reference's, sends
+ * close_notify before its FIN. */
+ssize_t tls_session_read(struct tls_session *ts, struct stream *s, void *buf, size_t len)
+{
+	ssize_t n = session_read(ts, s, buf, len);
+
+	if (n == 0)
+		s->cut = !close_notify_received(ts);
+	return n;
 }
 
 bool tls_session_pending(const struct tls_session *ts)

@@ -834,7 +834,11 @@ static ssize_t end_of_lower(struct ws_stream *ws)
 	if (ws->in_frame || ws->pos != ws->end)
 		return stream_set_error(&ws->s, "websocket: the connection closed in the "
 					"middle of a frame");
+	/* a bare end, which anyone on the path can forge: the relay resets
+	 * the other side rather than pass it on as a clean end (every peer of
+	 * ours, and the reference's, sends a close frame first) */
 	log_debug("websocket: the peer closed the connection without a close frame");
+	ws->s.cut = true;
 	return 0;
 }
 

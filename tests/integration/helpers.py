@@ -284,6 +284,28 @@ def closed_by_peer(c, timeout=10):
         return False
 
 
+def end_seen(s, timeout=15):
+    """How the peer ended the connection, after the bytes before its end:
+    "reset" (ECONNRESET: an abort) or "eof" (a clean end)."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return "eof"
+    except ConnectionResetError:
+        return "reset"
+
+
+def recv_exact(s, n):
+    """Exactly n bytes from s (fails if the connection ends first)."""
+    out = bytearray()
+    while len(out) < n:
+        d = s.recv(min(1 << 20, n - len(out)))
+        assert d, f"the connection ended after {len(out)} of {n} bytes"
+        out += d
+    return bytes(out)
+
+
 def tunnel_works(port, host="127.0.0.1"):
     try:
         return echo_once(port, b"ping", host=host, timeout=3) == b"ping"

@@ -23,8 +23,8 @@ import pytest
 from checks import concurrent_echo, wait_tunnel_exact
 from conftest import REPO, RATHOLE, free_port, wait_port, wait_port_closed, wait_until
 from helpers import (EchoServer, ProxyProtocolService, UdpEcho, client_config, closed_by_peer,
-                     echo_on, echo_once, held, recv_all, server_config, transfer_checked,
-                     wait_tunnel)
+                     echo_on, echo_once, end_seen, held, listen_tcp, recv_all, recv_exact,
+                     server_config, transfer_checked, wait_tunnel)
 
 REFERENCE = os.environ.get("RATHOLE_REFERENCE") or os.path.join(
     os.path.dirname(REPO), "shared", "peers", "rathole")
@@ -195,6 +195,54 @@ def test_forwarding(procs, pki, keys, transport, ref):
     finally:
         echo.stop()
         uecho.stop()
+
+
+@pytest.mark.parametrize("ref", REF_SIDES)
+@pytest.mark.parametrize("transport", ["tls", "websocket", "websocket_tls"])
+def test_reference_ends_are_clean(procs, pki, keys, transport, ref):
+    """The reference announces the ends it makes (close_notify, a close
+    frame), so ours, which resets both sides of a data channel that ends
+    without (a cut on the path), passes them on as clean ends: the local
+    service ends first, then the visitor, and each far side sees its bytes
+    and a clean EOF, not a reset. Either order crosses the reference's end
+    once: through the reference client (ref_client) or server (ref_server)."""
+    ls = listen_tcp(backlog=8, timeout=15)
+    conns = []
+    try:
+        m = Mixed(procs, ref, transport_blocks(transport, pki, keys),
+                  {"svc": ("tcp", ls.getsockname()[1])}).start()
+        port = m.ports["svc"]
+        # the control channel is up (as our side sees it)
+        m.ours().wait_log("service svc: control channel established" if ref == "ref_server"
+                          else "service svc: listening on", timeout=20)
+
+        def connection():
+            v = socket.create_connection(("127.0.0.1", port), timeout=15)
+            conns.append(v)
+            loc, _ = ls.accept()
+            conns.append(loc)
+            loc.settimeout(15)
+            v.sendall(b"hello")
+            assert recv_exact(loc, 5) == b"hello"
+            return v, loc
+
+        # the local service's end crosses the reference client, or ours
+        v, loc = connection()
+        loc.sendall(b"from the service")
+        loc.close()
+        assert recv_exact(v, 16) == b"from the service"
+        assert end_seen(v) == "eof"
+        # the visitor's end crosses our server, or the reference's
+        v, loc = connection()
+        v.sendall(b"from the visitor")
+        v.close()
+        assert recv_exact(loc, 16) == b"from the visitor"
+        assert end_seen(loc) == "eof"
+        assert m.server.alive() and m.client.alive()
+    finally:
+        for c in conns:
+            c.close()
+        ls.close()
 
 
 @pytest.mark.parametrize("ref", REF_SIDES)

@@ -359,10 +359,66 @@ static void test_eof_without_close_notify(void)
 			}
 		}
 		CHECKF(n == 0, "n = %zd: %s", n, p.s->err);
+		/* ... but an end that may be a cut on the path (issue 23) */
+		CHECK(p.s->cut);
 	} else {
 		CHECK(0);
 	}
 	close_pair(&p);
+}
+
+/* Sends "hello" from one end, then ends it with close_notify (notify) or
+ * with a bare TCP FIN; the other end reads to its end. Returns whether that
+ * end was marked as a cut (s->cut), or -1 if it did not end cleanly. */
+static int end_marked_cut(struct stream *from, struct stream *to, bool notify)
+{
+	const uint8_t *d;
+	ssize_t n = ST_AGAIN;
+	size_t got = 0;
+	int i, rc = ST_AGAIN;
+
+	if (stream_send(from, "hello", 5) < 0)
+		return -1;
+	for (i = 0; i < 100 && notify && rc == ST_AGAIN; i++) {
+		rc = stream_shutdown(from);
+		if (rc == ST_AGAIN)
+			sp_wait(from->fd, POLLOUT, 50);
+	}
+	if (!notify)
+		shutdown(from->fd, SHUT_WR);
+	else if (rc != 0)
+		return -1;
+	for (i = 0; i < 200 && n != 0 && n != ST_ERROR; i++) {
+		n = stream_peek(to, &d);
+		if (n > 0) {
+			got += (size_t)n;
+			stream_consume(to, (size_t)n);
+		} else if (n == ST_AGAIN) {
+			sp_wait(to->fd, POLLIN, 50);
+		}
+	}
+	return n == 0 && got == 5 ? to->cut : -1;
+}
+
+/* The end of the peer's stream is marked as a possible cut (s->cut) when no
+ * close_notify came before the FIN, with our records or OpenSSL's on the
+ * reading side, in both directions (issue 23, part 4). */
+static void test_end_marked(enum peer peer, const char *what)
+{
+	for (int way = 0; way < 2; way++) {
+		for (int notify = 0; notify < 2; notify++) {
+			struct pair p;
+			int cut;
+
+			if (!open_with_peer(&p, peer, NULL, what))
+				return;
+			cut = way ? end_marked_cut(p.s, p.c, notify) : end_marked_cut(p.c, p.s, notify);
+			CHECKF(cut == !notify, "%s, %s, %s: %d", what,
+			       way ? "server to client" : "client to server",
+			       notify ? "close_notify" : "bare FIN", cut);
+			close_pair(&p);
+		}
+	}
 }
 
 /* ---- our TLS 1.3 records (tls13.h) against OpenSSL's ---- */
@@ -1075,6 +1131,9 @@ int main(void)
 	test_hostname_override();
 	test_plain_peer();
 	test_eof_without_close_notify();
+	test_end_marked(BOTH_OURS, "our records both ends");
+	test_end_marked(OPENSSL_SERVER, "our client, OpenSSL's server");
+	test_end_marked(OPENSSL_CLIENT, "OpenSSL's client, our server");
 	test_records_ours_both_ends();
 	test_records_against_openssl(OPENSSL_SERVER, "our client, OpenSSL's server with tickets",
 				     two_tickets, "TLS_AES_128_GCM_SHA256");

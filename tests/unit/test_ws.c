@@ -544,6 +544,31 @@ static void test_truncated_frame(void)
 	ws_close(&w);
 }
 
+/* A whole frame, then the TCP end: without a close frame the end is marked
+ * as a possible cut (s->cut, issue 23); after a close frame it is clean. */
+static void test_end_without_close_frame(void)
+{
+	for (int with_close = 0; with_close < 2; with_close++) {
+		struct ws w;
+		struct stream *s = raw_client(&w, NULL, "", 0);
+		uint8_t f[64], out[64];
+		size_t n = frame(f, 1, 0x2, "abcdef", 6, 1);
+		int end;
+
+		if (s) {
+			if (with_close)
+				n += frame(f + n, 1, 0x8, "\x03\xe8", 2, 1);
+			raw_write(w.cfd, f, n);
+			shutdown(w.cfd, SHUT_WR);
+			CHECK(drive_read(s, out, sizeof out, sizeof out, &end) == 6);
+			CHECKF(end == 0 && s->cut == !with_close, "close frame %d: end %d cut %d %s",
+			       with_close, end, s->cut, s->err);
+			stream_free(s);
+		}
+		ws_close(&w);
+	}
+}
+
 static void bad_request(const char *request, const char *expect)
 {
 	struct ws w;
@@ -750,6 +775,7 @@ int main(void)
 	test_byte_by_byte();
 	test_violations();
 	test_truncated_frame();
+	test_end_without_close_frame();
 	test_bad_requests();
 	test_client_side();
 	test_bad_status_lines();
