@@ -212,8 +212,8 @@ function renderSummary(st) {
   $("uptime").textContent = duration(st.uptime_seconds);
   $("transport").textContent = st.transport || "-";
   if (st.role === "client") {
-    $("addr-label").textContent = "server";
-    $("addr").textContent = st.remote_addr || "-";
+    $("addr-label").textContent = (st.remote_addrs || []).length > 1 ? "servers" : "server";
+    $("addr").textContent = (st.remote_addrs || [st.remote_addr || "-"]).join(", ");
   } else {
     $("addr-label").textContent = "listening on";
     $("addr").textContent = (st.bind_addr || "-") + (st.listening === false ? " (not listening)" : "");
@@ -225,7 +225,7 @@ function renderSummary(st) {
 function channelPill(cc) {
   const up = cc === true || cc === "established";
   const text = cc === true ? "up" : cc === false ? "down" : String(cc);
-  const kind = up ? "up" : cc === false || cc === "retrying" ? "down" : "wait";
+  const kind = up ? "up" : [false, "retrying", "withdrawn"].includes(cc) ? "down" : "wait";
   return el("span", { class: "pill " + kind, text });
 }
 
@@ -304,8 +304,12 @@ function renderServices() {
     put(td.source, cfg ? cfg.source : "", cfg ? cfg.source : "");
     putNodes(td.actions, cfg ? cfg.source : "", () => actions(s.name, cfg));
     rows.push(td.name.parentNode);
-    for (const o of s.replicas || []) rows.push(subRow(s.name, "replica", o.peer, o));
-    for (const o of s.upstreams || []) rows.push(subRow(s.name, "upstream", o.remote_addr, o));
+    // a service's clients (server, with balance) or servers (client, with
+    // several remote_addr), one line each; a lone one says nothing more
+    if (s.balance || (s.replicas || []).length > 1)
+      for (const o of s.replicas) rows.push(subRow(s.name, "replica", o.peer, o));
+    if ((st.remote_addrs || []).length > 1 || (s.upstreams || []).length > 1)
+      for (const o of s.upstreams) rows.push(subRow(s.name, "upstream", o.remote_addr, o));
   }
   if (!rows.length) {
     const td = cachedRow("none", {}, [["hint", 13]]).td;
@@ -326,16 +330,17 @@ function renderServices() {
 
 // A replica (server) or an upstream (client) under its service's row.
 function subRow(service, kind, label, o) {
-  const known = new Set(["peer", "remote_addr", "control_channel", "connections_active",
+  const known = new Set(["peer", "remote_addr", "control_channel", "state", "connections_active",
                          "connections_total", "bytes_in", "bytes_out", "data_channels_pooled"]);
+  // an upstream's state names more than its control_channel's true or false
+  const cc = o.state !== undefined ? o.state : o.control_channel;
   const extra = Object.entries(o).filter(([k, v]) => !known.has(k) && typeof v !== "object")
     .map(([k, v]) => k + " " + v).join(", ");
   const td = cachedRow("r:" + service + ":" + kind + ":" + label, { class: "sub", "data-sub": kind },
                        SUB_CELLS).td;
   put(td.label, kind + " " + (label || "?"));
   put(td.pooled, o.data_channels_pooled !== undefined ? o.data_channels_pooled + " pooled" : "");
-  putNodes(td.state, String(o.control_channel),
-           () => [o.control_channel !== undefined ? channelPill(o.control_channel) : null]);
+  putNodes(td.state, String(cc), () => [cc !== undefined ? channelPill(cc) : null]);
   put(td.active, o.connections_active, o.connections_active);
   put(td.served, o.connections_total, o.connections_total);
   put(td.gap, "");

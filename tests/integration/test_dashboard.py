@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port, wait_port, wait_until
-from helpers import Tunnel, http, wait_tunnel
+from helpers import Tunnel, client_config, http, server_config, wait_tunnel
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -304,3 +304,37 @@ def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
     assert text_of(d, "#role") == "client"
     assert int(cell(d, "echo", "in")) >= load.moved
 
+
+
+def test_dashboard_shows_upstreams(procs, echo, browser):
+    """A client with two servers (remote_addr as an array): its page names
+    both, and lists each server under the service with its own channel and
+    counters (a visitor through each server: each line served one)."""
+    d = browser
+    sports, vports, api = [free_port(), free_port()], [free_port(), free_port()], free_port()
+    for i in range(2):
+        s = procs.rathole(server_config(sports[i], {"web": dict(bind_port=vports[i], token="t")}),
+                          name=f"server{i}.toml")
+        s.wait_log(f"listening on 127.0.0.1:{sports[i]}", timeout=30)
+    remotes = [f"127.0.0.1:{p}" for p in sports]
+    text = client_config(sports[0], {"web": dict(local_port=echo.port, token="t")},
+                         extra=f'[client.api]\nbind_addr = "127.0.0.1:{api}"\n')
+    text = text.replace(f'remote_addr = "{remotes[0]}"', "remote_addr = " + json.dumps(remotes))
+    procs.rathole(text, name="client.toml")
+    for p in vports:
+        wait_tunnel(p)
+    d.get(f"http://127.0.0.1:{api}/")
+    wait_until(lambda: d.execute_script(
+        "return document.querySelectorAll('#services tr[data-sub=upstream]').length") == 2, 15,
+        what="two upstream rows")
+    assert text_of(d, "#addr-label") == "servers" and text_of(d, "#addr") == ", ".join(remotes)
+    rows = d.execute_script(
+        "return [...document.querySelectorAll('#services tr[data-sub=upstream]')].map((r) =>"
+        " [r.querySelector('td.label').textContent, r.querySelector('td.state').textContent,"
+        "  Number(r.querySelector('td.served').dataset.value)])")
+    assert sorted(r[0] for r in rows) == sorted("upstream " + a for a in remotes)
+    assert all(r[1] == "established" for r in rows), rows
+    wait_until(lambda: all(r >= 1 for r in d.execute_script(
+        "return [...document.querySelectorAll('#services tr[data-sub=upstream] td.served')]"
+        ".map((e) => Number(e.dataset.value))")), 10, what="a visitor counted on each server")
+    assert cell(d, "web", "state") == "established"
