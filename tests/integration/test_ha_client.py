@@ -6,13 +6,15 @@ import os
 import random
 import signal
 import socket
+import threading
 
 import pytest
 
 from conftest import (RATHOLE, REPO, free_port, port_open, run_rathole, wait_port, wait_port_closed,
                       wait_until)
-from helpers import (EchoServer, UdpEcho, client_config, closed_by_peer, echo_on, echo_once, held, http,
-                     metric, server_config, wait_tunnel)
+from helpers import (EchoServer, UdpEcho, accepted, client_config, closed_by_peer, echo_on,
+                     echo_once, held, http, listen_tcp, metric, recv_all, server_config,
+                     wait_tunnel)
 
 HC = 1  # health_check_interval of the tests, in seconds
 
@@ -347,3 +349,77 @@ def test_reference_server_as_one_of_two(procs, echo):
                what="the client to see the reference server gone")
     for i in range(3):
         assert echo_once(vp[0], b"ours %d" % i) == b"ours %d" % i
+
+
+# ---- health checks with two replicas (the server's balance) ----
+
+class Tagged:
+    """A local service that answers every connection with its tag, then
+    closes: a visitor learns which replica served it."""
+
+    def __init__(self, tag, port=0):
+        self.tag = tag
+        self.sock = listen_tcp(port=port)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        for c in accepted(self.sock, lambda: self._stop):
+            try:
+                c.sendall(self.tag)
+            except OSError:
+                pass
+            c.close()
+
+    def stop(self):
+        self._stop = True
+        self._t.join(5)
+        self.sock.close()
+
+
+def visit(port):
+    """The tag of the replica that served one visitor (b"" when none did)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            return recv_all(c)
+    except OSError:
+        return b""
+
+
+def test_health_check_moves_visitors_to_the_other_replica(procs):
+    """Two clients serve one service (balance = "round_robin"): the local
+    service behind one stops, its client withdraws after 3 failed checks and
+    every new visitor goes to the other replica; the service back, the first
+    client registers again and gets visitors again."""
+    sp, vp, capi_a = free_port(), free_port(), free_port()
+    a, b = Tagged(b"A", port=reopened_port()), Tagged(b"B")
+    try:
+        procs.rathole(server_config(sp, {"web": dict(bind_port=vp, token="t",
+                                                     extra='balance = "round_robin"')}),
+                      name="s.toml").wait_log("listening on 127.0.0.1:%d" % sp)
+        for tag, local, extra in ((b"A", a, api_extra("client", capi_a)), (b"B", b, "")):
+            procs.rathole(client_config(sp, {"web": dict(local_port=local.port, token="t",
+                                                         extra=f"health_check_interval = {HC}")},
+                                        extra=extra), name=f"c{tag.decode()}.toml")
+        wait_until(lambda: {visit(vp) for _ in range(6)} == {b"A", b"B"}, 20,
+                   what="both replicas serving")
+
+        a.stop()
+        wait_until(lambda: client_status(capi_a)["web"]["healthy"] is False, 10 * HC + 10,
+                   what="client A to withdraw the service")
+        assert client_status(capi_a)["web"]["health_check_failures"] >= 3
+        # the server may take a moment to see the control channel go
+        wait_until(lambda: [visit(vp) for _ in range(4)] == [b"B"] * 4, 10,
+                   what="the server to balance away from replica A")
+        assert [visit(vp) for _ in range(20)] == [b"B"] * 20
+
+        a = Tagged(b"A", port=a.port)
+        wait_until(lambda: b"A" in {visit(vp) for _ in range(6)}, 10 * HC + 15,
+                   what="replica A serving again")
+        assert client_status(capi_a)["web"]["healthy"] is True
+        assert {visit(vp) for _ in range(10)} == {b"A", b"B"}
+    finally:
+        a.stop()
+        b.stop()
