@@ -46,8 +46,8 @@ struct apiconn {
 	struct watcher w;
 	struct timer deadline;
 	enum astate state;
-	char in[HTTP_MAX_REQUEST];
-	size_t inlen;
+	char *in;			/* the request: HTTP_MAX_REQUEST, then grown */
+	size_t inlen, incap;		/* to its header block and body */
 	struct buf out;
 	size_t outoff;
 };
@@ -139,12 +139,15 @@ static int parse_header(const char *p, const char *eol, struct http_request *req
 	} else if (nlen == 12 && strncasecmp(p, "content-type", 12) == 0) {
 		req->content_type = v;
 		req->content_type_len = (size_t)(eol - v);
+	} else if (nlen == 8 && strncasecmp(p, "if-match", 8) == 0) {
+		req->if_match = v;
+		req->if_match_len = (size_t)(eol - v);
 	} else if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
 		size_t cl = 0;
 		if (v == eol)
 			goto bad;
 		for (const char *q = v; q < eol; q++) {
-			if (*q < '0' || *q > '9' || cl > HTTP_MAX_REQUEST)
+			if (*q < '0' || *q > '9' || cl > 100 * HTTP_MAX_BODY)
 				goto bad;
 			cl = cl * 10 + (size_t)(*q - '0');
 		}
@@ -160,7 +163,7 @@ bad:
 
 int http_parse_request(const char *buf, size_t len, struct http_request *req, int *status)
 {
-	const char *end = find_crlf2(buf, len), *p, *eol;
+	const char *end = find_crlf2(buf, len < HTTP_MAX_REQUEST ? len : HTTP_MAX_REQUEST), *p, *eol;
 
 	memset(req, 0, sizeof *req);
 	*status = 0;
@@ -187,7 +190,7 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req, in
 		if (memchr(p, '\n', (size_t)(eol - p)) || parse_header(p, eol, req, status) < 0)
 			goto bad;
 	}
-	if (req->header_len + req->content_length > HTTP_MAX_REQUEST) {
+	if (req->content_length > HTTP_MAX_BODY) {
 		*status = 413;
 		return -1;
 	}
@@ -325,12 +328,15 @@ static const char *reason(int code)
 {
 	switch (code) {
 	case 200: return "OK";
+	case 201: return "Created";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
+	case 412: return "Precondition Failed";
+	case 500: return "Internal Server Error";
 	case 413: return "Payload Too Large";
 	case 414: return "URI Too Long";
 	case 431: return "Request Header Fields Too Large";
@@ -372,6 +378,79 @@ static bool authorized(const struct api *a, const struct http_request *req)
 	ok = secure_equal(d, a->token_digest, sizeof d);
 	explicit_bzero(d, sizeof d);
 	return ok;
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* %XX-decodes a path segment into out (NUL-terminated); -1 if malformed. */
+static int decode_segment(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+
+		if (ch == '%') {
+			int hi, lo;
+
+			if (n - i < 3 || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
+				return -1;
+			ch = (char)(hi << 4 | lo);
+			if (!ch)
+				return -1;
+			i += 2;
+		} else if (ch == '/') {
+			return -1;
+		}
+		if (o + 1 >= cap)
+			return -1;
+		out[o++] = ch;
+	}
+	out[o] = '\0';
+	return o ? 0 : -1;
+}
+
+static void route_services(struct apiconn *c, const struct http_request *req, const char *path,
+			   size_t plen)
+{
+	struct api *a = c->api;
+	struct api_reply r = { 0 };
+	const char *m = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
+	char name[sizeof req->path], extra[96] = "";
+
+	if (plen == 13) {
+		if (strcmp(m, "GET") != 0) {
+			respond(c, 405, NULL, "Allow: GET\r\n", NULL);
+			return;
+		}
+		a->hooks.services(a->arg, m, NULL, NULL, 0, NULL, 0, &r);
+	} else {
+		if (strcmp(m, "GET") != 0 && strcmp(m, "PUT") != 0 && strcmp(m, "DELETE") != 0) {
+			respond(c, 405, NULL, "Allow: GET, PUT, DELETE\r\n", NULL);
+			return;
+		}
+		if (decode_segment(path + 14, plen - 14, name, sizeof name) < 0) {
+			r.status = 404;
+			buf_printf(&r.body, "{\"error\": \"not a service's address: "
+				   "/api/services/NAME, NAME %%-encoded\"}\n");
+		} else {
+			a->hooks.services(a->arg, m, name, c->in + req->header_len,
+					  req->content_length, req->if_match, req->if_match_len, &r);
+		}
+	}
+	if (r.etag[0])
+		snprintf(extra, sizeof extra, "ETag: %s\r\n", r.etag);
+	respond(c, r.status, "application/json", extra, &r.body);
+	buf_free(&r.body);
 }
 
 static void route(struct apiconn *c, const struct http_request *req)
@@ -431,6 +510,9 @@ static void route(struct apiconn *c, const struct http_request *req)
 				   "rejected; the running one stays in force (see the log)\"}\n");
 			respond(c, 409, "application/json", NULL, &body);
 		}
+	} else if (a->hooks.services && plen >= 13 && strncmp(path, "/api/services", 13) == 0 &&
+		   (plen == 13 || path[13] == '/')) {
+		route_services(c, req, path, plen);
 	} else {
 		respond(c, 404, NULL, NULL, NULL);
 	}
@@ -453,6 +535,7 @@ static void conn_free(struct apiconn *c)
 	timer_stop(a->loop, &c->deadline);
 	fds_close(c->fd);
 	buf_free(&c->out);
+	free(c->in);
 	free(c);
 }
 
@@ -464,7 +547,7 @@ static bool conn_read(struct apiconn *c)
 	ssize_t n;
 
 	do
-		n = read(c->fd, c->in + c->inlen, sizeof c->in - c->inlen);
+		n = read(c->fd, c->in + c->inlen, c->incap - c->inlen);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && errno == EAGAIN)
 		return true;
@@ -480,8 +563,20 @@ static bool conn_read(struct apiconn *c)
 		respond(c, status, NULL, NULL, NULL);
 		return true;
 	}
-	if (c->inlen < req.header_len + req.content_length)
+	if (c->inlen < req.header_len + req.content_length) {
+		size_t need = req.header_len + req.content_length;	/* bounded by the parser */
+		char *bigger;
+
+		if (c->incap < need) {
+			if (!(bigger = realloc(c->in, need))) {
+				respond(c, 413, NULL, NULL, NULL);
+				return true;
+			}
+			c->in = bigger;
+			c->incap = need;
+		}
 		return true;		/* the body is still coming */
+	}
 	route(c, &req);
 	return true;
 }
@@ -555,6 +650,12 @@ static void on_accept(struct loop *l, struct watcher *w, uint32_t events)
 			fds_close(fd);
 			continue;
 		}
+		if (!(c->in = malloc(HTTP_MAX_REQUEST))) {
+			free(c);
+			fds_close(fd);
+			continue;
+		}
+		c->incap = HTTP_MAX_REQUEST;
 		c->api = a;
 		c->fd = fd;
 		c->state = A_READ;
@@ -613,7 +714,7 @@ struct api *api_new(struct loop *l, const struct api_config *ac,
 	}
 	watcher_init(&a->lw, a->lfd, on_accept);
 	loop_watch(l, &a->lw, EPOLLIN);
-	log_info("api listening on http://%s (/metrics, /api/status, /api/reload)%s", bind_addr,
+	log_info("api listening on http://%s (/metrics, /api/status, /api/reload, /api/services)%s", bind_addr,
 		 token ? ", bearer token required" : "");
 	return a;
 fail:

@@ -13,8 +13,8 @@
  * (DNS rebinding), and a request that changes state when it comes from
  * another origin or as a form (a cross-site POST from a page in the
  * operator's browser). One request per
- * connection; requests are bounded in size (8 KiB) and time (5 s), and at
- * most 64 connections are served at once. */
+ * connection; requests are bounded in size (8 KiB of headers, 64 KiB of
+ * body) and time (5 s), and at most 64 connections are served at once. */
 #ifndef API_H
 #define API_H
 
@@ -27,11 +27,23 @@
 
 struct api;
 
+/* The answer to a request about services. */
+struct api_reply {
+	int status;
+	struct buf body;		/* JSON */
+	char etag[48];			/* "" or a quoted ETag for the ETag header */
+};
+
 struct api_hooks {
 	void (*metrics)(void *arg, struct buf *out);
 	void (*status)(void *arg, struct buf *out);
 	/* Returns 0 if the reload was applied, -1 if it was rejected. */
 	int (*reload)(void *arg);
+	/* /api/services (name NULL) and /api/services/NAME: method is GET,
+	 * PUT or DELETE; body the request's (PUT); if_match the If-Match value
+	 * or NULL. Fills r. */
+	void (*services)(void *arg, const char *method, const char *name, const char *body,
+			 size_t len, const char *if_match, size_t if_match_len, struct api_reply *r);
 };
 
 struct api *api_new(struct loop *l, const struct api_config *ac,
@@ -40,7 +52,8 @@ void api_free(struct api *a);
 
 /* ---- the request parser, separate so that it can be fuzzed ---- */
 
-#define HTTP_MAX_REQUEST 8192
+#define HTTP_MAX_REQUEST 8192		/* the request line and headers */
+#define HTTP_MAX_BODY (64 * 1024)
 
 struct http_request {
 	char method[8];
@@ -54,13 +67,16 @@ struct http_request {
 	size_t origin_len;
 	const char *content_type;	/* Content-Type */
 	size_t content_type_len;
+	const char *if_match;		/* If-Match */
+	size_t if_match_len;
 	size_t header_len;		/* bytes up to and including the blank line */
 	size_t content_length;
 };
 
 /* Returns 1 when the header block is complete and valid, 0 when more bytes
- * are needed, or -1 (with a status code in *status: 400, 405, 414, 431, 505)
- * for a request we refuse. */
+ * are needed, or -1 (with a status code in *status: 400, 405, 413, 414, 431,
+ * 505) for a request we refuse. The body (content_length bytes, at most
+ * HTTP_MAX_BODY) follows the header block. */
 int http_parse_request(const char *buf, size_t len, struct http_request *req, int *status);
 
 /* Why a parsed request must be refused whatever its token (403), or NULL:

@@ -23,8 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include "acl.h"
 #include "base64.h"
+#include "buf.h"
 #include "net.h"
 #include "noise.h"
 #include "proxy.h"
@@ -43,6 +46,8 @@ struct ctx {
 	enum side side;
 	int lines[CONFIG_MAX_ERRORS];	/* of each stored message, to sort them */
 	struct config *cfg;		/* being built: secret_files are noted there */
+	bool no_position;		/* messages without "file:line: " (the API's) */
+	const char *key;		/* the service key being read, for errs->key */
 };
 
 enum kind {
@@ -207,11 +212,13 @@ static const struct key server_api_keys[] = {
 	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2334", .check = check_numeric_addr },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
 	{ .name = "hosts", .kind = K_STRINGS, .off = OFF(T, hosts), .count_off = OFF(T, nhosts), .check = check_host_name },
+	{ .name = "services_file", .kind = K_STRING, .off = OFF(T, services_file) },
 };
 static const struct key client_api_keys[] = {
 	{ .name = "bind_addr", .kind = K_STRING, .off = OFF(T, bind_addr), .sdef = "127.0.0.1:2335", .check = check_numeric_addr },
 	{ .name = "token", .kind = K_STRING, .off = OFF(T, token), .flags = KEY_SECRET },
 	{ .name = "hosts", .kind = K_STRINGS, .off = OFF(T, hosts), .count_off = OFF(T, nhosts), .check = check_host_name },
+	{ .name = "services_file", .kind = K_STRING, .off = OFF(T, services_file) },
 };
 static const struct section server_api_section = SECTION(server_api_keys, T, .side = SIDE_ANY);
 static const struct section client_api_section = SECTION(client_api_keys, T, .side = SIDE_ANY);
@@ -381,8 +388,9 @@ static void add_error(struct ctx *c, int line, const char *fmt, ...)
 		return;
 	}
 	c->lines[e->count] = line;
+	snprintf(e->key[e->count], sizeof e->key[0], "%s", c->key ? c->key : "");
 	m = e->msg[e->count++];
-	n = snprintf(m, sizeof e->msg[0], "%s:%d: ", c->file, line > 0 ? line : 1);
+	n = c->no_position ? 0 : snprintf(m, sizeof e->msg[0], "%s:%d: ", c->file, line > 0 ? line : 1);
 	if (n < 0 || (size_t)n >= sizeof e->msg[0])
 		return;
 	va_start(ap, fmt);
@@ -1217,8 +1225,10 @@ static void parse_section(struct ctx *c, const struct section *s, const struct t
 		char kpath[PATH_LEN];
 		bool stored;
 
+		c->key = s->service ? kv->key : NULL;
 		if (!k && !fk) {
 			report_unknown_key(c, s, kv, path);
+			c->key = NULL;
 			continue;
 		}
 		if (fk) {
@@ -1242,10 +1252,16 @@ static void parse_section(struct ctx *c, const struct section *s, const struct t
 		stored = fk ? store_secret_file(c, k, kv, base, kpath) : store_value(c, k, kv, base, kpath);
 		if (stored && k->has_off)
 			*(bool *)((char *)base + k->has_off - 1) = true;
+		c->key = NULL;
 	}
-	for (size_t i = 0; i < s->nkeys; i++)
-		if ((s->keys[i].flags & KEY_REQUIRED) && !seen[i])
-			report_missing(c, s, &s->keys[i], base, path, line);
+	for (size_t i = 0; i < s->nkeys; i++) {
+		if (!(s->keys[i].flags & KEY_REQUIRED) || seen[i])
+			continue;
+		if (s->service)
+			c->key = s->keys[i].name;
+		report_missing(c, s, &s->keys[i], base, path, line);
+		c->key = NULL;
+	}
 	c->side = saved;
 }
 
@@ -1372,23 +1388,27 @@ static void reject_tcp_only_keys(struct ctx *c, const struct service_config *s,
 	snprintf(rpath, sizeof rpath, "%s.services", role);
 	path_join(spath, sizeof spath, rpath, s->name, strlen(s->name));
 	if (s->max_connections) {
+		c->key = "max_connections";
 		path_join(kpath, sizeof kpath, spath, "max_connections", 15);
 		add_error(c, key_line(node, "max_connections", s->line),
 			  "%s: applies to tcp services only; a udp service's visitors are "
 			  "bounded by the client's udp_max_sessions", kpath);
 	}
 	if (s->proxy_protocol) {
+		c->key = "proxy_protocol";
 		path_join(kpath, sizeof kpath, spath, "proxy_protocol", 14);
 		add_error(c, key_line(node, "proxy_protocol", s->line),
 			  "%s: applies to tcp services only (no PROXY header is sent with "
 			  "datagrams); remove it or set it to \"none\"", kpath);
 	}
 	if (s->health_check_interval) {
+		c->key = "health_check_interval";
 		path_join(kpath, sizeof kpath, spath, "health_check_interval", 21);
 		add_error(c, key_line(node, "health_check_interval", s->line),
 			  "%s: applies to tcp services only (the check is a TCP connect to "
 			  "local_addr, which a udp service cannot answer); remove it", kpath);
 	}
+	c->key = NULL;
 }
 
 /* Tokens, nodelay and retry_interval fall back on the role's values. */
@@ -1421,8 +1441,10 @@ static void resolve_services(struct ctx *c, struct service_config *svcs, size_t 
 		path_join(spath, sizeof spath, rpath, s->name, strlen(s->name));
 		sb_init(&b, shown, sizeof shown);
 		sb_quoted(&b, s->name, strlen(s->name), 64);
+		c->key = "token";
 		add_error(c, s->line, "service %s: missing token (set %s.token or %s.default_token)",
 			  shown, spath, role);
+		c->key = NULL;
 	}
 }
 
@@ -1869,14 +1891,17 @@ static void resolve_vhosts(struct ctx *c, struct server_config *s, const struct 
 		service_path(spath, sizeof spath, sc);
 		sb_init(&b, shown, sizeof shown);
 		sb_quoted(&b, sc->name, strlen(sc->name), 64);
+		c->key = "bind_addr";
 		if (!sc->bind_addr && !sc->nhostnames && !child(sn, "bind_addr") &&
 		    !child(sn, "hostnames"))
 			add_error(c, sc->line, "service %s: missing bind_addr (where visitors connect, "
 				  "e.g. \"0.0.0.0:5202\"; set %s.bind_addr, or hostnames with "
 				  "server.http_bind_addr or https_bind_addr)", shown, spath);
+		c->key = "vhost";
 		if (child(sn, "vhost") && !child(sn, "hostnames"))
 			add_error(c, key_line(sn, "vhost", sc->line), "%s.vhost: applies to a "
 				  "service with hostnames; add hostnames or remove it", spath);
+		c->key = "hostnames";
 		if (!sc->nhostnames)
 			continue;
 		/* as the listeners compare them: lower case, no trailing dot (never
@@ -1905,10 +1930,43 @@ static void resolve_vhosts(struct ctx *c, struct server_config *s, const struct 
 				  "\"0.0.0.0:443\")");
 	}
 	check_hostname_claims(c, s, services_node);
+	c->key = NULL;
+}
+
+static bool loopback(const struct net_addr *a)
+{
+	const uint8_t *b6 = a->u.in6.sin6_addr.s6_addr;
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (a->u.sa.sa_family == AF_INET)
+		return (ntohl(a->u.in4.sin_addr.s_addr) >> 24) == 127;
+	if (a->u.sa.sa_family != AF_INET6)
+		return false;
+	return IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr) ||
+	       (memcmp(b6, mapped, sizeof mapped) == 0 && b6[12] == 127);
+}
+
+/* The API can change services: where others can reach it, only with a
+ * token. */
+static void check_api(struct ctx *c, const struct api_config *api, const struct toml_value *node,
+		      const char *role)
+{
+	const struct toml_value *an = child(node, "api");
+	struct net_addr a;
+
+	if (!api || api->token || !api->bind_addr || net_parse_numeric(api->bind_addr, &a) < 0 ||
+	    loopback(&a))
+		return;
+	add_error(c, key_line(an, "bind_addr", line_of(an, 1)),
+		  "%s.api.token: required when %s.api.bind_addr (\"%s\") is not a loopback "
+		  "address: whoever reaches it could change the services; set a token, or bind "
+		  "the api to 127.0.0.1 and reach it through an SSH tunnel", role, role,
+		  api->bind_addr);
 }
 
 static void resolve_server(struct ctx *c, struct server_config *s, const struct toml_value *node)
 {
+	check_api(c, s->api, node, "server");
 	resolve_vhosts(c, s, node);
 	resolve_services(c, s->services, s->nservices, s->default_token, &s->transport, 0,
 			 child(node, "services"), "server");
@@ -1921,6 +1979,7 @@ static void resolve_server(struct ctx *c, struct server_config *s, const struct 
 
 static void resolve_client(struct ctx *c, struct client_config *cl, const struct toml_value *node)
 {
+	check_api(c, cl->api, node, "client");
 	resolve_services(c, cl->services, cl->nservices, cl->default_token, &cl->transport,
 			 cl->retry_interval, child(node, "services"), "client");
 	resolve_transport(c, &cl->transport, node, "client", false);
@@ -1954,7 +2013,7 @@ static void check_heartbeats(struct ctx *c, const struct config *cfg, const stru
 static void sort_errors(struct ctx *c)
 {
 	struct config_errors *e = c->errs;
-	char tmp[sizeof e->msg[0]];
+	char tmp[sizeof e->msg[0]], ktmp[sizeof e->key[0]];
 
 	for (int i = 1; i < e->count; i++) {
 		int line = c->lines[i], j = i;
@@ -1962,11 +2021,14 @@ static void sort_errors(struct ctx *c)
 		if (c->lines[i - 1] <= line)
 			continue;
 		memcpy(tmp, e->msg[i], sizeof tmp);
+		memcpy(ktmp, e->key[i], sizeof ktmp);
 		for (; j > 0 && c->lines[j - 1] > line; j--) {
 			memcpy(e->msg[j], e->msg[j - 1], sizeof tmp);
+			memcpy(e->key[j], e->key[j - 1], sizeof ktmp);
 			c->lines[j] = c->lines[j - 1];
 		}
 		memcpy(e->msg[j], tmp, sizeof tmp);
+		memcpy(e->key[j], ktmp, sizeof ktmp);
 		c->lines[j] = line;
 	}
 }
@@ -2117,4 +2179,184 @@ void config_free(struct config *cfg)
 	free(cfg->secret_files);
 	free(cfg->path);
 	free(cfg);
+}
+
+/* ---- services from elsewhere (the admin API, its services_file) ---- */
+
+int config_add_service(struct config *cfg, bool server, const char *name,
+		       const struct toml_value *tbl, const char *origin,
+		       struct config_errors *errs)
+{
+	struct ctx c = { .file = origin ? origin : "api", .errs = errs, .cfg = cfg,
+			 .side = server ? SIDE_SERVER : SIDE_CLIENT, .no_position = !origin };
+	const struct section *sec = server ? &server_service_section : &client_service_section;
+	struct service_config **arr, *svc, *bigger;
+	size_t *count;
+	const char *role = server ? "server" : "client", *dtok;
+	const struct transport_config *t;
+	char rpath[32], spath[PATH_LEN], shown[PATH_LEN];
+	int retry = 0;
+	struct sbuf b;
+
+	errs->count = errs->omitted = 0;
+	if (server ? !cfg->server : !cfg->client) {
+		add_error(&c, 0, "the configuration has no [%s] block", role);
+		return -1;
+	}
+	if (server) {
+		arr = &cfg->server->services;
+		count = &cfg->server->nservices;
+		dtok = cfg->server->default_token;
+		t = &cfg->server->transport;
+	} else {
+		arr = &cfg->client->services;
+		count = &cfg->client->nservices;
+		dtok = cfg->client->default_token;
+		t = &cfg->client->transport;
+		retry = cfg->client->retry_interval;
+	}
+	snprintf(rpath, sizeof rpath, "%s.services", role);
+	path_join(spath, sizeof spath, rpath, name, strlen(name));
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, name, strlen(name), 64);
+	if (config_find_service(*arr, *count, name)) {
+		add_error(&c, tbl ? tbl->line : 0, "service %s is already defined in %s", shown,
+			  cfg->path);
+		return -1;
+	}
+	if (!tbl || tbl->type != TOML_TABLE) {
+		add_error(&c, tbl ? tbl->line : 0, "%s: expected a table (a service), found %s",
+			  spath, tbl ? toml_type_name(tbl->type) : "nothing");
+		return -1;
+	}
+	bigger = realloc(*arr, (*count + 1) * sizeof **arr);
+	if (!bigger) {
+		add_oom(&c, tbl->line);
+		return -1;
+	}
+	*arr = bigger;
+	svc = &bigger[*count];
+	memset(svc, 0, sizeof *svc);
+	svc->name = strdup(name);
+	if (!svc->name) {
+		add_oom(&c, tbl->line);
+		return -1;
+	}
+	svc->line = tbl->line;
+	svc->from_api = true;
+	apply_defaults(&c, sec, svc);
+	parse_section(&c, sec, tbl, svc, spath, svc->line);
+	if (errs->count == 0) {
+		struct range r;
+
+		if (service_range(svc, server, &r)) {
+			c.key = server ? "bind_addr" : "local_addr";
+			add_error(&c, svc->line, "%s.%s: a port range cannot be made through the "
+				  "api; write it in the config file", spath, c.key);
+		}
+	}
+	(*count)++;
+	if (errs->count == 0) {
+		/* the cross-service checks look keys up under the role's node:
+		 * one that holds this service alone (the others passed them) */
+		struct toml_kv kv = { .key = (char *)name, .keylen = strlen(name),
+				      .val = (struct toml_value *)tbl };
+		struct toml_value services = { .type = TOML_TABLE }, rnode = { .type = TOML_TABLE };
+		struct toml_kv rkv = { .key = "services", .keylen = 8, .val = &services };
+
+		services.u.table.items = &kv;
+		services.u.table.len = services.u.table.cap = 1;
+		rnode.u.table.items = &rkv;
+		rnode.u.table.len = rnode.u.table.cap = 1;
+		if (server)
+			resolve_vhosts(&c, cfg->server, &rnode);
+		resolve_services(&c, svc, 1, dtok, t, retry, &services, role);
+		if (server)
+			check_overlaps(&c, *arr, *count, &services);
+	}
+	if (errs->count) {
+		(*count)--;
+		sort_errors(&c);
+		free_section(sec, svc);
+		free(svc->name);
+		return -1;
+	}
+	return 0;
+}
+
+static void json_secret(struct buf *b)
+{
+	buf_printf(b, "\"(redacted)\"");
+}
+
+void config_service_json(struct buf *b, const struct service_config *s, bool server)
+{
+	const struct section *sec = server ? &server_service_section : &client_service_section;
+	bool first = true;
+
+	buf_printf(b, "{");
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct key *k = &sec->keys[i];
+		const void *field = (const char *)s + k->off;
+
+		if (k->kind == K_STRING && !*(char *const *)field)
+			continue;
+		if ((k->kind == K_CIDRS || k->kind == K_STRINGS) &&
+		    !*(const size_t *)((const char *)s + k->count_off))
+			continue;
+		if (strcmp(k->name, "vhost") == 0 && !s->nhostnames)
+			continue;	/* meaningless (and refused) without hostnames */
+		if (k->kind == K_ENUM && k->has_off &&
+		    !*(const bool *)((const char *)s + k->has_off - 1))
+			continue;	/* unset is a choice of its own (balance) */
+		buf_printf(b, "%s\"%s\": ", first ? "" : ", ", k->name);
+		first = false;
+		switch (k->kind) {
+		case K_STRING:
+			if (k->flags & KEY_SECRET)
+				json_secret(b);
+			else
+				buf_json_string(b, *(char *const *)field);
+			break;
+		case K_INT:
+			buf_printf(b, "%d", *(const int *)field);
+			break;
+		case K_BOOL:
+			buf_printf(b, "%s", *(const bool *)field ? "true" : "false");
+			break;
+		case K_ENUM:
+			buf_json_string(b, k->choices[*(const int *)field]);
+			break;
+		case K_CIDRS: {
+			const struct cidr *cs = *(struct cidr *const *)field;
+			size_t n = *(const size_t *)((const char *)s + k->count_off);
+
+			buf_printf(b, "[");
+			for (size_t j = 0; j < n; j++) {
+				char addr[INET6_ADDRSTRLEN];
+
+				inet_ntop(cs[j].family, cs[j].addr, addr, sizeof addr);
+				buf_printf(b, "%s\"%s/%d\"", j ? ", " : "", addr, cs[j].prefix);
+			}
+			buf_printf(b, "]");
+			break;
+		}
+		case K_STRINGS: {
+			char *const *strs = *(char **const *)field;
+			size_t n = *(const size_t *)((const char *)s + k->count_off);
+
+			buf_printf(b, "[");
+			for (size_t j = 0; j < n; j++) {
+				buf_printf(b, "%s", j ? ", " : "");
+				buf_json_string(b, strs[j]);
+			}
+			buf_printf(b, "]");
+			break;
+		}
+		default:
+			buf_printf(b, "null");	/* no other kind in a service table */
+			break;
+		}
+	}
+	buf_printf(b, "}");
 }

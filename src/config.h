@@ -99,6 +99,7 @@ struct service_config {
 	 * a new client replaces the old one (the reference's behaviour) */
 	bool has_balance;
 	enum balance_policy balance;
+	bool from_api;			/* created through the admin API, not the file */
 };
 
 /* Which shared listeners route a service's hostnames. */
@@ -112,6 +113,9 @@ struct api_config {
 	 * header may carry (DNS rebinding: any other name is refused) */
 	char **hosts;
 	size_t nhosts;
+	/* where services created through the API are kept (TOML, rewritten
+	 * atomically); NULL: they last until the process ends */
+	char *services_file;
 };
 
 struct server_config {
@@ -161,6 +165,9 @@ struct config_errors {
 	int count;
 	int omitted;			/* errors beyond CONFIG_MAX_ERRORS, not stored */
 	char msg[CONFIG_MAX_ERRORS][512];
+	/* the key of a service's table each message is about ("" when none):
+	 * the admin API names it in its answer */
+	char key[CONFIG_MAX_ERRORS][32];
 };
 
 /* Parses and validates text read from path. Returns NULL and fills errs on error. */
@@ -173,6 +180,22 @@ char *config_read_file(const char *path, size_t *len, char *err_msg, size_t errl
 /* Reads the file and parses it; errors (unreadable file too) go to errs. */
 struct config *config_load(const char *path, struct config_errors *errs);
 void config_free(struct config *cfg);
+
+struct toml_value;
+struct buf;
+
+/* Adds one service, given as the TOML table of its keys, to a parsed
+ * config's role (server or client), with the file's rules and messages and
+ * the role's defaults (default_token, nodelay, retry_interval). origin names
+ * where the table came from for the messages ("path:line: ..."); NULL: from
+ * the admin API, messages without a position. Returns 0, or -1 with errs
+ * filled (a name the config already has is an error too). */
+int config_add_service(struct config *cfg, bool server, const char *name,
+		       const struct toml_value *tbl, const char *origin,
+		       struct config_errors *errs);
+/* A service's settings as JSON, the keys as in its TOML table, tokens and
+ * other secrets shown as "(redacted)". */
+void config_service_json(struct buf *b, const struct service_config *s, bool server);
 
 const struct service_config *config_find_service(const struct service_config *s,
 						 size_t n, const char *name);

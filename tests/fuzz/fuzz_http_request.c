@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data, size);
 	rc = http_parse_request(copy, size, &req, &status);
 	if (rc == 1) {
-		if (req.header_len > size || req.header_len + req.content_length > HTTP_MAX_REQUEST ||
+		if (req.header_len > size || req.header_len > HTTP_MAX_REQUEST || req.content_length > HTTP_MAX_BODY ||
 		    !memchr(req.method, '\0', sizeof req.method) ||
 		    !memchr(req.path, '\0', sizeof req.path))
 			abort();

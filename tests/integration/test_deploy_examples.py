@@ -114,6 +114,7 @@ def test_compose_server_publishes_its_ports():
     assert set(published.values()) == {""}, "the tunnel's ports are published on every address"
     # in the container's network namespace: all its addresses
     assert _host(s["bind_addr"]) == _host(s["api"]["bind_addr"]) == "0.0.0.0"
+    assert s["api"]["token"], "an API off loopback needs a token"
 
 
 def test_compose_client_host_network():
@@ -152,9 +153,16 @@ def _pod_checks(dep, configmap, secret):
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    api = tomllib.loads(configmap["data"]["config.toml"])
+    api = (api.get("server") or api["client"])["api"]
+    assert api["token_file"] == SECRETS + "/api-token"
+    token = secret["stringData"]["api-token"]
     for probe in ("livenessProbe", "readinessProbe"):
         get = c[probe]["httpGet"]
         assert get["path"] == "/api/status" and get["port"] == "api", f"{probe}: {get}"
+        # the API is off loopback, so it has a token, and the probes send it
+        assert get["httpHeaders"] == [{"name": "Authorization",
+                                       "value": "Bearer " + token}], f"{probe}: {get}"
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert set(mounts) == {"/etc/rathole", SECRETS}
     assert all(m["readOnly"] is True for m in mounts.values())
@@ -260,9 +268,12 @@ def test_kubernetes_secret_update_reloads(procs, tmp_path):
     _kubelet_write(d, text, 1)
     procs.start([RATHOLE, str(d / "config.toml")])
 
+    req = urllib.request.Request(f"http://127.0.0.1:{api}/api/status", headers={
+        "Authorization": "Bearer " + secret["stringData"]["api-token"]})
+
     def services():
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/status", timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return {s["name"] for s in json.loads(r.read())["services"]}
         except OSError:
             return None
