@@ -3,7 +3,10 @@ listeners server.http_bind_addr (Host of the first request) and
 https_bind_addr (SNI of the TLS ClientHello), with real nginx as the local
 services behind the client."""
 import json
+import os
+import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -251,6 +254,15 @@ def test_client_away_gets_503(procs, sites):
     assert get("b.example.com", v.http_port)[0] == 404
 
 
+def reload(v, text):
+    """The new file in place by a rename, and SIGHUP (the watcher may see it
+    first: the second reload then finds nothing to change)."""
+    tmp = v.procs.tmp / "server.toml.new"
+    tmp.write_text(text)
+    os.replace(tmp, v.procs.tmp / "server.toml")
+    v.server.signal(signal.SIGHUP)
+
+
 def test_reload_moves_names_and_listener(procs, sites):
     a, b = sites
     v = Vhosts(procs, {"a": ('hostnames = ["a.example.com"]', a),
@@ -263,7 +275,7 @@ def test_reload_moves_names_and_listener(procs, sites):
     assert b"site-a" in held.recv(4096)
     moved = {"a": ('hostnames = ["x.example.com"]', a),
              "b": ('hostnames = ["b.example.com", "a.example.com"]', b)}
-    (procs.tmp / "server.toml").write_text(v.server_text(moved))
+    reload(v, v.server_text(moved))
     wait_until(lambda: get("a.example.com", old)[1] == "site-b host=a.example.com",
                timeout=15, what="a.example.com to reach site-b")
     assert get("x.example.com", old)[1] == "site-a host=x.example.com"
@@ -273,7 +285,7 @@ def test_reload_moves_names_and_listener(procs, sites):
     held.close()
     # the shared listener moves to another port; the old one closes
     new = free_port()
-    (procs.tmp / "server.toml").write_text(v.server_text(moved, http_port=new))
+    reload(v, v.server_text(moved, http_port=new))
     v.server.wait_log(f"listening on 127.0.0.1:{new} for virtual hosts", timeout=15)
     assert get("b.example.com", new)[1] == "site-b host=b.example.com"
     wait_port_closed(old)
@@ -313,3 +325,129 @@ def test_check_accepts_and_rejects(tmp_path):
     ):
         r = run_rathole(["--check"], text, tmp_path)
         assert r.returncode == 1 and msg in r.stderr, (text, r.stderr)
+
+
+# ---- HTTPS: routed by SNI, TLS passed through ----
+
+def tls_peer_cert(port, name, ca):
+    """The DER certificate a TLS handshake with SNI name presents on port."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname=name) as t:
+            return t.getpeercert(binary_form=True)
+
+
+def der(pem):
+    with open(pem) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def client_hello(name, record=None):
+    """A real ClientHello (Python's OpenSSL) for name, in records of at most
+    `record` bytes when given."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(i, o, server_hostname=name)
+    try:
+        t.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    ch = o.read()
+    if not record:
+        return ch
+    msg = ch[5:]
+    return b"".join(b"\x16\x03\x01" + len(msg[k:k + record]).to_bytes(2, "big") + msg[k:k + record]
+                    for k in range(0, len(msg), record))
+
+
+def first_record(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(data)
+        out = b""
+        while len(out) < 7:
+            try:
+                d = c.recv(4096)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            out += d
+        return out
+
+
+@pytest.fixture
+def tls_sites(procs, pki):
+    a = pki.leaf("a.example.com")
+    b = pki.leaf("b.example.com", "*.wild.example.com")
+    _, pa = start_nginx_site(procs, "tls-a", cert=a, name="tls-a")
+    _, pb = start_nginx_site(procs, "tls-b", cert=b, name="tls-b")
+    _, plain = start_nginx_site(procs, "acme-a", name="acme-a")
+    return dict(a=a, b=b, pa=pa, pb=pb, plain=plain)
+
+
+def https_setup(procs, tls_sites):
+    t = tls_sites
+    return Vhosts(procs, {
+        "a": ('hostnames = ["a.example.com"]\nvhost = "https"', t["pa"]),
+        "b": ('hostnames = ["b.example.com", "*.wild.example.com"]\nvhost = "https"', t["pb"]),
+        # the same name on port 80 goes elsewhere (ACME HTTP-01, redirects)
+        "a-acme": ('hostnames = ["a.example.com"]\nvhost = "http"', t["plain"]),
+    }, https=True).start()
+
+
+def test_https_routes_by_sni_with_the_backends_certificate(procs, pki, tls_sites):
+    v = https_setup(procs, tls_sites)
+    p, ca = v.https_port, pki.path("ca.pem")
+    # the certificate seen is the backend's own, byte for byte: nothing decrypted here
+    assert tls_peer_cert(p, "a.example.com", ca) == der(tls_sites["a"][0])
+    assert tls_peer_cert(p, "b.example.com", ca) == der(tls_sites["b"][0])
+    assert tls_peer_cert(p, "x.wild.example.com", ca) == der(tls_sites["b"][0])
+    # openssl s_client -servername
+    s_client = need_binary("openssl", "openssl")
+    for name, cn in (("a.example.com", "a.example.com"), ("B.Example.com", "b.example.com")):
+        r = subprocess.run([s_client, "s_client", "-connect", f"127.0.0.1:{p}", "-servername", name,
+                            "-CAfile", ca, "-verify_hostname", name.lower()],
+                           input="", capture_output=True, text=True, timeout=20)
+        assert f"subject=CN = {cn}" in r.stdout, r.stdout + r.stderr
+        assert "Verify return code: 0 (ok)" in r.stdout, r.stdout
+    # curl through it, HTTPS end to end
+    for name, text in (("a.example.com", "tls-a"), ("b.example.com", "tls-b"),
+                       ("y.wild.example.com", "tls-b")):
+        assert curl(f"https://{name}:{p}/", "--cacert", ca, resolve=(name, p)) == \
+            (200, f"{text} host={name}")
+    # the same name on the HTTP listener reaches the other service
+    assert get("a.example.com", v.http_port) == (200, "acme-a host=a.example.com")
+    # a ClientHello in records of 50 bytes: routed all the same (a ServerHello comes back)
+    out = first_record(p, client_hello("a.example.com", record=50))
+    assert out[:1] == b"\x16", out[:16]
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_connections_total", listener="https") >= 9
+    assert metric(m, "rathole_service_connections_total", service="a-acme") == 1
+
+
+def test_https_unknown_or_missing_sni_gets_unrecognized_name(procs, pki, tls_sites):
+    v = https_setup(procs, tls_sites)
+    p, ca = v.https_port, pki.path("ca.pem")
+    alert = b"\x15\x03\x03\x00\x02\x02\x70"    # fatal unrecognized_name
+    assert first_record(p, client_hello("nope.example.com")) == alert
+    assert first_record(p, client_hello(None)) == alert                 # no SNI
+    assert first_record(p, client_hello("wild.example.com", record=7)) == alert
+    with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
+        tls_peer_cert(p, "nope.example.com", ca)
+    # plain HTTP on the TLS port: not a ClientHello, closed without a word
+    assert raw(p, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n") == b""
+    # a slow ClientHello is cut after the deadline
+    with socket.create_connection(("127.0.0.1", p), timeout=15) as c:
+        c.sendall(client_hello("a.example.com")[:40])
+        try:
+            assert c.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_refused_total", listener="https", reason="unknown_name") == 4
+    assert metric(m, "rathole_vhost_refused_total", listener="https", reason="bad_head") == 1
+    assert metric(m, "rathole_vhost_refused_total", listener="https", reason="slow") == 1
+    for svc in ("a", "b"):
+        assert metric(m, "rathole_service_connections_total", service=svc) == 0
