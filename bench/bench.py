@@ -209,6 +209,8 @@ def tunnel_probe(name, port):
         return False
     if name == "http":
         return L.http_ok(port)
+    if name == "http_vhost":
+        return L.http_ok(port, host=L.VHOST_NAME)
     if name == "echo":
         return L.echo_ok(port)
     return True
@@ -610,13 +612,17 @@ def run(opts, workdir, logdir):
     echo = start_echo(logdir)
     services = {"iperf": ("tcp", iperf.port), "iperf_udp": ("udp", iperf.port),
                 "http": ("tcp", nginx.port), "echo": ("tcp", echo.port)}
-    targets = [Target("direct", {"iperf": iperf.port, "http": nginx.port, "echo": echo.port})]
+    # direct, a virtual host is nginx itself (it answers any Host)
+    targets = [Target("direct", {"iperf": iperf.port, "http": nginx.port, "echo": echo.port,
+                                 "http_vhost": nginx.port})]
+    vhost = any(l.service == "http_vhost" for l in loads)
     tunnels = {}
     for vname, binary_path in [("", rathole)] + opts.variants:
         for tr in opts.transports:
             name = tr + (":" + vname if vname else "")
+            # a variant (another build) may predate virtual hosts
             t = Tunnel(binary_path, tr, services, keys, workdir, logdir,
-                       tag=("-" + vname if vname else ""))
+                       tag=("-" + vname if vname else ""), vhost=vhost and not vname)
             t.start()
             tunnels[name] = t
     for name, t in tunnels.items():

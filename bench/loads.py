@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from services import BenchError
+from services import BenchError, VHOST_NAME
 
 IPERF_RETRIES = 6
 
@@ -94,11 +94,13 @@ def parse_wrk(out):
     return res
 
 
-def wrk(port, duration, path="/small", close=False, threads=2, conns=64):
+def wrk(port, duration, path="/small", close=False, threads=2, conns=64, host=None):
     args = ["wrk", "-t", str(threads), "-c", str(conns), "-d", "%ds" % duration,
             "--latency", "--timeout", "5s"]
     if close:
         args += ["-H", "Connection: close"]
+    if host:
+        args += ["-H", "Host: " + host]
     args.append("http://127.0.0.1:%d%s" % (port, path))
     r = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30)
     if r.returncode != 0:
@@ -135,10 +137,11 @@ def http_exchange_sizes(port, close=False, path="/small"):
 
 # ---- probes: does a service answer through this port? ----
 
-def http_ok(port, path="/small"):
+def http_ok(port, path="/small", host="x"):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: " + host.encode() +
+                      b"\r\n\r\n")
             data = b""
             while len(data) < 12:
                 d = s.recv(4096)
@@ -204,6 +207,14 @@ def catalogue(udp_rates):
              lambda p, t: wrk(p, t), extra=("p50_ms", "p99_ms", "errors")),
         Load("http_close", "HTTP Connection: close, 64 conns (wrk)", "http", "rps", "conn/s",
              lambda p, t: wrk(p, t, close=True), extra=("p50_ms", "p99_ms", "errors")),
+        # the same through the shared listener (http_bind_addr), routed by Host:
+        # against http_keepalive / http_close, the cost of a virtual host
+        Load("vhost_keepalive", "HTTP keep-alive by virtual host, 64 conns (wrk)", "http_vhost",
+             "rps", "req/s", lambda p, t: wrk(p, t, host=VHOST_NAME),
+             extra=("p50_ms", "p99_ms", "errors")),
+        Load("vhost_close", "HTTP Connection: close by virtual host, 64 conns (wrk)",
+             "http_vhost", "rps", "conn/s", lambda p, t: wrk(p, t, close=True, host=VHOST_NAME),
+             extra=("p50_ms", "p99_ms", "errors")),
     ]
     for rate in udp_rates:
         loads.append(Load("udp_%d" % rate, "UDP %d Mb/s offered (iperf3 -u, 1400 B, -w 4M)" % rate,

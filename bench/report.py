@@ -251,6 +251,25 @@ def fmt_value(v, unit):
     return "%.2f" % v
 
 
+def vhost_rows(summary, tunnels):
+    """Per tunnel: a virtual host (the shared listener, routed by Host) against
+    the service's dedicated port, as ratios of the medians and CPU per request."""
+    rows = []
+    for t in tunnels:
+        cells = [label(t)]
+        for vh, own in (("vhost_keepalive", "http_keepalive"), ("vhost_close", "http_close")):
+            a, b = summary.get(vh, {}).get(t), summary.get(own, {}).get(t)
+            if not a or not b or not a.get("rps") or not b.get("rps"):
+                cells += ["", ""]
+                continue
+            cells.append("%.0f / %.0f (%s)" % (a["rps"], b["rps"], fmt_ratio(a["rps"] / b["rps"])))
+            ca, cb = a.get("cost"), b.get("cost")
+            cells.append("%.1f / %.1f" % (ca, cb) if ca is not None and cb is not None else "")
+        if any(cells[1:]):
+            rows.append(cells)
+    return rows
+
+
 def table_rows(loads, summary, targets):
     """Rows of strings: load title, then one cell per target."""
     rows = []
@@ -411,6 +430,17 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
                   "of the ratio (last column: cores busy, direct / tcp)\n")
                  + tbl(["load (unit of the cost)"] + [label(t) for t in tunnels] + ["cores busy"],
                        cpu_rows(loads, summary, tunnels)))
+    vrows = vhost_rows(summary, tunnels)
+    if vrows:
+        parts.append(("## Virtual host against a dedicated port\n\nThe HTTP service reached "
+                      "by name on the shared listener (`http_bind_addr`, routed by `Host`) and "
+                      "on its own port, through the same tunnel: requests per second, then CPU "
+                      "us per request of server + client. Keep-alive routes once per "
+                      "connection; `Connection: close` once per request.\n\n" if md else
+                      "Virtual host against a dedicated port: req/s vhost / own port (ratio); "
+                      "CPU us/req vhost / own port\n") +
+                     tbl(["tunnel", "keep-alive, req/s", "keep-alive, CPU us/req",
+                          "close, conn/s", "close, CPU us/req"], vrows))
     if floor:
         parts.append(("## Floor: the least the tunnel's TCP work can cost\n\nThe kernel's CPU, "
                       "per request, for the TCP hops and connections that a tunnel speaking this "

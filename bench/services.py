@@ -12,6 +12,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN = "bench-token"
+# The name the benchmark's HTTP service answers to on the shared listener
+# (server.http_bind_addr): the virtual host loads send it as Host.
+VHOST_NAME = "bench.example"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -310,7 +313,9 @@ class Tunnel:
     """A rathole server and client on loopback, carrying the services:
     iperf (tcp and udp on the same port number), http, echo."""
 
-    def __init__(self, rathole, transport, targets, keys, workdir, logdir, tag=""):
+    def __init__(self, rathole, transport, targets, keys, workdir, logdir, tag="", vhost=False):
+        """vhost: the http service is also reached by name (VHOST_NAME) on a
+        shared listener, server.http_bind_addr: ports["http_vhost"]."""
         self.rathole = rathole
         self.transport = transport
         self.name = transport + tag
@@ -327,16 +332,23 @@ class Tunnel:
         for name, (kind, _) in targets.items():
             if name.endswith("_udp"):
                 self.ports[name] = self.ports[name[:-4]]
+        self.vhost_port = free_port() if vhost and "http" in targets else None
+        if self.vhost_port:
+            self.ports["http_vhost"] = self.vhost_port
         self.server = self.client = None
 
     def configs(self):
         srv = '[server]\nbind_addr = "127.0.0.1:%d"\n' % self.bind_port
+        if self.vhost_port:
+            srv += 'http_bind_addr = "127.0.0.1:%d"\n' % self.vhost_port
         srv += transport_sections("server", self.transport, self.keys)
         cli = '[client]\nremote_addr = "127.0.0.1:%d"\n' % self.bind_port
         cli += transport_sections("client", self.transport, self.keys)
         for name, (kind, lport) in self.targets.items():
             srv += ('[server.services.%s]\ntype = "%s"\ntoken = "%s"\nbind_addr = "127.0.0.1:%d"\n'
                     % (name, kind, TOKEN, self.ports[name]))
+            if name == "http" and self.vhost_port:
+                srv += 'hostnames = ["%s"]\n' % VHOST_NAME
             cli += ('[client.services.%s]\ntype = "%s"\ntoken = "%s"\nlocal_addr = "127.0.0.1:%d"\n'
                     % (name, kind, TOKEN, lport))
         return srv, cli
