@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "apisvc.h"
 #include "app.h"
 #include "base64.h"
 #include "config.h"
@@ -435,6 +436,33 @@ static bool transport_ok(const struct config *cfg, const struct transport_config
 	return true;
 }
 
+/* The services the admin API created (its services_file), checked as a
+ * start loads them; they join the summary. */
+static bool api_services_ok(struct config *cfg, bool server)
+{
+	const struct api_config *ac = server ? cfg->server->api : cfg->client->api;
+	struct config_errors errs;
+	struct apisvcs set;
+	char err[512];
+	bool ok = true;
+
+	if (!ac || !ac->services_file)
+		return true;
+	if (apisvcs_load(&set, ac->services_file, server, err, sizeof err) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return false;
+	}
+	for (size_t i = 0; ok && i < set.n; i++) {
+		if (config_add_service(cfg, server, set.v[i].name, set.v[i].tbl, ac->services_file,
+				       &errs) < 0) {
+			print_config_errors(ac->services_file, &errs);
+			ok = false;
+		}
+	}
+	apisvcs_free(&set);
+	return ok;
+}
+
 /* --check without a role flag summarizes every role in the file. */
 static int check_config(struct config *cfg, const struct options *o)
 {
@@ -447,7 +475,9 @@ static int check_config(struct config *cfg, const struct options *o)
 		return 1;
 	}
 	if (server)
-		ok = transport_ok(cfg, &cfg->server->transport, true, NULL);
+		ok = api_services_ok(cfg, true) && transport_ok(cfg, &cfg->server->transport, true, NULL);
+	if (client)
+		ok = api_services_ok(cfg, false) && ok;
 	if (client)
 		for (size_t i = 0; i < cfg->client->nremote_addrs; i++)
 			ok = transport_ok(cfg, &cfg->client->transport, false,

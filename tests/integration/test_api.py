@@ -411,3 +411,26 @@ def test_services_file_survives_kill9_during_puts(procs, echo, tmp_path):
     p.server.wait_log(f"api: {len(svcs)} service")
     code, _, listing = call(p.sapi, "GET", "/api/services")
     assert {s["name"] for s in listing["services"] if s["source"] == "api"} == set(svcs)
+
+
+def test_check_reads_the_services_file(tmp_path):
+    """--check loads services_file as a start would: its services join the
+    summary, and a broken one is named with the file and its line."""
+    sfile = tmp_path / "api-services.toml"
+    base = server_config(2333, {"echo": dict(bind_port=5202, token="t")},
+                         extra=f'[server.api]\nservices_file = "{sfile}"\n')
+    r = run_rathole(["--check"], base, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr      # no file yet: no service yet
+    sfile.write_text('[server.services.web]\nbind_addr = "0.0.0.0:8080"\ntoken = "w"\n')
+    r = run_rathole(["--check"], base, tmp_path=tmp_path)
+    assert r.returncode == 0 and "web" in r.stdout, r.stdout + r.stderr
+    sfile.write_text('[server.services.web]\nbind_addr = "0.0.0.0:8080"\ntoken = "w"\n'
+                     '[server.services.bad]\nbind_addr = 5\ntoken = "w"\n')
+    r = run_rathole(["--check"], base, tmp_path=tmp_path)
+    assert r.returncode != 0 and f"{sfile}:5: server.services.bad.bind_addr" in r.stderr, r.stderr
+    sfile.write_text('[server.services.echo]\nbind_addr = "0.0.0.0:8080"\ntoken = "w"\n')
+    r = run_rathole(["--check"], base, tmp_path=tmp_path)
+    assert r.returncode != 0 and 'service "echo" is already defined' in r.stderr, r.stderr
+    sfile.write_text('[server]\nbind_addr = "0.0.0.0:1"\n')
+    r = run_rathole(["--check"], base, tmp_path=tmp_path)
+    assert r.returncode != 0 and "services_file holds" in r.stderr, r.stderr
