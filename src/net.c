@@ -262,3 +262,8 @@ void net_set_keepalive(int fd, int idle_secs, int interval_secs)
 	if (interval_secs > 0)
 		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_secs, sizeof interval_secs);
 }
+
+void net_set_user_timeout(int fd, unsigned ms)
+{
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+}

@@ -54,5 +54,9 @@ bool net_accept_pending(int lfd);
 
 void net_set_nodelay(int fd, bool on);
 void net_set_keepalive(int fd, int idle_secs, int interval_secs);
+/* TCP_USER_TIMEOUT: the connection fails when bytes sent stay unacknowledged
+ * this long, or keepalive probes go unanswered this long after the last
+ * byte received (0: the kernel's default, about 15 minutes of retries). */
+void net_set_user_timeout(int fd, unsigned ms);
 
 #endif

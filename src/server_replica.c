@@ -179,6 +179,26 @@ static void on_ctrl_event(struct loop *l, struct watcher *w, uint32_t events)
 	ctrl_update_interest(r);
 }
 
+/* A client whose network vanished without a word (a cut, a host that lost
+ * power) sends neither FIN nor reset, and its client never talks on the
+ * control channel: only TCP can tell. Keepalive probes start after
+ * keepalive_secs of silence, but a heartbeat or a CreateDataChannel left
+ * unacknowledged stops them, and retransmissions then take the kernel
+ * about 15 minutes to give up - during which visitors would be sent to a
+ * replica that is gone. So the control channel fails once what we sent, or
+ * our probes, stay unanswered for keepalive_secs + keepalive_interval
+ * (28 s by default): a replica lost this way leaves within about that
+ * much, twice that at worst (docs/ha.md). Data channels are left as they
+ * were: a visitor's slow connection is its own business. */
+static void ctrl_bound_silence(struct replica *r)
+{
+	const struct tcp_config *t = &r->svc->srv->tr->cfg->tcp;
+
+	if (t->keepalive_secs > 0)
+		net_set_user_timeout(r->s->fd, (unsigned)(t->keepalive_secs +
+					    (t->keepalive_interval > 0 ? t->keepalive_interval : 0)) * 1000u);
+}
+
 struct replica *replica_new(struct sservice *svc, struct stream *s, const uint8_t *session_key,
 			    const char *peer)
 {
@@ -193,6 +213,7 @@ struct replica *replica_new(struct sservice *svc, struct stream *s, const uint8_
 	list_init(&r->link);
 	list_init(&r->pool);
 	list_init(&r->relays);
+	ctrl_bound_silence(r);
 	stream_trim(r->s);
 	watcher_init(&r->w, r->s->fd, on_ctrl_event);
 	timer_init(&r->heartbeat, on_heartbeat);

@@ -499,3 +499,127 @@ def test_reload_adds_and_removes_balance(procs, tags):
         time.sleep(0.05)
     assert still_serves(c, b"A")
     c.close()
+
+
+# ---- a replica cut off without a word ----
+
+TAG_IN_NS = """
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
+tag = sys.argv[2].encode()
+def serve(c):
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d: break
+            c.sendall(tag + d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# n visitors one after another, each given 2 s: their tags ("-": failed)
+VISITS_IN_NS = """
+import socket, sys
+out = []
+for _ in range(int(sys.argv[2])):
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as c:
+            c.sendall(b"x")
+            d = c.recv(16)
+            out.append(d[:1].decode() if d[1:] == b"x" else "-")
+    except OSError:
+        out.append("-")
+print("".join(out))
+"""
+
+REPLICAS_IN_NS = """
+import json, sys, urllib.request
+with urllib.request.urlopen("http://127.0.0.1:%s/api/status" % sys.argv[1], timeout=5) as r:
+    print(len(json.load(r)["services"][0]["replicas"]))
+"""
+
+
+def _in_ns(ns, code, *args):
+    import subprocess
+    import sys
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, *map(str, args)],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout.strip()
+
+
+def _netns_ok():
+    try:
+        from test_faults import NS_OK
+    except ImportError:
+        return False
+    return NS_OK
+
+
+@pytest.mark.skipif(not _netns_ok(), reason="needs root and permission for `ip netns add`")
+def test_silently_cut_replica_leaves(procs, tmp_path):
+    """Client A in its own namespace behind a veth pair, client B beside the
+    server. A's link goes down: no FIN, no reset. Visitors keep coming (so
+    the server has bytes in flight towards A, which stops TCP keepalive):
+    the server still gives A up, within keepalive_secs + keepalive_interval
+    of unacknowledged sends (3 s here) rather than the kernel's 15 minutes
+    of retransmissions, and every visitor after that is B's."""
+    from test_faults import _ip
+    tag = os.getpid() % 100000
+    ns_s, ns_c = f"rhas{tag}", f"rhac{tag}"
+    veth_s, veth_c = f"rhavs{tag}", f"rhavc{tag}"
+    net = "10.254.79"
+    sp, vp, lp, api = 23340, 23341, 23342, 23343     # each namespace has its own ports
+    started = []
+    try:
+        _ip("netns", "add", ns_s)
+        _ip("netns", "add", ns_c)
+        _ip("link", "add", veth_s, "type", "veth", "peer", "name", veth_c)
+        _ip("link", "set", veth_s, "netns", ns_s)
+        _ip("link", "set", veth_c, "netns", ns_c)
+        for ns, dev, addr in ((ns_s, veth_s, f"{net}.1/24"), (ns_c, veth_c, f"{net}.2/24")):
+            _ip("-n", ns, "addr", "add", addr, "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        server = (f'[server]\nbind_addr = "{net}.1:{sp}"\n'
+                  '[server.transport.tcp]\nkeepalive_secs = 2\nkeepalive_interval = 1\n'
+                  f'[server.api]\nbind_addr = "127.0.0.1:{api}"\n'
+                  f'[server.services.svc]\ntoken = "t"\nbind_addr = "127.0.0.1:{vp}"\n'
+                  'balance = "round_robin"\n')
+        client = (f'[client]\nremote_addr = "{net}.1:{sp}"\n'
+                  f'[client.services.svc]\ntoken = "t"\nlocal_addr = "127.0.0.1:{lp}"\n')
+        for name, text in (("server.toml", server), ("client.toml", client)):
+            (tmp_path / name).write_text(text)
+            os.chmod(tmp_path / name, 0o600)
+        env = {"RATHOLE_LOG": "info"}
+        import sys
+        from conftest import RATHOLE
+        for ns, t in ((ns_s, "B"), (ns_c, "A")):
+            started.append(procs.start(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                        TAG_IN_NS, str(lp), t]))
+        srv = procs.start(["ip", "netns", "exec", ns_s, RATHOLE, str(tmp_path / "server.toml")],
+                          env=env)
+        started.append(srv)
+        srv.wait_log(f"listening on {net}.1:{sp}")
+        for ns in (ns_c, ns_s):
+            started.append(procs.start(["ip", "netns", "exec", ns, RATHOLE,
+                                        str(tmp_path / "client.toml")], env=env))
+        wait_until(lambda: _in_ns(ns_s, REPLICAS_IN_NS, api) == "2", 20, interval=0.2,
+                   what="two replicas")
+        wait_until(lambda: set(_in_ns(ns_s, VISITS_IN_NS, vp, 10)) == {"A", "B"}, 20,
+                   interval=0.2, what="visitors reaching both replicas")
+        _ip("-n", ns_c, "link", "set", veth_c, "down")
+        # visitors now: those sent to A fail, and leave bytes unacknowledged
+        # on A's channels (a request for a data channel on its control one)
+        assert "-" in _in_ns(ns_s, VISITS_IN_NS, vp, 4)
+        wait_until(lambda: _in_ns(ns_s, REPLICAS_IN_NS, api) == "1", 30, interval=0.5,
+                   what="the server to give the cut replica up")
+        assert _in_ns(ns_s, VISITS_IN_NS, vp, 20) == "B" * 20
+        assert srv.alive()
+    finally:
+        for p in started:
+            p.stop()
+        for ns in (ns_s, ns_c):
+            import subprocess
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
