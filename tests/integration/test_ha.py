@@ -441,7 +441,9 @@ def test_udp_visitor_sticks_to_its_replica(procs, tags):
     ha.add_client(b"A")
     ha.add_client(b"B")
     socks = []
-    for _ in range(20):
+    # an odd number: a server alternating per datagram would move each
+    # visitor to the other replica at every round
+    for _ in range(21):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(5)
         socks.append(s)
@@ -456,9 +458,9 @@ def test_udp_visitor_sticks_to_its_replica(procs, tags):
                     seen.append(d[:1])
                 else:
                     assert d[:1] == seen[i], (i, rnd, d, seen)
-        assert seen.count(b"A") == 10 and seen.count(b"B") == 10, seen
+        assert sorted([seen.count(b"A"), seen.count(b"B")]) == [10, 11], seen
         st = ha.status()
-        assert sorted(r["connections_active"] for r in st["replicas"]) == [10, 10], st
+        assert sorted(r["connections_active"] for r in st["replicas"]) == [10, 11], st
         # a replica that goes takes only its own sessions
         ha.clients[b"A"].stop(sig=signal.SIGKILL)
         wait_until(lambda: len(ha.replicas()) == 1, 10, what="A to leave")
