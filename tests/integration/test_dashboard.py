@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, wait_port, wait_until
+from conftest import free_port, port_open, wait_port, wait_until
 from helpers import Tunnel, client_config, http, server_config, wait_tunnel
 
 CHROMIUM = "/usr/bin/chromium"
@@ -338,3 +338,134 @@ def test_dashboard_shows_upstreams(procs, echo, browser):
         "return [...document.querySelectorAll('#services tr[data-sub=upstream] td.served')]"
         ".map((e) => Number(e.dataset.value))")), 10, what="a visitor counted on each server")
     assert cell(d, "web", "state") == "established"
+
+
+def put_json(url, body, token=None):
+    """A PUT of the services API: (status, reply)."""
+    req = urllib.request.Request(url, method="PUT", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def fill_form(d, fields):
+    """Types into the open service form: {element id: text}; selects by value."""
+    for fid, value in fields.items():
+        e = d.find_element("id", fid)
+        if e.tag_name == "select":
+            d.execute_script("arguments[0].value = arguments[1];", e, value)
+        else:
+            e.clear()
+            e.send_keys(value)
+    d.find_element("id", "save").click()
+
+
+def click(d, service, cls):
+    d.find_element("css selector", f'#services tr[data-service="{service}"] button.{cls}').click()
+
+
+def services_of(url, token=None):
+    code, body = http(url + "/api/services", token=token)
+    assert code == 200, body
+    return {s["name"]: s for s in json.loads(body)["services"]}
+
+
+def test_dashboard_form_adds_edits_deletes_a_service(procs, echo, browser):
+    """Through the server's form: a bad bind_addr gives the server's message
+    next to the field and changes nothing; a good one creates the service
+    (source "api"), which comes up when the client has it too and forwards;
+    an edit (If-Match with the ETag) restarts it and it forwards again; a
+    stale form gets the 412 explained; the file's service is read-only; a
+    delete (two clicks) closes its port. Reload through its button."""
+    d = browser
+    t, surl, curl_ = api_tunnel(procs, echo, token="form-secret")
+    code, _ = http(surl + "/api/services", token="form-secret")
+    assert code == 200, "GET /api/services is missing: the services API is not in this build"
+    d.get(surl + "/")
+    wait_until(lambda: d.execute_script("return !document.getElementById('login').hidden"),
+               15, what="the token form")
+    d.find_element("id", "token").send_keys("form-secret")
+    d.find_element("css selector", "#login-form button[type=submit]").click()
+    wait_until(lambda: cell(d, "echo", "source") == "file", 15, what="the file's service")
+
+    # the file's service: shown, not editable
+    click(d, "echo", "view")
+    assert d.execute_script("return document.getElementById('save').hidden")
+    assert d.execute_script("return document.getElementById('f-addr').disabled")
+    assert d.find_element("id", "f-addr").get_attribute("value") == f"127.0.0.1:{t.service_port}"
+    d.find_element("id", "cancel").click()
+
+    # a bad bind_addr: the server's own message next to the field
+    web = free_port()
+    d.find_element("id", "add").click()
+    fill_form(d, {"f-name": "web", "f-addr": "not an address", "f-token": "web-token"})
+    wait_until(lambda: text_of(d, '.err[data-for="bind_addr"]'), 10, what="the field's error")
+    assert "bind_addr" in text_of(d, '.err[data-for="bind_addr"]') or \
+        "address" in text_of(d, '.err[data-for="bind_addr"]')
+    assert "web" not in services_of(surl, "form-secret")
+    # an unknown key typed in the JSON box: its message under the box
+    fill_form(d, {"f-addr": f"127.0.0.1:{web}", "f-more": '{"max_conections": 3}'})
+    wait_until(lambda: "max_conections" in (text_of(d, '.err[data-for="*more"]') or ""), 10,
+               what="the unknown key's error")
+    assert "web" not in services_of(surl, "form-secret")
+    # good: created, from the API
+    d.find_element("id", "f-more").clear()
+    fill_form(d, {"f-more": '{"max_connections": 5}'})
+    wait_until(lambda: cell(d, "web", "source") == "api", 15, what="the new service's row")
+    assert d.execute_script("return document.getElementById('editor').hidden")
+    svc = services_of(surl, "form-secret")["web"]
+    assert svc["config"]["bind_addr"] == f"127.0.0.1:{web}"
+    assert svc["config"]["max_connections"] == 5 and svc["source"] == "api"
+    # the client's side (through its API), then the tunnel on the new port
+    code, reply = put_json(curl_ + "/api/services/web",
+                           {"local_addr": f"127.0.0.1:{echo.port}", "token": "web-token"},
+                           token="form-secret")
+    assert code in (200, 201), reply
+    wait_until(lambda: cell(d, "web", "state") == "up", 20, what="the new service, up")
+    wait_tunnel(web)
+
+    # edit: the token stays (sent back redacted), nodelay changes; the
+    # service restarts with it and forwards again
+    click(d, "web", "edit")
+    assert d.find_element("id", "f-name").get_attribute("disabled") is not None
+    fill_form(d, {"f-nodelay": "false"})
+    wait_until(lambda: services_of(surl, "form-secret")["web"]["config"].get("nodelay") is False,
+               10, what="the edit to apply")
+    wait_tunnel(web)
+
+    # a stale form: someone else changed the service meanwhile
+    wait_until(lambda: d.execute_script("return document.getElementById('editor').hidden"), 10,
+               what="the form to close")
+    wait_until(lambda: d.find_elements("css selector", '#services tr[data-service="web"] button.edit'),
+               10, what="the edit button")
+    click(d, "web", "edit")
+    code, reply = put_json(surl + "/api/services/web",
+                           {"bind_addr": f"127.0.0.1:{web}", "token": "(redacted)",
+                            "max_connections": 7}, token="form-secret")
+    assert code == 200, reply
+    fill_form(d, {"f-nodelay": "true"})
+    wait_until(lambda: "changed meanwhile" in (text_of(d, "#form-error") or ""), 10,
+               what="the 412 explained")
+    assert services_of(surl, "form-secret")["web"]["config"]["max_connections"] == 7
+    d.find_element("id", "cancel").click()
+
+    # reload through the button: the event log says so
+    d.find_element("id", "reload").click()
+    wait_until(lambda: "reload requested through the api" in (text_of(d, "#events") or ""), 10,
+               what="the reload in the event log")
+    wait_until(lambda: "reloaded" in (text_of(d, "#notice") or ""), 10, what="the notice")
+    wait_tunnel(web)
+
+    # delete: two clicks
+    click(d, "web", "delete")
+    assert "web" in services_of(surl, "form-secret")
+    click(d, "web", "delete")
+    wait_until(lambda: cell(d, "web", "source") is None, 15, what="the row to go")
+    assert "web" not in services_of(surl, "form-secret")
+    wait_until(lambda: not port_open(web), 10, what="the port to close")
+    wait_tunnel(t.service_port)	# the file's service never moved
