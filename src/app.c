@@ -608,7 +608,7 @@ static void put_service(const char *name, const char *body, size_t len,
 		return;
 	}
 	toml_free(old);
-	log_info("api: service %s %s", name, sc ? "replaced" : "created");
+	log_event("api: service %s %s", name, sc ? "replaced" : "created");
 	r->status = sc ? 200 : 201;
 	buf_printf(&r->body, "{\"name\": ");
 	buf_json_string(&r->body, name);
@@ -631,7 +631,7 @@ static void delete_service(const char *name, struct api_reply *r)
 		return;
 	}
 	toml_free(old);
-	log_info("api: service %s deleted", name);
+	log_event("api: service %s deleted", name);
 	r->status = 200;
 	buf_printf(&r->body, "{\"name\": ");
 	buf_json_string(&r->body, name);

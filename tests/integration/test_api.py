@@ -190,6 +190,8 @@ def test_services_create_read_replace_delete(procs, echo, tmp_path):
     assert code == 201, doc
     wait_tunnel(web)
     assert echo_on(c, b"after create") == b"after create"
+    code, _, doc = call(p.sapi, "GET", "/api/events")
+    assert "api: service web created" in [e["message"] for e in doc["events"]]
     # read
     code, _, doc = call(p.sapi, "GET", "/api/services")
     assert code == 200 and doc["persisted"] is True
