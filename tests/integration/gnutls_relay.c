@@ -8,7 +8,9 @@
  * relay then opens a TLS 1.3 client session to 127.0.0.1:UPSTREAM_PORT
  * (checked against CA for NAME; resuming with the last ticket the upstream
  * gave) and moves the plaintext both ways. Every KEYUPDATE_EVERY bytes sent
- * on a session it sends a KeyUpdate that asks for the peer's. When a
+ * on a session it sends a KeyUpdate that asks for the peer's, at most one
+ * per KU_GAP_MS: GnuTLS refuses more than 8 KeyUpdates a second from its
+ * peer, and a peer may answer each request with one. When a
  * connection ends it prints one line:
  *   conn N down_resumed R up_resumed R ku_sent_down K ku_sent_up K
  *   ku_recv_down K ku_recv_up K bytes_down B bytes_up B end WHY
@@ -25,12 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
 
 #define PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 #define IDLE_LIMIT_MS 60000
+#define KU_GAP_MS 150
 
 static gnutls_certificate_credentials_t server_cred, client_cred;
 static gnutls_datum_t ticket_key;
@@ -51,7 +55,7 @@ struct dir {
 	struct side *src, *dst;
 	char buf[16384];
 	size_t len, off;
-	uint64_t bytes, since_ku;
+	uint64_t bytes, since_ku, last_ku_ms;
 	unsigned ku_sent;
 	bool eof, shut;
 };
@@ -66,6 +70,14 @@ static int count_key_update(gnutls_session_t s, unsigned htype, unsigned when,
 	if (htype == GNUTLS_HANDSHAKE_KEY_UPDATE && incoming)
 		side->ku_recv++;
 	return 0;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
 static void set_blocking(int fd, bool on)
@@ -121,12 +133,13 @@ static bool step(struct dir *d, const char **why)
 			return false;
 		}
 	}
-	if (d->len && d->since_ku >= ku_every) {
+	if (d->len && d->since_ku >= ku_every && now_ms() - d->last_ku_ms >= KU_GAP_MS) {
 		set_blocking(d->dst->fd, true);
 		if (gnutls_session_key_update(d->dst->s, GNUTLS_KU_PEER) == 0)
 			d->ku_sent++;
 		set_blocking(d->dst->fd, false);
 		d->since_ku = 0;
+		d->last_ku_ms = now_ms();
 	}
 	if (d->len) {
 		r = gnutls_record_send(d->dst->s, d->buf + d->off, d->len - d->off);
