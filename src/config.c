@@ -110,6 +110,7 @@ static const char *const service_names[] = { "tcp", "udp", NULL };
 static const char *const proxy_protocol_names[] = { "none", "v1", "v2", NULL };
 static const char *const vhost_names[] = { "both", "http", "https", NULL };
 static const char *const balance_names[] = { "round_robin", "least_connections", NULL };
+static const char *const record_layer_names[] = { "rathole", "openssl", NULL };	/* enum tls_record_layer */
 
 static int check_addr(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_vhost_name(struct ctx *c, const char *kpath, int line, const char *value);
@@ -136,6 +137,8 @@ static const struct key tls_keys[] = {
 	{ .name = "trusted_root", .kind = K_STRING, .off = OFF(T, trusted_root) },
 	{ .name = "pkcs12", .kind = K_STRING, .off = OFF(T, pkcs12) },
 	{ .name = "pkcs12_password", .kind = K_STRING, .off = OFF(T, pkcs12_password), .flags = KEY_SECRET },
+	{ .name = "record_layer", .kind = K_ENUM, .off = OFF(T, record_layer), .def = TLS_RECORDS_RATHOLE,
+	  .choices = record_layer_names },
 };
 static const struct section tls_section = SECTION(tls_keys, T, .side = SIDE_ANY);
 #undef T

@@ -16,6 +16,8 @@ struct cidr;
 enum transport_type { TRANSPORT_TCP, TRANSPORT_TLS, TRANSPORT_NOISE, TRANSPORT_WEBSOCKET };
 enum service_type { SERVICE_TCP, SERVICE_UDP };
 enum balance_policy { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONNECTIONS };
+/* Who protects the records after a TLS 1.3 handshake (docs/transports.md). */
+enum tls_record_layer { TLS_RECORDS_RATHOLE, TLS_RECORDS_OPENSSL };
 
 struct tcp_config {
 	char *proxy;			/* client only; NULL when unset */
@@ -29,6 +31,7 @@ struct tls_config {
 	char *trusted_root;		/* client; NULL: system store */
 	char *pkcs12;			/* server */
 	char *pkcs12_password;		/* server */
+	int record_layer;		/* enum tls_record_layer; default TLS_RECORDS_RATHOLE */
 };
 
 struct noise_config {

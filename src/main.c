@@ -295,6 +295,8 @@ static void print_tls(const struct tls_config *tls, bool server)
 	else
 		printf("trusted_root %s, hostname %s", tls->trusted_root ? tls->trusted_root :
 		       "(system roots)", tls->hostname ? tls->hostname : "(from remote_addr)");
+	if (tls->record_layer == TLS_RECORDS_OPENSSL)
+		printf("; record_layer openssl (OpenSSL protects every record)");
 }
 
 static void print_transport(const struct transport_config *t, bool server)

@@ -329,6 +329,7 @@ static bool transport_equal(const struct transport_config *a, const struct trans
 	       str_eq(a->tls.trusted_root, b->tls.trusted_root) &&
 	       str_eq(a->tls.pkcs12, b->tls.pkcs12) &&
 	       str_eq(a->tls.pkcs12_password, b->tls.pkcs12_password) &&
+	       a->tls.record_layer == b->tls.record_layer &&
 	       str_eq(a->noise.pattern, b->noise.pattern) &&
 	       a->noise.has_local_private_key == b->noise.has_local_private_key &&
 	       memcmp(a->noise.local_private_key, b->noise.local_private_key,

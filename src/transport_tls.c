@@ -54,6 +54,7 @@ struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 	BIO_METHOD *write_method;	/* the sessions' write side (see wbio_write) */
 	bool server;
+	bool records_by_openssl;	/* record_layer = "openssl": never take them over */
 	bool name_is_ip;	/* client: verify an IP address, send no SNI */
 	unsigned ntickets;
 	struct ticket tickets[TICKETS_MAX];	/* client: the newest last */
@@ -664,6 +665,7 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, bool server,
 		return NULL;
 	}
 	c->server = server;
+	c->records_by_openssl = cfg->record_layer == TLS_RECORDS_OPENSSL;
 	c->ssl_ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	c->write_method = new_write_method();
 	if (!c->ssl_ctx || !c->write_method || setup_common(c->ssl_ctx, server) < 0) {
@@ -725,7 +727,7 @@ int tls_session_init(struct tls_session *ts, struct tls_ctx *c, struct stream *s
 	if (!ssl || set_bios(ts, ssl) < 0)
 		goto fail;
 	ts->ssl = ssl;
-	ts->want_rl = !tls_records_by_openssl;
+	ts->want_rl = !tls_records_by_openssl && !c->records_by_openssl;
 	if (SSL_set_ex_data(ssl, 0, ts) != 1)
 		goto fail;
 	if (ts->want_rl) {

@@ -393,6 +393,22 @@ local_private_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
     assert "pa55word" not in r.stdout and "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" not in r.stdout
 
 
+def test_check_record_layer(tmp_path, pki):
+    """[*.transport.tls] record_layer: --check shows "openssl" (the default,
+    our own record layer, is not shown) and names the key of a bad value."""
+    server = ("[server]\nbind_addr = \"0.0.0.0:2333\"\n" + pki.tls_server()
+              + 'record_layer = "openssl"\n')
+    r = check(server, tmp_path, env=QUIET)
+    assert r.returncode == 0, r.stderr
+    assert "; record_layer openssl (OpenSSL protects every record)" in r.stdout, r.stdout
+    r = check(server.replace('"openssl"', '"rathole"'), tmp_path, env=QUIET)
+    assert r.returncode == 0 and "record_layer openssl" not in r.stdout, r.stdout
+    r = check(server.replace('"openssl"', '"ktls"'), tmp_path, env=QUIET)
+    assert r.returncode == 1
+    assert ('server.transport.tls.record_layer: expected "rathole" or "openssl", '
+            'found "ktls"') in r.stderr, r.stderr
+
+
 def test_check_opens_tls_files(tmp_path, pki):
     """--check reads the PKCS#12 archive and trusted_root as a start would:
     a missing file or a wrong password fails the check, not the restart."""

@@ -665,6 +665,32 @@ static void test_our_keys(void)
 			  "e.g. \"127.0.0.1:2334\"");
 }
 
+/* [transport.tls] record_layer: who protects the records after a TLS 1.3
+ * handshake (ours by default). */
+static void test_record_layer(void)
+{
+	struct config *cfg = parse(CLIENT_HEAD "[client.transport]\ntype = \"tls\"\n"
+				   "[client.transport.tls]\nrecord_layer = \"openssl\"\n");
+
+	CHECK(cfg && cfg->client->transport.tls.record_layer == TLS_RECORDS_OPENSSL);
+	config_free(cfg);
+	cfg = parse(CLIENT_HEAD "[client.transport]\ntype = \"tls\"\n[client.transport.tls]\n");
+	CHECK(cfg && cfg->client->transport.tls.record_layer == TLS_RECORDS_RATHOLE);
+	config_free(cfg);
+	cfg = parse(SERVER_HEAD "[server.transport]\ntype = \"websocket\"\n"
+		    "[server.transport.websocket]\ntls = true\n[server.transport.tls]\n"
+		    "pkcs12 = \"id.p12\"\npkcs12_password = \"pw\"\nrecord_layer = \"rathole\"\n");
+	CHECK(cfg && cfg->server->transport.tls.record_layer == TLS_RECORDS_RATHOLE);
+	config_free(cfg);
+	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport]\ntype = \"tls\"\n[client.transport.tls]\n"
+			  "record_layer = \"kernel\"\n",
+			  "t.toml:6: client.transport.tls.record_layer: expected \"rathole\" or "
+			  "\"openssl\", found \"kernel\"");
+	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.transport]\ntype = \"tls\"\n[client.transport.tls]\n"
+			  "record_layer = false\n",
+			  "t.toml:6: client.transport.tls.record_layer: expected a string, found boolean");
+}
+
 /* A range becomes ordinary services, each owning copies of its settings. */
 static void test_port_ranges(void)
 {
@@ -911,6 +937,7 @@ int main(void)
 	test_toml_syntax_error();
 	test_many_errors();
 	test_our_keys();
+	test_record_layer();
 	test_port_ranges();
 	test_vhosts();
 	test_load();

@@ -656,6 +656,54 @@ static void test_tls12_stays_with_openssl(enum peer peer, const char *what)
 	close_pair(&p);
 }
 
+/* record_layer = "openssl" on both ends: OpenSSL keeps every record (the
+ * session stays, no record layer of ours is made), a KeyUpdate from the
+ * peer is OpenSSL's to follow, and data flows. */
+static void test_record_layer_openssl(void)
+{
+	int (*key_update)(SSL *, int) = ssl_function("SSL_key_update");
+	struct pair p;
+	char err[512];
+	const char *log;
+
+	memset(&p, 0, sizeof p);
+	sp_config(&p.scfg, TRANSPORT_TLS);
+	p.scfg.has_tls = true;
+	p.scfg.tls.pkcs12 = (char *)file("good.p12");
+	p.scfg.tls.pkcs12_password = (char *)"secret";
+	p.scfg.tls.record_layer = TLS_RECORDS_OPENSSL;
+	p.st = transport_new(&p.scfg, true, NULL, err, sizeof err);
+	sp_config(&p.ccfg, TRANSPORT_TLS);
+	p.ccfg.has_tls = true;
+	p.ccfg.tls.trusted_root = ca_pem;
+	p.ccfg.tls.record_layer = TLS_RECORDS_OPENSSL;
+	p.ct = transport_new(&p.ccfg, false, "localhost:2333", err, sizeof err);
+	CHECKF(p.st && p.ct, "%s", err);
+	if (!p.st || !p.ct || connect_pair(&p, BOTH_OURS, NULL) < 0 || p.rc_c || p.rc_s) {
+		CHECK(0);
+		close_pair(&p);
+		return;
+	}
+	CHECK(pass(p.s, p.c, "first") == 0 && pass(p.c, p.s, "back") == 0);
+	log_level = LOG_DEBUG;
+	sp_capture_begin();
+	CHECK(tls_stream_session(p.s)->ssl && !tls_stream_session(p.s)->rl);
+	CHECK(key_update && tls_stream_session(p.s)->ssl &&
+	      key_update(tls_stream_session(p.s)->ssl, SSL_KEY_UPDATE_REQUESTED) == 1);
+	CHECK(pass(p.s, p.c, "after the server's KeyUpdate") == 0);
+	CHECK(pass(p.c, p.s, "and back") == 0);
+	log = sp_capture_end();
+	log_level = LOG_WARN;
+	CHECKF(count(log, "KeyUpdate") == 0, "%s", log);
+	CHECK(sp_exchange(p.c, p.s, 1 << 20, 20000) == 0);
+	for (int i = 0; i < 2; i++) {
+		struct tls_session *ts = tls_stream_session(i ? p.s : p.c);
+
+		CHECK(ts->ssl && !ts->rl && !ts->want_rl);
+	}
+	close_pair(&p);
+}
+
 /* ---- session resumption ---- */
 
 static bool resumed(struct stream *s)
@@ -1154,6 +1202,7 @@ int main(void)
 	test_rekey_after_records(OPENSSL_CLIENT, "our server's KeyUpdate after 2 records");
 	test_tls12_stays_with_openssl(OPENSSL_SERVER, "TLS 1.2 server");
 	test_tls12_stays_with_openssl(OPENSSL_CLIENT, "TLS 1.2 client");
+	test_record_layer_openssl();
 	test_resumption(BOTH_OURS, "resumed, our records both ends");
 	test_resumption(OPENSSL_SERVER, "resumed, our client, OpenSSL's server");
 	test_resumption(OPENSSL_CLIENT, "resumed, OpenSSL's client, our server");
