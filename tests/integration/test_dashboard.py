@@ -262,6 +262,8 @@ def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
     assert text_of(d, "#transport") == "tcp"
     assert re.fullmatch(r"(\d+[dhm] )*\d+s", text_of(d, "#uptime"))
     assert text_of(d, "#link") == "live"
+    # one client, no balance: no replica line under the service
+    assert d.execute_script("return document.querySelectorAll('#services tr.sub').length") == 0
     wait_until(lambda: "server started" in (text_of(d, "#events") or ""), 10, what="the event log")
 
     load = Load(t.service_port)
@@ -469,3 +471,39 @@ def test_dashboard_form_adds_edits_deletes_a_service(procs, echo, browser):
     assert "web" not in services_of(surl, "form-secret")
     wait_until(lambda: not port_open(web), 10, what="the port to close")
     wait_tunnel(t.service_port)	# the file's service never moved
+
+
+def test_dashboard_shows_replicas(procs, echo, browser):
+    """With balance, two clients serve one service: the server's page lists
+    each replica under its service, named by its address, with its own
+    counters (round robin: both carried visitors)."""
+    d = browser
+    sport, vport, api = free_port(), free_port(), free_port()
+    srv = procs.rathole(server_config(
+        sport, {"web": dict(bind_port=vport, token="t", extra='balance = "round_robin"\n')},
+        extra=f'[server.api]\nbind_addr = "127.0.0.1:{api}"\n'), name="server.toml")
+    srv.wait_log(f"listening on 127.0.0.1:{sport}")
+    for i in range(2):
+        procs.rathole(client_config(sport, {"web": dict(local_port=echo.port, token="t")}),
+                      name=f"client{i}.toml")
+    url = f"http://127.0.0.1:{api}"
+
+    def replicas():
+        return json.loads(http(url + "/api/status")[1])["services"][0].get("replicas", [])
+    wait_until(lambda: len(replicas()) == 2, 20, what="two replicas")
+    for i in range(4):
+        wait_tunnel(vport)
+    wait_until(lambda: all(r["connections_total"] >= 1 for r in replicas()), 10,
+               what="both replicas to carry a visitor")
+    d.get(url + "/")
+    wait_until(lambda: d.execute_script(
+        "return document.querySelectorAll('#services tr[data-sub=replica]').length") == 2, 15,
+        what="two replica rows")
+    labels = d.execute_script(
+        "return [...document.querySelectorAll('#services tr[data-sub=replica] td.label')]"
+        ".map((e) => e.textContent)")
+    assert sorted(labels) == sorted("replica " + r["peer"] for r in replicas())
+    served = d.execute_script(
+        "return [...document.querySelectorAll('#services tr[data-sub=replica] td.served')]"
+        ".map((e) => Number(e.dataset.value))")
+    assert len(served) == 2 and all(n >= 1 for n in served), served
