@@ -17,10 +17,16 @@ Then the storm load (bench/storm.py): each side in turn under a low open
 file limit, 5x more visitors than its free fds at once for 5 s; the time
 until the tunnel echoes again, fds and RSS before and after.
 
+Then the high-availability loads (bench/ha.py): the failover time when one
+of two replicas of a balanced service is killed, and new connections per
+second through one replica against two.
+
 Usage: bench.py [--rathole PATH] [--quick] [--rounds N] [--duration S]
                 [--only LOAD,...] [--transports T,...] [--no-held] [--no-socat]
-                [--no-relay] [--no-ssh] [--no-storm] [--storm-nofile N] [--out DIR]
+                [--no-relay] [--no-ssh] [--no-storm] [--storm-nofile N] [--no-ha]
+                [--out DIR]
        bench.py --only storm     the storm load alone (with --variant: side by side)
+       bench.py --only ha        the high-availability loads alone
 """
 import argparse
 import json
@@ -42,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import loads as L  # noqa: E402
 import report  # noqa: E402
+import ha as HA  # noqa: E402
 import storm as ST  # noqa: E402
 from services import (BenchError, DEFAULT_TRANSPORTS, Proc, SshTunnel,  # noqa: E402
                       TLS_TRANSPORTS, TRANSPORTS, Tunnel, make_noise_keys,
@@ -580,11 +587,49 @@ def run_storm_only(opts, workdir, logdir):
     return 0
 
 
+def run_ha_only(opts, workdir, logdir):
+    """`--only ha`: the high-availability loads and their report, nothing else."""
+    need_tools(["wrk", shutil.which("nginx") or "/usr/sbin/nginx"])
+    rathole = os.path.abspath(opts.rathole)
+    if not os.access(rathole, os.X_OK):
+        raise BenchError("%s is not an executable: run `make` first (or pass --rathole)"
+                         % opts.rathole)
+    meta = dict(machine_info())
+    meta.update({"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                 "rathole": rathole, "commit": git_commit(), "rounds": opts.rounds,
+                 "duration": opts.duration, "quick": opts.quick, "tools": tool_versions(),
+                 "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1]})
+    echo = start_echo(logdir)
+    nginx = start_nginx(workdir, logdir)
+    ha = HA.run(rathole, echo.port, nginx.port, workdir, logdir, opts.quick, opts.rounds,
+                opts.duration, say)
+    checks = report.ha_checks(ha)
+    text = report.ha_table(ha, report.text_table) + "\n\n" + report.render_checks(
+        checks, report.text_table)
+    say("")
+    say(text)
+    os.makedirs(opts.out, exist_ok=True)
+    base = os.path.join(opts.out, "bench-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+                        + "-ha")
+    report.write_json(base + ".json", {"meta": meta, "ha": ha, "targets": checks})
+    with open(base + ".md", "w") as f:
+        f.write("# rathole benchmark, high availability, %s\n\n- machine: %s, %d CPUs, "
+                "Linux %s\n- build: %s (commit %s)\n- %d rounds, %d s per run\n\n" % (
+                    meta["date"], meta["cpu"], meta["ncpu"], meta["kernel"], meta["rathole"],
+                    meta["commit"], opts.rounds, opts.duration))
+        f.write(report.ha_table(ha, report.md_table, md=True) + "\n\n" +
+                report.render_checks(checks, report.md_table, md=True) + "\n")
+    say("written: %s.json and %s.md" % (base, base))
+    return 0
+
+
 # ---- the run ----
 
 def run(opts, workdir, logdir):
     if opts.only == {"storm"}:
         return run_storm_only(opts, workdir, logdir)
+    if opts.only == {"ha"}:
+        return run_ha_only(opts, workdir, logdir)
     need_tools(["iperf3", "wrk", "socat", "openssl", "strip", shutil.which("nginx") or "/usr/sbin/nginx"])
     rathole = os.path.abspath(opts.rathole)
     if not os.access(rathole, os.X_OK):
@@ -751,6 +796,11 @@ def run(opts, workdir, logdir):
         else:
             say("\nstorm load skipped: prlimit (util-linux) is not installed")
 
+    ha = {}
+    if opts.ha and (not opts.only or "ha" in opts.only):
+        ha = HA.run(rathole, echo.port, nginx.port, workdir, logdir, opts.quick, opts.rounds,
+                    opts.duration, say)
+
     if opts.static and not opts.quick:
         say("\nidle memory of a `make static` build (building it)")
         st = static_idle(workdir, logdir, echo.port, keys)
@@ -774,20 +824,20 @@ def run(opts, workdir, logdir):
     summary = report.summarize(loads, results, opts.duration)
     report.floor_ceilings(loads, results, floor, opts.duration)
     checks = report.check_targets(summary, held, idle, binary, floor) + \
-        report.storm_checks(storm)
+        report.storm_checks(storm) + report.ha_checks(ha)
     say("")
     say(report.render(meta, loads, summary, present, held, idle, binary, checks, floor=floor,
-                      storm=storm))
+                      storm=storm, ha=ha))
 
     os.makedirs(opts.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if opts.quick else "")
     base = os.path.join(opts.out, "bench-" + stamp)
     report.write_json(base + ".json", {"meta": meta, "binary": binary, "idle": idle, "held": held,
                                        "summary": summary, "targets": checks, "raw": results,
-                                       "floor": floor, "storm": storm})
+                                       "floor": floor, "storm": storm, "ha": ha})
     with open(base + ".md", "w") as f:
         f.write(report.markdown(meta, loads, summary, present, held, idle, binary, checks, floor,
-                                storm=storm))
+                                storm=storm, ha=ha))
     say("written: %s.json and %s.md" % (base, base))
     return 0
 
@@ -822,6 +872,8 @@ def parse(argv):
                     help="skip the storm load (bench/storm.py)")
     ap.add_argument("--storm-nofile", type=int, default=256, metavar="N",
                     help="the open file limit of the side under the storm (default 256)")
+    ap.add_argument("--no-ha", dest="ha", action="store_false",
+                    help="leave out the high-availability loads (bench/ha.py)")
     ap.add_argument("--no-static", dest="static", action="store_false",
                     help="skip the idle memory of a `make static` build")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",

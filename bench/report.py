@@ -403,6 +403,66 @@ def storm_checks(storm):
     return out
 
 
+def ha_table(ha, tbl, md=False):
+    """The high-availability loads (bench/ha.py)."""
+    rows = []
+    fo = [t["failover_s"] for t in ha["failover"]]
+    ok = [v for v in fo if v is not None]
+    rows.append(["failover: SIGKILL of one of two replicas until %d new visitors in a row "
+                 "succeed (%d trials)" % (ha["failover_run"], len(fo)),
+                 "median %.1f ms, max %s" % (statistics.median(ok) * 1e3, "%.1f ms" % (max(ok) * 1e3)
+                                             if len(ok) == len(fo) else "none within 10 s")
+                 if ok else "none within 10 s",
+                 "%d failed of %d visitors after the kills" % (
+                     sum(t["failed"] for t in ha["failover"]),
+                     sum(t["visitors"] for t in ha["failover"]))])
+    cost = ha["balance_cost"]
+    against = {"balance, 1 replica": "no balance, 1 client",
+               "balance, 2 replicas": "balance, 1 replica"}
+    for name, c in cost.items():
+        other = cost.get(against.get(name), {})
+        ratio = ""
+        if other.get("rps"):
+            ratio = " (%.2fx %s)" % (c["rps"] / other["rps"], against[name])
+        rows.append(["new connections per second (wrk, Connection: close): " + name,
+                     "%.0f conn/s%s" % (c["rps"], ratio),
+                     "CPU %.1f us/conn (server and clients), %d errors" % (
+                         c["cpu_us_per_conn"], c["errors"])])
+    head = ("## High availability: one service, balance = \"round_robin\"\n\n"
+            "Failover: a stream of new visitors (one after another) while one of two "
+            "replicas is killed; the time from the kill to the first of an unbroken run of "
+            "successes. Then new connections per second through the service without "
+            "`balance`, with it and one client, and with two clients (each client is another "
+            "process on the same 2 cores).\n\n"
+            if md else "High availability: one service, balance = \"round_robin\"\n")
+    return head + tbl(["load", "measured", "also"], rows)
+
+
+def ha_checks(ha):
+    """Failover under 100 ms on loopback; balancing costs little."""
+    if not ha:
+        return []
+    fo = [t["failover_s"] for t in ha["failover"]]
+    worst = None if any(v is None for v in fo) else max(fo)
+    out = [{"target": "Failover: SIGKILL of a replica until new visitors succeed again "
+                      "(worst of %d)" % len(fo),
+            "goal": "< 100 ms", "value": worst, "ok": worst is not None and worst < 0.1 and
+            all(t["alive"] for t in ha["failover"]),
+            "shown": "%.1f ms" % (worst * 1e3) if worst is not None else "none within 10 s",
+            "out_of_reach": False}]
+    # CPU per connection, not connections per second: the machine is shared,
+    # and a neighbour slows a run more than it changes its cost
+    cost = ha["balance_cost"]
+    a, b = cost.get("no balance, 1 client"), cost.get("balance, 1 replica")
+    if a and b:
+        r = b["cpu_us_per_conn"] / a["cpu_us_per_conn"] if a["cpu_us_per_conn"] else None
+        out.append({"target": "Balancing with one replica: CPU per new connection against "
+                              "no balance", "goal": "<= 1.1x", "value": r,
+                    "ok": r is not None and r <= 1.1,
+                    "shown": "%.2fx" % r if r is not None else "-", "out_of_reach": False})
+    return out
+
+
 def render_checks(checks, tbl, md=False):
     rows = [[c["target"], c["goal"], c["shown"],
              "NO (out of reach)" if c["ok"] is False and c.get("out_of_reach") else
@@ -412,7 +472,7 @@ def render_checks(checks, tbl, md=False):
 
 
 def render(meta, loads, summary, targets_present, held, idle, binary, checks, md=False,
-           floor=None, storm=None):
+           floor=None, storm=None, ha=None):
     tbl = md_table if md else text_table
     parts = []
     header = ["load"] + [label(t) for t in targets_present]
@@ -503,12 +563,14 @@ def render(meta, loads, summary, targets_present, held, idle, binary, checks, md
                      tbl(["build", "stripped", "unstripped"], rows))
     if storm:
         parts.append(storm_table(storm, tbl, md))
+    if ha:
+        parts.append(ha_table(ha, tbl, md))
     parts.append(render_checks(checks, tbl, md))
     return "\n\n".join(parts) + "\n"
 
 
 def markdown(meta, loads, summary, targets_present, held, idle, binary, checks, floor=None,
-             storm=None):
+             storm=None, ha=None):
     head = ["# rathole benchmark, %s" % meta["date"], "",
             "- machine: %s, %d CPUs, %s, Linux %s" % (meta["cpu"], meta["ncpu"],
                                                        meta["memory"], meta["kernel"]),
@@ -521,7 +583,8 @@ def markdown(meta, loads, summary, targets_present, held, idle, binary, checks, 
             "- tools: %s" % ", ".join(meta["tools"]),
             ""]
     return "\n".join(head) + "\n" + render(meta, loads, summary, targets_present, held, idle,
-                                          binary, checks, md=True, floor=floor, storm=storm)
+                                          binary, checks, md=True, floor=floor, storm=storm,
+                                          ha=ha)
 
 
 def write_json(path, doc):
