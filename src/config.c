@@ -28,6 +28,7 @@
 #include "acl.h"
 #include "base64.h"
 #include "buf.h"
+#include "limit.h"
 #include "net.h"
 #include "noise.h"
 #include "proxy.h"
@@ -116,6 +117,7 @@ static int check_addr(struct ctx *c, const char *kpath, int line, const char *va
 static int check_vhost_name(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_service_addr(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_ports(struct ctx *c, const char *kpath, int line, const char *value);
+static int check_rate(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_proxy(struct ctx *c, const char *kpath, int line, const char *value);
 static int check_noise_pattern(struct ctx *c, const char *kpath, int line, const char *value);
 
@@ -188,6 +190,7 @@ static const struct key server_service_keys[] = {
 	{ .name = "hostnames", .kind = K_STRINGS, .off = OFF(T, hostnames), .count_off = OFF(T, nhostnames), .check = check_vhost_name },
 	{ .name = "vhost", .kind = K_ENUM, .off = OFF(T, vhost), .def = VHOST_ON_BOTH, .choices = vhost_names },
 	{ .name = "balance", .kind = K_ENUM, .off = OFF(T, balance), .has_off = HAS(T, has_balance), .def = BALANCE_ROUND_ROBIN, .choices = balance_names },
+	{ .name = "bandwidth_limit", .kind = K_STRING, .off = OFF(T, bandwidth_limit), .check = check_rate },
 };
 static const struct section server_service_section = SECTION(server_service_keys, T, .side = SIDE_SERVER, .service = true);
 
@@ -197,6 +200,7 @@ static const struct key client_service_keys[] = {
 	{ .name = "local_addr", .kind = K_STRING, .off = OFF(T, local_addr), .check = check_service_addr, .flags = KEY_REQUIRED,
 	  .hint = "the service to expose, e.g. \"127.0.0.1:22\"" },
 	{ .name = "remote_ports", .kind = K_STRING, .off = OFF(T, remote_ports), .check = check_ports },
+	{ .name = "bandwidth_limit", .kind = K_STRING, .off = OFF(T, bandwidth_limit), .check = check_rate },
 	{ .name = "nodelay", .kind = K_BOOL, .off = OFF(T, nodelay), .has_off = HAS(T, has_nodelay), .def = 1 },
 	{ .name = "retry_interval", .kind = K_INT, .off = OFF(T, retry_interval), .has_off = HAS(T, has_retry_interval),
 	  .def = 1, .max = CONFIG_MAX_RETRY, .unit = "seconds" },
@@ -666,6 +670,22 @@ static int check_ports(struct ctx *c, const char *kpath, int line, const char *v
 	sb_quoted(&b, value, strlen(value), 64);
 	add_error(c, line, "%s: %s is not a port range: %s (write \"FIRST-LAST\", e.g. "
 		  "\"30000-30009\", at most %d ports)", kpath, shown, why, CONFIG_MAX_RANGE);
+	return -1;
+}
+
+static int check_rate(struct ctx *c, const char *kpath, int line, const char *value)
+{
+	const char *why = NULL;
+	char shown[96];
+	uint64_t rate;
+	struct sbuf b;
+
+	if (limit_parse(value, &rate, &why) == 0)
+		return 0;
+	sb_init(&b, shown, sizeof shown);
+	sb_quoted(&b, value, strlen(value), 64);
+	add_error(c, line, "%s: %s: %s (a rate per direction such as \"10MB\" or \"80Mbit\", "
+		  "from 1KB to 100Gbit)", kpath, shown, why);
 	return -1;
 }
 
@@ -1423,12 +1443,15 @@ static void resolve_services(struct ctx *c, struct service_config *svcs, size_t 
 	for (size_t i = 0; i < n; i++) {
 		struct service_config *s = &svcs[i];
 		char spath[PATH_LEN], shown[PATH_LEN], rpath[64];
+		const char *why;
 		struct sbuf b;
 
 		if (!s->has_nodelay)
 			s->nodelay = t->tcp.nodelay;
 		if (!s->has_retry_interval)
 			s->retry_interval = retry_interval;
+		if (s->bandwidth_limit && limit_parse(s->bandwidth_limit, &s->bandwidth_rate, &why) < 0)
+			s->bandwidth_rate = 0;	/* reported where it was read */
 		if (s->type == SERVICE_UDP)
 			reject_tcp_only_keys(c, s, child(services_node, s->name), role);
 		if (s->token || child(child(services_node, s->name), "token"))

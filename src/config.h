@@ -89,6 +89,10 @@ struct service_config {
 	 * (range_name NULL: not a member). The client's remote_ports names the
 	 * server's ports when they differ from local_addr's (NULL: the same). */
 	char *remote_ports;
+	/* ours: bandwidth_limit as written ("10MB", "80Mbit"; NULL: none) and
+	 * its rate in bytes per second per direction (0: no limit) */
+	char *bandwidth_limit;
+	uint64_t bandwidth_rate;
 	char *range_name;
 	int range_size, range_index;
 	/* ours, server, TCP: virtual host names (normalized: lower case, no

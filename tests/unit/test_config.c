@@ -560,7 +560,7 @@ static void test_unknown_keys(void)
 			  "retry_interval = 1\n",
 			  "t.toml:6: unknown key \"retry_interval\" in [server.services.s] (expected "
 			  "one of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections, "
-			  "hostnames, vhost, balance)");
+			  "hostnames, vhost, balance, bandwidth_limit)");
 	EXPECT_ERROR("[\"we ird\"]\n",
 		     "t.toml:1: unknown key \"we ird\" at the top level (expected one of: server, client)");
 	EXPECT_ERROR("[server]\nbind_addr = \"a:1\"\n\"x\\ny\" = 1\n",
@@ -797,8 +797,50 @@ static void test_vhosts(void)
 	EXPECT_ONLY_ERROR(CLIENT_HEAD "[client.services.a]\nlocal_addr = \"a:1\"\ntoken = \"t\"\n"
 			  "hostnames = [\"x.org\"]\n",
 			  "t.toml:6: unknown key \"hostnames\" in [client.services.a] (expected one of: "
-			  "type, token, local_addr, remote_ports, nodelay, retry_interval, "
+			  "type, token, local_addr, remote_ports, bandwidth_limit, nodelay, retry_interval, "
 			  "udp_idle_timeout, udp_max_sessions, health_check_interval)");
+}
+
+/* bandwidth_limit: SI units, bits or bytes, each way. */
+static void test_bandwidth_limit(void)
+{
+	static const struct { const char *v; uint64_t rate; } ok[] = {
+		{ "10MB", 10000000 }, { "80Mbit", 10000000 }, { "1.5Gbit", 187500000 },
+		{ "1KB", 1000 }, { "8Kbit", 1000 }, { "100Gbit", 12500000000ULL },
+		{ "2 GB", 2000000000 }, { "12345B", 12345 }, { "0.5MB", 500000 },
+	};
+	static const char *const bad[] = {
+		"10Mb", "10", "MB", "1.MB", "-1MB", "999B", "101Gbit", "13GB", "10MB ", "1e6B",
+		"99999999999999999999B",
+	};
+	char text[512];
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		struct config *cfg;
+
+		snprintf(text, sizeof text, SERVER_HEAD "[server.services.a]\ntoken = \"x\"\n"
+			 "bind_addr = \"0.0.0.0:1\"\nbandwidth_limit = \"%s\"\n", ok[i].v);
+		cfg = parse(text);
+		CHECKF(cfg && cfg->server->services[0].bandwidth_rate == ok[i].rate, "%s", ok[i].v);
+		if (!cfg)
+			dump_errors();
+		config_free(cfg);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct config *cfg;
+
+		snprintf(text, sizeof text, CLIENT_HEAD "[client.services.a]\ntoken = \"x\"\n"
+			 "local_addr = \"127.0.0.1:1\"\nbandwidth_limit = \"%s\"\n", bad[i]);
+		cfg = parse(text);
+		CHECKF(!cfg && errs.count == 1 &&
+		       strstr(errs.msg[0], "t.toml:6: client.services.a.bandwidth_limit: "), "%s", bad[i]);
+		config_free(cfg);
+	}
+	EXPECT_ONLY_ERROR(SERVER_HEAD "[server.services.a]\ntoken = \"x\"\nbind_addr = \"0.0.0.0:1\"\n"
+			  "bandwidth_limit = \"10Mb\"\n",
+			  "t.toml:6: server.services.a.bandwidth_limit: \"10Mb\": unknown or missing unit "
+			  "(B, KB, MB, GB: bytes per second; bit, Kbit, Mbit, Gbit: bits per second) "
+			  "(a rate per direction such as \"10MB\" or \"80Mbit\", from 1KB to 100Gbit)");
 }
 
 static void test_load(void)
@@ -902,7 +944,7 @@ static void test_secret_files(void)
 	EXPECT_ERROR(SERVER_HEAD "[server.services.a]\ntoken = \"t\"\nbind_addr_file = \"x\"\n",
 		     "t.toml:5: unknown key \"bind_addr_file\" in [server.services.a] (expected one "
 		     "of: type, token, bind_addr, nodelay, proxy_protocol, allow, deny, max_connections, "
-		     "hostnames, vhost, balance)");
+		     "hostnames, vhost, balance, bandwidth_limit)");
 	snprintf(text, sizeof text, CLIENT_HEAD "[client.transport]\ntype = \"noise\"\n"
 		 "[client.transport.noise]\nremote_public_key = \"%s\"\n"
 		 "local_private_key_file = \"%s\"\n"
@@ -940,6 +982,7 @@ int main(void)
 	test_record_layer();
 	test_port_ranges();
 	test_vhosts();
+	test_bandwidth_limit();
 	test_load();
 	test_secret_files();
 	return check_report("test_config");
