@@ -174,6 +174,8 @@ static void on_local_connected(void *arg, struct stream *local, const struct net
 		log_warn("service %s: out of memory for a connection", svc->cfg->name);
 		return;
 	}
+	/* local -> tunnel goes to the visitor: "out", as on the server */
+	relay_set_limits(r, &svc->limit.dir[LIMIT_OUT], &svc->limit.dir[LIMIT_IN]);
 	list_add_tail(&up->relays, relay_link(r));
 	up->nactive++;
 }
@@ -756,6 +758,7 @@ static struct cservice *service_new(struct client *cli, const struct service_con
 		return NULL;
 	svc->cli = cli;
 	svc->cfg = cfg;
+	limit_init(&svc->limit, cli->loop, cfg->bandwidth_rate);
 	svc->healthy = true;
 	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
 	list_init(&svc->ups);
@@ -778,6 +781,7 @@ static void service_free(struct cservice *svc)
 	connector_cancel(svc->hc_conn);
 	while (!list_empty(&svc->ups))
 		up_free(list_first(&svc->ups, struct cupstream, link));
+	limit_fini(&svc->limit);
 	list_del(&svc->link);
 	free(svc);
 }
@@ -879,7 +883,10 @@ static const struct service_config *cservice_config(struct list *n)
 
 static void cservice_set_config(struct list *n, const struct service_config *sc)
 {
-	container_of(n, struct cservice, link)->cfg = sc;
+	struct cservice *svc = container_of(n, struct cservice, link);
+
+	svc->cfg = sc;
+	limit_set_rate(&svc->limit, sc->bandwidth_rate);	/* applied live */
 }
 
 static void cservice_stop(struct list *n)
@@ -997,6 +1004,9 @@ static uint64_t v_udp_dropped(const struct cservice *s) { return sum_ups(s, u_ud
 static uint64_t v_refused_fds(const struct cservice *s) { return s->refused_fds; }
 static uint64_t v_healthy(const struct cservice *s) { return s->healthy; }
 static uint64_t v_hc_failures(const struct cservice *s) { return s->hc_failures; }
+static uint64_t v_limit(const struct cservice *s) { return s->limit.dir[LIMIT_IN].rate; }
+static uint64_t v_delayed_in(const struct cservice *s) { return s->limit.dir[LIMIT_IN].delayed; }
+static uint64_t v_delayed_out(const struct cservice *s) { return s->limit.dir[LIMIT_OUT].delayed; }
 
 static void family(struct buf *b, struct client *cli, const char *name, const char *type,
 		   const char *help, svc_value get, const char *extra, bool head)
@@ -1072,6 +1082,13 @@ void client_metrics(struct client *cli, struct buf *b)
 		  "Connections from this server being forwarded to the local service.", u_active);
 	up_family(b, cli, "rathole_upstream_connections_total", "counter",
 		  "Connections from this server forwarded to the local service.", u_total);
+	family(b, cli, "rathole_service_bandwidth_limit_bytes_per_second", "gauge",
+	       "The service's bandwidth_limit, each direction (0: none).", v_limit, NULL, true);
+	family(b, cli, "rathole_service_limit_delayed_bytes_total", "counter",
+	       "Bytes held back by the bandwidth limit before they moved: in = to the local "
+	       "service, out = from it.", v_delayed_in, "direction=\"in\"", true);
+	family(b, cli, "rathole_service_limit_delayed_bytes_total", "counter", NULL, v_delayed_out,
+	       "direction=\"out\"", false);
 	metrics_process(b, "client");
 }
 
@@ -1149,6 +1166,7 @@ void client_status(struct client *cli, struct buf *b)
 			buf_printf(b, ", \"range\": ");
 			buf_json_string(b, svc->cfg->range_name);
 		}
+		limit_status(&svc->limit, b);
 		buf_printf(b, ", \"control_channel\": \"%s\", \"reconnects\": %llu, "
 			   "\"connections_active\": %llu, \"connections_total\": %llu, "
 			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"udp_sessions\": %llu, "

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "limit.h"
 #include "list.h"
 #include "loop.h"
 #include "net.h"
@@ -83,6 +84,7 @@ struct cservice {
 	const struct service_config *cfg;
 	uint8_t digest[PROTO_DIGEST_LEN];	/* sha256(name) */
 	struct list ups;			/* struct cupstream, one per server */
+	struct limit limit;			/* bandwidth_limit, all upstreams together */
 
 	/* the health check of the local service (health_check_interval) */
 	struct timer hc_timer;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fds.h"
+#include "limit.h"
 #include "log.h"
 
 #define RELAY_PIPE_SIZE	(256 * 1024)	/* asked of the kernel; it may give less */
@@ -165,6 +166,8 @@ struct relay {
 	struct dir d[2];
 	struct deferred again;
 	bool again_dir[2];
+	struct bucket *lim[2];		/* each direction's bandwidth limit, or NULL */
+	struct limit_waiter lw[2];
 	struct relay_stats stats;
 	relay_done_cb cb;
 	void *arg;
@@ -259,21 +262,22 @@ static enum pump_result drain(struct relay *r, struct dir *d)
 	return PUMP_DONE;
 }
 
-/* Reads one chunk into the pipe. */
-static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof)
+/* Reads one chunk (at most max bytes) into the pipe. */
+static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof, size_t max)
 {
 	struct stream *from = dir_src(r, d);
+	size_t len;
 	ssize_t n;
 
 	if (d->pipe.rd < 0 && pipe_get(&d->pipe) < 0) {
 		d->no_splice = true;	/* out of fds for pipes: copy instead */
 		return PUMP_DONE;
 	}
-	n = splice(from->fd, NULL, d->pipe.wr, NULL, (size_t)d->pipe.size,
-		   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	len = (size_t)d->pipe.size < max ? (size_t)d->pipe.size : max;
+	n = splice(from->fd, NULL, d->pipe.wr, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	if (n > 0) {
 		d->in_pipe = (uint32_t)n;
-		d->drained = n < d->pipe.size;
+		d->drained = (size_t)n < len;
 		r->stats.bytes[dir_index(r, d)] += (uint64_t)n;
 		return PUMP_DONE;
 	}
@@ -294,7 +298,7 @@ static enum pump_result read_splice(struct relay *r, struct dir *d, bool *eof)
 
 /* The destination takes plaintext as is (tcp, tls): write it straight from
  * the source's buffer. */
-static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *eof)
+static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *eof, size_t max)
 {
 	struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
 	const uint8_t *p;
@@ -312,6 +316,8 @@ static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *e
 		return fail(r, from, NULL);
 	if ((size_t)n > to->max_chunk)
 		n = to->max_chunk;
+	if ((size_t)n > max)
+		n = (ssize_t)max;
 	m = stream_send_wire(to, p, (size_t)n);
 	if (m == ST_AGAIN) {
 		d->wait_to = to->want;
@@ -329,7 +335,7 @@ static enum pump_result read_passthrough(struct relay *r, struct dir *d, bool *e
  * tag when it seals in place (noise, websocket). Plain sockets always come
  * this way when splice is out, so that their streams never need a receive
  * buffer of their own while they relay. */
-static enum pump_result read_buffered(struct relay *r, struct dir *d, bool *eof)
+static enum pump_result read_buffered(struct relay *r, struct dir *d, bool *eof, size_t max)
 {
 	struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
 	size_t cap = to->max_chunk;
@@ -338,6 +344,8 @@ static enum pump_result read_buffered(struct relay *r, struct dir *d, bool *eof)
 
 	if (to->headroom + cap + to->tailroom > RELAY_BUF_SIZE)
 		cap = RELAY_BUF_SIZE - to->headroom - to->tailroom;
+	if (cap > max)
+		cap = max;
 	if (!d->buf && !(d->buf = buf_get()))
 		return fail(r, NULL, "out of memory");
 	p = d->buf + to->headroom;
@@ -372,11 +380,14 @@ static enum pump_result read_buffered(struct relay *r, struct dir *d, bool *eof)
 static enum pump_result pump(struct relay *r, struct dir *d)
 {
 	struct stream *from = dir_src(r, d), *to = dir_dst(r, d);
+	int k = dir_index(r, d);
 
 	d->wait_from = d->wait_to = 0;
 	for (int budget = PUMP_BUDGET; budget > 0; budget--) {
 		enum pump_result res = drain(r, d);
+		uint64_t before = r->stats.bytes[k];
 		bool eof = false;
+		size_t allow;
 
 		if (res != PUMP_DONE)
 			return res;
@@ -401,12 +412,22 @@ static enum pump_result pump(struct relay *r, struct dir *d)
 			go_idle(r, d);
 			return PUMP_WAIT;
 		}
+		/* Over the bandwidth limit: stop reading (the sender's TCP
+		 * window closes) until the bucket's timer says there is room. */
+		allow = bucket_allow(r->lim[k]);
+		if (allow == 0) {
+			bucket_wait(r->lim[k], &r->lw[k]);
+			go_idle(r, d);
+			return PUMP_WAIT;
+		}
 		if (can_splice(r, d))
-			res = read_splice(r, d, &eof);
+			res = read_splice(r, d, &eof, allow);
 		else if (to->ops->seal || (from->plain && from->rx_len == 0))
-			res = read_buffered(r, d, &eof);
+			res = read_buffered(r, d, &eof, allow);
 		else
-			res = read_passthrough(r, d, &eof);
+			res = read_passthrough(r, d, &eof, allow);
+		if (r->stats.bytes[k] != before)
+			bucket_take(r->lim[k], &r->lw[k], r->stats.bytes[k] - before);
 		if (res == PUMP_ERROR)
 			return res;
 		if (res == PUMP_WAIT) {
@@ -498,6 +519,24 @@ static void on_event1(struct loop *l, struct watcher *w, uint32_t events)
 	on_event(container_of(w, struct relay, w[1]), 1, events);
 }
 
+/* The bucket has room again for direction k. */
+static void on_limit(struct relay *r, int k)
+{
+	bool which[2] = { k == 0, k == 1 };
+
+	run(r, which);
+}
+
+static void on_limit0(struct limit_waiter *w)
+{
+	on_limit(container_of(w, struct relay, lw[0]), 0);
+}
+
+static void on_limit1(struct limit_waiter *w)
+{
+	on_limit(container_of(w, struct relay, lw[1]), 1);
+}
+
 static void on_again(struct loop *l, struct deferred *df)
 {
 	struct relay *r = container_of(df, struct relay, again);
@@ -525,6 +564,7 @@ struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 	r->arg = arg;
 	for (int i = 0; i < 2; i++) {
 		watcher_init(&r->w[i], r->s[i]->fd, i ? on_event1 : on_event0);
+		limit_waiter_init(&r->lw[i], i ? on_limit1 : on_limit0);
 		r->d[i].pipe.rd = r->d[i].pipe.wr = -1;
 	}
 	/* Bytes may already wait in either stream's buffer. Start once the
@@ -547,6 +587,7 @@ void relay_free(struct relay *r)
 
 		/* stream_free() below closes the fd */
 		loop_unwatch_closing(r->loop, &r->w[i]);
+		bucket_cancel(&r->lw[i]);
 		if (d->in_pipe)
 			pipe_drop(&d->pipe);
 		else
@@ -556,6 +597,12 @@ void relay_free(struct relay *r)
 	}
 	free(r);
 	burst_relay_ended();
+}
+
+void relay_set_limits(struct relay *r, struct bucket *a_to_b, struct bucket *b_to_a)
+{
+	r->lim[0] = a_to_b;
+	r->lim[1] = b_to_a;
 }
 
 const struct relay_stats *relay_stats(const struct relay *r)

@@ -39,6 +39,10 @@ struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 			relay_done_cb cb, void *arg);
 /* Ends the relay now (closing both streams) without calling back. */
 void relay_free(struct relay *r);
+/* Bandwidth limits (limit.h) of each direction, NULL for none; the buckets
+ * must outlive the relay. Set before the relay's first turn. */
+struct bucket;
+void relay_set_limits(struct relay *r, struct bucket *a_to_b, struct bucket *b_to_a);
 const struct relay_stats *relay_stats(const struct relay *r);
 /* A list node for the owner's use (its list of active connections), so the
  * owner needs no allocation of its own per connection. */

@@ -544,6 +544,7 @@ static void sservice_set_config(struct list *n, const struct service_config *sc)
 
 	svc->cfg = sc;
 	service_balance_changed(svc);
+	limit_set_rate(&svc->limit, sc->bandwidth_rate);	/* applied live */
 }
 
 static void sservice_stop(struct list *n)
@@ -628,6 +629,9 @@ static uint64_t v_udp_dropped(const struct sservice *s) { return udp_server_drop
 static uint64_t v_refused_acl(const struct sservice *s) { return s->refused_acl; }
 static uint64_t v_refused_max(const struct sservice *s) { return s->refused_max; }
 static uint64_t v_refused_fds(const struct sservice *s) { return s->refused_fds; }
+static uint64_t v_limit(const struct sservice *s) { return s->limit.dir[LIMIT_IN].rate; }
+static uint64_t v_delayed_in(const struct sservice *s) { return s->limit.dir[LIMIT_IN].delayed; }
+static uint64_t v_delayed_out(const struct sservice *s) { return s->limit.dir[LIMIT_OUT].delayed; }
 
 static void family(struct buf *b, struct server *srv, const char *name, const char *type,
 		   const char *help, svc_value get, const char *extra, bool head)
@@ -721,6 +725,13 @@ void server_metrics(struct server *srv, struct buf *b)
 	family(b, srv, "rathole_service_visitors_refused_total", "counter", NULL, v_refused_fds,
 	       "reason=\"fds\"", false);
 	replica_metrics(srv, b);
+	family(b, srv, "rathole_service_bandwidth_limit_bytes_per_second", "gauge",
+	       "The service's bandwidth_limit, each direction (0: none).", v_limit, NULL, true);
+	family(b, srv, "rathole_service_limit_delayed_bytes_total", "counter",
+	       "Bytes held back by the bandwidth limit before they moved: in = from visitors, "
+	       "out = to visitors.", v_delayed_in, "direction=\"in\"", true);
+	family(b, srv, "rathole_service_limit_delayed_bytes_total", "counter", NULL, v_delayed_out,
+	       "direction=\"out\"", false);
 	metrics_family(b, "rathole_connections_handshaking", "gauge",
 		       "Connections on bind_addr still in their handshake.");
 	metrics_sample(b, "rathole_connections_handshaking", NULL, NULL, srv->npending);
@@ -793,6 +804,7 @@ void server_status(struct server *srv, struct buf *b)
 			buf_json_string(b, svc->cfg->range_name);
 		}
 		status_hostnames(b, svc->cfg);
+		limit_status(&svc->limit, b);
 		buf_printf(b, ", \"control_channel\": %s", svc->nreplicas ? "true" : "false");
 		if (svc->nreplicas) {
 			/* the newest client: without balance, the only one */

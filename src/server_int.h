@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "limit.h"
 #include "list.h"
 #include "loop.h"
 #include "net.h"
@@ -111,6 +112,7 @@ struct sservice {
 	size_t nwaiting;
 	size_t nactive;				/* forwarded connections, all replicas */
 	struct udp_server *udp;
+	struct limit limit;			/* bandwidth_limit (rate 0: none) */
 
 	uint64_t visitors_total, bytes_in, bytes_out, auth_failures, ctrl_ups, udp_dropped;
 	uint64_t refused_acl, refused_max, refused_fds;

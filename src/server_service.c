@@ -239,6 +239,7 @@ static int pair(struct replica *r, int vfd, const struct net_addr *peer, struct 
 		log_warn("service %s: out of memory for a connection", svc->cfg->name);
 		return 0;
 	}
+	relay_set_limits(rl, &svc->limit.dir[LIMIT_IN], &svc->limit.dir[LIMIT_OUT]);
 	list_add_tail(&r->relays, relay_link(rl));
 	r->nactive++;
 	r->visitors_total++;
@@ -687,6 +688,7 @@ struct sservice *service_new(struct server *srv, const struct service_config *cf
 	timer_init(&svc->accept_retry, on_accept_retry);
 	deferred_init(&svc->rebalance, on_rebalance);
 	watcher_init(&svc->lw, -1, on_service_accept);
+	limit_init(&svc->limit, srv->loop, cfg->bandwidth_rate);
 	list_add_tail(&srv->services, &svc->link);
 	return svc;
 }
@@ -701,6 +703,7 @@ void service_free(struct sservice *svc)
 	svc->nreplicas = 0;
 	loop_undefer(svc->srv->loop, &svc->rebalance);
 	service_down(svc);
+	limit_fini(&svc->limit);
 	list_del(&svc->link);
 	free(svc);
 }

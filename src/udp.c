@@ -8,7 +8,10 @@
  * udp_max_sessions of them (the least recently used goes first).
  *
  * UDP never waits: a datagram that finds the channel's queue full is dropped
- * and counted, as a congested network would do. */
+ * and counted, as a congested network would do. A bandwidth limit is kept
+ * by not reading: the visitors' socket (its kernel buffer holds, then
+ * drops) or the data channel (TCP holds the peer back), until the
+ * service's bucket has room (limit.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 #include "acl.h"
 #include "client_int.h"
 #include "fds.h"
+#include "limit.h"
 #include "log.h"
 #include "resolve.h"
 #include "server_int.h"
@@ -307,6 +311,7 @@ struct udp_server {
 	struct watcher uw;
 	struct udp_batch batch;
 	struct udp_txbatch tx;		/* datagrams to visitors */
+	struct limit_waiter lw;		/* held by the bandwidth limit (LIMIT_IN) */
 	uint64_t dropped;
 	struct sticky **table;		/* with balance */
 	struct list lru;
@@ -321,7 +326,14 @@ struct udp_replica {
 	struct deferred more;		/* frames left in the stream's buffer */
 	struct udp_framer rx;
 	struct list sessions;		/* struct sticky, rlink */
+	struct limit_waiter lw;		/* held by the bandwidth limit (LIMIT_OUT) */
 };
+
+/* Held by the bandwidth limit: waiting for the service's bucket. */
+static bool held(const struct limit_waiter *w)
+{
+	return list_linked(&w->link);
+}
 
 /* ---- sticky sessions ---- */
 
@@ -425,13 +437,13 @@ static void us_update(struct udp_server *u)
 		if (channel_ready(r) && (size_t)r->udp->ch->tx_len + 2 * UDP_SLOT <= STREAM_TX_MAX)
 			room = true;
 	}
-	loop_watch(u->svc->srv->loop, &u->uw, room ? EPOLLIN : 0);
+	loop_watch(u->svc->srv->loop, &u->uw, room && !held(&u->lw) ? EPOLLIN : 0);
 }
 
 static void ur_update(struct udp_replica *ur)
 {
-	loop_watch(ur->r->svc->srv->loop, &ur->cw,
-		   EPOLLIN | (stream_tx_pending(ur->ch) ? EPOLLOUT : 0));
+	loop_watch(ur->r->svc->srv->loop, &ur->cw, (held(&ur->lw) ? 0 : EPOLLIN) |
+		   (stream_tx_pending(ur->ch) ? EPOLLOUT : 0));
 }
 
 static void ur_free_channel(struct udp_replica *ur)
@@ -487,6 +499,7 @@ static void on_ur_channel(struct loop *l, struct watcher *w, uint32_t events)
 	struct udp_replica *ur = container_of(w, struct udp_replica, cw);
 	struct replica *r = ur->r;
 	struct udp_server *u = r->svc->udp;
+	struct bucket *out = &r->svc->limit.dir[LIMIT_OUT];
 
 	if (stream_flush(ur->ch) == ST_ERROR) {
 		ur_channel_lost(ur, ur->ch->err);
@@ -496,6 +509,10 @@ static void on_ur_channel(struct loop *l, struct watcher *w, uint32_t events)
 		const uint8_t *payload;
 		int rc;
 
+		if (bucket_allow(out) == 0) {
+			bucket_wait(out, &ur->lw);
+			break;
+		}
 		/* Decoded frames may remain in the stream's buffer, which epoll
 		 * does not announce: come back on the next turn. */
 		if (i == FRAME_BUDGET) {
@@ -516,6 +533,7 @@ static void on_ur_channel(struct loop *l, struct watcher *w, uint32_t events)
 		r->svc->bytes_out += ur->rx.len;
 		if (u && u->fd >= 0)
 			us_send(u, payload, ur->rx.len, &ur->rx.from);
+		bucket_take(out, &ur->lw, ur->rx.len);
 	}
 	us_flush(u);
 	ur_update(ur);
@@ -527,10 +545,17 @@ static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 	struct udp_server *u = container_of(w, struct udp_server, uw);
 	const struct service_config *c = u->svc->cfg;
 	uint64_t now = loop_now(l);
+	struct bucket *in = &u->svc->limit.dir[LIMIT_IN];
 	struct list *n, *tmp;
+	size_t moved = 0;
 	int got;
 
 	if (batch_init(&u->batch) < 0) {
+		us_update(u);
+		return;
+	}
+	if (bucket_allow(in) == 0) {
+		bucket_wait(in, &u->lw);
 		us_update(u);
 		return;
 	}
@@ -564,7 +589,10 @@ static void on_us_socket(struct loop *l, struct watcher *w, uint32_t events)
 		}
 		r->bytes_in += u->batch.msgs[i].msg_len;
 		u->svc->bytes_in += u->batch.msgs[i].msg_len;
+		moved += u->batch.msgs[i].msg_len;
 	}
+	/* a batch may overdraw the bucket: the debt is waited for next time */
+	bucket_take(in, &u->lw, moved);
 	/* A channel that fails to flush is dealt with from its own deferred
 	 * call: losing it here could take the service (and u) away. */
 	list_for_each_safe(n, tmp, &u->svc->replicas) {
@@ -587,6 +615,21 @@ static void on_ur_more(struct loop *l, struct deferred *d)
 		on_ur_channel(l, &ur->cw, EPOLLIN);
 }
 
+static void on_us_limit(struct limit_waiter *w)
+{
+	struct udp_server *u = container_of(w, struct udp_server, lw);
+
+	on_us_socket(u->svc->srv->loop, &u->uw, EPOLLIN);
+}
+
+static void on_ur_limit(struct limit_waiter *w)
+{
+	struct udp_replica *ur = container_of(w, struct udp_replica, lw);
+
+	if (ur->ch)
+		on_ur_channel(ur->r->svc->srv->loop, &ur->cw, EPOLLIN);
+}
+
 void udp_server_open(struct sservice *svc, int fd)
 {
 	struct udp_server *u = calloc(1, sizeof *u);
@@ -598,6 +641,7 @@ void udp_server_open(struct sservice *svc, int fd)
 	u->svc = svc;
 	u->fd = fd;
 	list_init(&u->lru);
+	limit_waiter_init(&u->lw, on_us_limit);
 	udp_sock_buffers(fd);
 	watcher_init(&u->uw, fd, on_us_socket);
 	svc->udp = u;
@@ -617,6 +661,7 @@ void udp_server_close(struct sservice *svc)
 	while (!list_empty(&u->lru))
 		sticky_free(u, list_first(&u->lru, struct sticky, lru));
 	free(u->table);
+	bucket_cancel(&u->lw);
 	loop_unwatch(svc->srv->loop, &u->uw);
 	/* the socket itself is the service's listener: server_service.c closed it */
 	batch_free(&u->batch);
@@ -642,6 +687,7 @@ void udp_replica_take_channel(struct replica *r, struct stream *s)
 		}
 		ur->r = r;
 		list_init(&ur->sessions);
+		limit_waiter_init(&ur->lw, on_ur_limit);
 		watcher_init(&ur->cw, -1, on_ur_channel);
 		deferred_init(&ur->more, on_ur_more);
 		r->udp = ur;
@@ -667,6 +713,7 @@ void udp_replica_drop(struct replica *r)
 	if (!ur)
 		return;
 	ur_free_channel(ur);
+	bucket_cancel(&ur->lw);
 	/* its sessions go with it: those visitors pick another replica at
 	 * their next datagram */
 	while (!list_empty(&ur->sessions)) {
@@ -716,6 +763,7 @@ struct udp_client {
 	struct udp_txbatch tx;		/* datagrams to one session's local socket */
 	int tx_fd;			/* ... that socket */
 	struct net_addr tx_visitor;	/* ... and its visitor */
+	struct limit_waiter lw[2];	/* [LIMIT_IN]: the channel, [LIMIT_OUT]: the sessions */
 	uint64_t dropped, evicted;
 };
 
@@ -758,10 +806,18 @@ static void on_sess_readable(struct loop *l, struct watcher *w, uint32_t events)
 {
 	struct usess *s = container_of(w, struct usess, w);
 	struct udp_client *uc = s->uc;
+	struct bucket *out = &uc->svc->limit.dir[LIMIT_OUT];
+	size_t moved = 0;
 	int n;
 
 	if (batch_init(&uc->batch) < 0)
 		return;
+	if (bucket_allow(out) == 0) {
+		/* this session's socket waits; the bucket wakes them all */
+		bucket_wait(out, &uc->lw[LIMIT_OUT]);
+		loop_watch(l, &s->w, 0);
+		return;
+	}
 	n = batch_recv(&uc->batch, s->fd, false);
 	if (n <= 0)
 		return;
@@ -779,7 +835,10 @@ static void on_sess_readable(struct loop *l, struct watcher *w, uint32_t events)
 		frame = batch_frame(&uc->batch, i, &s->visitor, &flen);
 		if (!frame || udp_queue_frame(uc->ch, frame, flen) != 0)
 			uc->dropped++;
+		else
+			moved += uc->batch.msgs[i].msg_len;
 	}
+	bucket_take(out, &uc->lw[LIMIT_OUT], moved);
 	if (stream_flush(uc->ch) == ST_ERROR) {
 		uc_channel_lost(uc, uc->ch->err);
 		return;
@@ -900,6 +959,7 @@ static void uc_deliver(struct udp_client *uc, const uint8_t *payload, size_t len
 static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 {
 	struct udp_client *uc = container_of(w, struct udp_client, cw);
+	struct bucket *in = &uc->svc->limit.dir[LIMIT_IN];
 
 	if (stream_flush(uc->ch) == ST_ERROR) {
 		uc_channel_lost(uc, uc->ch->err);
@@ -909,6 +969,10 @@ static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 		const uint8_t *payload;
 		int rc;
 
+		if (bucket_allow(in) == 0) {
+			bucket_wait(in, &uc->lw[LIMIT_IN]);
+			break;
+		}
 		if (i == FRAME_BUDGET) {
 			loop_defer(l, &uc->more);
 			break;
@@ -924,6 +988,7 @@ static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 			return;
 		}
 		uc_deliver(uc, payload, uc->rx.len);
+		bucket_take(in, &uc->lw[LIMIT_IN], uc->rx.len);
 	}
 	uc_flush(uc);
 	uc_update(uc);
@@ -931,8 +996,25 @@ static void on_uc_channel(struct loop *l, struct watcher *w, uint32_t events)
 
 static void uc_update(struct udp_client *uc)
 {
-	loop_watch(uc->svc->cli->loop, &uc->cw,
-		   EPOLLIN | (stream_tx_pending(uc->ch) ? EPOLLOUT : 0));
+	loop_watch(uc->svc->cli->loop, &uc->cw, (held(&uc->lw[LIMIT_IN]) ? 0 : EPOLLIN) |
+		   (stream_tx_pending(uc->ch) ? EPOLLOUT : 0));
+}
+
+static void on_uc_limit_in(struct limit_waiter *w)
+{
+	struct udp_client *uc = container_of(w, struct udp_client, lw[LIMIT_IN]);
+
+	on_uc_channel(uc->svc->cli->loop, &uc->cw, EPOLLIN);
+}
+
+/* The sessions' sockets that waited are read again. */
+static void on_uc_limit_out(struct limit_waiter *w)
+{
+	struct udp_client *uc = container_of(w, struct udp_client, lw[LIMIT_OUT]);
+	struct list *n, *tmp;
+
+	list_for_each_safe(n, tmp, &uc->lru)
+		loop_watch(uc->svc->cli->loop, &container_of(n, struct usess, lru)->w, EPOLLIN);
 }
 
 static void on_local_resolved(void *arg, const char *err, const struct net_addr *addrs, int n)
@@ -977,6 +1059,8 @@ void udp_client_start(struct cupstream *up, struct stream *ch)
 	timer_init(&uc->sweep, on_sweep);
 	watcher_init(&uc->cw, ch->fd, on_uc_channel);
 	deferred_init(&uc->more, on_uc_more);
+	limit_waiter_init(&uc->lw[LIMIT_IN], on_uc_limit_in);
+	limit_waiter_init(&uc->lw[LIMIT_OUT], on_uc_limit_out);
 	up->udp = uc;
 	if (net_parse_numeric(svc->cfg->local_addr, &uc->local) == 0)
 		uc->have_local = true;
@@ -1005,6 +1089,8 @@ void udp_client_stop(struct cupstream *up)
 	while (!list_empty(&uc->lru))
 		sess_free(list_first(&uc->lru, struct usess, lru));
 	timer_stop(l, &uc->sweep);
+	bucket_cancel(&uc->lw[LIMIT_IN]);
+	bucket_cancel(&uc->lw[LIMIT_OUT]);
 	loop_unwatch(l, &uc->cw);
 	loop_undefer(l, &uc->more);
 	stream_free(uc->ch);
