@@ -1,0 +1,188 @@
+"""Bandwidth limits (issue 26): bandwidth_limit on a service, enforced by
+the side that sets it, a token bucket per direction shared by all of the
+service's connections and datagrams.
+
+iperf3 through a limit of 8 Mbit/s measures it within 10 %, each way
+(iperf3 -R for the way back), over the tcp transport (the splice path) and
+the noise transport (the encrypting paths), set on the server and on the
+client; without a limit the same run goes far beyond it. Each run is 3 s:
+what is asserted is the receiver's rate, which the sender's socket buffers
+do not inflate. A UDP service under a limit delivers no more than the
+bucket allows, and the metrics show the configured rate and the bytes the
+limit held back."""
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, need_binary, run_rathole, wait_until
+from helpers import http, metric
+from test_noise import genkey, noise_block
+
+LIMIT_BITS = 8_000_000
+SECONDS = 3
+
+
+def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp"):
+    """Server and client forwarding one service; returns (service port,
+    local port, server API port, client API port)."""
+    ports = set()
+    while len(ports) < 5:
+        ports.add(free_port())
+    ctl, svc, local, sapi, capi = sorted(ports)
+    ts = tc = ""
+    if transport == "noise":
+        priv, pub = genkey()
+        ts, tc = noise_block("server", local=priv), noise_block("client", remote=pub)
+    procs.rathole(f'[server]\nbind_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n{ts}'
+                  f'[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n'
+                  f'[server.services.s]\ntype = "{service_type}"\n'
+                  f'bind_addr = "127.0.0.1:{svc}"\n{server_svc}\n', name="server.toml")
+    procs.rathole(f'[client]\nremote_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n{tc}'
+                  f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n'
+                  f'[client.services.s]\ntype = "{service_type}"\n'
+                  f'local_addr = "127.0.0.1:{local}"\n{client_svc}\n', name="client.toml")
+    return svc, local, sapi, capi
+
+
+def listening(port):
+    """Whether a TCP socket listens on port, seen in /proc without connecting
+    (iperf3 takes any connection for a test)."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    return True
+    return False
+
+
+def iperf3_rate(procs, svc, local, reverse):
+    """The receiver's bits per second of one iperf3 run through the tunnel."""
+    iperf3 = need_binary("iperf3", "iperf3")
+    procs.start([iperf3, "-s", "-1", "-p", str(local)])
+    wait_until(lambda: listening(local), 10, what=f"iperf3 to listen on {local}")
+    wait_until(lambda: listening(svc), 20, what=f"the service port {svc} to listen")
+    r = subprocess.run([iperf3, "-c", "127.0.0.1", "-p", str(svc), "-t", str(SECONDS), "-J",
+                        *(["-R"] if reverse else [])],
+                       capture_output=True, text=True, timeout=SECONDS + 30)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("transport,side", [("tcp", "server"), ("noise", "server"),
+                                            ("tcp", "client")])
+def test_iperf3_within_ten_percent(procs, transport, side, reverse):
+    lim = 'bandwidth_limit = "8Mbit"'
+    svc, local, sapi, capi = tunnel(procs, transport, server_svc=lim if side == "server" else "",
+                                    client_svc=lim if side == "client" else "")
+    rate = iperf3_rate(procs, svc, local, reverse)
+    assert 0.9 * LIMIT_BITS <= rate <= 1.1 * LIMIT_BITS, f"{rate / 1e6:.2f} Mbit/s"
+    # the side that limits shows it, and the bytes it held back go the right way
+    text = http(f"http://127.0.0.1:{sapi if side == 'server' else capi}/metrics")[1]
+    assert metric(text, "rathole_service_bandwidth_limit_bytes_per_second", service="s") == 1e6
+    to_local = (not reverse)
+    direction = "in" if to_local else "out"
+    other = "out" if to_local else "in"
+    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                  direction=direction) > 1e6
+    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                  direction=other) < 1e5
+
+
+@pytest.mark.parametrize("transport", ["tcp", "noise"])
+def test_no_limit_changes_nothing(procs, transport):
+    svc, local, sapi, _ = tunnel(procs, transport)
+    rate = iperf3_rate(procs, svc, local, reverse=False)
+    assert rate > 5 * LIMIT_BITS, f"{rate / 1e6:.2f} Mbit/s"
+    text = http(f"http://127.0.0.1:{sapi}/metrics")[1]
+    assert metric(text, "rathole_service_bandwidth_limit_bytes_per_second", service="s") == 0
+    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                  direction="in") == 0
+
+
+def test_udp_limited(procs):
+    """1 MB/s on a UDP service (server side): a visitor sending far more gets
+    no more than the bucket's rate and burst to the local service in a
+    second, and the datagrams it held back are counted."""
+    svc, local, sapi, _ = tunnel(procs, "tcp", server_svc='bandwidth_limit = "1MB"',
+                                 service_type="udp")
+    ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ls.bind(("127.0.0.1", local))
+    ls.settimeout(0.5)
+    stamps = []
+    stop = threading.Event()
+
+    def receive():
+        while not stop.is_set():
+            try:
+                d = ls.recv(65536)
+            except socket.timeout:
+                continue
+            stamps.append((time.monotonic(), len(d)))
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v.connect(("127.0.0.1", svc))
+    try:
+        # the service is up when a first datagram gets through
+        deadline = time.monotonic() + 15
+        while not stamps and time.monotonic() < deadline:
+            try:
+                v.send(b"p")
+            except OSError:
+                pass		# refused: the service port is not bound yet
+            time.sleep(0.05)
+        assert stamps, "no datagram reached the local service"
+        stamps.clear()
+        end = time.monotonic() + 1.5
+        sent = 0
+        while time.monotonic() < end:
+            try:
+                v.send(b"x" * 8000)
+                sent += 8000
+            except OSError:
+                pass
+        assert sent > 3_000_000, "the visitor could not send fast enough to test a limit"
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(2)
+        v.close()
+        ls.close()
+    assert stamps, "nothing arrived under the limit"
+    first = stamps[0][0]
+    in_first_second = sum(n for ts, n in stamps if ts - first <= 1.0)
+    # a second's rate, the 100 ms burst, and a batch of datagrams over it
+    assert in_first_second <= 1_000_000 + 100_000 + 16 * 8000, in_first_second
+    text = http(f"http://127.0.0.1:{sapi}/metrics")[1]
+    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                  direction="in") > 0
+
+
+@pytest.mark.parametrize("value,why", [
+    ("10Mb", "unknown or missing unit"),
+    ("fast", "expected a number and a unit"),
+    ("100B", "less than 1KB (8Kbit)"),
+    ("200Gbit", "more than 100Gbit"),
+    ("1.MB", "expected a number and a unit"),
+])
+def test_bad_limits(tmp_path, value, why):
+    r = run_rathole(["--check"], '[server]\nbind_addr = "127.0.0.1:2333"\ndefault_token = "t"\n'
+                    f'[server.services.a]\nbind_addr = "127.0.0.1:5000"\n'
+                    f'bandwidth_limit = "{value}"\n', tmp_path)
+    assert r.returncode == 1
+    assert f'rathole.toml:6: server.services.a.bandwidth_limit: "{value}": {why}' in r.stderr, \
+        r.stderr
+
+
+def test_check_shows_the_limit(tmp_path):
+    r = run_rathole(["--check"], '[client]\nremote_addr = "127.0.0.1:2333"\ndefault_token = "t"\n'
+                    '[client.services.a]\nlocal_addr = "127.0.0.1:5000"\n'
+                    'bandwidth_limit = "80Mbit"\n', tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bandwidth_limit 80Mbit (10000000 bytes/s each way)" in r.stdout
