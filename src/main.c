@@ -350,6 +350,17 @@ static void print_transport(const struct transport_config *t, bool server)
 	printf("\n");
 }
 
+/* A server service's virtual host names and the listeners routing them. */
+static void print_hostnames(const struct service_config *s)
+{
+	static const char *const on[] = { "http and https", "http", "https" };
+
+	printf(", hostnames");
+	for (size_t j = 0; j < s->nhostnames; j++)
+		printf("%s %s", j ? "," : "", s->hostnames[j]);
+	printf(" (on %s)", on[s->vhost]);
+}
+
 static void print_services(const struct service_config *s, size_t n, bool server)
 {
 	printf("  %-19s %zu\n", "services", n);
@@ -370,11 +381,16 @@ static void print_services(const struct service_config *s, size_t n, bool server
 			       server ? ", 1 pooled data channel each" : "");
 			printf(", %s, nodelay %s", service_type_name(s[i].type), yes_no(s[i].nodelay));
 		} else {
+			const char *addr = server ? s[i].bind_addr : s[i].local_addr;
+
 			print_name(s[i].name);
-			printf(": %s, %s %s, nodelay %s", service_type_name(s[i].type),
-			       server ? "bind_addr" : "local_addr",
-			       server ? s[i].bind_addr : s[i].local_addr, yes_no(s[i].nodelay));
+			printf(": %s", service_type_name(s[i].type));
+			if (addr)
+				printf(", %s %s", server ? "bind_addr" : "local_addr", addr);
+			printf(", nodelay %s", yes_no(s[i].nodelay));
 		}
+		if (server && s[i].nhostnames)
+			print_hostnames(&s[i]);
 		if (!server)
 			printf(", retry_interval %ds", s[i].retry_interval);
 		if (!server && s[i].health_check_interval)
@@ -397,6 +413,11 @@ static void print_summary(const struct config *cfg, bool server, bool client)
 
 		printf("role: server\n");
 		printf("  %-19s %s\n", "bind_addr", s->bind_addr);
+		if (s->http_bind_addr)
+			printf("  %-19s %s (virtual hosts by Host)\n", "http_bind_addr", s->http_bind_addr);
+		if (s->https_bind_addr)
+			printf("  %-19s %s (virtual hosts by TLS SNI)\n", "https_bind_addr",
+			       s->https_bind_addr);
 		print_transport(&s->transport, true);
 		print_seconds("heartbeat_interval", s->heartbeat_interval);
 		print_services(s->services, s->nservices, true);

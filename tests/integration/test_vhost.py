@@ -232,6 +232,20 @@ def test_head_forwarded_first_with_proxy_protocol_and_acl(procs):
         pp.stop()
 
 
+def test_max_connections_counts_routed_visitors(procs, sites):
+    a, _ = sites
+    v = Vhosts(procs, {"one": ('hostnames = ["one.example.com"]\nmax_connections = 1', a)}).start()
+    p = v.http_port
+    with socket.create_connection(("127.0.0.1", p), timeout=10) as held:
+        held.sendall(b"GET / HTTP/1.1\r\nHost: one.example.com\r\n\r\n")
+        assert b"site-a host=one.example.com" in held.recv(4096)   # kept alive
+        assert raw(p, b"GET / HTTP/1.1\r\nHost: one.example.com\r\n\r\n") == b""
+        m = v.metrics()
+        assert metric(m, "rathole_service_visitors_refused_total", service="one",
+                      reason="max_connections") == 1
+    wait_until(lambda: get("one.example.com", p)[0] == 200, what="a free slot again")
+
+
 def test_status_of_a_hostnames_only_service(procs, sites):
     v = two_sites(procs, sites)
     st = v.status()
@@ -310,6 +324,12 @@ def test_check_accepts_and_rejects(tmp_path):
     r = run_rathole(["--check"], ok.replace('hostnames = ["nas.example.com", "*.home',
                                             'hostnames = ["*.home'), tmp_path)
     assert r.returncode == 0, r.stderr
+    for line in ("  http_bind_addr      0.0.0.0:80 (virtual hosts by Host)",
+                 "  https_bind_addr     [::]:443 (virtual hosts by TLS SNI)",
+                 "    nas: tcp, nodelay true, hostnames *.home.example.com (on http and https)",
+                 "    acme: tcp, nodelay true, hostnames nas.example.com (on http)",
+                 "    both: tcp, bind_addr 0.0.0.0:8443, nodelay true, hostnames x.org (on http and https)"):
+        assert line in r.stdout.splitlines() or any(l.startswith(line + ",") for l in r.stdout.splitlines()), r.stdout
     for text, msg in (
         (CHECK_HEAD + '[server.services.a]\nhostnames = ["a.org"]\n',
          "server.services.a.hostnames: no shared listener routes them"),
