@@ -288,8 +288,11 @@ function renderServices() {
     const td = cachedRow("s:" + s.name, { "data-service": s.name }, MAIN_CELLS).td;
     put(td.name, s.name);
     put(td.type, s.type || "tcp");
-    put(td.addr, client ? s.local_addr : s.bind_addr);
-    td.addr.title = client ? "local_addr" : s.client ? "client " + s.client : "bind_addr";
+    // a server service reached by name (virtual hosts) shows its hostnames
+    put(td.addr, client ? s.local_addr
+      : [s.bind_addr, ...(s.hostnames || [])].filter((x) => x).join(", ") || null);
+    td.addr.title = client ? "local_addr" : s.client ? "client " + s.client
+      : s.hostnames ? "bind_addr, hostnames (vhost = " + s.vhost + ")" : "bind_addr";
     const failing = s.health_check_interval > 0 && s.healthy === false;
     putNodes(td.state, String(s.control_channel) + failing, () => [channelPill(s.control_channel),
       failing ? el("span", { class: "pill down", text: "local service failing",

@@ -507,3 +507,23 @@ def test_dashboard_shows_replicas(procs, echo, browser):
         "return [...document.querySelectorAll('#services tr[data-sub=replica] td.served')]"
         ".map((e) => Number(e.dataset.value))")
     assert len(served) == 2 and all(n >= 1 for n in served), served
+
+
+def test_dashboard_shows_hostnames(procs, browser):
+    """A server service reached by name (virtual hosts, docs/vhost.md): its
+    address cell lists its hostnames, after its own bind_addr if it has one."""
+    d = browser
+    sport, hport, own, api = free_port(), free_port(), free_port(), free_port()
+    s = procs.rathole(f'[server]\nbind_addr = "127.0.0.1:{sport}"\ndefault_token = "t"\n'
+                      f'http_bind_addr = "127.0.0.1:{hport}"\n'
+                      f'[server.api]\nbind_addr = "127.0.0.1:{api}"\n'
+                      '[server.services.named]\nhostnames = ["a.example.com", "*.b.example.com"]\n'
+                      f'[server.services.both]\nhostnames = ["c.example.com"]\n'
+                      f'bind_addr = "127.0.0.1:{own}"\n', name="server.toml")
+    s.wait_log(f"listening on 127.0.0.1:{hport} for virtual hosts")
+    d.get(f"http://127.0.0.1:{api}/")
+    addr = ("const r = document.querySelector(`#services tr[data-service=\"${arguments[0]}\"]`);"
+            "return r ? r.querySelector('td.addr').textContent : null;")
+    wait_until(lambda: d.execute_script(addr, "named") == "a.example.com, *.b.example.com", 15,
+               what="the hostnames in the address cell")
+    assert d.execute_script(addr, "both") == f"127.0.0.1:{own}, c.example.com"
