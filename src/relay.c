@@ -465,6 +465,8 @@ static void update_interest(struct relay *r)
  * the far ends see ECONNRESET and know the stream is incomplete, where a
  * FIN would tell them it ended as sent. The failed side is reset too: if
  * it is a channel, the peer's relay fails in turn and resets its side. */
+static void destroy(struct relay *r);
+
 static void finish(struct relay *r)
 {
 	relay_done_cb cb = r->cb;
@@ -476,7 +478,7 @@ static void finish(struct relay *r)
 
 	if (cb)
 		cb(r->arg, r, &r->stats, r->err);
-	relay_free(r);
+	destroy(r);
 }
 
 static void run(struct relay *r, bool which[2])
@@ -576,10 +578,19 @@ struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 	return r;
 }
 
+/* An end the owner forces (a service removed, a replica gone, the process
+ * stopping) cuts both streams short: both are reset, as after an error. */
 void relay_free(struct relay *r)
 {
 	if (!r)
 		return;
+	stream_abort(r->s[0]);
+	stream_abort(r->s[1]);
+	destroy(r);
+}
+
+static void destroy(struct relay *r)
+{
 	list_del(&r->link);
 	loop_undefer(r->loop, &r->again);
 	for (int i = 0; i < 2; i++) {

@@ -37,7 +37,8 @@ typedef void (*relay_done_cb)(void *arg, struct relay *r, const struct relay_sta
  * when out of resources. */
 struct relay *relay_new(struct loop *l, struct stream *a, struct stream *b,
 			relay_done_cb cb, void *arg);
-/* Ends the relay now (closing both streams) without calling back. */
+/* Ends the relay now without calling back: both connections are reset (an
+ * end forced in the middle is not a complete stream). */
 void relay_free(struct relay *r);
 /* Bandwidth limits (limit.h) of each direction, NULL for none; the buckets
  * must outlive the relay. Set before the relay's first turn. */

@@ -286,7 +286,8 @@ def closed_by_peer(c, timeout=10):
 
 def end_seen(s, timeout=15):
     """How the peer ended the connection, after the bytes before its end:
-    "reset" (ECONNRESET: an abort) or "eof" (a clean end)."""
+    "reset" (ECONNRESET: an abort), "eof" (a clean end), or "open" (no end
+    within timeout)."""
     s.settimeout(timeout)
     try:
         while s.recv(65536):
@@ -294,6 +295,8 @@ def end_seen(s, timeout=15):
         return "eof"
     except ConnectionResetError:
         return "reset"
+    except socket.timeout:
+        return "open"
 
 
 def recv_exact(s, n):
