@@ -18,13 +18,18 @@ import pytest
 
 from helpers import PathRelay, Tunnel, end_seen, listen_tcp, recv_all, recv_exact
 
-VARIANTS = ["tls", "websocket", "websocket_tls"]
+# tls_openssl: OpenSSL keeps the records on both sides (record_layer)
+VARIANTS = ["tls", "tls_openssl", "websocket", "websocket_tls"]
 BULK = 200_000
 
 
 def transport_blocks(pki, variant):
     if variant == "tls":
         return pki.tls_server(), pki.tls_client()
+    if variant == "tls_openssl":
+        # the [*.transport.tls] section is the last of each block
+        return (pki.tls_server() + 'record_layer = "openssl"\n',
+                pki.tls_client() + 'record_layer = "openssl"\n')
     if variant == "websocket":
         return ('[server.transport]\ntype = "websocket"\n[server.transport.websocket]\n'
                 'tls = false\n',
