@@ -44,6 +44,7 @@ struct server {
 	struct list services;		/* struct sservice */
 	size_t visitors_waiting;	/* of every service: each will need a data channel */
 	size_t fd_reserve;		/* kept for control and data channels (server_fd_reserve()) */
+	size_t fd_reserve_replicas;	/* and a pool's worth per replica beyond a service's first */
 	uint64_t unknown_service, handshake_failures;
 	struct vhosts *vh;		/* the shared listeners (server_vhost.c) */
 };

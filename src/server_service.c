@@ -332,11 +332,12 @@ static bool ratelimit(uint64_t *last, uint64_t now, unsigned *suppressed, unsign
 }
 
 /* Descriptors that must stay free for control and data channels: the
- * reserve (server_fd_reserve(), at most a quarter of the limit) and one for
- * the data channel of every visitor waiting. */
+ * reserve (server_fd_reserve(), plus a pool per replica beyond a service's
+ * first; at most a quarter of the limit) and one for the data channel of
+ * every visitor waiting. */
 size_t fds_kept_for_channels(const struct server *srv)
 {
-	size_t reserve = srv->fd_reserve;
+	size_t reserve = srv->fd_reserve + srv->fd_reserve_replicas;
 
 	if (reserve > fds_limit() / 4)
 		reserve = fds_limit() / 4;
@@ -624,8 +625,19 @@ static void on_rebalance(struct loop *l, struct deferred *d)
 			return;
 }
 
+/* Every replica beyond the first keeps a pool of its own: the descriptors
+ * kept for channels grow and shrink with them. */
+static void reserve_replicas(struct sservice *svc, size_t n, bool add)
+{
+	size_t d = n * (size_t)service_pool_size(svc->cfg), *r = &svc->srv->fd_reserve_replicas;
+
+	*r = add ? *r + d : *r > d ? *r - d : 0;
+}
+
 void service_replica_gone(struct sservice *svc)
 {
+	if (svc->nreplicas)
+		reserve_replicas(svc, 1, false);
 	loop_defer(svc->srv->loop, &svc->rebalance);
 }
 
@@ -648,7 +660,8 @@ void service_replica_up(struct sservice *svc, struct replica *r)
 	int n = service_pool_size(svc->cfg);
 
 	list_add_tail(&svc->replicas, &r->link);
-	svc->nreplicas++;
+	if (svc->nreplicas++)
+		reserve_replicas(svc, 1, true);
 	svc->ctrl_ups++;
 	if (svc->cfg->has_balance)
 		log_info("service %s: control channel established with %s; %zu replica%s",
@@ -695,6 +708,8 @@ struct sservice *service_new(struct server *srv, const struct service_config *cf
 
 void service_free(struct sservice *svc)
 {
+	if (svc->nreplicas > 1)
+		reserve_replicas(svc, svc->nreplicas - 1, false);
 	/* replicas first: a UDP one's channel uses the service socket's state */
 	while (!list_empty(&svc->replicas))
 		replica_free(list_first(&svc->replicas, struct replica, link));
