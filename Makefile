@@ -7,7 +7,7 @@
 #   make fuzz-regress    replays the fuzz corpora without libFuzzer (part of make test)
 #   make valgrind        a tunnel session under valgrind (fails on errors and leaks)
 #   make TLS=0           without TLS (no tls transport, websocket over TCP only, no -lssl)
-#   make DASHBOARD=0     without the dashboard page of the admin API (28 KiB smaller)
+#   make DASHBOARD=0     without the dashboard page of the admin API (12 KiB smaller)
 #   make static          fully static binary (glibc), stripped copy in ./rathole-static
 #   make OSSL_DLOPEN=0   OpenSSL linked instead of loaded on demand (build/release-linked)
 #   make CC=aarch64-linux-gnu-gcc   cross build (the build directory names the target)
@@ -60,8 +60,9 @@ ifneq ($(TLS),1)
 VARIANT  := $(VARIANT)-notls
 CPPFLAGS += -DRATHOLE_NO_TLS
 endif
-# DASHBOARD=0 leaves the admin API's dashboard page out (src/dashboard/, 28 KiB
-# of the stripped binary); GET / then says so, the rest of the API stays.
+# DASHBOARD=0 leaves the admin API's dashboard page out (src/dashboard/,
+# gzip'ed: 12 KiB of the stripped binary); GET / then says so, the rest of the
+# API stays.
 DASHBOARD ?= 1
 ifneq ($(DASHBOARD),1)
 VARIANT  := $(VARIANT)-nodash
@@ -156,10 +157,16 @@ $(B) $(B)/tests:
 
 -include $(OBJS:.o=.d) $(UNITBINS:=.d) $(UNITHOBJ:.o=.d)
 
-# The dashboard's files are included by the assembler (src/dashboard.c, .incbin),
-# which the compiler's dependency lists do not see.
+# The dashboard's files go into the binary gzip'ed (-n: no name or time in
+# them, the same bytes at every build), included by the assembler
+# (src/dashboard.c, .incbin) from build/dashboard/, one copy for every target;
+# the compiler's dependency lists do not see them.
 DASHFILES := $(wildcard src/dashboard/*)
-$(B)/dashboard.o: $(DASHFILES)
+DASHGZ   := $(DASHFILES:src/dashboard/%=build/dashboard/%.gz)
+build/dashboard/%.gz: src/dashboard/%
+	@mkdir -p $(@D)
+	gzip -9nc $< > $@.tmp && mv $@.tmp $@
+$(B)/dashboard.o: $(DASHGZ)
 
 # Unit tests run from the repository root; shared test data lives beside it.
 TESTDATA ?= $(abspath ../shared/testdata)
@@ -222,7 +229,7 @@ $(FB)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FB)/librathole.a
 		-o $@ $< $(FB)/librathole.a $(LDLIBS)
 
 -include $(FUZZLIBO:.o=.d)
-$(FB)/obj/dashboard.o: $(DASHFILES)
+$(FB)/obj/dashboard.o: $(DASHGZ)
 
 fuzz: $(FUZZBINS)
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) TESTDATA=$(TESTDATA) tests/fuzz/run.sh $(FUZZBINS)

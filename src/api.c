@@ -142,6 +142,9 @@ static int parse_header(const char *p, const char *eol, struct http_request *req
 	} else if (nlen == 8 && strncasecmp(p, "if-match", 8) == 0) {
 		req->if_match = v;
 		req->if_match_len = (size_t)(eol - v);
+	} else if (nlen == 15 && strncasecmp(p, "accept-encoding", 15) == 0) {
+		req->accept_encoding = v;
+		req->accept_encoding_len = (size_t)(eol - v);
 	} else if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
 		size_t cl = 0;
 		if (v == eol)
@@ -334,6 +337,7 @@ static const char *reason(int code)
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
 	case 409: return "Conflict";
 	case 412: return "Precondition Failed";
 	case 500: return "Internal Server Error";
@@ -472,8 +476,10 @@ static void route(struct apiconn *c, const struct http_request *req)
 	}
 	if (df) {
 		/* the page holds no secret: it asks for the token itself */
-		buf_append(&body, df->data, df->len);
-		respond(c, 200, df->type, DASHBOARD_HEADERS, &body);
+		const char *type, *headers;
+		int code = dashboard_answer(df, req->accept_encoding, req->accept_encoding_len,
+					    &body, &type, &headers);
+		respond(c, code, type, headers, &body);
 	} else if (!authorized(a, req)) {
 		respond(c, 401, NULL, "WWW-Authenticate: Bearer realm=\"rathole\"\r\n", NULL);
 	} else if (plen == 11 && strncmp(path, "/api/events", 11) == 0) {

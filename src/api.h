@@ -69,6 +69,8 @@ struct http_request {
 	size_t content_type_len;
 	const char *if_match;		/* If-Match */
 	size_t if_match_len;
+	const char *accept_encoding;	/* Accept-Encoding */
+	size_t accept_encoding_len;
 	size_t header_len;		/* bytes up to and including the blank line */
 	size_t content_length;
 };

@@ -1,28 +1,35 @@
 /* The dashboard: a page, its stylesheet and its script, built into the
- * binary (src/dashboard/) and served by the admin API at GET /. */
+ * binary (src/dashboard/, gzip'ed by the build) and served by the admin API
+ * at GET /. */
 #ifndef DASHBOARD_H
 #define DASHBOARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "buf.h"
 
 struct dashboard_file {
 	const char *path;		/* "/", "/dashboard.css", "/dashboard.js" */
 	const char *type;		/* its Content-Type */
 	const char *data;
 	size_t len;
+	bool gzip;			/* data is gzip'ed */
 };
 
 /* The file served at this path (len bytes of path, no query), or NULL. */
 const struct dashboard_file *dashboard_find(const char *path, size_t len);
 
-/* The headers every dashboard file goes out with: a Content-Security-Policy
- * that allows nothing but this origin's own script, style and API (no
- * inline script or style, no frames, no form posts elsewhere). */
-#define DASHBOARD_HEADERS \
-	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; " \
-	"img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; " \
-	"frame-ancestors 'none'\r\n" \
-	"X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n" \
-	"Referrer-Policy: no-referrer\r\nCache-Control: no-cache\r\n"
+/* The answer to a GET of the file: its status code (200, or 406 when the
+ * file is gzip'ed and Accept-Encoding, ae_len bytes or NULL, does not take
+ * gzip), body, Content-Type and extra headers. Every answer carries a
+ * Content-Security-Policy that allows nothing but this origin's own script,
+ * style and API (no inline script or style, no frames, no form posts). */
+int dashboard_answer(const struct dashboard_file *f, const char *ae, size_t ae_len,
+		     struct buf *body, const char **type, const char **headers);
+
+/* Whether an Accept-Encoding value takes gzip ("gzip", "x-gzip" or "*",
+ * not with q=0). */
+bool dashboard_accepts_gzip(const char *ae, size_t len);
 
 #endif

@@ -9,6 +9,7 @@ service with counters moving under load; with a token it asks for it once.
 RATHOLE_DASHBOARD_SCREENSHOT=PATH makes the browser test write a screenshot
 of the dashboard with live traffic there (docs/dashboard.png is made so).
 """
+import gzip
 import json
 import os
 import re
@@ -27,11 +28,13 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 PAGE_LIMIT = 64 << 10		# "a few tens of KiB at most", the three files together
 
 
-def get(url, token=None):
-    """(status, headers, body bytes); HTTP errors are answers too."""
+def get(url, token=None, encoding=None):
+    """(status, headers, body bytes as sent); HTTP errors are answers too."""
     req = urllib.request.Request(url)
     if token:
         req.add_header("Authorization", "Bearer " + token)
+    if encoding:
+        req.add_header("Accept-Encoding", encoding)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.headers, r.read()
@@ -58,8 +61,11 @@ def test_page_served_with_strict_csp(procs, echo):
     t, surl, curl_ = api_tunnel(procs, echo, token="dash-secret")
     total = 0
     for base in (surl, curl_):
-        code, hdr, html = get(base + "/")
+        code, hdr, gz = get(base + "/", encoding="deflate, gzip;q=0.8")
         assert code == 200
+        assert hdr["Content-Encoding"] == "gzip" and hdr["Vary"] == "Accept-Encoding"
+        sent = len(gz)
+        html = gzip.decompress(gz)
         assert hdr["Content-Type"].startswith("text/html")
         csp = hdr["Content-Security-Policy"]
         directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
@@ -76,21 +82,28 @@ def test_page_served_with_strict_csp(procs, echo):
         assert "<style" not in page and " style=" not in page and "javascript:" not in page
         files = {"/": html}
         for path, ctype in (("/dashboard.js", "text/javascript"), ("/dashboard.css", "text/css")):
-            code, hdr, body = get(base + path)
+            code, hdr, body = get(base + path, encoding="gzip")
             assert code == 200 and hdr["Content-Type"].startswith(ctype)
             assert "script-src 'self'" in hdr["Content-Security-Policy"]
-            files[path] = body
+            sent += len(body)
+            files[path] = gzip.decompress(body)
         for path, body in files.items():
             # nothing loaded from elsewhere: no absolute URL at all
             assert not re.search(rb"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", body, re.I), path
             assert b"@import" not in body and b"url(" not in body, path
         total = sum(len(b) for b in files.values())
         assert 8 << 10 < total <= PAGE_LIMIT, total
+        assert sent < total / 2, (sent, total)	# kept and sent gzip'ed
         # HEAD: the headers alone
-        req = urllib.request.Request(base + "/", method="HEAD")
+        req = urllib.request.Request(base + "/", method="HEAD", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200 and r.read() == b""
-            assert int(r.headers["Content-Length"]) == len(html)
+            assert int(r.headers["Content-Length"]) == len(gz)
+        # a client that takes no gzip is told so (every browser takes it)
+        for enc in (None, "identity", "gzip;q=0, deflate", "br"):
+            code, hdr, body = get(base + "/", encoding=enc)
+            assert code == 406 and b"gzip" in body and "Content-Encoding" not in hdr, enc
+        assert get(base + "/", encoding="*")[0] == 200
         # the API is still behind the token
         assert get(base + "/api/status")[0] == 401
         assert get(base + "/api/events")[0] == 401
