@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import free_port, need_binary, run_rathole, wait_port_closed, wait_until
+from conftest import REPO, free_port, need_binary, run_rathole, wait_port_closed, wait_until
 from external import start_nginx_site
 from helpers import ProxyProtocolService, http, metric
 
@@ -83,10 +83,16 @@ class Vhosts:
             out.append(f'[client.services.{name}]\nlocal_addr = "127.0.0.1:{local}"\n')
         return "".join(out)
 
-    def start(self):
+    def start(self, client_binary=None):
         self.server = self.procs.rathole(self.server_text(), name="server.toml")
         self.server.wait_log(f"listening on 127.0.0.1:{self.server_port}")
-        self.client = self.procs.rathole(self.client_text(), name="client.toml")
+        if client_binary:
+            path = self.procs.tmp / "client.toml"
+            path.write_text(self.client_text())
+            os.chmod(path, 0o600)
+            self.client = self.procs.start([client_binary, str(path)], env={"RUST_LOG": "info"})
+        else:
+            self.client = self.procs.rathole(self.client_text(), name="client.toml")
         for name in self.services:
             self.server.wait_log(f"service {name}: control channel established", timeout=15)
         for port in (self.http_port, self.https_port):
@@ -112,14 +118,14 @@ def sites(procs):
     return a, b
 
 
-def two_sites(procs, sites, **kw):
+def two_sites(procs, sites, client_binary=None, **kw):
     a, b = sites
     return Vhosts(procs, {
         "a": ('hostnames = ["a.example.com"]', a),
         "b": ('hostnames = ["B.example.com.", "*.wild.example.com"]', b),
         # an exact name beats the wildcard; this one also has its own port
         "exact": (f'hostnames = ["exact.wild.example.com"]\nbind_addr = "127.0.0.1:{free_port()}"', a),
-    }, **kw).start()
+    }, **kw).start(client_binary)
 
 
 def test_http_routes_by_host(procs, sites):
@@ -244,6 +250,22 @@ def test_max_connections_counts_routed_visitors(procs, sites):
         assert metric(m, "rathole_service_visitors_refused_total", service="one",
                       reason="max_connections") == 1
     wait_until(lambda: get("one.example.com", p)[0] == 200, what="a free slot again")
+
+
+REFERENCE = os.environ.get("RATHOLE_REFERENCE") or os.path.join(
+    os.path.dirname(REPO), "shared", "peers", "rathole")
+
+
+@pytest.mark.skipif(not os.access(REFERENCE, os.X_OK),
+                    reason=f"the reference rathole is not at {REFERENCE} (RATHOLE_REFERENCE=path)")
+def test_reference_client_behind_virtual_hosts(procs, sites):
+    """Nothing changes on the wire: the reference client serves services
+    that visitors reach by name."""
+    v = two_sites(procs, sites, client_binary=REFERENCE)
+    p = v.http_port
+    assert get("a.example.com", p) == (200, "site-a host=a.example.com")
+    assert get("z.wild.example.com", p) == (200, "site-b host=z.wild.example.com")
+    assert get("exact.wild.example.com", p) == (200, "site-a host=exact.wild.example.com")
 
 
 def test_status_of_a_hostnames_only_service(procs, sites):
