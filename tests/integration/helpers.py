@@ -8,6 +8,7 @@ import hashlib
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -164,6 +165,7 @@ class PathPair:
         self.client, self.server = client, server
         self.first = bytearray()
         self.from_server = 0
+        self.resetting = False
 
     def cut(self):
         for x in (self.client, self.server):
@@ -172,11 +174,33 @@ class PathPair:
             except OSError:
                 pass
 
+    def reset(self):
+        """Both connections end with a TCP reset (SO_LINGER 0, then close).
+        SHUT_RD (which sends nothing) first wakes the pipe thread blocked in
+        recv() on the other socket, which holds it open until it returns;
+        `resetting` keeps that thread from sending a FIN first."""
+        self.resetting = True
+        for how in ("linger", "wake", "close"):
+            for x in (self.client, self.server):
+                try:
+                    if how == "linger":
+                        x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))
+                    elif how == "wake":
+                        x.shutdown(socket.SHUT_RD)
+                    else:
+                        x.close()
+                except OSError:
+                    pass
+
 
 class PathRelay:
     """The network path between a rathole client and server: a TCP relay on
     loopback that tests can watch (pairs), alter (override alter()) or cut.
-    The client connects to .port; the relay connects on to target."""
+    The client connects to .port; the relay connects on to target.
+    pass_resets: a reset from one side resets both (as a network path passes
+    it on); otherwise both get a FIN."""
+    pass_resets = False
 
     def __init__(self, target):
         self.target = target
@@ -203,13 +227,19 @@ class PathRelay:
             while True:
                 d = a.recv(65536)
                 if not d:
-                    b.shutdown(socket.SHUT_WR)
+                    if not pair.resetting:
+                        b.shutdown(socket.SHUT_WR)
                     return
                 if from_server:
                     if len(pair.first) < 8:
                         pair.first.extend(d[:8 - len(pair.first)])
                     pair.from_server += len(d)
                 b.sendall(self.alter(pair, from_server, d))
+        except ConnectionResetError:
+            if self.pass_resets:
+                pair.reset()
+            else:
+                pair.cut()
         except OSError:
             pair.cut()	# one side is gone: end both, like a real network path
 

@@ -17,6 +17,7 @@ import socket
 import pytest
 
 from helpers import PathRelay, Tunnel, end_seen, listen_tcp, recv_all, recv_exact
+from test_noise import genkey, noise_block
 
 # tls_openssl: OpenSSL keeps the records on both sides (record_layer)
 VARIANTS = ["tls", "tls_openssl", "websocket", "websocket_tls"]
@@ -39,12 +40,13 @@ def transport_blocks(pki, variant):
             pki.tls_client(kind="websocket", ws_tls=True))
 
 
-def start_through_relay(procs, pki, variant, local_port):
-    """Server and client of one transport with a PathRelay between them."""
-    ts, tc = transport_blocks(pki, variant)
+def start_through_relay(procs, blocks, local_port, relay_cls=PathRelay):
+    """Server and client of one transport (its two config blocks) with a
+    PathRelay between them."""
+    ts, tc = blocks
     t = Tunnel(procs, local_port=local_port, transport_server=ts, transport_client=tc)
     t.start_server()
-    relay = PathRelay(t.server_port)
+    relay = relay_cls(t.server_port)
     old = f'remote_addr = "127.0.0.1:{t.server_port}"'
     assert old in t.client_text
     t.client_text = t.client_text.replace(old, f'remote_addr = "127.0.0.1:{relay.port}"')
@@ -68,20 +70,25 @@ def open_connection(t, ls):
     return v, loc
 
 
+def carrier(relay, before):
+    """The one path pair that carried the visitor's BULK bytes since the
+    snapshot before ({id(pair): bytes from the server})."""
+    grown = [p for p in list(relay.pairs) if p.from_server - before.get(id(p), 0) >= BULK]
+    assert len(grown) == 1, [(p.from_server, before.get(id(p))) for p in relay.pairs]
+    return grown[0]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cut_data_channel_resets_both_sides(procs, pki, variant):
     """The data channel cut mid-stream: the visitor (behind the server) and
     the local service (behind the client) both see a reset, not a clean EOF."""
     ls = listen_tcp(backlog=8, timeout=15)
-    t, relay = start_through_relay(procs, pki, variant, ls.getsockname()[1])
+    t, relay = start_through_relay(procs, transport_blocks(pki, variant), ls.getsockname()[1])
     v = loc = None
     try:
         before = {id(p): p.from_server for p in list(relay.pairs)}
         v, loc = open_connection(t, ls)
-        # the data channel: the pair that carried the visitor's bytes
-        grown = [p for p in list(relay.pairs) if p.from_server - before.get(id(p), 0) >= BULK]
-        assert len(grown) == 1, [(p.from_server, before.get(id(p))) for p in relay.pairs]
-        grown[0].cut()
+        carrier(relay, before).cut()
         assert end_seen(v) == "reset", "the visitor took the cut stream for a complete one"
         assert end_seen(loc) == "reset", "the local service took the cut stream for a complete one"
         # the tunnel itself goes on
@@ -104,7 +111,7 @@ def test_clean_end_is_a_clean_eof(procs, pki, variant):
     EOF, replies and closes, and the visitor gets the reply and a clean EOF.
     Then the same with the local service ending first."""
     ls = listen_tcp(backlog=8, timeout=15)
-    t, relay = start_through_relay(procs, pki, variant, ls.getsockname()[1])
+    t, relay = start_through_relay(procs, transport_blocks(pki, variant), ls.getsockname()[1])
     conns = []
     try:
         v, loc = open_connection(t, ls)
@@ -126,6 +133,52 @@ def test_clean_end_is_a_clean_eof(procs, pki, variant):
         v.close()
         assert recv_all(loc) == b"bye too"
         assert end_seen(loc) == "eof"
+    finally:
+        for s in conns:
+            s.close()
+        relay.stop()
+        ls.close()
+
+
+class ArmedTamperRelay(PathRelay):
+    """Flips a bit in the next bytes from the server on the pair armed;
+    passes resets on."""
+    armed = None
+    pass_resets = True
+
+    def alter(self, pair, from_server, data):
+        if from_server and pair is self.armed:
+            self.armed = None
+            data = data[:-1] + bytes([data[-1] ^ 0x40])
+        return data
+
+
+def test_noise_tells_tampering_not_a_cut(procs):
+    """What noise can tell (docs/security.md): it has no close message, and
+    neither has rathole's wire protocol, so a cut between two records is
+    passed on as a clean end (the known limit: both sides see an EOF); a
+    changed byte fails the record, and both sides are reset."""
+    s_priv, s_pub = genkey()
+    ls = listen_tcp(backlog=8, timeout=15)
+    t, relay = start_through_relay(
+        procs, (noise_block("server", local=s_priv), noise_block("client", remote=s_pub)),
+        ls.getsockname()[1], relay_cls=ArmedTamperRelay)
+    conns = []
+    try:
+        before = {id(p): p.from_server for p in list(relay.pairs)}
+        v, loc = open_connection(t, ls)
+        conns += [v, loc]
+        carrier(relay, before).cut()
+        assert end_seen(v) == "eof" and end_seen(loc) == "eof"
+
+        before = {id(p): p.from_server for p in list(relay.pairs)}
+        v, loc = open_connection(t, ls)
+        conns += [v, loc]
+        relay.armed = carrier(relay, before)
+        v.sendall(b"changed on the way")
+        assert end_seen(loc) == "reset", "the local service took a tampered stream's end as clean"
+        assert end_seen(v) == "reset", "the visitor took a tampered stream's end as clean"
+        t.client.wait_log("noise: message authentication failed", timeout=10)
     finally:
         for s in conns:
             s.close()
