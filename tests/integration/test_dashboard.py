@@ -436,6 +436,8 @@ def test_dashboard_form_adds_edits_deletes_a_service(procs, echo, browser):
     svc = services_of(surl, "form-secret")["web"]
     assert svc["config"]["bind_addr"] == f"127.0.0.1:{web}"
     assert svc["config"]["max_connections"] == 5 and svc["source"] == "api"
+    wait_until(lambda: "api: service web created" in (text_of(d, "#events") or ""), 10,
+               what="the creation in the event log")
     # the client's side (through its API), then the tunnel on the new port
     code, reply = put_json(curl_ + "/api/services/web",
                            {"local_addr": f"127.0.0.1:{echo.port}", "token": "web-token"},
