@@ -26,21 +26,37 @@ LIMIT_BITS = 8_000_000
 SECONDS = 3
 
 
+def start_server(procs, ctl, text):
+    """Starts the server on ports picked free a moment ago; None when one of
+    them was taken meanwhile (a connection's ephemeral port), to pick again."""
+    srv = procs.rathole(text, name="server.toml")
+    wait_until(lambda: f"listening on 127.0.0.1:{ctl}" in srv.stderr or not srv.alive(), 15,
+               what="the server to listen")
+    if srv.alive():
+        return srv
+    assert "Address already in use" in srv.stderr, srv.stderr
+    return None
+
+
 def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp"):
     """Server and client forwarding one service; returns (service port,
     local port, server API port, client API port)."""
-    ports = set()
-    while len(ports) < 5:
-        ports.add(free_port())
-    ctl, svc, local, sapi, capi = sorted(ports)
     ts = tc = ""
     if transport == "noise":
         priv, pub = genkey()
         ts, tc = noise_block("server", local=priv), noise_block("client", remote=pub)
-    procs.rathole(f'[server]\nbind_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n{ts}'
-                  f'[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n'
-                  f'[server.services.s]\ntype = "{service_type}"\n'
-                  f'bind_addr = "127.0.0.1:{svc}"\n{server_svc}\n', name="server.toml")
+    for _ in range(3):
+        ports = set()
+        while len(ports) < 5:
+            ports.add(free_port())
+        ctl, svc, local, sapi, capi = sorted(ports)
+        if start_server(procs, ctl, f'[server]\nbind_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n'
+                        f'{ts}[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n'
+                        f'[server.services.s]\ntype = "{service_type}"\n'
+                        f'bind_addr = "127.0.0.1:{svc}"\n{server_svc}\n'):
+            break
+    else:
+        raise AssertionError("no free ports for the server in 3 tries")
     procs.rathole(f'[client]\nremote_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n{tc}'
                   f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n'
                   f'[client.services.s]\ntype = "{service_type}"\n'
