@@ -661,12 +661,16 @@ def run(opts, workdir, logdir):
     targets = [Target("direct", {"iperf": iperf.port, "http": nginx.port, "echo": echo.port,
                                  "http_vhost": nginx.port})]
     vhost = any(l.service == "http_vhost" for l in loads)
+    limited = any(l.service == "iperf_limited" for l in loads)
     tunnels = {}
     for vname, binary_path in [("", rathole)] + opts.variants:
         for tr in opts.transports:
             name = tr + (":" + vname if vname else "")
             # a variant (another build) may predate virtual hosts
-            t = Tunnel(binary_path, tr, services, keys, workdir, logdir,
+            # a variant (another build) may predate bandwidth limits too
+            svcs = dict(services, iperf_limited=services["iperf"]) if limited and not vname \
+                else services
+            t = Tunnel(binary_path, tr, svcs, keys, workdir, logdir,
                        tag=("-" + vname if vname else ""), vhost=vhost and not vname)
             t.start()
             tunnels[name] = t

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from services import BenchError, VHOST_NAME
+from services import BenchError, LIMIT_MBIT, VHOST_NAME
 
 IPERF_RETRIES = 6
 
@@ -36,8 +36,9 @@ def _iperf3(port, duration, extra):
     raise BenchError("iperf3 %s failed: %s" % (" ".join(args[1:]), last))
 
 
-def iperf_tcp(port, duration, reverse=False, streams=1):
-    extra = (["-R"] if reverse else []) + (["-P", str(streams)] if streams > 1 else [])
+def iperf_tcp(port, duration, reverse=False, streams=1, mbps=None):
+    extra = (["-R"] if reverse else []) + (["-P", str(streams)] if streams > 1 else []) + (
+        ["-b", "%dM" % mbps] if mbps else [])
     d = _iperf3(port, duration, extra)
     e = d["end"]
     return {"gbps": e["sum_received"]["bits_per_second"] / 1e9,
@@ -215,6 +216,14 @@ def catalogue(udp_rates):
         Load("vhost_close", "HTTP Connection: close by virtual host, 64 conns (wrk)",
              "http_vhost", "rps", "conn/s", lambda p, t: wrk(p, t, close=True, host=VHOST_NAME),
              extra=("p50_ms", "p99_ms", "errors")),
+        # a stream held to a rate: by the server's bandwidth_limit (the limiter
+        # paces it: its timers, shorter reads), and by iperf3 itself through
+        # the same tunnel without a limit. Their CPU per GB, side by side, is
+        # what the limiter costs; direct has no limiter.
+        Load("tcp_limited", "TCP 1 stream under bandwidth_limit = \"%dMbit\" (iperf3)" % LIMIT_MBIT,
+             "iperf_limited", "gbps", "Gb/s", lambda p, t: iperf_tcp(p, t)),
+        Load("tcp_paced", "TCP 1 stream paced to %d Mb/s by iperf3 -b, no limit" % LIMIT_MBIT,
+             "iperf", "gbps", "Gb/s", lambda p, t: iperf_tcp(p, t, mbps=LIMIT_MBIT)),
     ]
     for rate in udp_rates:
         loads.append(Load("udp_%d" % rate, "UDP %d Mb/s offered (iperf3 -u, 1400 B, -w 4M)" % rate,

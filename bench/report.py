@@ -225,6 +225,15 @@ def check_targets(summary, held, idle, binary, floor=None):
         ratio_target("Noise bulk, AESGCM pattern (informational)", "tcp_bulk", "noise-aesgcm",
                      0.25)
     ratio_target("TLS bulk", "tcp_bulk", "tls", 0.30)
+    for tr in ("tcp", "noise"):
+        lim, paced = get("tcp_limited", tr, "cost"), get("tcp_paced", tr, "cost")
+        if lim and paced:
+            r = lim / paced
+            add("A stream under bandwidth_limit (%s): CPU per GB against the same rate "
+                "unlimited" % tr, "<= 1.5x", r, r <= 1.5,
+                "%.2fx (%.0f vs %.0f CPU ms/GB, at %.0f vs %.0f Mb/s)" % (
+                    r, lim, paced, get("tcp_limited", tr, "gbps") * 1e3,
+                    get("tcp_paced", tr, "gbps") * 1e3))
     if binary:
         v = binary["stripped_kib"]
         add("Stripped binary, every feature", "<= 250 KiB", v, v <= 250, "%.1f KiB" % v)

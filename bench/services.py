@@ -15,6 +15,9 @@ TOKEN = "bench-token"
 # The name the benchmark's HTTP service answers to on the shared listener
 # (server.http_bind_addr): the virtual host loads send it as Host.
 VHOST_NAME = "bench.example"
+# bandwidth_limit of the "iperf_limited" service (both sides): a rate that a
+# loaded two-core machine still reaches, so that the limiter does the pacing
+LIMIT_MBIT = 200
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -349,6 +352,8 @@ class Tunnel:
                     % (name, kind, TOKEN, self.ports[name]))
             if name == "http" and self.vhost_port:
                 srv += 'hostnames = ["%s"]\n' % VHOST_NAME
+            if name.endswith("_limited"):
+                srv += 'bandwidth_limit = "%dMbit"\n' % LIMIT_MBIT
             cli += ('[client.services.%s]\ntype = "%s"\ntoken = "%s"\nlocal_addr = "127.0.0.1:%d"\n'
                     % (name, kind, TOKEN, lport))
         return srv, cli
