@@ -151,6 +151,15 @@ static void handle_auth(struct pconn *p)
 		pconn_send_ack(p, ACK_AUTH_FAILED);
 		return;
 	}
+	/* Replicas are bounded: each holds a control channel and a pool. The
+	 * client is told nothing (the protocol has no word for it): it sees
+	 * its channel close, and retries with its backoff. */
+	if (svc->cfg->has_balance && svc->nreplicas >= MAX_REPLICAS) {
+		log_warn("service %s: %d clients serve it already; closing the control channel "
+			 "from %s", svc->cfg->name, MAX_REPLICAS, p->peer);
+		pconn_free(p);
+		return;
+	}
 	proto_encode_u32(b, ACK_OK);
 	if (stream_send(p->s, b, sizeof b) < 0) {
 		log_debug("service %s: control channel from %s broke during the handshake",

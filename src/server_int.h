@@ -132,6 +132,7 @@ static inline int service_pool_size(const struct service_config *cfg)
 		return RANGE_POOL_SIZE;
 	return cfg->type == SERVICE_UDP ? UDP_POOL_SIZE : TCP_POOL_SIZE;
 }
+#define MAX_REPLICAS		64	/* clients of one service with balance */
 #define ACCEPT_BATCH		64	/* connections accepted per readiness event */
 #define BACKOFF_MAX_MS		1000	/* bind and accept retries */
 

@@ -306,6 +306,38 @@ def test_without_balance_the_newest_client_replaces(procs, tags):
     assert "balance" not in ha.status()
 
 
+def test_replicas_are_bounded(procs, tags):
+    """64 clients of one service at most: a 65th is closed before its Ack
+    (made by hand, so that 65 control channels cost no processes)."""
+    from test_protocol_peer import control_hello, read_exact, sha256
+    ha = Ha(procs, tags)
+    chans = []
+    try:
+        for i in range(65):
+            s = socket.create_connection(("127.0.0.1", ha.port), timeout=10)
+            chans.append(s)
+            s.sendall(control_hello(sha256(b"svc")))
+            nonce = read_exact(s, 37)[5:]
+            s.sendall(sha256(ha.token.encode() + nonce))
+            if i < 64:
+                assert read_exact(s, 4) == b"\x00" * 4, i
+        assert closed_by_peer(chans[64])
+        assert len(ha.replicas()) == 64
+        assert "64 clients serve it already" in ha.server.stderr
+        # one leaves: there is room again
+        chans[0].close()
+        wait_until(lambda: len(ha.replicas()) == 63, 10, what="a replica to leave")
+        s = socket.create_connection(("127.0.0.1", ha.port), timeout=10)
+        chans.append(s)
+        s.sendall(control_hello(sha256(b"svc")))
+        nonce = read_exact(s, 37)[5:]
+        s.sendall(sha256(ha.token.encode() + nonce))
+        assert read_exact(s, 4) == b"\x00" * 4
+    finally:
+        for s in chans:
+            s.close()
+
+
 class Stream:
     """New visitors one after another (each: connect, send, read the answer,
     close) until stopped: [(start time, tag or None on failure)]."""
