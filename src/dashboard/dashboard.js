@@ -118,8 +118,9 @@ $("logout").addEventListener("click", () => {
 // ---- polling ----
 
 // One at a time: a slow answer makes the next tick skip, not pile up.
+// A tab in the background asks nothing (the graph shows the gap's average).
 async function poll() {
-  if (state.busy) return;
+  if (state.busy || document.hidden) return;
   state.busy = true;
   try {
     const { body } = await api("api/status");
@@ -593,3 +594,4 @@ $("logout").hidden = !state.token;
 poll();
 setInterval(poll, POLL_MS);
 window.addEventListener("resize", drawGraph);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
