@@ -112,8 +112,9 @@ class Ha:
     """A server with one service "svc" (balance as given) and its admin API;
     clients added one by one, each forwarding to its own tagged service."""
 
-    def __init__(self, procs, tags, balance="round_robin", udp=False, token="t"):
+    def __init__(self, procs, tags, balance="round_robin", udp=False, token="t", vhost=False):
         self.procs, self.tags, self.udp, self.token = procs, tags, udp, token
+        self.http_port = free_port() if vhost else None
         self.port = free_port()
         self.api = free_port()
         self.service_port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
@@ -123,10 +124,14 @@ class Ha:
         self.server.wait_log("listening on 127.0.0.1:%d" % self.port)
 
     def server_text(self, balance):
-        extra = f'balance = "{balance}"' if balance else ""
+        extra = f'balance = "{balance}"\n' if balance else ""
+        head = ""
+        if self.http_port:
+            head = f'http_bind_addr = "127.0.0.1:{self.http_port}"\n'
+            extra += 'hostnames = ["site.test"]\n'
         return server_config(self.port, {"svc": dict(
             bind_port=self.service_port, token=self.token, type="udp" if self.udp else "tcp",
-            extra=extra)}, extra=f'[server.api]\nbind_addr = "127.0.0.1:{self.api}"\n')
+            extra=extra)}, extra=head + f'[server.api]\nbind_addr = "127.0.0.1:{self.api}"\n')
 
     def client_text(self, local_port):
         return client_config(self.port, {"svc": dict(
@@ -266,6 +271,19 @@ def test_round_robin_splits_evenly(procs, tags):
                       replica=r["peer"]) == r["data_channels_pooled"]
     # the joins were logged, once each
     assert ha.server.stderr.count("control channel established with") == 2
+
+
+def test_virtual_host_visitors_are_balanced(procs, tags):
+    """Visitors routed by name on the shared listener enter the service as
+    any other: they are shared among the replicas too."""
+    ha = Ha(procs, tags, vhost=True)
+    ha.add_client(b"A")
+    ha.add_client(b"B")
+    req = b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n"
+    counts = {b"A": 0, b"B": 0}
+    for _ in range(20):
+        counts[visit(ha.http_port, req)] += 1
+    assert counts[b"A"] >= 6 and counts[b"B"] >= 6, counts
 
 
 def test_least_connections_prefers_fewer_held(procs, tags):
