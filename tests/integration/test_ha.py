@@ -239,6 +239,38 @@ def test_bad_balance_is_an_error(tmp_path, text, msg):
         assert f"bad.toml:{msg}" in r.stderr, r.stderr
 
 
+def test_balance_over_the_api(procs, tags):
+    """A service made through the admin API with balance: checked as the
+    file's key is, shown back, and its clients share its visitors."""
+    from test_api import call
+    ha = Ha(procs, tags)
+    port = free_port()
+    code, _, doc = call(ha.api, "PUT", "/api/services/web",
+                        {"bind_addr": f"127.0.0.1:{port}", "token": "t", "balance": "fastest"})
+    assert code == 400 and doc["key"] == "balance", doc
+    code, _, doc = call(ha.api, "PUT", "/api/services/web",
+                        {"bind_addr": f"127.0.0.1:{port}", "token": "t",
+                         "balance": "least_connections"})
+    assert code == 201, doc
+    code, _, doc = call(ha.api, "GET", "/api/services/web")
+    assert doc["config"]["balance"] == "least_connections", doc
+    for tag in (b"A", b"B"):
+        local = tags(tag)
+        procs.rathole(client_config(ha.port, {"web": dict(local_port=local.port, token="t")}),
+                      name=f"web-{tag.decode()}.toml")
+
+    def web():
+        code, body = http(f"http://127.0.0.1:{ha.api}/api/status")
+        return next(s for s in json.loads(body)["services"] if s["name"] == "web")
+    wait_until(lambda: len(web()["replicas"]) == 2 and
+               all(r["data_channels_pooled"] >= 2 for r in web()["replicas"]), 15,
+               what="two replicas of web")
+    held = [hold(port) for _ in range(2)]
+    assert sorted(t for _, t in held) == [b"A", b"B"]	# the lighter one each time
+    for c, _ in held:
+        c.close()
+
+
 # ---- TCP ----
 
 def test_round_robin_splits_evenly(procs, tags):
