@@ -130,14 +130,14 @@ static struct replica *pick(struct sservice *svc, bool (*ok)(const struct replic
 	struct replica *best = NULL;
 	size_t best_load = 0;
 
-	for (size_t i = 0; i < svc->nreplicas; ) {
+	/* once round the ring: n replicas and the list's head */
+	for (size_t step = 0; step <= svc->nreplicas; step++) {
 		struct replica *r;
 		size_t load;
 
 		it = it->next;
 		if (it == &svc->replicas)
 			continue;
-		i++;
 		r = list_entry(it, struct replica, link);
 		if (ok && !ok(r))
 			continue;
