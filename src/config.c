@@ -48,6 +48,9 @@ struct ctx {
 	int lines[CONFIG_MAX_ERRORS];	/* of each stored message, to sort them */
 	struct config *cfg;		/* being built: secret_files are noted there */
 	bool no_position;		/* messages without "file:line: " (the API's) */
+	/* the API's services: no KEY_file, or whoever holds the API could have
+	 * rathole read any file it can (and tell by the error if it exists) */
+	bool no_secret_files;
 	const char *key;		/* the service key being read, for errs->key */
 };
 
@@ -1254,6 +1257,12 @@ static void parse_section(struct ctx *c, const struct section *s, const struct t
 			c->key = NULL;
 			continue;
 		}
+		if (fk && c->no_secret_files) {
+			path_join(kpath, sizeof kpath, path, fk->name, strlen(fk->name));
+			add_error(c, kv->line, "%s%s: secrets cannot be read from files through the "
+				  "API; send %s itself", kpath, FILE_SUFFIX, fk->name);
+			continue;
+		}
 		if (fk) {
 			k = fk;
 			if (seen[k - s->keys]) {
@@ -2214,7 +2223,8 @@ int config_add_service(struct config *cfg, bool server, const char *name,
 		       struct config_errors *errs)
 {
 	struct ctx c = { .file = origin ? origin : "api", .errs = errs, .cfg = cfg,
-			 .side = server ? SIDE_SERVER : SIDE_CLIENT, .no_position = !origin };
+			 .side = server ? SIDE_SERVER : SIDE_CLIENT, .no_position = !origin,
+			 .no_secret_files = !origin };
 	const struct section *sec = server ? &server_service_section : &client_service_section;
 	struct service_config **arr, *svc, *bigger;
 	size_t *count;

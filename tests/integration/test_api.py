@@ -263,7 +263,10 @@ def test_services_invalid_bodies(procs, echo, tmp_path):
              "local_addr", "unknown key"),
             ({"bind_addr": f"127.0.0.1:{port}", "token": "(redacted)"}, "token",
              "send the token itself"),
-            ({"bind_addr": "127.0.0.1:30000-30009", "token": "x"}, "bind_addr", "port range")):
+            ({"bind_addr": "127.0.0.1:30000-30009", "token": "x"}, "bind_addr", "port range"),
+            # rathole would read any file it may for whoever holds the API
+            ({"bind_addr": f"127.0.0.1:{port}", "token_file": "/etc/hostname"}, "token_file",
+             "cannot be read from files through the API")):
         code, _, doc = put(body)
         assert code == 400, (body, code, doc)
         assert doc["key"] == key and words in doc["error"], (body, doc)
