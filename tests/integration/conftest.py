@@ -5,6 +5,7 @@ end of the test. Ports are picked dynamically (bind to port 0, read it back) so
 suites can run side by side. Every wait is bounded in time.
 """
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,9 +19,38 @@ RATHOLE = os.environ.get("RATHOLE_BIN") or os.path.join(REPO, "rathole")
 TESTDATA = os.environ.get("TESTDATA") or os.path.join(os.path.dirname(REPO), "shared", "testdata")
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_given = set()
+
+
 def free_port(kind=socket.SOCK_STREAM, host="127.0.0.1"):
-    """A port that was free a moment ago (TCP by default)."""
+    """A port that was free a moment ago (TCP by default). Picked below the
+    ephemeral range: a port a test closes and opens again (a server
+    restarted, a service removed and added) cannot meanwhile be taken as
+    the local port of an outgoing connection (a pooled data channel, a
+    reconnect), which would keep the listener from coming back. Random, and
+    never twice in one run, so tests can run side by side."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = 10000
+    for _ in range(200 if _EPHEMERAL_LOW > low + 1000 else 0):
+        port = random.randrange(low, _EPHEMERAL_LOW)
+        if port in _given:
+            continue
+        with socket.socket(fam, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
     with socket.socket(fam, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
