@@ -11,15 +11,18 @@ do not inflate. A UDP service under a limit delivers no more than the
 bucket allows, and the metrics show the configured rate and the bytes the
 limit held back."""
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import free_port, need_binary, run_rathole, wait_until
-from helpers import http, metric
+from helpers import echo_on, http, metric
 from test_noise import genkey, noise_block
 
 LIMIT_BITS = 8_000_000
@@ -38,9 +41,10 @@ def start_server(procs, ctl, text):
     return None
 
 
-def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp"):
-    """Server and client forwarding one service; returns (service port,
-    local port, server API port, client API port)."""
+def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp", local_port=None):
+    """Server and client forwarding one service: its ports (svc, local, the
+    server's and the client's API: sapi, capi), the server process and its
+    config text."""
     ts = tc = ""
     if transport == "noise":
         priv, pub = genkey()
@@ -49,11 +53,14 @@ def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp"):
         ports = set()
         while len(ports) < 5:
             ports.add(free_port())
-        ctl, svc, local, sapi, capi = sorted(ports)
-        if start_server(procs, ctl, f'[server]\nbind_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n'
-                        f'{ts}[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n'
-                        f'[server.services.s]\ntype = "{service_type}"\n'
-                        f'bind_addr = "127.0.0.1:{svc}"\n{server_svc}\n'):
+        ctl, svc, free_local, sapi, capi = sorted(ports)
+        local = local_port or free_local
+        text = (f'[server]\nbind_addr = "127.0.0.1:{ctl}"\ndefault_token = "t"\n'
+                f'{ts}[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n'
+                f'[server.services.s]\ntype = "{service_type}"\n'
+                f'bind_addr = "127.0.0.1:{svc}"\n{server_svc}\n')
+        srv = start_server(procs, ctl, text)
+        if srv:
             break
     else:
         raise AssertionError("no free ports for the server in 3 tries")
@@ -61,7 +68,7 @@ def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp"):
                   f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n'
                   f'[client.services.s]\ntype = "{service_type}"\n'
                   f'local_addr = "127.0.0.1:{local}"\n{client_svc}\n', name="client.toml")
-    return svc, local, sapi, capi
+    return SimpleNamespace(svc=svc, local=local, sapi=sapi, capi=capi, server=srv, text=text)
 
 
 def listening(port):
@@ -94,12 +101,12 @@ def iperf3_rate(procs, svc, local, reverse):
                                             ("tcp", "client")])
 def test_iperf3_within_ten_percent(procs, transport, side, reverse):
     lim = 'bandwidth_limit = "8Mbit"'
-    svc, local, sapi, capi = tunnel(procs, transport, server_svc=lim if side == "server" else "",
-                                    client_svc=lim if side == "client" else "")
-    rate = iperf3_rate(procs, svc, local, reverse)
+    t = tunnel(procs, transport, server_svc=lim if side == "server" else "",
+               client_svc=lim if side == "client" else "")
+    rate = iperf3_rate(procs, t.svc, t.local, reverse)
     assert 0.9 * LIMIT_BITS <= rate <= 1.1 * LIMIT_BITS, f"{rate / 1e6:.2f} Mbit/s"
     # the side that limits shows it, and the bytes it held back go the right way
-    text = http(f"http://127.0.0.1:{sapi if side == 'server' else capi}/metrics")[1]
+    text = http(f"http://127.0.0.1:{t.sapi if side == 'server' else t.capi}/metrics")[1]
     assert metric(text, "rathole_service_bandwidth_limit_bytes_per_second", service="s") == 1e6
     to_local = (not reverse)
     direction = "in" if to_local else "out"
@@ -112,10 +119,10 @@ def test_iperf3_within_ten_percent(procs, transport, side, reverse):
 
 @pytest.mark.parametrize("transport", ["tcp", "noise"])
 def test_no_limit_changes_nothing(procs, transport):
-    svc, local, sapi, _ = tunnel(procs, transport)
-    rate = iperf3_rate(procs, svc, local, reverse=False)
+    t = tunnel(procs, transport)
+    rate = iperf3_rate(procs, t.svc, t.local, reverse=False)
     assert rate > 5 * LIMIT_BITS, f"{rate / 1e6:.2f} Mbit/s"
-    text = http(f"http://127.0.0.1:{sapi}/metrics")[1]
+    text = http(f"http://127.0.0.1:{t.sapi}/metrics")[1]
     assert metric(text, "rathole_service_bandwidth_limit_bytes_per_second", service="s") == 0
     assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
                   direction="in") == 0
@@ -125,8 +132,8 @@ def test_udp_limited(procs):
     """1 MB/s on a UDP service (server side): a visitor sending far more gets
     no more than the bucket's rate and burst to the local service in a
     second, and the datagrams it held back are counted."""
-    svc, local, sapi, _ = tunnel(procs, "tcp", server_svc='bandwidth_limit = "1MB"',
-                                 service_type="udp")
+    t = tunnel(procs, "tcp", server_svc='bandwidth_limit = "1MB"', service_type="udp")
+    svc, local, sapi = t.svc, t.local, t.sapi
     ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ls.bind(("127.0.0.1", local))
     ls.settimeout(0.5)
@@ -178,6 +185,30 @@ def test_udp_limited(procs):
     text = http(f"http://127.0.0.1:{sapi}/metrics")[1]
     assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
                   direction="in") > 0
+
+
+def test_reload_limits_connections_in_progress(procs, echo):
+    """A reload that sets a limit applies it to a connection opened before:
+    the service is not restarted (the connection stays open), and the bytes
+    it sends next wait for the bucket."""
+    t = tunnel(procs, "tcp", local_port=echo.port)
+    wait_until(lambda: listening(t.svc), 20, what="the service port to listen")
+    c = socket.create_connection(("127.0.0.1", t.svc), timeout=10)
+    try:
+        assert echo_on(c, b"before") == b"before"
+        (procs.tmp / "server.toml").write_text(t.text + 'bandwidth_limit = "1MB"\n')
+        t.server.signal(signal.SIGHUP)
+        api = f"http://127.0.0.1:{t.sapi}/metrics"
+        wait_until(lambda: metric(http(api)[1], "rathole_service_bandwidth_limit_bytes_per_second",
+                                  service="s") == 1e6, 10, what="the reload to set the limit")
+        data = os.urandom(3_000_000)
+        assert echo_on(c, data) == data
+        text = http(api)[1]
+        assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                      direction="in") > 1e6
+        assert metric(text, "rathole_service_connections_active", service="s") == 1
+    finally:
+        c.close()
 
 
 @pytest.mark.parametrize("value,why", [
