@@ -16,6 +16,8 @@ import threading
 
 import pytest
 
+import conftest
+
 from conftest import REPO, free_port, run_rathole, wait_port, wait_port_closed, wait_until
 from helpers import accepted, echo_on, http, listen_tcp, metric
 
@@ -26,10 +28,12 @@ REFERENCE = os.environ.get("RATHOLE_REFERENCE") or os.path.join(
 
 def free_range(n, avoid=(), kind=socket.SOCK_STREAM):
     """The first of n consecutive ports (TCP, or kind) on loopback that were
-    all free a moment ago (at most 200 tries)."""
+    all free a moment ago (at most 200 tries); below the ephemeral range and
+    never given twice, as conftest.free_port()."""
     for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        if any(base <= a < base + n for a in avoid):
+        base = random.randrange(10000, conftest._EPHEMERAL_LOW - n)
+        if any(base <= a < base + n for a in avoid) or \
+                any(p in conftest._given for p in range(base, base + n)):
             continue
         socks = []
         try:
@@ -37,6 +41,7 @@ def free_range(n, avoid=(), kind=socket.SOCK_STREAM):
                 s = socket.socket(socket.AF_INET, kind)
                 socks.append(s)
                 s.bind(("127.0.0.1", p))
+            conftest._given.update(range(base, base + n))
             return base
         except OSError:
             continue
