@@ -1768,6 +1768,13 @@ static void check_range_pairs(struct ctx *c, const struct config *cfg)
 				  "port(s) but the client's local_addr has %d; a range needs the "
 				  "same length on both sides", name, slen,
 				  cs->range_name ? cs->range_size : 1);
+		} else if (slen > 1 && cs->range_name && !config_find_service(cfg->server->services,
+					cfg->server->nservices, cs->name)) {
+			/* same length, other ports: the members' names differ */
+			add_error(c, cs->line, "service \"%s\": the client's members are named "
+				  "after ports the server's range does not have (\"%s\"); set "
+				  "client.services.%s.remote_ports to the ports of the server's "
+				  "bind_addr", name, cs->name, name);
 		}
 		if (cs->range_name)
 			i += (size_t)cs->range_size - 1;

@@ -13,6 +13,34 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 TESTDATA = os.environ.get("TESTDATA") or os.path.join(os.path.dirname(REPO), "shared", "testdata")
 
 
+
+# port ranges and bandwidth limits (issue 26), both roles in one file
+RANGES_LIMITS = """
+[server]
+bind_addr = "0.0.0.0:2333"
+default_token = "t"
+[server.services.game]
+bind_addr = "0.0.0.0:30000-30009"
+bandwidth_limit = "80Mbit"
+[server.services.dns]
+type = "udp"
+bind_addr = "[::]:30000-30001"
+bandwidth_limit = "1.5 MB"
+[server.services.one]
+bind_addr = "127.0.0.1:40000"
+[client]
+remote_addr = "example.com:2333"
+default_token = "t"
+[client.services.game]
+local_addr = "127.0.0.1:40000-40009"
+remote_ports = "30000-30009"
+bandwidth_limit = "10MB"
+[client.services.dns]
+type = "udp"
+local_addr = "127.0.0.1:53-54"
+remote_ports = "30000-30001"
+"""
+
 def put(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -40,6 +68,7 @@ def main():
                  "noise_nk/client.toml", "tls/client.toml", "udp/server.toml",
                  "use_proxy/client.toml", "unified/config.toml"):
         put("config", name.replace("/", "-"), open(os.path.join(REPO, "examples", name)).read())
+    put("config", "ranges-limits.toml", RANGES_LIMITS)
     put("config", "everything.toml", """
 [server]
 bind_addr = "0.0.0.0:2333"

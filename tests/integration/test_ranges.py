@@ -332,8 +332,13 @@ CLIENT_HEAD = '[client]\nremote_addr = "127.0.0.1:2333"\ndefault_token = "t"\n'
      CLIENT_HEAD.replace("2333", "2333") + '[client.services.a]\n'
      'local_addr = "127.0.0.1:40000-40002"\n', 9,
      'service "a": the server\'s bind_addr has 2 port(s) but the client\'s local_addr has 3'),
+    (SERVER_HEAD + '[server.services.a]\nbind_addr = "0.0.0.0:30000-30001"\n' +
+     CLIENT_HEAD + '[client.services.a]\nlocal_addr = "127.0.0.1:40000-40001"\n', 9,
+     'service "a": the client\'s members are named after ports the server\'s range does not '
+     'have ("a:40000"); set client.services.a.remote_ports'),
 ], ids=["overlap", "overlap-single", "too-long", "reversed", "not-a-number",
-        "remote-ports-length", "remote-ports-single", "member-name", "two-roles-length"])
+        "remote-ports-length", "remote-ports-single", "member-name", "two-roles-length",
+        "two-roles-names"])
 def test_range_config_errors(tmp_path, text, line, msg):
     r = run_rathole(["--check"], text, tmp_path)
     assert r.returncode == 1, r.stderr
