@@ -926,7 +926,9 @@ static int put(int fd, const uint8_t *p, size_t n)
  * arm_budget: our socket's budget starts when the first post-handshake
  * record is about to be written (client: ours is done; server: theirs is,
  * before its Finished reaches us). A handshake stalled on the budget gets
- * the socket back, as a drained socket buffer would. */
+ * the socket back, as a drained socket buffer would; only once the budget
+ * was hit: on a loaded machine loopback may pass a Finished late, and a
+ * budget given back before our end wrote would end the cuts early. */
 static int mid_handshake(struct mid *m, bool server, bool arm_budget, size_t k)
 {
 	int rc_o = ST_AGAIN, rc_t = ST_AGAIN, i, idle = 0;
@@ -952,7 +954,7 @@ static int mid_handshake(struct mid *m, bool server, bool arm_budget, size_t k)
 			idle = 0;
 			continue;
 		}
-		if (++idle == 2 && budget_fd >= 0 && rc_o == ST_AGAIN)
+		if (++idle >= 2 && budget_fd >= 0 && budget_hit && rc_o == ST_AGAIN)
 			budget_fd = -1;	/* the socket drains */
 		sp_wait(m->ours->fd, POLLIN, 1);
 	}
