@@ -398,8 +398,9 @@ static void print_services(const struct service_config *s, size_t n, bool server
 		if (server && s[i].has_balance)
 			printf(", balance %s", balance_policy_name(s[i].balance));
 		if (s[i].bandwidth_limit)
-			printf(", bandwidth_limit %s (%llu bytes/s each way)", s[i].bandwidth_limit,
-			       (unsigned long long)s[i].bandwidth_rate);
+			printf(", bandwidth_limit %s (%llu bytes/s each way%s)", s[i].bandwidth_limit,
+			       (unsigned long long)s[i].bandwidth_rate,
+			       s[i].range_name ? ", for each port" : "");
 		printf(", token: %s\n", s[i].token_from_default ? "default_token" : "service");
 		i += (size_t)(last - &s[i]);
 	}

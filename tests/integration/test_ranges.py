@@ -347,10 +347,16 @@ def test_range_config_errors(tmp_path, text, line, msg):
 
 
 def test_check_summarizes_a_range(tmp_path):
+    """Also: 1024 ports are allowed (1025 are not, above), and a limit on a
+    range is each port's own."""
     r = run_rathole(["--check"], SERVER_HEAD + '[server.services.a]\nbind_addr = '
-                    '"0.0.0.0:30000-30099"\n[server.services.udp]\ntype = "udp"\n'
-                    'bind_addr = "0.0.0.0:30000-30001"\n', tmp_path)
+                    '"0.0.0.0:30000-30099"\nbandwidth_limit = "1MB"\n'
+                    '[server.services.udp]\ntype = "udp"\n'
+                    'bind_addr = "0.0.0.0:30000-30001"\n'
+                    '[server.services.big]\nbind_addr = "0.0.0.0:40000-41023"\n', tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "services            102" in r.stdout
+    assert "services            1126" in r.stdout
     assert ('a: port range of 100, services "a:30000" .. "a:30099", bind_addr 0.0.0.0:30000 .. '
             '0.0.0.0:30099, 1 pooled data channel each, tcp') in r.stdout
+    assert "bandwidth_limit 1MB (1000000 bytes/s each way, for each port)" in r.stdout
+    assert 'big: port range of 1024, services "big:40000" .. "big:41023"' in r.stdout
