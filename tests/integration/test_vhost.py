@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, free_port, need_binary, run_rathole, wait_port_closed, wait_until
 from external import start_nginx_site
-from helpers import ProxyProtocolService, http, metric
+from helpers import ProxyProtocolService, http, metric, recv_exact
 
 
 def curl(url, *args, resolve=None, timeout=10):
@@ -492,3 +492,80 @@ def test_https_unknown_or_missing_sni_gets_unrecognized_name(procs, pki, tls_sit
     assert metric(m, "rathole_vhost_refused_total", listener="https", reason="slow") == 1
     for svc in ("a", "b"):
         assert metric(m, "rathole_service_connections_total", service=svc) == 0
+
+
+# ---- heads in pieces, and at their bounds ----
+
+def padded_client_hello(name, body_len, record):
+    """A real ClientHello for name grown by a padding extension (RFC 7685)
+    to a handshake body of body_len bytes, in records of at most `record`."""
+    ch = client_hello(name)
+    msg = bytearray(ch[5:])
+    body = msg[4:]
+    off = 34
+    off += 1 + body[off]                                # session id
+    off += 2 + int.from_bytes(body[off:off + 2], "big")  # cipher suites
+    off += 1 + body[off]                                # compression
+    ext_len = int.from_bytes(body[off:off + 2], "big")
+    pad = body_len - len(body) - 4
+    assert pad >= 0, (body_len, len(body))
+    body[off:off + 2] = (ext_len + 4 + pad).to_bytes(2, "big")
+    body += b"\x00\x15" + pad.to_bytes(2, "big") + bytes(pad)
+    msg = b"\x01" + len(body).to_bytes(3, "big") + body
+    assert len(body) == body_len
+    return b"".join(b"\x16\x03\x01" + len(msg[k:k + record]).to_bytes(2, "big") + msg[k:k + record]
+                    for k in range(0, len(msg), record))
+
+
+def sent_in_pieces(port, pieces, pause=0.3):
+    """Sends pieces with a pause between them (separate segments, each a new
+    arrival for the listener) and reads back as many bytes (an echo)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        for k, piece in enumerate(pieces):
+            if k:
+                time.sleep(pause)
+            c.sendall(piece)
+        return recv_exact(c, sum(len(p) for p in pieces))
+
+
+def refused_silently(port, data):
+    """data sent; the connection closed without a byte back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as c:
+        try:
+            c.sendall(data)
+            return c.recv(100) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True         # closed with the tail of our data unread: a reset
+
+
+def test_heads_in_pieces_and_at_their_bounds(procs, echo):
+    """A head that arrives in pieces is read again at each and routed; heads
+    of exactly the bound (16 KiB of HTTP head, a 16 KiB ClientHello in
+    records) are routed and forwarded byte for byte; one byte more, or the
+    records of a ClientHello over 32 KiB, are closed as too big."""
+    v = Vhosts(procs, {"e": ('hostnames = ["e.example.com"]', echo.port)}, https=True).start()
+    # HTTP: the request line, then the Host in two more segments
+    pieces = [b"GET / HTTP/1.1\r\n", b"Ho", b"st: e.example.com\r\n\r\n"]
+    assert sent_in_pieces(v.http_port, pieces) == b"".join(pieces)
+    # 16384 bytes of head with the Host line at its end
+    tail = b"Host: e.example.com\r\n\r\n"
+    line = b"X-Pad: " + b"p" * 93 + b"\r\n"
+    head = b"GET / HTTP/1.1\r\n" + line * 150
+    head += b"X-Last: " + b"q" * (16384 - len(head) - len(tail) - 10) + b"\r\n" + tail
+    assert len(head) == 16384
+    assert sent_in_pieces(v.http_port, [head]) == head
+    # TLS: a ClientHello in three segments, the first of them a bare record header
+    ch = client_hello("e.example.com")
+    pieces = [ch[:3], ch[3:60], ch[60:]]
+    assert sent_in_pieces(v.https_port, pieces) == ch
+    # a ClientHello of the greatest size, 16 KiB, in records of 1000 bytes
+    big = padded_client_hello("e.example.com", 16384, 1000)
+    assert sent_in_pieces(v.https_port, [big[:5000], big[5000:]]) == big
+    # one byte more; a ClientHello in records of 2 bytes (over 32 KiB of them)
+    assert refused_silently(v.https_port, padded_client_hello("e.example.com", 16385, 16384))
+    assert refused_silently(v.https_port, padded_client_hello("e.example.com", 12000, 2))
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_connections_total", listener="http") == 2
+    assert metric(m, "rathole_vhost_connections_total", listener="https") == 2
+    assert metric(m, "rathole_vhost_refused_total", listener="https", reason="too_big") == 2
+    assert metric(m, "rathole_service_connections_total", service="e") == 4
