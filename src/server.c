@@ -662,31 +662,39 @@ static uint64_t r_total(const struct replica *r) { return r->visitors_total; }
 static uint64_t r_in(const struct replica *r) { return replica_bytes(r, 0); }
 static uint64_t r_out(const struct replica *r) { return replica_bytes(r, 1); }
 static uint64_t r_pooled(const struct replica *r) { return r->npool; }
+static uint64_t r_up(const struct replica *r) { return r->s != NULL; }
 
-/* One series per live replica, labelled with its client's address. */
+/* One series per replica, labelled with its client's address: the live
+ * ones, then those that left and still carry connections in flight. */
 static void replica_family(struct buf *b, struct server *srv, const char *name,
 			   const char *type, const char *help, replica_value get,
 			   const char *extra, bool head)
 {
-	struct list *n, *tmp, *m, *mtmp;
+	struct list *n, *tmp;
 	char label[NET_ADDRSTR_MAX + 64];
 
 	if (head)
 		metrics_family(b, name, type, help);
 	list_for_each_safe(n, tmp, &srv->services) {
 		struct sservice *svc = container_of(n, struct sservice, link);
-		list_for_each_safe(m, mtmp, &svc->replicas) {
-			struct replica *r = list_entry(m, struct replica, link);
-			/* an address holds no quote nor backslash: no escaping */
-			snprintf(label, sizeof label, "replica=\"%s\"%s%s", r->peer,
-				 extra ? "," : "", extra ? extra : "");
-			metrics_sample(b, name, svc->cfg->name, label, get(r));
-		}
+		const struct list *heads[2] = { &svc->replicas, &svc->gone };
+
+		for (int h = 0; h < 2; h++)
+			for (const struct list *m = heads[h]->next; m != heads[h]; m = m->next) {
+				const struct replica *r = list_entry(m, struct replica, link);
+				/* an address holds no quote nor backslash: no escaping */
+				snprintf(label, sizeof label, "replica=\"%s\"%s%s", r->peer,
+					 extra ? "," : "", extra ? extra : "");
+				metrics_sample(b, name, svc->cfg->name, label, get(r));
+			}
 	}
 }
 
 static void replica_metrics(struct server *srv, struct buf *b)
 {
+	replica_family(b, srv, "rathole_replica_control_channel_up", "gauge",
+		       "Whether the replica's control channel is up (0: it left, and its "
+		       "connections in flight go on).", r_up, NULL, true);
 	replica_family(b, srv, "rathole_replica_connections_active", "gauge",
 		       "Visitor connections being forwarded through the replica (UDP: sessions).",
 		       r_active, NULL, true);
@@ -769,22 +777,26 @@ static void status_hostnames(struct buf *b, const struct service_config *c)
 	buf_printf(b, "], \"vhost\": \"%s\"", on[c->vhost]);
 }
 
+/* The live replicas, then those that left and still carry connections. */
 static void replicas_status(const struct sservice *svc, struct buf *b)
 {
+	const struct list *heads[2] = { &svc->replicas, &svc->gone };
 	bool first = true;
 
-	for (const struct list *it = svc->replicas.next; it != &svc->replicas; it = it->next) {
-		const struct replica *r = list_entry(it, struct replica, link);
+	for (int h = 0; h < 2; h++)
+		for (const struct list *it = heads[h]->next; it != heads[h]; it = it->next) {
+			const struct replica *r = list_entry(it, struct replica, link);
 
-		buf_printf(b, "%s{\"peer\": ", first ? "" : ", ");
-		buf_json_string(b, r->peer);
-		buf_printf(b, ", \"connections_active\": %zu, \"connections_total\": %llu, "
-			   "\"bytes_in\": %llu, \"bytes_out\": %llu, \"data_channels_pooled\": %zu}",
-			   r->nactive, (unsigned long long)r->visitors_total,
-			   (unsigned long long)replica_bytes(r, 0), (unsigned long long)replica_bytes(r, 1),
-			   r->npool);
-		first = false;
-	}
+			buf_printf(b, "%s{\"peer\": ", first ? "" : ", ");
+			buf_json_string(b, r->peer);
+			buf_printf(b, ", \"control_channel\": %s, \"connections_active\": %zu, "
+				   "\"connections_total\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, "
+				   "\"data_channels_pooled\": %zu}", r->s ? "true" : "false", r->nactive,
+				   (unsigned long long)r->visitors_total,
+				   (unsigned long long)replica_bytes(r, 0),
+				   (unsigned long long)replica_bytes(r, 1), r->npool);
+			first = false;
+		}
 }
 
 void server_status(struct server *srv, struct buf *b)

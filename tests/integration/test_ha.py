@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -119,7 +120,7 @@ class Ha:
         self.api = free_port()
         self.service_port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         self.balance = balance
-        self.clients = {}
+        self.clients, self.locals = {}, {}
         self.server = procs.rathole(self.server_text(balance), name="server.toml")
         self.server.wait_log("listening on 127.0.0.1:%d" % self.port)
 
@@ -133,20 +134,22 @@ class Ha:
             bind_port=self.service_port, token=self.token, type="udp" if self.udp else "tcp",
             extra=extra)}, extra=head + f'[server.api]\nbind_addr = "127.0.0.1:{self.api}"\n')
 
-    def client_text(self, local_port):
+    def client_text(self, local_port, extra=""):
         return client_config(self.port, {"svc": dict(
-            local_port=local_port, token=self.token, type="udp" if self.udp else "tcp")})
+            local_port=local_port, token=self.token, type="udp" if self.udp else "tcp",
+            extra=extra)})
 
-    def add_client(self, tag, binary=None, wait=True):
+    def add_client(self, tag, binary=None, wait=True, extra=""):
         """Starts a client for the service whose local service answers with tag."""
         local = self.tags(tag, udp=self.udp)
+        self.locals[tag] = local
         name = f"client-{tag.decode()}.toml"
         path = self.procs.tmp / name
-        path.write_text(self.client_text(local.port))
+        path.write_text(self.client_text(local.port, extra))
         if binary:
             p = self.procs.start([binary, str(path)], env={"RUST_LOG": "info"})
         else:
-            p = self.procs.rathole(self.client_text(local.port), name=name)
+            p = self.procs.rathole(self.client_text(local.port, extra), name=name)
         self.clients[tag] = p
         if wait:
             n = len([c for c in self.clients.values() if c.alive()])
@@ -160,7 +163,8 @@ class Ha:
         return svc
 
     def replicas(self):
-        return self.status()["replicas"]
+        """The live replicas (not those that left and still carry connections)."""
+        return [r for r in self.status()["replicas"] if r["control_channel"]]
 
     def wait_replicas(self, n, pooled=1, timeout=15):
         """Until n replicas are up, each with `pooled` idle data channels (a
@@ -303,6 +307,102 @@ def test_round_robin_splits_evenly(procs, tags):
                       replica=r["peer"]) == r["data_channels_pooled"]
     # the joins were logged, once each
     assert ha.server.stderr.count("control channel established with") == 2
+
+
+def sockets_to(pid, port):
+    """The local addresses ("127.0.0.1:N") of process pid's TCP connections
+    to port (its control and data channels when port is the server's)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = set()
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, remote, inode = line.split()[1], line.split()[2], line.split()[9]
+            if inode in inodes and int(remote.split(":")[1], 16) == port:
+                ip, p = local.split(":")
+                out.add("%s:%d" % (socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(p, 16)))
+    return out
+
+
+def test_figures_per_replica(procs, tags):
+    """Each replica's figures, the same in /api/status and /metrics: its
+    peer (its client's address), the connections it carries, the visitors it
+    served and their bytes each way. A replica whose control channel goes
+    (here: its client withdraws the service, its local side being down) while
+    connections still run through it stays listed, control channel down,
+    until they end. One log line per join and per leave."""
+    ha = Ha(procs, tags)
+    ha.add_client(b"A", extra="health_check_interval = 1")
+    ha.add_client(b"B")
+    peer = {}
+    for tag, p in ha.clients.items():
+        mine = sockets_to(p.pid, ha.port)
+        (peer[tag],) = [r["peer"] for r in ha.replicas() if r["peer"] in mine]
+    held = [hold(ha.service_port) for _ in range(5)]
+    n = {t: sum(1 for _, h in held if h == t) for t in (b"A", b"B")}
+    assert sorted(n.values()) == [2, 3], n
+    sent, got = {b"A": 0, b"B": 0}, {b"A": 0, b"B": 0}
+    for i, (c, t) in enumerate(held):
+        data = b"y" * (7 * i + 3)
+        c.sendall(data)
+        back = b""
+        while len(back) < len(data) + 1:
+            back += c.recv(4096)
+        assert back == t + data
+        sent[t] += 1 + len(data)         # and the b"h" of hold()
+        got[t] += 2 + len(back)
+
+    def check(tag, up, active, total):
+        st = ha.status()
+        (r,) = [r for r in st["replicas"] if r["peer"] == peer[tag]]
+        want = dict(control_channel=up, connections_active=active, connections_total=total,
+                    bytes_in=sent[tag], bytes_out=got[tag])
+        assert {k: r[k] for k in want} == want, (tag, st)
+        code, text = http(f"http://127.0.0.1:{ha.api}/metrics")
+        lab = dict(service="svc", replica=peer[tag])
+        assert metric(text, "rathole_replica_control_channel_up", **lab) == int(up)
+        assert metric(text, "rathole_replica_connections_active", **lab) == active
+        assert metric(text, "rathole_replica_connections_total", **lab) == total
+        assert metric(text, "rathole_replica_bytes_total", **lab, direction="in") == sent[tag]
+        assert metric(text, "rathole_replica_bytes_total", **lab, direction="out") == got[tag]
+        return st, text
+
+    for t in (b"A", b"B"):
+        check(t, True, n[t], n[t])
+    assert ha.server.stderr.count("control channel established with") == 2
+
+    # A's local service stops taking connections (the ones it has go on):
+    # its client withdraws, and A stays listed for its connections in flight
+    ha.locals[b"A"].sock.close()
+    wait_until(lambda: len(ha.replicas()) == 1, 20, what="A to withdraw")
+    assert {visit(ha.service_port) for _ in range(4)} == {b"B"}
+    for c, t in held:
+        if t == b"A":
+            assert still_serves(c, b"A")
+            sent[b"A"] += 5
+            got[b"A"] += 6
+    st, text = check(b"A", False, n[b"A"], n[b"A"])
+    assert len(st["replicas"]) == 2 and st["connections_active"] == 5, st
+    assert metric(text, "rathole_service_replicas", service="svc") == 1
+    assert ha.server.stderr.count(f"control channel from {peer[b'A']} closed") == 1
+    # its connections end: it is gone from both
+    for c, t in held:
+        if t == b"A":
+            c.close()
+    wait_until(lambda: [r["peer"] for r in ha.status()["replicas"]] == [peer[b"B"]], 10,
+               what="A's connections to end")
+    code, text = http(f"http://127.0.0.1:{ha.api}/metrics")
+    assert peer[b"A"] not in text and peer[b"B"] in text
+    assert ha.server.stderr.count("control channel from") == 1
+    assert ha.server.stderr.count("control channel established with") == 2
+    for c, t in held:
+        c.close()
 
 
 def test_virtual_host_visitors_are_balanced(procs, tags):
@@ -618,10 +718,11 @@ for _ in range(int(sys.argv[2])):
 print("".join(out))
 """
 
+# the live replicas (one that left stays listed while its connections last)
 REPLICAS_IN_NS = """
 import json, sys, urllib.request
 with urllib.request.urlopen("http://127.0.0.1:%s/api/status" % sys.argv[1], timeout=5) as r:
-    print(len(json.load(r)["services"][0]["replicas"]))
+    print(len([x for x in json.load(r)["services"][0]["replicas"] if x["control_channel"]]))
 """
 
 
