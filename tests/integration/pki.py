@@ -100,12 +100,12 @@ class Pki:
         return os.path.join(self.dir, name)
 
     def leaf(self, cn, *dns):
-        """A certificate of the CA for cn (and more DNS names), made once:
-        returns the paths (pem, key)."""
+        """A certificate of the CA for cn (and more DNS names, or "IP:a.b.c.d"),
+        made once: returns the paths (pem, key)."""
         pem, key = self.path(cn + ".pem"), self.path(cn + ".key")
         if not os.path.exists(pem):
             ext = cn + ".ext"
-            names = ",".join("DNS:" + n for n in (cn, *dns))
+            names = ",".join(n if n.startswith("IP:") else "DNS:" + n for n in (cn, *dns))
             with open(self.path(ext), "w") as f:
                 f.write(SERVER_EXT.replace("DNS:localhost,IP:127.0.0.1", names))
             _key(self.dir, cn + ".key")
@@ -115,6 +115,14 @@ class Pki:
                   "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", cn + ".pem"],
                  self.dir)
         return pem, key
+
+    def leaf_p12(self, cn, *dns):
+        """leaf() as a PKCS#12 archive for a server (PASSWORD): its file name."""
+        name = cn + ".p12"
+        if not os.path.exists(self.path(name)):
+            pem, key = self.leaf(cn, *dns)
+            _p12(self.dir, name, pem, key)
+        return name
 
     # ---- config fragments ----
 

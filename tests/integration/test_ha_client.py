@@ -351,6 +351,50 @@ def test_reference_server_as_one_of_two(procs, echo):
         assert echo_once(vp[0], b"ours %d" % i) == b"ours %d" % i
 
 
+def test_tls_names_of_two_servers(procs, pki):
+    """TLS through two servers, each with a certificate under its own name.
+    Without [client.transport.tls] hostname each server is checked against
+    the host of its own address; with it, that one name is checked on every
+    server (docs/ha.md): the server whose certificate lacks it fails alone,
+    the other serves."""
+    echo_srv = EchoServer()
+    try:
+        p12 = [pki.leaf_p12("edge1.test", "IP:127.0.0.1"), pki.leaf_p12("edge2.test", "localhost")]
+        sp, vp, capi = [free_port(), free_port()], [free_port(), free_port()], free_port()
+        a1, a2 = f"127.0.0.1:{sp[0]}", f"localhost:{sp[1]}"
+        for i in range(2):
+            procs.rathole(server_config(sp[i], {"web": dict(bind_port=vp[i], token="t")},
+                                        transport=pki.tls_server(p12=p12[i])),
+                          name=f"s{i}.toml").wait_log("listening on 127.0.0.1:%d" % sp[i])
+
+        def client(hostname, name):
+            text = client_config(0, {"web": dict(local_port=echo_srv.port, token="t")},
+                                 transport=pki.tls_client(hostname=hostname),
+                                 extra=api_extra("client", capi))
+            return procs.rathole(text.replace('remote_addr = "127.0.0.1:0"',
+                                              f'remote_addr = ["{a1}", "{a2}"]'), name=name)
+
+        # each server's own name: 127.0.0.1 (an IP in the first certificate), localhost
+        c = client(None, "c1.toml")
+        for i in range(2):
+            wait_tunnel(vp[i], timeout=20)
+            assert echo_once(vp[i], b"tls %d" % i) == b"tls %d" % i
+        c.stop()
+        wait_port_closed(vp[0], timeout=10)
+        wait_port_closed(vp[1], timeout=10)
+
+        # hostname = the first server's name: the second server's certificate fails it
+        c = client("edge1.test", "c2.toml")
+        wait_tunnel(vp[0], timeout=20)
+        assert echo_once(vp[0], b"edge1") == b"edge1"
+        c.wait_log('not valid for "edge1.test"', timeout=20)
+        ups = upstreams(capi)
+        assert ups[a1]["control_channel"] is True and ups[a2]["control_channel"] is False, ups
+        assert not port_open(vp[1])
+    finally:
+        echo_srv.stop()
+
+
 # ---- health checks with two replicas (the server's balance) ----
 
 class Tagged:
