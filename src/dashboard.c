@@ -121,14 +121,29 @@ bool dashboard_accepts_gzip(const char *ae, size_t len)
 	return false;
 }
 
+/* The page for a client that refuses gzip (a script, wget): no dashboard
+ * (there is no uncompressed copy), but where the API is. */
+static const char no_gzip_page[] = "<!doctype html>\n<title>rathole</title>\n"
+	"<p>The dashboard is kept gzip-compressed in rathole and this client refuses gzip "
+	"(Accept-Encoding): open this address in a web browser.\n"
+	"<p>The API answers any client: <a href=\"api/status\">/api/status</a>, "
+	"<a href=\"api/services\">/api/services</a>, <a href=\"api/events\">/api/events</a>, "
+	"<a href=\"metrics\">/metrics</a> (with the bearer token when one is set).\n";
+
 int dashboard_answer(const struct dashboard_file *f, const char *ae, size_t ae_len,
 		     struct buf *body, const char **type, const char **headers)
 {
-	if (f->gzip && !dashboard_accepts_gzip(ae, ae_len)) {
+	/* no Accept-Encoding at all: any coding is acceptable (RFC 9110, 12.5.3) */
+	if (f->gzip && ae && !dashboard_accepts_gzip(ae, ae_len)) {
+		*headers = "Vary: Accept-Encoding\r\n" CSP_HEADERS;
+		if (f->path[1] == '\0') {
+			buf_append(body, no_gzip_page, sizeof no_gzip_page - 1);
+			*type = "text/html; charset=utf-8";
+			return 200;
+		}
 		buf_printf(body, "the dashboard is sent gzip-compressed (Accept-Encoding: gzip); "
 			   "open it in a web browser\n");
 		*type = "text/plain; charset=utf-8";
-		*headers = "Vary: Accept-Encoding\r\n" CSP_HEADERS;
 		return 406;
 	}
 	buf_append(body, f->data, f->len);

@@ -20,9 +20,11 @@ struct dashboard_file {
 /* The file served at this path (len bytes of path, no query), or NULL. */
 const struct dashboard_file *dashboard_find(const char *path, size_t len);
 
-/* The answer to a GET of the file: its status code (200, or 406 when the
- * file is gzip'ed and Accept-Encoding, ae_len bytes or NULL, does not take
- * gzip), body, Content-Type and extra headers. Every answer carries a
+/* The answer to a GET of the file: its status code, body, Content-Type and
+ * extra headers. A gzip'ed file is sent as it is unless Accept-Encoding
+ * (ae_len bytes; NULL when the request has none: anything goes) refuses
+ * gzip; then "/" is a short uncompressed page that points to the API, the
+ * other files a 406. Every answer carries a
  * Content-Security-Policy that allows nothing but this origin's own script,
  * style and API (no inline script or style, no frames, no form posts). */
 int dashboard_answer(const struct dashboard_file *f, const char *ae, size_t ae_len,

@@ -42,10 +42,44 @@ def get(url, token=None, encoding=None):
         return e.code, e.headers, e.read()
 
 
-def api_tunnel(procs, echo, token=None, name="echo"):
+def raw_get(base, path, encoding=None):
+    """A GET with exactly the Accept-Encoding given (None: no such header;
+    urllib would send "identity"): (status, lower-case headers, body)."""
+    host, port = base.rsplit("/", 1)[1].split(":")
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    if encoding is not None:
+        lines.append(f"Accept-Encoding: {encoding}")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    first, *hl = head.decode("latin-1").split("\r\n")
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in hl)}
+    return int(first.split()[1]), hdrs, body
+
+
+@pytest.fixture
+def procs(procs):
+    """conftest's, with each config file mode 0600 as an operator keeps it:
+    one readable by others has its warning in the event log (and in the
+    screenshot of docs/dashboard.png)."""
+    write = procs.rathole
+
+    def rathole(config_text, *flags, name="rathole.toml", env=None):
+        path = procs.tmp / name
+        path.touch()
+        path.chmod(0o600)		# write_text keeps the mode of the file
+        return write(config_text, *flags, name=name, env=env)
+    procs.rathole = rathole
+    return procs
+
+
+def api_tunnel(procs, echo, token=None, name="echo", svc_extra_server=""):
     sapi, capi = free_port(), free_port()
     tok = f'token = "{token}"\n' if token else ""
-    t = Tunnel(procs, name=name, local_port=echo.port,
+    t = Tunnel(procs, name=name, local_port=echo.port, svc_extra_server=svc_extra_server,
                server_extra=f'[server.api]\nbind_addr = "127.0.0.1:{sapi}"\n{tok}',
                client_extra=f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n{tok}').start()
     wait_tunnel(t.service_port)
@@ -99,10 +133,21 @@ def test_page_served_with_strict_csp(procs, echo):
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200 and r.read() == b""
             assert int(r.headers["Content-Length"]) == len(gz)
-        # a client that takes no gzip is told so (every browser takes it)
-        for enc in (None, "identity", "gzip;q=0, deflate", "br"):
-            code, hdr, body = get(base + "/", encoding=enc)
-            assert code == 406 and b"gzip" in body and "Content-Encoding" not in hdr, enc
+        # no Accept-Encoding at all: any coding is acceptable (RFC 9110,
+        # 12.5.3; curl without --compressed): the page, gzip'ed
+        code, hdr, body = raw_get(base, "/")
+        assert code == 200 and hdr["content-encoding"] == "gzip", hdr
+        assert gzip.decompress(body) == html
+        # a client that refuses gzip gets a plain page that points to the
+        # API (the dashboard is kept gzip'ed only); its files are a 406
+        for enc in ("identity", "gzip;q=0, deflate", "br", ""):
+            code, hdr, body = raw_get(base, "/", enc)
+            assert code == 200 and "content-encoding" not in hdr, (enc, hdr)
+            assert hdr["content-type"].startswith("text/html") and b"dashboard.js" not in body
+            assert b"gzip" in body and b'href="api/status"' in body, body
+            assert "default-src 'none'" in hdr["content-security-policy"]
+            code, hdr, body = raw_get(base, "/dashboard.js", enc)
+            assert code == 406 and b"gzip" in body and "content-encoding" not in hdr, enc
         assert get(base + "/", encoding="*")[0] == 200
         # the API is still behind the token
         assert get(base + "/api/status")[0] == 401
@@ -256,13 +301,36 @@ class Load:
         assert self.err is None, self.err
 
 
+GRAPH_PIXELS = """
+    // the graph's pixels of the "in" colour (its area) and of the "out"
+    // colour (its line): [in, out, in within the newest tenth of the width]
+    const c = document.getElementById('graph'), g = c.getContext('2d');
+    const css = getComputedStyle(document.documentElement);
+    const rgb = (v) => { const h = css.getPropertyValue(v).trim();
+                         return [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)); };
+    const cin = rgb('--in'), cout = rgb('--out');
+    const px = g.getImageData(0, 0, c.width, c.height).data;
+    const near = (i, k) => Math.abs(px[i] - k[0]) + Math.abs(px[i + 1] - k[1]) +
+                           Math.abs(px[i + 2] - k[2]) < 60;
+    let nin = 0, nout = 0, recent = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      if (!px[i + 3]) continue;
+      if (near(i, cin)) { nin++; if ((i / 4) % c.width > c.width * 0.9) recent++; }
+      else if (near(i, cout)) nout++;
+    }
+    return [nin, nout, recent];"""
+
+
 def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
     """The server's dashboard (token set: asked once, kept for the tab) shows
-    role, version, uptime, transport; the service up, its bytes moving and a
-    rate above zero while a load runs; the event log. The client's page shows
-    its side as established."""
+    role, version, uptime, transport; the service up, its bytes moving, a
+    rate above zero and the graph drawn while a load runs; a visitor refused
+    (max_connections) counted; the event log, without a warning. The
+    client's page shows its side as established, and its form speaks of
+    local_addr."""
     d = browser
-    t, surl, curl_ = api_tunnel(procs, echo, token="tab-secret")
+    t, surl, curl_ = api_tunnel(procs, echo, token="tab-secret",
+                                svc_extra_server="max_connections = 1")
     d.get(surl + "/")
     wait_until(lambda: d.execute_script("return !document.getElementById('login').hidden"),
                15, what="the token form")
@@ -278,7 +346,16 @@ def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
     # one client, no balance: no replica line under the service
     assert d.execute_script("return document.querySelectorAll('#services tr.sub').length") == 0
     wait_until(lambda: "server started" in (text_of(d, "#events") or ""), 10, what="the event log")
+    # the config file is 0600: nothing to warn about
+    assert d.execute_script("return document.querySelectorAll('#events li.warn').length") == 0
+    assert "readable by" not in text_of(d, "#events")
+    # the graph without traffic: its lines along the bottom, no area
+    idle = d.execute_script(GRAPH_PIXELS)
 
+    def status():
+        return json.loads(http(surl + "/api/status", token="tab-secret")[1])["services"][0]
+    # wait_tunnel's visitor gone: the load is the one connection allowed
+    wait_until(lambda: status()["connections_active"] == 0, 10, what="no connection in flight")
     load = Load(t.service_port)
     try:
         wait_until(lambda: int(cell(d, "echo", "in") or 0) > 0, 20, what="bytes in to show")
@@ -287,12 +364,25 @@ def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
         wait_until(lambda: int(cell(d, "echo", "out")) > 0, 10, what="bytes out to show")
         wait_until(lambda: int(cell(d, "echo", "rate-in")) > 0, 20, what="a rate above zero")
         wait_until(lambda: int(cell(d, "echo", "active")) == 1, 10, what="one connection in flight")
-        # the graph has drawn something: non-blank pixels of the "in" colour
-        painted = d.execute_script("""
-            const c = document.getElementById('graph'), g = c.getContext('2d');
-            const px = g.getImageData(0, 0, c.width, c.height).data;
-            let n = 0; for (let i = 3; i < px.length; i += 4) if (px[i]) n++; return n;""")
-        assert painted > 1000
+        # the graph: an "in" area reaching the present, an "out" line
+        wait_until(lambda: d.execute_script(GRAPH_PIXELS)[2] > idle[2] + 500, 10,
+                   what="the graph's area to reach the present")
+        nin, nout, _ = d.execute_script(GRAPH_PIXELS)
+        print("graph pixels idle", idle, "under load", [nin, nout])
+        assert nin > idle[0] + 500 and nout > idle[1] + 20, (idle, nin, nout)
+        assert text_of(d, "#rates").startswith("in ") and "out " in text_of(d, "#rates")
+        # a second visitor is over max_connections: refused, and counted
+        assert int(cell(d, "echo", "refused")) == 0
+        with socket.create_connection(("127.0.0.1", t.service_port), timeout=5) as v:
+            v.settimeout(10)
+            try:
+                assert v.recv(1) == b""
+            except ConnectionResetError:
+                pass
+        wait_until(lambda: cell(d, "echo", "refused") == "1", 10, what="the refused visitor")
+        assert status()["visitors_refused"] == 1
+        assert d.execute_script("return [...document.querySelectorAll('#services th')]"
+                                ".some((th) => th.textContent === 'refused')")
         shot = os.environ.get("RATHOLE_DASHBOARD_SCREENSHOT")
         if shot:
             # a minute of graph makes a better picture than a few seconds
@@ -318,6 +408,20 @@ def test_dashboard_in_browser_shows_live_traffic(procs, echo, browser):
     wait_until(lambda: cell(d, "echo", "state") == "established", 15, what="the client's service")
     assert text_of(d, "#role") == "client"
     assert int(cell(d, "echo", "in")) >= load.moved
+    # its form asks for local_addr and shows the client's own messages there
+    d.find_element("id", "add").click()
+    assert text_of(d, "#f-addr-label") == "local_addr"
+    fill_form(d, {"f-name": "more", "f-addr": f"127.0.0.1:{echo.port}-{echo.port + 1}"})
+    wait_until(lambda: text_of(d, '.err[data-for="local_addr"]'), 10, what="the field's error")
+    assert "port range" in text_of(d, '.err[data-for="local_addr"]')
+    fill_form(d, {"f-addr": f"127.0.0.1:{echo.port}", "f-token": "more-token"})
+    wait_until(lambda: cell(d, "more", "source") == "api", 15, what="the client's new service")
+    svc = services_of(curl_, "tab-secret")["more"]
+    assert svc["config"]["local_addr"] == f"127.0.0.1:{echo.port}" and svc["source"] == "api"
+    click(d, "more", "delete")
+    click(d, "more", "delete")
+    wait_until(lambda: cell(d, "more", "source") is None, 15, what="the row to go")
+    assert "more" not in services_of(curl_, "tab-secret")
 
 
 

@@ -44,8 +44,17 @@ static void test_files(void)
 		CHECK(strstr(headers, "Content-Encoding: gzip\r\n") != NULL);
 		CHECK(strstr(headers, "Content-Security-Policy: default-src 'none'; ") != NULL);
 		buf_free(&b);
-		CHECK(dashboard_answer(f, "br", 2, &b, &type, &headers) == 406);
+		/* no Accept-Encoding: any coding is acceptable (RFC 9110) */
+		CHECK(dashboard_answer(f, NULL, 0, &b, &type, &headers) == 200);
+		CHECK(b.len == f->len && strstr(headers, "Content-Encoding: gzip\r\n") != NULL);
+		buf_free(&b);
+		/* gzip refused: the page says where the API is, the others 406 */
+		CHECK(dashboard_answer(f, "br", 2, &b, &type, &headers) == (i == 0 ? 200 : 406));
 		CHECK(strstr(headers, "Content-Encoding") == NULL && strstr(b.p, "gzip") != NULL);
+		CHECK(i != 0 || (strstr(b.p, "api/status") && strncmp(type, "text/html", 9) == 0));
+		buf_free(&b);
+		CHECK(dashboard_answer(f, "", 0, &b, &type, &headers) == (i == 0 ? 200 : 406));
+		CHECK(strstr(headers, "Content-Encoding") == NULL);
 		buf_free(&b);
 	}
 	CHECK(dashboard_find("/dashboard", 10) == NULL);
