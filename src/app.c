@@ -656,6 +656,21 @@ static void api_services(void *arg, const char *method, const char *name, const 
 		return;
 	}
 	sc = config_find_service(svcs, n, name);
+	for (size_t i = 0; !sc && i < n; i++) {
+		/* a port range of the file: its members are services of their own */
+		const struct service_config *m = &svcs[i], *last = m;
+
+		if (!m->range_name || m->from_api || strcmp(m->range_name, name) != 0)
+			continue;
+		while (last + 1 < svcs + n && last[1].range_name &&
+		       strcmp(last[1].range_name, name) == 0)
+			last++;
+		reply_error(r, strcmp(method, "GET") == 0 ? 404 : 409, "name", "service %s is a "
+			    "port range defined in %s: its members are services of their own "
+			    "(%s to %s)%s", name, A.cfg->path, m->name, last->name,
+			    strcmp(method, "GET") == 0 ? "" : "; change the range there");
+		return;
+	}
 	if (strcmp(method, "GET") == 0) {
 		if (!sc) {
 			reply_error(r, 404, NULL, "no service named %s", name);

@@ -2294,8 +2294,13 @@ int config_add_service(struct config *cfg, bool server, const char *name,
 
 		if (service_range(svc, server, &r)) {
 			c.key = server ? "bind_addr" : "local_addr";
-			add_error(&c, svc->line, "%s.%s: a port range cannot be made through the "
-				  "api; write it in the config file", spath, c.key);
+			add_error(&c, svc->line, "%s.%s: \"%s\" is a port range, which the api "
+				  "does not create (it makes services of one port): write the range "
+				  "in the config file, or create one service per port", spath, c.key,
+				  server ? svc->bind_addr : svc->local_addr);
+		} else if (!server && svc->remote_ports) {
+			c.key = "remote_ports";
+			check_remote_ports(&c, svc, tbl);	/* as the file: needs a range */
 		}
 	}
 	(*count)++;

@@ -439,3 +439,81 @@ def test_check_reads_the_services_file(tmp_path):
     sfile.write_text('[server]\nbind_addr = "0.0.0.0:1"\n')
     r = run_rathole(["--check"], base, tmp_path=tmp_path)
     assert r.returncode != 0 and "services_file holds" in r.stderr, r.stderr
+
+
+def test_services_and_port_ranges(procs, tmp_path):
+    """The API makes services of one port: a range in bind_addr or
+    local_addr, or the client's remote_ports, is refused with a message that
+    says so; a range of the file is the file's, its name and its members
+    (listed one by one) cannot be taken or changed through the API."""
+    from test_ranges import free_range
+    base, api, capi = free_range(2), free_port(), free_port()
+    text = server_config(free_port(), {"echo": dict(bind_port=free_port(), token="t")},
+                         extra=f'[server.api]\nbind_addr = "127.0.0.1:{api}"\n')
+    text += f'[server.services.game]\ntoken = "t"\nbind_addr = "127.0.0.1:{base}-{base + 1}"\n'
+    procs.rathole(text, name="server.toml")
+    wait_port(api)
+    code, _, doc = call(api, "GET", "/api/services")
+    assert {s["name"]: s["source"] for s in doc["services"]} == \
+        {"echo": "file", f"game:{base}": "file", f"game:{base + 1}": "file"}, doc
+    one = {"bind_addr": f"127.0.0.1:{free_port()}", "token": "x"}
+    code, _, doc = call(api, "PUT", "/api/services/other",
+                        {"bind_addr": "127.0.0.1:30000-30009", "token": "x"})
+    assert code == 400 and doc["key"] == "bind_addr", doc
+    assert '"127.0.0.1:30000-30009" is a port range' in doc["error"]
+    assert "config file" in doc["error"] and "one service per port" in doc["error"]
+    for method in ("PUT", "DELETE"):
+        code, _, doc = call(api, method, "/api/services/game", one if method == "PUT" else None)
+        assert code == 409 and doc["key"] == "name", (method, doc)
+        assert "port range defined in" in doc["error"] and f"game:{base + 1}" in doc["error"]
+        code, _, doc = call(api, method, f"/api/services/game:{base}",
+                            one if method == "PUT" else None)
+        assert code == 409 and "server.toml" in doc["error"], (method, doc)
+    code, _, doc = call(api, "GET", "/api/services/game")
+    assert code == 404 and f"game:{base}" in doc["error"], doc
+    assert call(api, "GET", f"/api/services/game:{base}")[0] == 200
+    # the client: a range in local_addr; remote_ports without one, as the file says
+    procs.rathole(client_config(free_port(), {"echo": dict(local_port=free_port(), token="t")},
+                                extra=f'[client.api]\nbind_addr = "127.0.0.1:{capi}"\n'),
+                  name="client.toml")
+    wait_port(capi)
+    code, _, doc = call(capi, "PUT", "/api/services/other",
+                        {"local_addr": "127.0.0.1:30000-30009", "token": "x"})
+    assert code == 400 and doc["key"] == "local_addr" and "is a port range" in doc["error"], doc
+    code, _, doc = call(capi, "PUT", "/api/services/other",
+                        {"local_addr": "127.0.0.1:30000", "remote_ports": "30000-30009",
+                         "token": "x"})
+    assert code == 400 and doc["key"] == "remote_ports", doc
+    assert "needs a port range in local_addr" in doc["error"]
+    code, _, doc = call(capi, "GET", "/api/services")
+    assert [s["name"] for s in doc["services"]] == ["echo"]
+
+
+def test_client_services_invalid_bodies(procs, echo, tmp_path):
+    """The client's API checks as its file does: its own keys (local_addr,
+    not bind_addr), their types, a missing local_addr, the file's service
+    (409), If-Match (412); nothing is created by a refused body."""
+    p = Pair(procs, echo, tmp_path, persist=False)
+    p.start_client()
+    ok = {"local_addr": f"127.0.0.1:{echo.port}", "token": "x"}
+    for body, key, words in (
+            ({"bind_addr": "127.0.0.1:1", "local_addr": "127.0.0.1:1"}, "bind_addr",
+             "unknown key"),
+            ({"token": "x"}, "local_addr", "missing local_addr"),
+            ({"local_addr": 22}, "local_addr", "expected a string, found integer"),
+            (dict(ok, retry_interval="5"), "retry_interval", "expected an integer"),
+            (dict(ok, udp_max_sessions=-1), "udp_max_sessions", "expected"),
+            (dict(ok, type="quic"), "type", 'expected "tcp" or "udp"'),
+            (dict(ok, max_connections=3), "max_connections", "unknown key")):
+        code, _, doc = call(p.capi, "PUT", "/api/services/svc", body)
+        assert code == 400 and doc["key"] == key and words in doc["error"], (body, code, doc)
+        assert "client.toml:" not in doc["error"]
+    code, _, doc = call(p.capi, "PUT", "/api/services/echo", ok)
+    assert code == 409 and doc["key"] == "name" and "client.toml" in doc["error"], doc
+    assert [s["name"] for s in call(p.capi, "GET", "/api/services")[2]["services"]] == ["echo"]
+    code, hdrs, doc = call(p.capi, "PUT", "/api/services/svc", ok)
+    assert code == 201 and doc == {"name": "svc", "persisted": False}, doc
+    assert call(p.capi, "PUT", "/api/services/svc", ok, headers=[("If-Match", '"0"')])[0] == 412
+    assert call(p.capi, "DELETE", "/api/services/svc", headers=[("If-Match", '"0"')])[0] == 412
+    code, _, doc = call(p.capi, "DELETE", "/api/services/svc", headers=[("If-Match", hdrs["etag"])])
+    assert code == 200 and doc["persisted"] is False, doc
