@@ -643,13 +643,20 @@ def test_udp_visitor_sticks_to_its_replica(procs, tags):
         assert sorted([seen.count(b"A"), seen.count(b"B")]) == [10, 11], seen
         st = ha.status()
         assert sorted(r["connections_active"] for r in st["replicas"]) == [10, 11], st
-        # a replica that goes takes only its own sessions
+        # a replica that goes takes only its own sessions: A's visitors start
+        # new ones on B, B's keep theirs (B's count of sessions started grows
+        # by A's visitors only)
+        b_total = next(r["connections_total"] for r in st["replicas"]
+                       if r["connections_active"] == seen.count(b"B"))
         ha.clients[b"A"].stop(sig=signal.SIGKILL)
         wait_until(lambda: len(ha.replicas()) == 1, 10, what="A to leave")
         for i, s in enumerate(socks):
             s.sendto(b"after", ("127.0.0.1", ha.service_port))
             d, _ = s.recvfrom(65536)
             assert d == b"Bafter", (i, d)
+        (rb,) = ha.replicas()
+        assert rb["connections_active"] == 21, rb
+        assert rb["connections_total"] == b_total + seen.count(b"A"), (rb, b_total, seen)
     finally:
         for s in socks:
             s.close()

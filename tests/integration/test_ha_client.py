@@ -252,6 +252,35 @@ def test_one_client_two_servers(procs, echo):
         lost.close()
 
 
+def test_health_check_withdraws_from_every_server(procs):
+    """A client of two servers: its failing local service is withdrawn from
+    both (both service ports close), and registered with both again once it
+    answers; one log line for each change, not one per check or server."""
+    local = EchoServer(port=reopened_port())
+    lport = local.port
+    try:
+        sp, vp, capi = [free_port(), free_port()], [reopened_port(), reopened_port()], free_port()
+        two_servers(procs, sp, vp)
+        c = procs.rathole(multi_client_text(sp, lport, capi) +
+                          f"health_check_interval = {HC}\n", name="c.toml")
+        for p in vp:
+            wait_tunnel(p)
+        local.stop()
+        for p in vp:
+            wait_port_closed(p, timeout=10 * HC + 10)
+        ups = upstreams(capi)
+        assert [(u["control_channel"], u["state"]) for u in ups.values()] == \
+            [(False, "withdrawn")] * 2, ups
+        local = EchoServer(port=lport)
+        for p in vp:
+            wait_tunnel(p, timeout=10 * HC + 15)
+        assert client_status(capi)["web"]["health_check_failures"] >= 3
+        assert c.stderr.count("withdrawing the service") == 1, c.stderr
+        assert c.stderr.count("answers again; registering") == 1, c.stderr
+    finally:
+        local.stop()
+
+
 def test_reload_adds_and_removes_a_server(procs, echo, tmp_path):
     """remote_addr edited on a running client: a server added gets the
     services; a server removed loses them (its connections close); a server
