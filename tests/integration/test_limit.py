@@ -41,7 +41,8 @@ def start_server(procs, ctl, text):
     return None
 
 
-def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp", local_port=None):
+def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp", local_port=None,
+           pki=None):
     """Server and client forwarding one service: its ports (svc, local, the
     server's and the client's API: sapi, capi), the server process and its
     config text."""
@@ -49,6 +50,8 @@ def tunnel(procs, transport, server_svc="", client_svc="", service_type="tcp", l
     if transport == "noise":
         priv, pub = genkey()
         ts, tc = noise_block("server", local=priv), noise_block("client", remote=pub)
+    elif transport == "tls":
+        ts, tc = pki.tls_server(), pki.tls_client()
     for _ in range(3):
         ports = set()
         while len(ports) < 5:
@@ -133,11 +136,13 @@ def test_iperf3_within_ten_percent(procs, transport, side, reverse):
                   direction=other) < 1e5
 
 
-@pytest.mark.parametrize("transport", ["tcp", "noise"])
-def test_connections_share_the_limit(procs, transport):
+@pytest.mark.parametrize("transport", ["tcp", "noise", "tls"])
+def test_connections_share_the_limit(procs, transport, request):
     """Four streams at once (iperf3 -P 4) get 8 Mbit/s between them, not
-    each; /api/status shows the limit and the bytes it held back."""
-    t = tunnel(procs, transport, server_svc='bandwidth_limit = "8Mbit"')
+    each; /api/status shows the limit and the bytes it held back. Over tls
+    too: its records are the third way bytes move."""
+    pki = request.getfixturevalue("pki") if transport == "tls" else None
+    t = tunnel(procs, transport, server_svc='bandwidth_limit = "8Mbit"', pki=pki)
     limited_rate(procs, t, reverse=False, parallel=4)
     status = json.loads(http(f"http://127.0.0.1:{t.sapi}/api/status")[1])
     svc = next(s for s in status["services"] if s["name"] == "s")

@@ -169,6 +169,9 @@ def test_unknown_or_missing_host_gets_404(procs, sites):
                  b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"):  # an address
         out = raw(p, head)
         assert out.startswith(b"HTTP/1.1 404 Not Found\r\n"), (head, out)
+        # nor do its header fields (no Server: either)
+        for word in (b"example", b"site", b"wild", b"rathole", b"server:", b"127.0.0.1"):
+            assert word not in out.lower(), (word, out)
     out = raw(p, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")   # TLS on the HTTP port
     assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out
     m = v.metrics()
@@ -539,11 +542,16 @@ def refused_silently(port, data):
 
 
 def test_heads_in_pieces_and_at_their_bounds(procs, echo):
-    """A head that arrives in pieces is read again at each and routed; heads
-    of exactly the bound (16 KiB of HTTP head, a 16 KiB ClientHello in
-    records) are routed and forwarded byte for byte; one byte more, or the
-    records of a ClientHello over 32 KiB, are closed as too big."""
+    """A head that arrives in pieces is read again at each and routed, also
+    2.5 s after its first bytes (within the 5 s deadline); heads of exactly
+    the bound (16 KiB of HTTP head, a 16 KiB ClientHello in records) are
+    routed and forwarded byte for byte; one byte more, or the records of a
+    ClientHello over 32 KiB, are closed as too big."""
     v = Vhosts(procs, {"e": ('hostnames = ["e.example.com"]', echo.port)}, https=True).start()
+    # a head that takes half the deadline (5 s) to come is routed all the same
+    late = socket.create_connection(("127.0.0.1", v.http_port), timeout=10)
+    late_start = time.monotonic()
+    late.sendall(b"GET / HTTP/1.1\r\n")
     # HTTP: the request line, then the Host in two more segments
     pieces = [b"GET / HTTP/1.1\r\n", b"Ho", b"st: e.example.com\r\n\r\n"]
     assert sent_in_pieces(v.http_port, pieces) == b"".join(pieces)
@@ -564,8 +572,40 @@ def test_heads_in_pieces_and_at_their_bounds(procs, echo):
     # one byte more; a ClientHello in records of 2 bytes (over 32 KiB of them)
     assert refused_silently(v.https_port, padded_client_hello("e.example.com", 16385, 16384))
     assert refused_silently(v.https_port, padded_client_hello("e.example.com", 12000, 2))
+    time.sleep(max(0, late_start + 2.5 - time.monotonic()))
+    with late:
+        late.sendall(b"Host: e.example.com\r\n\r\n")
+        assert recv_exact(late, 39) == b"GET / HTTP/1.1\r\nHost: e.example.com\r\n\r\n"
     m = v.metrics()
-    assert metric(m, "rathole_vhost_connections_total", listener="http") == 2
+    assert metric(m, "rathole_vhost_connections_total", listener="http") == 3
     assert metric(m, "rathole_vhost_connections_total", listener="https") == 2
     assert metric(m, "rathole_vhost_refused_total", listener="https", reason="too_big") == 2
-    assert metric(m, "rathole_service_connections_total", service="e") == 4
+    assert metric(m, "rathole_service_connections_total", service="e") == 5
+
+
+def test_https_visitor_with_proxy_protocol_v2_and_acl(procs):
+    """On the TLS listener too: the PROXY header (v2) comes first, with the
+    listener's address as its destination, then the ClientHello untouched;
+    allow applies before any data channel is spent."""
+    pp = ProxyProtocolService()
+    try:
+        v = Vhosts(procs, {
+            "pp": ('hostnames = ["pp.example.com"]\nproxy_protocol = "v2"\nvhost = "https"',
+                   pp.port),
+            "far": ('hostnames = ["far.example.com"]\nallow = ["192.0.2.0/24"]\nvhost = "https"',
+                    pp.port),
+        }, https=True, http_listener=False).start()
+        p = v.https_port
+        ch = client_hello("pp.example.com", record=100)
+        with socket.create_connection(("127.0.0.1", p), timeout=10) as c:
+            c.sendall(ch)
+            f = c.makefile("rb")
+            assert f.readline() == b"v2 TCP4 127.0.0.1 %d 127.0.0.1 %d\n" % (c.getsockname()[1], p)
+            assert f.read(len(ch)) == ch
+        assert refused_silently(p, client_hello("far.example.com"))
+        m = v.metrics()
+        assert metric(m, "rathole_service_visitors_refused_total", service="far", reason="acl") == 1
+        assert metric(m, "rathole_service_connections_total", service="pp") == 1
+        assert len(pp.headers) == 1
+    finally:
+        pp.stop()
