@@ -2225,6 +2225,32 @@ void config_free(struct config *cfg)
 
 /* ---- services from elsewhere (the admin API, its services_file) ---- */
 
+/* The ranges are expanded by then: a port of one is a member's, which
+ * check_overlaps() takes for a single port. The file's rule holds still. */
+static void check_member_overlaps(struct ctx *c, const struct service_config *svcs, size_t n,
+				  const struct service_config *s, const char *spath)
+{
+	struct range rs, rm;
+
+	if (!single_port(s, &rs))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char shown[PATH_LEN];
+		struct sbuf b;
+
+		if (!svcs[i].range_name || !single_port(&svcs[i], &rm) ||
+		    !ranges_overlap(s, &rs, &svcs[i], &rm))
+			continue;
+		sb_init(&b, shown, sizeof shown);
+		sb_quoted(&b, svcs[i].range_name, strlen(svcs[i].range_name), 64);
+		c->key = "bind_addr";
+		add_error(c, s->line, "%s.bind_addr: \"%s\" overlaps the ports of service %s "
+			  "(its member %s, bind_addr \"%s\"); ranges may not share a port", spath,
+			  s->bind_addr, shown, svcs[i].name, svcs[i].bind_addr);
+		return;
+	}
+}
+
 int config_add_service(struct config *cfg, bool server, const char *name,
 		       const struct toml_value *tbl, const char *origin,
 		       struct config_errors *errs)
@@ -2321,6 +2347,8 @@ int config_add_service(struct config *cfg, bool server, const char *name,
 		resolve_services(&c, svc, 1, dtok, t, retry, &services, role);
 		if (server)
 			check_overlaps(&c, *arr, *count, &services);
+		if (server && errs->count == 0)
+			check_member_overlaps(&c, *arr, *count - 1, svc, spath);
 	}
 	if (errs->count) {
 		(*count)--;

@@ -444,8 +444,9 @@ def test_check_reads_the_services_file(tmp_path):
 def test_services_and_port_ranges(procs, tmp_path):
     """The API makes services of one port: a range in bind_addr or
     local_addr, or the client's remote_ports, is refused with a message that
-    says so; a range of the file is the file's, its name and its members
-    (listed one by one) cannot be taken or changed through the API."""
+    says so; a range of the file is the file's, its name, its members
+    (listed one by one) and their ports cannot be taken or changed through
+    the API."""
     from test_ranges import free_range
     base, api, capi = free_range(2), free_port(), free_port()
     text = server_config(free_port(), {"echo": dict(bind_port=free_port(), token="t")},
@@ -469,6 +470,11 @@ def test_services_and_port_ranges(procs, tmp_path):
         code, _, doc = call(api, method, f"/api/services/game:{base}",
                             one if method == "PUT" else None)
         assert code == 409 and "server.toml" in doc["error"], (method, doc)
+    # a port of the range is the range's, as in the file
+    for addr in (f"127.0.0.1:{base + 1}", f"0.0.0.0:{base}"):
+        code, _, doc = call(api, "PUT", "/api/services/other", {"bind_addr": addr, "token": "x"})
+        assert code == 400 and doc["key"] == "bind_addr", doc
+        assert 'overlaps the ports of service "game"' in doc["error"], doc
     code, _, doc = call(api, "GET", "/api/services/game")
     assert code == 404 and f"game:{base}" in doc["error"], doc
     assert call(api, "GET", f"/api/services/game:{base}")[0] == 200
