@@ -220,6 +220,75 @@ def test_udp_limited(procs):
                   direction="in") > 0
 
 
+def test_udp_limited_toward_visitors(procs):
+    """The other way: a local service answering one datagram with a flood
+    (1 MB/s on the server side): the visitor gets no more than the bucket
+    allows in a second, and the server counts what it held back outward."""
+    t = tunnel(procs, "tcp", server_svc='bandwidth_limit = "1MB"', service_type="udp")
+    ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ls.bind(("127.0.0.1", t.local))
+    ls.settimeout(0.2)
+    stop = threading.Event()
+
+    def flood():
+        """Answers "p" with "p"; after "go", 8000-byte datagrams for 1.5 s."""
+        while not stop.is_set():
+            try:
+                d, a = ls.recvfrom(2048)
+            except socket.timeout:
+                continue
+            if d == b"p":
+                ls.sendto(b"p", a)
+                continue
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                try:
+                    ls.sendto(b"y" * 8000, a)
+                except OSError:
+                    pass
+            return
+    f = threading.Thread(target=flood, daemon=True)
+    f.start()
+    v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    v.connect(("127.0.0.1", t.svc))
+    v.settimeout(0.2)
+    stamps = []
+    try:
+        def answered():
+            try:
+                v.send(b"p")
+                return v.recv(100) == b"p"
+            except OSError:
+                return False    # not bound yet (refused) or no answer yet
+        wait_until(answered, 15, what="a first answer through the service")
+        while True:             # late answers of the probes
+            try:
+                v.recv(100)
+            except OSError:
+                break
+        v.send(b"go")
+        v.settimeout(1.0)
+        while True:
+            try:
+                d = v.recv(65536)
+            except OSError:
+                break
+            stamps.append((time.monotonic(), len(d)))
+    finally:
+        stop.set()
+        f.join(5)
+        v.close()
+        ls.close()
+    assert stamps, "nothing came back under the limit"
+    first = stamps[0][0]
+    in_first_second = sum(n for ts, n in stamps if ts - first <= 1.0)
+    assert in_first_second <= 1_000_000 + 100_000 + 16 * 8000, in_first_second
+    text = http(f"http://127.0.0.1:{t.sapi}/metrics")[1]
+    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                  direction="out") > 0
+
+
 def test_reload_limits_connections_in_progress(procs, echo):
     """A reload that sets a limit applies it to a connection opened before:
     the service is not restarted (the connection stays open), and the bytes
