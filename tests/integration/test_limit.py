@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -161,13 +162,34 @@ def test_no_limit_changes_nothing(procs, transport):
                   direction="in") == 0
 
 
+SO_TIMESTAMPNS = 35     # Linux; not in Python's socket module
+
+
+def stamping(sock):
+    """sock, its datagrams stamped by the kernel as they arrive (see
+    recv_stamped()): a receiver thread that runs late on a loaded machine
+    does not squeeze more of them into a second."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    return sock
+
+
+def recv_stamped(sock):
+    """(the kernel's arrival time in seconds, the datagram's length)."""
+    d, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec + nsec / 1e9, len(d)
+    raise AssertionError("a datagram without its arrival time")
+
+
 def test_udp_limited(procs):
     """1 MB/s on a UDP service (server side): a visitor sending far more gets
     no more than the bucket's rate and burst to the local service in a
     second, and the datagrams it held back are counted."""
     t = tunnel(procs, "tcp", server_svc='bandwidth_limit = "1MB"', service_type="udp")
     svc, local, sapi = t.svc, t.local, t.sapi
-    ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ls = stamping(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     ls.bind(("127.0.0.1", local))
     ls.settimeout(0.5)
     stamps = []
@@ -176,10 +198,9 @@ def test_udp_limited(procs):
     def receive():
         while not stop.is_set():
             try:
-                d = ls.recv(65536)
+                stamps.append(recv_stamped(ls))
             except socket.timeout:
                 continue
-            stamps.append((time.monotonic(), len(d)))
     t = threading.Thread(target=receive, daemon=True)
     t.start()
     v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -249,7 +270,7 @@ def test_udp_limited_toward_visitors(procs):
             return
     f = threading.Thread(target=flood, daemon=True)
     f.start()
-    v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v = stamping(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     v.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     v.connect(("127.0.0.1", t.svc))
     v.settimeout(0.2)
@@ -271,10 +292,9 @@ def test_udp_limited_toward_visitors(procs):
         v.settimeout(1.0)
         while True:
             try:
-                d = v.recv(65536)
+                stamps.append(recv_stamped(v))
             except OSError:
                 break
-            stamps.append((time.monotonic(), len(d)))
     finally:
         stop.set()
         f.join(5)
