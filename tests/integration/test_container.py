@@ -14,11 +14,15 @@
    is rewritten in place and reloaded by `kill --signal HUP` through the
    engine. A second page through the new service shows both reloads. `stop`
    ends both with exit status 0 and "shut down cleanly".
-2. `make images` builds the three architectures and the manifest list; its
-   OCI image index names amd64, arm64 and arm/v7, and the arm64 and armhf
-   binaries taken out of their images' layers carry a page through a tunnel
-   under qemu-user (no binfmt needed; where binfmt runs foreign images, the
-   engine could run them too, which this test does not rely on).
+2. `make images` builds the three architectures and the manifest list:
+   `podman manifest inspect` lists amd64, arm64 and arm/v7, each by the
+   digest of that architecture's image; its OCI image index names the same
+   three, and the arm64 and armhf binaries taken out of their images' layers
+   carry a page through a tunnel under qemu-user (no binfmt needed).
+3. Where binfmt_misc hands arm64 and arm binaries to qemu-user with the F
+   flag (qemu-user-static), the arm64 and armhf images themselves run in the
+   engine: an arm64 server container and an armhf client container carry a
+   page and stop cleanly. Skipped, saying so, elsewhere.
 
 The engine: podman (with a storage of its own in a temporary directory:
 --root, --runroot, --tmpdir, removed at the end, so parallel runs and other
@@ -103,6 +107,11 @@ class Engine:
         elif docker:
             self.name = "docker"
             self.base = [docker]
+            # the client alone (docker's CLI without a daemon) builds nothing
+            r = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                pytest.skip("podman is not installed, and docker's daemon does not answer "
+                            f"(docker info: {r.stderr.strip()[-300:]}); apt-get install podman runc")
         else:
             pytest.skip("no container engine: neither podman nor docker is installed "
                         "(apt-get install podman runc; .ci/run installs them)")
@@ -448,7 +457,13 @@ def _binary_from_layers(layout, manifest, dest):
     raise AssertionError("no usr/bin/rathole in the image's layers")
 
 
-def test_manifest_list_and_foreign_architectures(engine, procs, pages, tmp_path):
+PLATFORMS = {("linux", "amd64", ""): "amd64", ("linux", "arm64", ""): "arm64",
+             ("linux", "arm", "v7"): "armhf"}	# OCI platform: the tag's suffix
+
+
+@pytest.fixture(scope="module")
+def images(engine):
+    """`make images` once for the tests below: the path of its OCI layout."""
     if engine.name != "podman":
         pytest.skip("the manifest list of local images is made with podman (make images)")
     missing = [t + "-gcc" for t in CROSS if not shutil.which(t + "-gcc")]
@@ -458,19 +473,79 @@ def test_manifest_list_and_foreign_architectures(engine, procs, pages, tmp_path)
         pytest.skip(f"cross builds need {', '.join(missing)} "
                     "(scripts/cross-test.sh --tools installs them; .ci/run does)")
     _make(["images", f"ENGINE={' '.join(engine.base)}", f"IMAGE={engine.image}"])
-    layout = os.path.join(REPO, "build", "image", f"{engine.image}-{VERSION}.oci")
+    return os.path.join(REPO, "build", "image", f"{engine.image}-{VERSION}.oci")
+
+
+def _platform(p):
+    return (p["os"], p["architecture"], p.get("variant", ""))
+
+
+def _layout_manifests(layout):
+    """{platform: its entry} of the OCI image index in the layout."""
     with open(os.path.join(layout, "index.json")) as f:
         top = json.load(f)
     (entry,) = top["manifests"]
     assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    index = _read_json(layout, entry["digest"])
     platforms = {}
-    for m in index["manifests"]:
+    for m in _read_json(layout, entry["digest"])["manifests"]:
         assert m["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
-        p = m["platform"]
-        platforms[(p["os"], p["architecture"], p.get("variant", ""))] = m
-    assert set(platforms) == {("linux", "amd64", ""), ("linux", "arm64", ""),
-                              ("linux", "arm", "v7")}, platforms.keys()
+        platforms[_platform(m["platform"])] = m
+    return platforms
+
+
+def _binfmt_interpreter(path):
+    """The interpreter binfmt_misc runs the program at path with in a
+    container: an enabled entry whose magic matches the file, with the F flag
+    (the interpreter opened when it was registered: an image from scratch
+    has none; Debian's qemu-user-static registers its entries so). None
+    where there is none."""
+    root = "/proc/sys/fs/binfmt_misc"
+    try:
+        with open(os.path.join(root, "status")) as f:
+            if f.read().strip() != "enabled":
+                return None
+        names = os.listdir(root)
+    except OSError:		# not mounted, or no binfmt_misc
+        return None
+    with open(path, "rb") as f:
+        head = f.read(256)
+    for name in names:
+        if name in ("status", "register"):
+            continue
+        try:
+            with open(os.path.join(root, name)) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        fields = dict(line.partition(" ")[::2] for line in lines[1:])
+        if not lines or lines[0] != "enabled" or "magic" not in fields \
+                or "F" not in fields.get("flags:", ""):
+            continue
+        magic = bytes.fromhex(fields["magic"])
+        mask = bytes.fromhex(fields["mask"]) if "mask" in fields else b"\xff" * len(magic)
+        off = int(fields.get("offset", "0"))
+        part = head[off:off + len(magic)]
+        if len(part) == len(magic) and all(a & m == b & m for a, b, m in zip(part, magic, mask)):
+            return fields.get("interpreter")
+    return None
+
+
+def test_manifest_list_and_foreign_architectures(engine, images, procs, pages, tmp_path):
+    # ---- the list in the engine's storage names the three images, by digest
+    listed = json.loads(engine("manifest", "inspect", f"{engine.image}:{VERSION}").stdout)
+    entries = {_platform(m["platform"]): m["digest"] for m in listed["manifests"]}
+    assert len(entries) == len(listed["manifests"]) == 3, listed
+    assert set(entries) == set(PLATFORMS), entries.keys()
+    for platform, tag in PLATFORMS.items():
+        image = f"{engine.image}:{VERSION}-{tag}"
+        assert entries[platform] == engine.inspect(image, "{{.Digest}}"), \
+            f"the list's {platform} entry is not {image}"
+        assert engine.inspect(image, "{{.Architecture}}") == platform[1]
+
+    # ---- the same list written as an OCI image index
+    layout = images
+    platforms = _layout_manifests(layout)
+    assert set(platforms) == set(PLATFORMS), platforms.keys()
 
     bins = {}
     for (_, arch, _), m in platforms.items():
@@ -504,3 +579,61 @@ def test_manifest_list_and_foreign_architectures(engine, procs, pages, tmp_path)
     procs.start([qemu["arm"], bins["arm"], str(client)])
     wait_until(lambda: _get(web) == b"a page from the arm images", 60, interval=0.3,
                what="a page through the arm64 server and the armhf client under qemu")
+
+
+def test_foreign_images_in_the_engine(engine, images, pages, tmp_path):
+    """Where binfmt_misc hands arm64 and arm binaries to qemu-user (with the
+    F flag), the arm64 and armhf images themselves run in the engine: an
+    arm64 server container and an armhf client container carry a page, and
+    stop cleanly."""
+    platforms = _layout_manifests(images)
+    interpreters, missing = {}, []
+    for platform, tag in PLATFORMS.items():
+        if tag == HOST_TAG:
+            continue
+        manifest = _read_json(images, platforms[platform]["digest"])
+        binary = _binary_from_layers(images, manifest, str(tmp_path / f"rathole-{tag}"))
+        interpreters[tag] = _binfmt_interpreter(binary)
+        if not interpreters[tag]:
+            missing.append(tag)
+    if missing:
+        pytest.skip(f"binfmt_misc does not hand {' and '.join(missing)} binaries to qemu-user "
+                    "with the F flag here (qemu-user-static registers it so): the foreign images "
+                    "were checked, and their binaries run under qemu-user, by the test above")
+    foreign = list(interpreters)	# amd64, arm64, armhf but this host's
+    how = engine.probe(f"{engine.image}:{VERSION}-{HOST_TAG}")
+    print(f"\n{engine.name} runs containers here with: {how}; binfmt: {interpreters}")
+
+    page = pages("a page from the foreign containers")
+    ctl, web = free_port(), free_port()
+    sdir, cdir = tmp_path / "server", tmp_path / "client"
+    for d in sdir, cdir:
+        d.mkdir()
+        os.chmod(d, 0o755)
+    _private(sdir / "config.toml", f'[server]\nbind_addr = "127.0.0.1:{ctl}"\n'
+             f'[server.services.web]\ntoken = "t"\nbind_addr = "127.0.0.1:{web}"\n')
+    _private(cdir / "config.toml", f'[client]\nremote_addr = "127.0.0.1:{ctl}"\n'
+             f'[client.services.web]\ntoken = "t"\nlocal_addr = "127.0.0.1:{page.port}"\n')
+    run = uuid.uuid4().hex[:8]
+    server, client = f"rathole-server-{foreign[0]}-{run}", f"rathole-client-{foreign[-1]}-{run}"
+    engine.run(server, "-v", f"{sdir}:/etc/rathole:ro", f"{engine.image}:{VERSION}-{foreign[0]}")
+    engine.run(client, "-v", f"{cdir}:/etc/rathole:ro", f"{engine.image}:{VERSION}-{foreign[-1]}")
+    try:
+        wait_until(lambda: _get(web) == b"a page from the foreign containers", 60, interval=0.3,
+                   what=f"a page through the {foreign[0]} server and the {foreign[-1]} client "
+                        "containers")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- server ---\n{engine.logs(server)[-3000:]}"
+                             f"\n--- client ---\n{engine.logs(client)[-3000:]}") from None
+    # the containers' processes are the foreign binaries, run by binfmt's qemu
+    for c, tag in (server, foreign[0]), (client, foreign[-1]):
+        try:
+            exe = os.readlink(f"/proc/{engine.inspect(c, '{{.State.Pid}}')}/exe")
+        except OSError:		# another user's process (rootless)
+            continue
+        assert os.path.basename(exe) == os.path.basename(interpreters[tag]), f"{c}: {exe}"
+    for c in (client, server):
+        engine("stop", "-t", "15", c, timeout=60)
+        assert engine.inspect(c, "{{.State.ExitCode}}") == "0", engine.logs(c)[-3000:]
+        log = engine.logs(c)
+        assert "shut down cleanly" in log, log[-3000:]
