@@ -1,6 +1,8 @@
 """The container image (Containerfile, `make image`, `make images`) in a real engine.
 
-1. `make image` builds the image of this machine's architecture; its contents
+1. `make image` builds the image of this machine's architecture (as root in
+   a network namespace without a network, so a base that must be pulled
+   fails the build; `make images` too); its contents
    are what the Containerfile promises (the static binary, the CA bundle, a
    passwd naming user 10001, and nothing else; labels, entrypoint, no
    HEALTHCHECK). A server container and a client container run it with host
@@ -73,18 +75,31 @@ def _version():
 VERSION = _version()
 
 
+def _offline():
+    """A prefix that runs a command in a network namespace of its own, with
+    no network (root only): the image must build without pulling anything."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return []
+    r = subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=30)
+    return ["unshare", "--net"] if r.returncode == 0 else []
+
+
+_OFFLINE = _offline()
+
+
 def _make(args, env=None, timeout=600):
-    """Runs make in the repository, free of the make that may be running the
-    suite (its MAKEFLAGS would turn on SANITIZE=1 or pass its jobserver; and
-    make exports its command line's variables, SANITIZE=1 among them, into
-    the environment as well: those named after MAKEFLAGS' "--" go too)."""
+    """Runs make in the repository, without a network where it can
+    (_offline), and free of the make that may be running the suite (its
+    MAKEFLAGS would turn on SANITIZE=1 or pass its jobserver; and make
+    exports its command line's variables, SANITIZE=1 among them, into the
+    environment as well: those named after MAKEFLAGS' "--" go too)."""
     flags = os.environ.get("MAKEFLAGS", "")
     cmdline = {a.split("=", 1)[0] for a in flags.split(" -- ", 1)[1].split()
                if "=" in a} if " -- " in flags else set()
     full = {k: v for k, v in os.environ.items()
             if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES") and k not in cmdline}
     full.update(env or {})
-    r = subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, env=full,
+    r = subprocess.run([*_OFFLINE, "make", "--no-print-directory", *args], cwd=REPO, env=full,
                        capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"make {' '.join(args)} failed:\n{r.stdout[-6000:]}\n{r.stderr[-6000:]}"
     return r.stdout
