@@ -643,8 +643,16 @@ static void hc_restore(struct cservice *svc)
 {
 	struct list *n, *tmp;
 
-	log_info("service %s: the local service %s answers again; registering with the server",
-		 svc->cfg->name, svc->cfg->local_addr);
+	if (svc->hc_passed)
+		log_info("service %s: the local service %s answers again; registering with the "
+			 "server", svc->cfg->name, svc->cfg->local_addr);
+	else if (svc->hc_failures)
+		log_info("service %s: the local service %s answers now; registering with the "
+			 "server", svc->cfg->name, svc->cfg->local_addr);
+	else
+		log_debug("service %s: the local service %s passed its first health check; "
+			  "registering with the server", svc->cfg->name, svc->cfg->local_addr);
+	svc->hc_passed = true;
 	svc->healthy = true;
 	list_for_each_safe(n, tmp, &svc->ups) {
 		struct cupstream *up = container_of(n, struct cupstream, link);
@@ -666,6 +674,10 @@ static void hc_result(struct cservice *svc, bool ok, const char *why)
 	svc->hc_fails++;
 	log_debug("service %s: health check of %s failed (%u in a row): %s", svc->cfg->name,
 		  svc->cfg->local_addr, svc->hc_fails, why);
+	if (!svc->hc_passed && svc->hc_fails == 1)
+		log_warn("service %s: the local service %s failed its first health check (%s); "
+			 "the service registers with the server once a check passes",
+			 svc->cfg->name, svc->cfg->local_addr, why);
 	if (svc->healthy && svc->hc_fails >= HC_FAILS_TO_WITHDRAW)
 		hc_withdraw(svc, why);
 }
@@ -759,7 +771,10 @@ static struct cservice *service_new(struct client *cli, const struct service_con
 	svc->cli = cli;
 	svc->cfg = cfg;
 	limit_init(&svc->limit, cli->loop, cfg->bandwidth_rate);
-	svc->healthy = true;
+	/* with a health check the service registers after the first check that
+	 * passes (it runs at once), as frp's: a client started before its local
+	 * service gets no visitors meanwhile */
+	svc->healthy = !cfg->health_check_interval;
 	proto_digest(cfg->name, strlen(cfg->name), svc->digest);
 	list_init(&svc->ups);
 	timer_init(&svc->hc_timer, on_hc_timer);

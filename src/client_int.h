@@ -91,6 +91,7 @@ struct cservice {
 	struct connector *hc_conn;
 	unsigned hc_fails;			/* failed checks in a row */
 	bool healthy;				/* false: withdrawn from the servers */
+	bool hc_passed;				/* a check passed since the service started */
 	uint64_t hc_failures;			/* failed checks, all told */
 
 	/* counters of upstreams removed by a reload, so totals never go back */

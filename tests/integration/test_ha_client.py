@@ -144,6 +144,39 @@ def test_health_check_withdraws_and_returns(procs):
         local.stop()
 
 
+def test_health_check_first_pass_registers(procs):
+    """With a health check, a service registers once a check passes (the
+    first runs at once), as frp's: a client started before its local service
+    never takes visitors meanwhile."""
+    lport = reopened_port()
+    local = None
+    try:
+        sp, vp, sapi, capi = free_port(), free_port(), free_port(), free_port()
+        server = procs.rathole(server_config(sp, {"web": dict(bind_port=vp, token="t")},
+                                             extra=api_extra("server", sapi)), name="s.toml")
+        server.wait_log("listening on 127.0.0.1:%d" % sp)
+        c = procs.rathole(client_config(sp, {"web": dict(local_port=lport, token="t",
+                                                         extra=f"health_check_interval = {HC}")},
+                                        extra=api_extra("client", capi)), name="c.toml")
+        c.wait_log("api listening on")
+        wait_until(lambda: client_status(capi)["web"]["health_check_failures"] >= 4,
+                   10 * HC + 10, what="four failed health checks")
+        st = client_status(capi)["web"]
+        assert st["healthy"] is False and st["control_channel"] == "withdrawn", st
+        code, text = http(f"http://127.0.0.1:{sapi}/metrics")
+        assert metric(text, "rathole_service_control_channel_connects_total", service="web") == 0
+        assert not port_open(vp)
+        local = EchoServer(port=lport)
+        wait_tunnel(vp, timeout=10 * HC + 15)
+        assert client_status(capi)["web"]["healthy"] is True
+        assert c.stderr.count("failed its first health check") == 1, c.stderr
+        assert c.stderr.count("answers now; registering") == 1, c.stderr
+        assert "withdrawing" not in c.stderr and "answers again" not in c.stderr, c.stderr
+    finally:
+        if local:
+            local.stop()
+
+
 def test_health_check_off_by_default(procs):
     """Without the key nothing is checked: the local service down leaves the
     control channel up (visitors are closed one by one, as in the reference)."""
