@@ -221,6 +221,20 @@ def test_services_create_read_replace_delete(procs, echo, tmp_path):
     wait_tunnel(web2)
     wait_port_closed(web)
     assert echo_on(c, b"after replace") == b"after replace"
+    # the client's side replaced: a local_addr where nothing listens, then
+    # the echo again; each change is in force at once
+    code, hdrs, _ = call(p.capi, "GET", "/api/services/web")
+    code, hdrs, doc = call(p.capi, "PUT", "/api/services/web",
+                           {"local_addr": f"127.0.0.1:{free_port()}", "token": "(redacted)"},
+                           headers=[("If-Match", hdrs["etag"])])
+    assert code == 200 and doc == {"name": "web", "persisted": True}, doc
+    wait_until(lambda: not tunnel_works(web2), 10, what="the client to forward elsewhere")
+    code, _, doc = call(p.capi, "PUT", "/api/services/web",
+                        {"local_addr": f"127.0.0.1:{p.echo.port}", "token": "(redacted)"},
+                        headers=[("If-Match", hdrs["etag"])])
+    assert code == 200, doc
+    wait_tunnel(web2)
+    assert echo_on(c, b"after the client's") == b"after the client's"
     # delete on both sides
     code, _, doc = call(p.sapi, "DELETE", "/api/services/web")
     assert code == 200 and doc["persisted"] is True, doc
