@@ -6,10 +6,10 @@
  * hand it over. The peeked bytes are still in the socket, so the relay
  * forwards them first, untouched (TLS is never decrypted here).
  *
- * Bounds: a head is read within VHOST_HEAD_MS and VHOST_HTTP_HEAD_MAX /
- * VHOST_TLS_HEAD_MAX bytes (which stay in the kernel's receive buffer: no
- * memory of ours per connection), at most MAX_HEADS at once (the oldest
- * goes first). A visitor whose name is unknown gets a 404 page or an
+ * Bounds: a head is read within VHOST_HEAD_MS, MAX_PEEKS reads and
+ * VHOST_HTTP_HEAD_MAX / VHOST_TLS_HEAD_MAX bytes (which stay in the
+ * kernel's receive buffer: no memory of ours per connection), at most
+ * MAX_HEADS at once (the oldest goes first). A visitor whose name is unknown gets a 404 page or an
  * unrecognized_name alert, naming nothing of the configuration. */
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +27,7 @@
 
 #define VHOST_HEAD_MS		5000	/* from accept to a name */
 #define MAX_HEADS		1024	/* heads being read at once */
+#define MAX_PEEKS		64	/* reads of one head (it is parsed from its start each time) */
 #define LINGER_MS		2000	/* after a refusal, waiting for the peer to close */
 #define DRAIN_READS		16	/* reads of 16 KiB per event while lingering */
 
@@ -70,6 +71,7 @@ struct head {
 	struct net_addr peer;
 	struct watcher w;
 	struct timer deadline;
+	unsigned peeks;
 	bool closing;
 };
 
@@ -242,6 +244,10 @@ static void head_read(struct head *h, uint32_t events)
 		/* a peer that ended its side will send no more */
 		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 			head_refuse(h, R_BAD, NULL, 0);
+		/* one that sends its head a few bytes at a time would have it
+		 * copied and parsed again for each: as slow as a silent one */
+		else if (++h->peeks >= MAX_PEEKS)
+			head_refuse(h, R_SLOW, NULL, 0);
 		return;
 	case VHOST_BAD:
 		if (h->kind == VH_HTTP)
@@ -542,7 +548,7 @@ void vhost_metrics(const struct server *srv, struct buf *b)
 	metrics_family(b, "rathole_vhost_refused_total", "counter",
 		       "Visitors of the shared listeners not routed: reason = unknown_name (or "
 		       "none), no_client (the service's client is away), bad_head (not HTTP/1.x "
-		       "or TLS), slow (no name within 5 s), too_big, fds.");
+		       "or TLS), slow (no name within 5 s or 64 reads), too_big, fds.");
 	for (int k = 0; k < VH_KINDS; k++)
 		for (int r = 0; r < R_REASONS; r++) {
 			snprintf(extra, sizeof extra, "listener=\"%s\",%s", kind_names[k],

@@ -609,3 +609,24 @@ def test_https_visitor_with_proxy_protocol_v2_and_acl(procs):
         assert len(pp.headers) == 1
     finally:
         pp.stop()
+
+
+def test_head_sent_a_byte_at_a_time_is_closed(procs, echo):
+    """Each read of a head parses it from its start: one that comes a byte
+    at a time is closed after 64 reads (counted as slow), before its Host,
+    where it would have been routed."""
+    v = Vhosts(procs, {"e": ('hostnames = ["e.example.com"]', echo.port)}).start()
+    head = b"GET / HTTP/1.1\r\nX-Pad: " + b"p" * 200 + b"\r\nHost: e.example.com\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", v.http_port), timeout=10) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for k in range(len(head)):      # about 2.5 s: within the deadline
+                c.send(head[k:k + 1])
+                time.sleep(0.01)
+            got = c.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""
+    assert got == b"", got
+    m = v.metrics()
+    assert metric(m, "rathole_vhost_refused_total", listener="http", reason="slow") == 1
+    assert metric(m, "rathole_vhost_connections_total", listener="http") == 0
