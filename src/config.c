@@ -1934,8 +1934,10 @@ static void resolve_vhosts(struct ctx *c, struct server_config *s, const struct 
 		sb_init(&b, shown, sizeof shown);
 		sb_quoted(&b, sc->name, strlen(sc->name), 64);
 		c->key = "bind_addr";
+		/* hostnames = [] is no way in either (a bad value was reported) */
 		if (!sc->bind_addr && !sc->nhostnames && !child(sn, "bind_addr") &&
-		    !child(sn, "hostnames"))
+		    (!child(sn, "hostnames") || (child(sn, "hostnames")->type == TOML_ARRAY &&
+						 child(sn, "hostnames")->u.array.len == 0)))
 			add_error(c, sc->line, "service %s: missing bind_addr (where visitors connect, "
 				  "e.g. \"0.0.0.0:5202\"; set %s.bind_addr, or hostnames with "
 				  "server.http_bind_addr or https_bind_addr)", shown, spath);

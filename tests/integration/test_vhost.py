@@ -366,6 +366,8 @@ def test_check_accepts_and_rejects(tmp_path):
          "server.services.a.hostnames: applies to tcp services only"),
         (CHECK_HEAD + 'http_bind_addr = "nope"\n', "server.http_bind_addr: \"nope\" is not a valid address"),
         (CHECK_HEAD + '[server.services.a]\n', 'service "a": missing bind_addr'),
+        (CHECK_HEAD + 'http_bind_addr = "0.0.0.0:80"\n[server.services.a]\nhostnames = []\n',
+         'service "a": missing bind_addr'),
     ):
         r = run_rathole(["--check"], text, tmp_path)
         assert r.returncode == 1 and msg in r.stderr, (text, r.stderr)
