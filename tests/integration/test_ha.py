@@ -340,6 +340,7 @@ def test_figures_per_replica(procs, tags):
     ha = Ha(procs, tags)
     ha.add_client(b"A", extra="health_check_interval = 1")
     ha.add_client(b"B")
+    ha.wait_replicas(2, pooled=5)     # round robin alternates among replicas with channels
     peer = {}
     for tag, p in ha.clients.items():
         mine = sockets_to(p.pid, ha.port)
@@ -375,6 +376,7 @@ def test_figures_per_replica(procs, tags):
 
     for t in (b"A", b"B"):
         check(t, True, n[t], n[t])
+    ha.server.wait_log("control channel established with", count=2)
     assert ha.server.stderr.count("control channel established with") == 2
 
     # A's local service stops taking connections (the ones it has go on):
@@ -390,6 +392,7 @@ def test_figures_per_replica(procs, tags):
     st, text = check(b"A", False, n[b"A"], n[b"A"])
     assert len(st["replicas"]) == 2 and st["connections_active"] == 5, st
     assert metric(text, "rathole_service_replicas", service="svc") == 1
+    ha.server.wait_log(f"control channel from {peer[b'A']} closed")
     assert ha.server.stderr.count(f"control channel from {peer[b'A']} closed") == 1
     # its connections end: it is gone from both
     for c, t in held:

@@ -169,6 +169,7 @@ def test_health_check_first_pass_registers(procs):
         local = EchoServer(port=lport)
         wait_tunnel(vp, timeout=10 * HC + 15)
         assert client_status(capi)["web"]["healthy"] is True
+        c.wait_log("answers now; registering")
         assert c.stderr.count("failed its first health check") == 1, c.stderr
         assert c.stderr.count("answers now; registering") == 1, c.stderr
         assert "withdrawing" not in c.stderr and "answers again" not in c.stderr, c.stderr
@@ -308,6 +309,7 @@ def test_health_check_withdraws_from_every_server(procs):
         for p in vp:
             wait_tunnel(p, timeout=10 * HC + 15)
         assert client_status(capi)["web"]["health_check_failures"] >= 3
+        c.wait_log("answers again; registering")
         assert c.stderr.count("withdrawing the service") == 1, c.stderr
         assert c.stderr.count("answers again; registering") == 1, c.stderr
     finally:
