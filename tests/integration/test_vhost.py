@@ -285,11 +285,17 @@ def test_status_of_a_hostnames_only_service(procs, sites):
 
 def test_client_away_gets_503(procs, sites):
     a, _ = sites
-    v = Vhosts(procs, {"a": ('hostnames = ["a.example.com"]', a)})
+    v = Vhosts(procs, {"a": ('hostnames = ["a.example.com"]', a)}, https=True)
     v.server = procs.rathole(v.server_text(), name="server.toml")
-    v.server.wait_log(f"listening on 127.0.0.1:{v.http_port} for virtual hosts")
+    for port in (v.http_port, v.https_port):
+        v.server.wait_log(f"listening on 127.0.0.1:{port} for virtual hosts")
     assert get("a.example.com", v.http_port)[0] == 503
     assert get("b.example.com", v.http_port)[0] == 404
+    # on the TLS listener: a fatal internal_error alert, not unrecognized_name
+    assert first_record(v.https_port, client_hello("a.example.com")) == b"\x15\x03\x03\x00\x02\x02\x50"
+    m = v.metrics()
+    for listener in ("http", "https"):
+        assert metric(m, "rathole_vhost_refused_total", listener=listener, reason="no_client") == 1
 
 
 def reload(v, text):
@@ -482,6 +488,8 @@ def test_https_unknown_or_missing_sni_gets_unrecognized_name(procs, pki, tls_sit
     assert first_record(p, client_hello("wild.example.com", record=7)) == alert
     with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
         tls_peer_cert(p, "nope.example.com", ca)
+    # a name routed on the TLS listener only (vhost = "https") is unknown on port 80
+    assert get("b.example.com", v.http_port)[0] == 404
     # plain HTTP on the TLS port: not a ClientHello, closed without a word
     assert raw(p, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n") == b""
     # a slow ClientHello is cut after the deadline
