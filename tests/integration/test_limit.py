@@ -183,12 +183,16 @@ def recv_stamped(sock):
     raise AssertionError("a datagram without its arrival time")
 
 
-def test_udp_limited(procs):
-    """1 MB/s on a UDP service (server side): a visitor sending far more gets
-    no more than the bucket's rate and burst to the local service in a
-    second, and the datagrams it held back are counted."""
-    t = tunnel(procs, "tcp", server_svc='bandwidth_limit = "1MB"', service_type="udp")
-    svc, local, sapi = t.svc, t.local, t.sapi
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_udp_limited(procs, side):
+    """1 MB/s on a UDP service (on the server, or on the client): a visitor
+    sending far more gets no more than the bucket's rate and burst to the
+    local service in a second, and the datagrams it held back are counted."""
+    lim = 'bandwidth_limit = "1MB"'
+    t = tunnel(procs, "tcp", server_svc=lim if side == "server" else "",
+               client_svc=lim if side == "client" else "", service_type="udp")
+    svc, local = t.svc, t.local
+    api = t.sapi if side == "server" else t.capi
     ls = stamping(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     ls.bind(("127.0.0.1", local))
     ls.settimeout(0.5)
@@ -236,7 +240,7 @@ def test_udp_limited(procs):
     in_first_second = sum(n for ts, n in stamps if ts - first <= 1.0)
     # a second's rate, the 100 ms burst, and a batch of datagrams over it
     assert in_first_second <= 1_000_000 + 100_000 + 16 * 8000, in_first_second
-    text = http(f"http://127.0.0.1:{sapi}/metrics")[1]
+    text = http(f"http://127.0.0.1:{api}/metrics")[1]
     assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
                   direction="in") > 0
 
