@@ -642,3 +642,53 @@ def test_head_sent_a_byte_at_a_time_is_closed(procs, echo):
     m = v.metrics()
     assert metric(m, "rathole_vhost_refused_total", listener="http", reason="slow") == 1
     assert metric(m, "rathole_vhost_connections_total", listener="http") == 0
+
+
+def test_idle_flood_keeps_at_most_1024_heads(procs, sites):
+    """Visitors that connect and say nothing: 1024 heads are read at once;
+    76 more close the 76 oldest (counted as slow) rather than being read
+    too, and a visitor that names a host still gets through."""
+    from proc_stats import fd_count, raise_nofile
+    raise_nofile(4096)
+    a, _ = sites
+    v = Vhosts(procs, {"a": ('hostnames = ["a.example.com"]', a)}).start()
+    base_fds = fd_count(v.server.pid)
+    flood = []
+
+    def connect(n):
+        for _ in range(n):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", v.http_port))
+            except BlockingIOError:
+                pass
+            flood.append(s)
+
+    def reading():
+        return metric(v.metrics(), "rathole_vhost_heads_reading")
+    try:
+        connect(1024)           # the listen backlog holds them all
+        wait_until(lambda: reading() == 1024, 4, what="1024 heads being read")
+        connect(76)
+        # well within their 5 s: the oldest go, not the deadline's doing
+        wait_until(lambda: metric(v.metrics(), "rathole_vhost_refused_total", listener="http",
+                                  reason="slow") >= 76 or reading() > 1024, 4,
+                   what="76 more visitors to be taken in")
+        assert reading() == 1024
+        assert metric(v.metrics(), "rathole_vhost_refused_total", listener="http",
+                      reason="slow") == 76
+        assert fd_count(v.server.pid) <= base_fds + 1024 + 8
+        # the first was closed by the server; the last is still open
+        with pytest.raises(BlockingIOError):
+            flood[-1].recv(10)
+        flood[0].setblocking(True)
+        flood[0].settimeout(5)
+        try:
+            assert flood[0].recv(10) == b""
+        except ConnectionResetError:
+            pass
+        assert get("a.example.com", v.http_port) == (200, "site-a host=a.example.com")
+    finally:
+        for s in flood:
+            s.close()
