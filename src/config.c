@@ -1582,6 +1582,39 @@ static void check_overlaps(struct ctx *c, const struct service_config *svcs, siz
 	}
 }
 
+/* Server: a tcp range may not take the port of one of the server's own
+ * listeners (the control channels, the virtual hosts, the admin API). */
+static void check_range_listeners(struct ctx *c, const struct server_config *s,
+				  const struct toml_value *services_node)
+{
+	const struct { const char *key, *addr; } own[] = {
+		{ "server.bind_addr", s->bind_addr },
+		{ "server.http_bind_addr", s->http_bind_addr },
+		{ "server.https_bind_addr", s->https_bind_addr },
+		{ "server.api.bind_addr", s->api ? s->api->bind_addr : NULL },
+	};
+
+	for (size_t i = 0; i < s->nservices; i++) {
+		const struct service_config *svc = &s->services[i];
+		char spath[PATH_LEN];
+		struct range ri;
+
+		if (svc->type != SERVICE_TCP || !service_range(svc, true, &ri))
+			continue;
+		for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) {
+			struct service_config l = { .type = SERVICE_TCP, .bind_addr = (char *)own[k].addr };
+			struct range rl;
+
+			if (!own[k].addr || !single_port(&l, &rl) || !ranges_overlap(svc, &ri, &l, &rl))
+				continue;
+			path_join(spath, sizeof spath, "server.services", svc->name, strlen(svc->name));
+			add_error(c, key_line(child(services_node, svc->name), "bind_addr", svc->line),
+				  "%s.bind_addr: \"%s\" takes the port of %s \"%s\"", spath,
+				  svc->bind_addr, own[k].key, own[k].addr);
+		}
+	}
+}
+
 /* Client: remote_ports needs a range of the same length in local_addr. */
 static void check_remote_ports(struct ctx *c, const struct service_config *s,
 			       const struct toml_value *node)
@@ -2016,6 +2049,7 @@ static void resolve_server(struct ctx *c, struct server_config *s, const struct 
 			 child(node, "services"), "server");
 	resolve_transport(c, &s->transport, node, "server", true);
 	check_overlaps(c, s->services, s->nservices, child(node, "services"));
+	check_range_listeners(c, s, child(node, "services"));
 	if (c->errs->count == 0)
 		expand_ranges(c, &server_service_section, &s->services, &s->nservices, true,
 			      "server");

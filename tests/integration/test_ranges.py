@@ -336,9 +336,17 @@ CLIENT_HEAD = '[client]\nremote_addr = "127.0.0.1:2333"\ndefault_token = "t"\n'
      CLIENT_HEAD + '[client.services.a]\nlocal_addr = "127.0.0.1:40000-40001"\n', 9,
      'service "a": the client\'s members are named after ports the server\'s range does not '
      'have ("a:40000"); set client.services.a.remote_ports'),
+    (SERVER_HEAD.replace("127.0.0.1:2333", "0.0.0.0:30003") + '[server.services.a]\n'
+     'bind_addr = "127.0.0.1:30000-30009"\n', 5,
+     'server.services.a.bind_addr: "127.0.0.1:30000-30009" takes the port of server.bind_addr '
+     '"0.0.0.0:30003"'),
+    (SERVER_HEAD + 'https_bind_addr = "0.0.0.0:30443"\n[server.services.a]\n'
+     'bind_addr = "0.0.0.0:30000-30999"\n', 6,
+     'server.services.a.bind_addr: "0.0.0.0:30000-30999" takes the port of '
+     'server.https_bind_addr "0.0.0.0:30443"'),
 ], ids=["overlap", "overlap-single", "too-long", "reversed", "not-a-number",
         "remote-ports-length", "remote-ports-single", "member-name", "two-roles-length",
-        "two-roles-names"])
+        "two-roles-names", "control-port", "vhost-port"])
 def test_range_config_errors(tmp_path, text, line, msg):
     r = run_rathole(["--check"], text, tmp_path)
     assert r.returncode == 1, r.stderr
