@@ -758,6 +758,10 @@ void server_metrics(struct server *srv, struct buf *b)
 	metrics_family(b, "rathole_unknown_service_total", "counter",
 		       "Control channels asking for a service this server does not have.");
 	metrics_sample(b, "rathole_unknown_service_total", NULL, NULL, srv->unknown_service);
+	metrics_family(b, "rathole_fds_kept_for_channels", "gauge",
+		       "File descriptors kept free for control and data channels: a visitor is "
+		       "closed at accept while fewer would stay free.");
+	metrics_sample(b, "rathole_fds_kept_for_channels", NULL, NULL, fds_kept_for_channels(srv));
 	vhost_metrics(srv, b);
 	metrics_process(b, "server");
 }

@@ -10,7 +10,12 @@ visitors that hang up while they wait for a data channel (issue 23, part 1).
 - Visitors that hang up while the client is stopped (SIGSTOP: no data channel
   can come) are closed at once: no CLOSE-WAIT socket, no fd left 1 s later.
 - A visitor that sends its request and half-closes while it waits is still
-  served (`printf req | nc -N`)."""
+  served (`printf req | nc -N`).
+- With `balance`, every replica beyond a service's first keeps a pool's worth
+  more descriptors free for channels (rathole_fds_kept_for_channels), and a
+  visitor that arrives in the very turn its replica's client died is given a
+  live channel of another replica, not one of the dead client's."""
+import json
 import os
 import shutil
 import signal
@@ -20,8 +25,9 @@ import time
 
 import pytest
 
-from conftest import RATHOLE, wait_until
-from helpers import Tunnel, echo_once, recv_all, wait_tunnel
+from conftest import RATHOLE, free_port, wait_until
+from helpers import (Tunnel, client_config, echo_once, http, metric, recv_all, recv_exact,
+                     server_config, wait_tunnel)
 from proc_stats import fd_count, raise_nofile
 
 NOFILE = 64
@@ -194,3 +200,98 @@ def test_half_closed_waiting_visitor_is_served(procs, echo):
     with v, quiet:
         assert recv_all(v) == b"request"
         assert quiet.recv(16) == b""
+
+
+# ---- several clients of one service (balance) ----
+
+class Balanced:
+    """A server whose service "svc" (tcp, balance = "round_robin") and "dns"
+    (udp) forward to `echo`; clients added one by one (each a replica)."""
+
+    def __init__(self, procs, echo_port):
+        self.procs, self.echo_port = procs, echo_port
+        self.port, self.api = free_port(), free_port()
+        self.service_port = free_port()
+        self.clients = []
+        text = server_config(self.port, {
+            "svc": dict(bind_port=self.service_port, token="t",
+                        extra='balance = "round_robin"\n'),
+            "dns": dict(bind_port=free_port(socket.SOCK_DGRAM), token="u", type="udp")},
+            extra=f'[server.api]\nbind_addr = "127.0.0.1:{self.api}"\n')
+        self.server = procs.rathole(text, name="server.toml")
+        self.server.wait_log("listening on 127.0.0.1:%d" % self.port)
+
+    def add_client(self):
+        text = client_config(self.port, {"svc": dict(local_port=self.echo_port, token="t")})
+        c = self.procs.rathole(text, name=f"client-{len(self.clients)}.toml")
+        self.clients.append(c)
+        return c
+
+    def metrics(self):
+        code, text = http(f"http://127.0.0.1:{self.api}/metrics")
+        assert code == 200, text
+        return text
+
+    def kept(self):
+        return int(metric(self.metrics(), "rathole_fds_kept_for_channels"))
+
+    def wait_replicas(self, n, pooled=8):
+        def ready():
+            code, body = http(f"http://127.0.0.1:{self.api}/api/status")
+            svc = [s for s in json.loads(body)["services"] if s["name"] == "svc"][0]
+            return len(svc["replicas"]) == n and \
+                all(r["data_channels_pooled"] >= pooled for r in svc["replicas"])
+        wait_until(ready, 15, interval=0.05, what=f"{n} replicas with {pooled} pooled channels")
+
+
+def test_each_replica_keeps_a_pool_of_descriptors(procs, echo):
+    """The descriptors kept free for control and data channels: 8, plus a
+    pool per service (8 tcp, 2 udp), plus 8 per replica of "svc" beyond its
+    first; they grow and shrink with the replicas."""
+    b = Balanced(procs, echo.port)
+    base = 8 + 8 + 2
+    assert b.kept() == base
+    for n in (1, 2, 3):
+        b.add_client()
+        b.wait_replicas(n)
+        assert b.kept() == base + 8 * (n - 1), f"with {n} replicas"
+    b.clients[0].stop(sig=signal.SIGKILL)
+    b.wait_replicas(2)
+    assert b.kept() == base + 8
+    for c in b.clients[1:]:
+        c.stop(sig=signal.SIGKILL)
+    b.wait_replicas(0)
+    assert b.kept() == base
+
+
+def test_visitors_as_a_replica_dies_get_a_live_channel(procs, echo):
+    """The server is stopped (SIGSTOP) while 6 visitors connect, each with its
+    bytes, and then client A is killed: when the server goes on, the visitors
+    and the ends of A's control and pooled channels come in the same turn,
+    visitors first. Round robin picks A for half of them: A's pooled channels
+    are seen to be dead before one is handed out, and the visitors go to B."""
+    b = Balanced(procs, echo.port)
+    a = b.add_client()
+    b.wait_replicas(1)
+    b.add_client()
+    b.wait_replicas(2)
+    visitors = []
+    b.server.signal(signal.SIGSTOP)
+    try:
+        for i in range(6):
+            v = socket.create_connection(("127.0.0.1", b.service_port), timeout=10)
+            v.sendall(b"visitor %d" % i)
+            visitors.append(v)
+        a.stop(sig=signal.SIGKILL)      # returns once the process is reaped
+        time.sleep(0.3)                 # its ends reach the server's sockets
+    finally:
+        b.server.signal(signal.SIGCONT)
+    served = []
+    for i, v in enumerate(visitors):
+        with v:
+            try:
+                served.append(recv_exact(v, len(b"visitor %d" % i)) == b"visitor %d" % i)
+            except (OSError, AssertionError):
+                served.append(False)
+    assert all(served), f"served: {served}"
+    b.wait_replicas(1)
