@@ -118,29 +118,42 @@ def check_download(start, size=64 << 20):
         ls.close()
 
 
-def concurrent_echo(port, n, timeout=60):
+def concurrent_echo(port, n, timeout=60, wave=None):
     """n visitors connected at once, each sending its own bytes and reading
-    them back; returns how many got exactly their bytes."""
+    them back; returns how many got exactly their bytes. With wave, they
+    come `wave` at a time, the next ones once those before have their
+    answers; every visitor stays connected until the end (n at once all the
+    same), but at most `wave` new data channels are asked for at a time."""
     sel = selectors.DefaultSelector()
-    socks, expect, got = [], {}, {}
-    for i in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        socks.append(s)
-        expect[s] = ("visitor %05d " % i).encode() * 50
-        got[s] = b""
-        sel.register(s, selectors.EVENT_WRITE)
-    pending_send = set(socks)
+    socks, expect, got, done = [], {}, {}, set()
+
+    def connect(count):
+        for _ in range(count):
+            i = len(socks)
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+            expect[s] = ("visitor %05d " % i).encode() * 50
+            got[s] = b""
+            pending_send.add(s)
+            sel.register(s, selectors.EVENT_WRITE)
+
+    pending_send = set()
+    connect(min(n, wave or n))
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and any(len(got[s]) < len(expect[s]) for s in socks):
+        while time.monotonic() < deadline and (len(socks) < n or len(done) < n):
+            if len(done) == len(socks):
+                connect(min(n - len(socks), wave or n))
             for key, ev in sel.select(0.5):
                 s = key.fileobj
                 if ev & selectors.EVENT_WRITE and s in pending_send:
                     try:
                         s.send(expect[s])
                     except OSError:
+                        sel.unregister(s)
+                        done.add(s)
                         continue
                     pending_send.discard(s)
                     sel.modify(s, selectors.EVENT_READ)
@@ -154,6 +167,7 @@ def concurrent_echo(port, n, timeout=60):
                     got[s] += d
                     if not d or len(got[s]) >= len(expect[s]):
                         sel.unregister(s)
+                        done.add(s)
         return sum(1 for s in socks if got[s] == expect[s])
     finally:
         for s in socks:
@@ -161,12 +175,12 @@ def concurrent_echo(port, n, timeout=60):
         sel.close()
 
 
-def check_concurrent(start, n=200):
+def check_concurrent(start, n=200, wave=None):
     e = EchoServer()
     try:
         t = start(e.port)
         wait_tunnel_exact(t.service_port)
-        assert concurrent_echo(t.service_port, n) == n
+        assert concurrent_echo(t.service_port, n, wave=wave) == n
     finally:
         e.stop()
 

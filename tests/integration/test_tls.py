@@ -6,9 +6,10 @@ import pytest
 
 from checks import (check_concurrent, check_download, check_echo, check_echo_bulk,
                     check_half_close)
-from conftest import free_port, port_open, run_rathole
+from conftest import RATHOLE, free_port, port_open, run_rathole
 from helpers import TamperRelay, Tunnel, echo_once, server_config, transfer_checked, wait_tunnel
 from pki import PASSWORD
+from proc_stats import is_asan
 
 
 def tls_tunnel(procs, pki, local_port, p12="identity.p12", ca="ca.pem", hostname="localhost",
@@ -46,7 +47,13 @@ def test_64mib_download_checksum(procs, pki):
 
 
 def test_200_concurrent_connections(procs, pki):
-    check_concurrent(lambda port: tls_tunnel(procs, pki, port).start(), 200)
+    """200 visitors at once, each with its own bytes. Under ASan a TLS
+    handshake costs about 4x the CPU: 200 data channels asked for at once on
+    a loaded machine then miss the server's 5 s handshake deadline and their
+    visitors their 10 s wait. There the visitors come 25 at a time (all 200
+    stay connected together all the same)."""
+    check_concurrent(lambda port: tls_tunnel(procs, pki, port).start(), 200,
+                     wave=25 if is_asan(RATHOLE) else None)
 
 
 def test_half_close(procs, pki):
