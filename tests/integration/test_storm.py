@@ -7,6 +7,9 @@ visitors that hang up while they wait for a data channel (issue 23, part 1).
   never gives up its control and data channels for them). The client opens
   a data channel only with a descriptor left for its local connection, so
   it closes none of the visitors (the server holds them until it can).
+- The same storm with visitors that each send a byte: every one of them is
+  served or closed by the server within 8 s, none left waiting for a data
+  channel there is no descriptor for (the reserve kept for channels).
 - Visitors that hang up while the client is stopped (SIGSTOP: no data channel
   can come) are closed at once: no CLOSE-WAIT socket, no fd left 1 s later.
 - A visitor that sends its request and half-closes while it waits is still
@@ -17,6 +20,7 @@ visitors that hang up while they wait for a data channel (issue 23, part 1).
   live channel of another replica, not one of the dead client's."""
 import json
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -140,6 +144,76 @@ def test_storm_with_few_fds_recovers(procs, echo, side, tmp_path):
     wait_until(lambda: fd_count(victim.pid) <= idle_fds + 24, 10, interval=0.1,
                what=f"the {side}'s fds to come back (idle: {idle_fds})")
     assert t.server.alive() and t.client.alive()
+
+
+def speaking_storm(port, n, limit_s):
+    """n visitors at once, each sending a byte; until each has its byte back
+    (served) or was closed or reset (shed), for at most limit_s seconds.
+    Returns (sockets, served, shed); the sockets stay open."""
+    sel = selectors.DefaultSelector()
+    socks, served, shed, sent = [], set(), set(), set()
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+        sel.register(s, selectors.EVENT_WRITE)
+    deadline = time.monotonic() + limit_s
+    try:
+        while len(served) + len(shed) < n and time.monotonic() < deadline:
+            for key, ev in sel.select(0.2):
+                s = key.fileobj
+                if s not in sent and ev & selectors.EVENT_WRITE:
+                    try:
+                        s.send(b"x")
+                        sent.add(s)
+                        sel.modify(s, selectors.EVENT_READ)
+                        continue
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        d = b""
+                else:
+                    try:
+                        d = s.recv(16)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        d = b""
+                (served if d == b"x" else shed).add(s)
+                sel.unregister(s)
+    finally:
+        sel.close()
+    return socks, len(served), len(shed)
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
+def test_storm_visitors_served_or_shed_at_once(procs, echo, tmp_path):
+    """300 visitors at once, each sending a byte, against a server with 64
+    fds: each one is served (its byte comes back) or closed by the server
+    well within the 10 s a visitor may wait. None is left in the accept queue
+    or waiting for a data channel that no descriptor is left for (without
+    the reserve kept for channels, the visitors took every fd, the data
+    channels could not be accepted and the visitors waited 10 s for
+    nothing). Then they leave, and the tunnel echoes again within 2 s."""
+    raise_nofile(4096)
+    t = Tunnel(procs, local_port=echo.port)
+    start_limited(procs, t, tmp_path, "server")
+    time.sleep(0.3)                     # the pool tops up
+    socks, served, shed = speaking_storm(t.service_port, STORM, 8.0)
+    try:
+        assert served + shed == STORM, \
+            f"{STORM - served - shed} of {STORM} visitors neither served nor closed " \
+            f"within 8 s ({served} served, {shed} closed)"
+        assert served >= 8, f"only {served} visitors served"
+        print(f"{served} served, {shed} shed")
+        assert t.server.alive()
+    finally:
+        for s in socks:
+            s.close()
+    gone = time.monotonic()
+    assert echo_within(t.service_port, gone + RECOVER_S) is not None, \
+        f"no echo within {RECOVER_S} s after the visitors left"
 
 
 def stopped_client_tunnel(procs, echo, holders):
