@@ -6,9 +6,10 @@ import socket
 import pytest
 
 from checks import check_concurrent, check_echo, check_echo_bulk, check_half_close
-from conftest import free_port
+from conftest import RATHOLE, free_port
 from external import start_nginx
 from helpers import Tunnel, recv_all
+from proc_stats import is_asan
 
 WS_SERVER = '[server.transport]\ntype = "websocket"\n[server.transport.websocket]\ntls = false\n'
 WS_CLIENT = '[client.transport]\ntype = "websocket"\n[client.transport.websocket]\ntls = false\n'
@@ -56,7 +57,11 @@ def test_64mib_echo_checksum(procs, pki, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_200_concurrent_connections(procs, pki, variant):
-    check_concurrent(lambda port: ws_tunnel(procs, pki, variant, port), 200)
+    """200 visitors at once; under ASan 25 at a time (all 200 connected
+    together all the same): 200 TLS handshakes at once on a loaded machine
+    miss the server's 5 s handshake deadline (test_tls.py)."""
+    check_concurrent(lambda port: ws_tunnel(procs, pki, variant, port), 200,
+                     wave=25 if is_asan(RATHOLE) else None)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
