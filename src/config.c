@@ -1958,6 +1958,7 @@ static void resolve_vhosts(struct ctx *c, struct server_config *s, const struct 
 		struct service_config *sc = &s->services[i];
 		const struct toml_value *sn = child(services_node, sc->name);
 		char spath[PATH_LEN], shown[PATH_LEN];
+		const struct toml_value *names = child(sn, "hostnames");
 		bool http = s->http_bind_addr && sc->vhost != VHOST_ON_HTTPS;
 		bool https = s->https_bind_addr && sc->vhost != VHOST_ON_HTTP;
 		struct range r;
@@ -1969,13 +1970,12 @@ static void resolve_vhosts(struct ctx *c, struct server_config *s, const struct 
 		c->key = "bind_addr";
 		/* hostnames = [] is no way in either (a bad value was reported) */
 		if (!sc->bind_addr && !sc->nhostnames && !child(sn, "bind_addr") &&
-		    (!child(sn, "hostnames") || (child(sn, "hostnames")->type == TOML_ARRAY &&
-						 child(sn, "hostnames")->u.array.len == 0)))
+		    (!names || (names->type == TOML_ARRAY && names->u.array.len == 0)))
 			add_error(c, sc->line, "service %s: missing bind_addr (where visitors connect, "
 				  "e.g. \"0.0.0.0:5202\"; set %s.bind_addr, or hostnames with "
 				  "server.http_bind_addr or https_bind_addr)", shown, spath);
 		c->key = "vhost";
-		if (child(sn, "vhost") && !child(sn, "hostnames"))
+		if (child(sn, "vhost") && !names)
 			add_error(c, key_line(sn, "vhost", sc->line), "%s.vhost: applies to a "
 				  "service with hostnames; add hostnames or remove it", spath);
 		c->key = "hostnames";

@@ -9,8 +9,9 @@
  * Bounds: a head is read within VHOST_HEAD_MS, MAX_PEEKS reads and
  * VHOST_HTTP_HEAD_MAX / VHOST_TLS_HEAD_MAX bytes (which stay in the
  * kernel's receive buffer: no memory of ours per connection), at most
- * MAX_HEADS at once (the oldest goes first). A visitor whose name is unknown gets a 404 page or an
- * unrecognized_name alert, naming nothing of the configuration. */
+ * MAX_HEADS at once (the oldest goes first). A visitor whose name is
+ * unknown gets a 404 page or an unrecognized_name alert, naming nothing of
+ * the configuration. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
