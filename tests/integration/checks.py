@@ -10,8 +10,8 @@ import threading
 import time
 
 from conftest import wait_until
-from helpers import (EchoServer, echo_once, listen_tcp, recv_all, recv_digest, transfer_checked,
-                     wait_tunnel)
+from helpers import (EchoServer, connecting, echo_once, listen_tcp, recv_all, recv_digest,
+                     transfer_checked, wait_tunnel)
 
 # half_close=False: the visitor never half-closes; it reads the echo back up to
 # the length it sent, then closes. Needed through proxies (tinyproxy,
@@ -130,9 +130,7 @@ def concurrent_echo(port, n, timeout=60, wave=None):
     def connect(count):
         for _ in range(count):
             i = len(socks)
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
+            s = connecting(port)
             socks.append(s)
             expect[s] = ("visitor %05d " % i).encode() * 50
             got[s] = b""

@@ -32,6 +32,15 @@ def listen_tcp(host="127.0.0.1", port=0, backlog=64, timeout=0.2):
     return s
 
 
+
+def connecting(port, host="127.0.0.1"):
+    """A non-blocking TCP socket whose connect to host:port has been started
+    (storms open hundreds of these before any is accepted)."""
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((host, port))
+    return s
+
 def accepted(ls, stopping):
     """The connections accepted on ls (made by listen_tcp) until stopping()
     says so or ls is closed."""

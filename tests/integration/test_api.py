@@ -6,10 +6,9 @@ import json
 import signal
 import socket
 import threading
-import time
 import tomllib
 
-from conftest import free_port, port_open, run_rathole, wait_port, wait_port_closed, wait_until
+from conftest import free_port, run_rathole, wait_port, wait_port_closed, wait_until
 from helpers import client_config, echo_on, held, server_config, tunnel_works, wait_tunnel
 
 

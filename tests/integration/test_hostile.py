@@ -14,8 +14,8 @@ import time
 import pytest
 
 from conftest import RATHOLE, free_port, wait_until
-from helpers import (EchoServer, Tunnel, accepted, assert_paced, client_config, echo_once,
-                     listen_tcp, recv_all, server_config, wait_tunnel)
+from helpers import (EchoServer, Tunnel, accepted, assert_paced, client_config, connecting,
+                     echo_once, listen_tcp, recv_all, server_config, wait_tunnel)
 from proc_stats import Stopwatch, fd_count, is_asan, raise_nofile, rss_kib, wait_fds_at_most
 from test_protocol_peer import FakeServer, control_hello, data_hello, hand_control_channel, read_exact, u32
 
@@ -64,12 +64,7 @@ def test_half_open_flood(procs, echo, transport):
     flood = []
     try:
         for i in range(1200):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", t.server_port))
-            except BlockingIOError:
-                pass
+            s = connecting(t.server_port)
             flood.append(s)
             try:
                 if i % 3 == 0:

@@ -183,6 +183,19 @@ def recv_stamped(sock):
     raise AssertionError("a datagram without its arrival time")
 
 
+def assert_limited_to_a_second(stamps, api, direction):
+    """The datagrams stamped in the first second of stamps are no more than
+    1 MB/s allows (its rate, the 100 ms burst, and a batch of datagrams over
+    it), and the API on port api counts bytes held back in direction."""
+    assert stamps, "nothing arrived under the limit"
+    first = stamps[0][0]
+    in_first_second = sum(n for ts, n in stamps if ts - first <= 1.0)
+    assert in_first_second <= 1_000_000 + 100_000 + 16 * 8000, in_first_second
+    text = http(f"http://127.0.0.1:{api}/metrics")[1]
+    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
+                  direction=direction) > 0
+
+
 @pytest.mark.parametrize("side", ["server", "client"])
 def test_udp_limited(procs, side):
     """1 MB/s on a UDP service (on the server, or on the client): a visitor
@@ -235,14 +248,7 @@ def test_udp_limited(procs, side):
         t.join(2)
         v.close()
         ls.close()
-    assert stamps, "nothing arrived under the limit"
-    first = stamps[0][0]
-    in_first_second = sum(n for ts, n in stamps if ts - first <= 1.0)
-    # a second's rate, the 100 ms burst, and a batch of datagrams over it
-    assert in_first_second <= 1_000_000 + 100_000 + 16 * 8000, in_first_second
-    text = http(f"http://127.0.0.1:{api}/metrics")[1]
-    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
-                  direction="in") > 0
+    assert_limited_to_a_second(stamps, api, "in")
 
 
 def test_udp_limited_toward_visitors(procs):
@@ -304,13 +310,7 @@ def test_udp_limited_toward_visitors(procs):
         f.join(5)
         v.close()
         ls.close()
-    assert stamps, "nothing came back under the limit"
-    first = stamps[0][0]
-    in_first_second = sum(n for ts, n in stamps if ts - first <= 1.0)
-    assert in_first_second <= 1_000_000 + 100_000 + 16 * 8000, in_first_second
-    text = http(f"http://127.0.0.1:{t.sapi}/metrics")[1]
-    assert metric(text, "rathole_service_limit_delayed_bytes_total", service="s",
-                  direction="out") > 0
+    assert_limited_to_a_second(stamps, t.sapi, "out")
 
 
 def test_reload_limits_connections_in_progress(procs, echo):

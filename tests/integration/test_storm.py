@@ -30,8 +30,8 @@ import time
 import pytest
 
 from conftest import RATHOLE, free_port, wait_until
-from helpers import (Tunnel, client_config, echo_once, http, metric, recv_all, recv_exact,
-                     server_config, wait_tunnel)
+from helpers import (Tunnel, client_config, connecting, echo_once, http, metric, recv_all,
+                     recv_exact, server_config, wait_tunnel)
 from proc_stats import fd_count, raise_nofile
 
 NOFILE = 64
@@ -121,10 +121,7 @@ def test_storm_with_few_fds_recovers(procs, echo, side, tmp_path):
     visitors = []
     try:
         for _ in range(STORM):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", t.service_port))
-            visitors.append(s)
+            visitors.append(connecting(t.service_port))
         time.sleep(HOLD_S)
         assert victim.alive()
         if side == "client":
@@ -153,9 +150,7 @@ def speaking_storm(port, n, limit_s):
     sel = selectors.DefaultSelector()
     socks, served, shed, sent = [], set(), set(), set()
     for _ in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
+        s = connecting(port)
         socks.append(s)
         sel.register(s, selectors.EVENT_WRITE)
     deadline = time.monotonic() + limit_s

@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 
 from conftest import free_port, port_open, wait_port_closed, wait_until
-from helpers import EchoServer, Tunnel, echo_once, recv_all, recv_digest, transfer_checked, wait_tunnel
+from helpers import (EchoServer, Tunnel, connecting, echo_once, recv_all, recv_digest,
+                     transfer_checked, wait_tunnel)
 
 
 @pytest.fixture
@@ -148,9 +149,7 @@ def test_2000_concurrent_connections(procs, echo):
     expect = {}
     got = {}
     for i in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", tunnel.service_port))
+        s = connecting(tunnel.service_port)
         socks.append(s)
         expect[s] = ("visitor %05d " % i).encode() * 20
         got[s] = b""

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, free_port, need_binary, run_rathole, wait_port_closed, wait_until
 from external import start_nginx_site
-from helpers import ProxyProtocolService, http, metric, recv_exact
+from helpers import ProxyProtocolService, connecting, http, metric, recv_exact
 
 
 def curl(url, *args, resolve=None, timeout=10):
@@ -657,13 +657,7 @@ def test_idle_flood_keeps_at_most_1024_heads(procs, sites):
 
     def connect(n):
         for _ in range(n):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", v.http_port))
-            except BlockingIOError:
-                pass
-            flood.append(s)
+            flood.append(connecting(v.http_port))
 
     def reading():
         return metric(v.metrics(), "rathole_vhost_heads_reading")
